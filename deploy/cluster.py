@@ -1,0 +1,240 @@
+"""The local Tarantool cluster: replica sets of a master and replicas with asynchronous replication.
+
+Bootstrap is staged so no instance waits on credentials that do not exist yet: the master bootstraps alone
+and creates the schema and the store user, the replicas join it, then every instance switches to the full
+mesh of its replica set (so any replica can follow a promoted one). Finally the buckets are assigned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from deploy import processes
+from deploy.settings import Settings
+from feature_store.client import FeatureStore
+from feature_store.errors import StoreError
+from feature_store.replicaset import InstanceConnection
+from feature_store.topology import InstanceSpec, ReplicaSetSpec, topology_from
+
+LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
+INSTANCE_SCRIPT = LUA_DIR / "instance.lua"
+
+
+class StoreCluster:
+    def __init__(self, settings: Settings, replicaset_count: int | None = None) -> None:
+        self.settings = settings
+        self.store = settings.store
+        self.topology: list[ReplicaSetSpec] = topology_from(settings.store, replicaset_count)
+        self.base_dir = settings.run_dir / "store"
+
+    # ---- paths -----------------------------------------------------------------------------------------
+    def work_dir(self, spec: InstanceSpec) -> Path:
+        return (self.base_dir / spec.name).resolve()
+
+    def pid_path(self, spec: InstanceSpec) -> Path:
+        return self.base_dir / f"{spec.name}.pid"
+
+    def log_path(self, spec: InstanceSpec) -> Path:
+        return self.base_dir / f"{spec.name}.log"
+
+    def instances(self) -> list[InstanceSpec]:
+        return [i for rs in self.topology for i in rs.instances]
+
+    def instance(self, name: str) -> InstanceSpec:
+        for spec in self.instances():
+            if spec.name == name:
+                return spec
+        raise KeyError(name)
+
+    def _peer_uri(self, spec: InstanceSpec) -> str:
+        return f"{self.store.user}:{self.store.password}@{spec.uri}"
+
+    def _instance_settings(self, spec: InstanceSpec, rs: ReplicaSetSpec) -> dict[str, Any]:
+        master = rs.bootstrap_master
+        return {
+            "name": spec.name,
+            "listen": spec.uri,
+            "work_dir": str(self.work_dir(spec)),
+            "rs_id": rs.id,
+            "read_only": spec.position != 0,
+            "replication": [self._peer_uri(i) for i in rs.instances],
+            "bootstrap_replication": [] if spec is master else [self._peer_uri(master)],
+            "memtx_memory": self.store.memtx_memory_mb * 1024 * 1024,
+            "user": self.store.user,
+            "password": self.store.password,
+            "max_features_per_subject": self.store.max_features_per_subject,
+            "deny_subjects": self.store.deny_subjects,
+            "expiry_interval": self.store.expiry_interval_s,
+            "tombstone_ttl": self.store.tombstone_ttl_s,
+        }
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    def start_instance(self, spec: InstanceSpec) -> int:
+        rs = self.topology[spec.rs_id - 1]
+        pid = processes.read_pid(self.pid_path(spec))
+        if processes.is_alive(pid):
+            assert pid is not None
+            return pid
+        env = {"RTREC_INSTANCE": json.dumps(self._instance_settings(spec, rs))}
+        return processes.spawn(["tarantool", str(INSTANCE_SCRIPT)], log_path=self.log_path(spec),
+                               pid_path=self.pid_path(spec), env=env)
+
+    async def _wait_ready(self, spec: InstanceSpec, timeout: float) -> dict[str, Any]:
+        conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=1.0)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                if not processes.is_alive(processes.read_pid(self.pid_path(spec))):
+                    raise processes.ProcessError(
+                        f"{spec.name} exited during start:\n{processes.tail(self.log_path(spec))}")
+                try:
+                    info: dict[str, Any] = await conn.call("ping", [], timeout=1.0)
+                    return info
+                except StoreError:
+                    if time.monotonic() > deadline:
+                        raise processes.ProcessError(
+                            f"{spec.name} not ready in {timeout:.0f}s:\n{processes.tail(self.log_path(spec))}"
+                        ) from None
+                    await asyncio.sleep(0.1)
+        finally:
+            await conn.close()
+
+    async def start(self, timeout: float = 60.0) -> None:
+        """Start every instance (idempotent), wire the full mesh, bootstrap buckets on a new cluster."""
+        for rs in self.topology:
+            self.start_instance(rs.bootstrap_master)
+        await asyncio.gather(*(self._wait_ready(rs.bootstrap_master, timeout) for rs in self.topology))
+        replicas = [i for rs in self.topology for i in rs.instances[1:]]
+        for spec in replicas:
+            self.start_instance(spec)
+        await asyncio.gather(*(self._wait_ready(spec, timeout) for spec in replicas))
+        await self._wire_full_mesh()
+        await self.wait_replication(timeout)
+        async with self.client() as store:
+            await store.bootstrap_buckets()
+
+    async def _wire_full_mesh(self) -> None:
+        for rs in self.topology:
+            uris = [self._peer_uri(i) for i in rs.instances]
+            for spec in rs.instances:
+                conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=1.0)
+                try:
+                    await conn.call("set_replication", [uris], timeout=30.0)
+                finally:
+                    await conn.close()
+
+    async def wait_replication(self, timeout: float = 30.0) -> None:
+        """Wait until every instance follows every peer of its replica set."""
+        deadline = time.monotonic() + timeout
+        while True:
+            lagging = await self._not_following()
+            if not lagging:
+                return
+            if time.monotonic() > deadline:
+                raise processes.ProcessError(f"replication not running on: {', '.join(lagging)}")
+            await asyncio.sleep(0.2)
+
+    async def _not_following(self) -> list[str]:
+        lagging = []
+        async with self.client(bootstrap=False) as store:
+            for rs_stats in (await store.stats()).values():
+                for name, stats in rs_stats.items():
+                    if "error" in stats:
+                        lagging.append(name)
+                        continue
+                    peers = [r for r in stats["replication"].values() if r.get("uuid") and "upstream" in r]
+                    if len(peers) < self.store.instances_per_replicaset - 1 or any(
+                        r["upstream"].get("status") != "follow" for r in peers
+                    ):
+                        lagging.append(name)
+        return lagging
+
+    async def wait_synced(self, timeout: float = 30.0) -> None:
+        """Wait until every replica's vclock has caught up with its master's (tests compare replicas)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            async with self.client(bootstrap=False) as store:
+                stats = await store.stats()
+            behind = []
+            for rs_stats in stats.values():
+                masters = [s for s in rs_stats.values() if "error" not in s and not s["ro"]]
+                if not masters:
+                    continue
+                master_vclock = masters[0]["vclock"]
+                for name, s in rs_stats.items():
+                    if "error" in s:
+                        continue
+                    if any(s["vclock"].get(k, 0) < v for k, v in master_vclock.items()):
+                        behind.append(name)
+            if not behind:
+                return
+            if time.monotonic() > deadline:
+                raise processes.ProcessError(f"replicas not synced: {behind}")
+            await asyncio.sleep(0.05)
+
+    def stop(self) -> int:
+        """Stop every instance (replicas first). Safe to call twice; returns how many were running."""
+        stopped = 0
+        for rs in self.topology:
+            for spec in reversed(rs.instances):
+                stopped += processes.stop(self.pid_path(spec))
+        return stopped
+
+    def kill(self, name: str, sig: int) -> None:
+        """Send a signal to one instance (failure drills)."""
+        import os
+
+        pid = processes.read_pid(self.pid_path(self.instance(name)))
+        if pid is not None and processes.is_alive(pid):
+            os.kill(pid, sig)
+
+    def client(self, *, bootstrap: bool = True) -> _ClusterClient:
+        return _ClusterClient(self, bootstrap)
+
+    async def status(self) -> list[dict[str, Any]]:
+        """The shape of ``rtrec status --json`` store section."""
+        replicasets = []
+        for rs in self.topology:
+            instances = []
+            for spec in rs.instances:
+                pid = processes.read_pid(self.pid_path(spec))
+                alive = processes.is_alive(pid)
+                ro: bool | None = None
+                if alive:
+                    conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=0.5)
+                    try:
+                        ro = (await conn.call("ping", [], timeout=1.0))["ro"]
+                    except StoreError:
+                        ro = None
+                    finally:
+                        await conn.close()
+                instances.append({
+                    "name": spec.name, "uri": spec.uri,
+                    "role": "master" if ro is False else "replica",
+                    "pid": pid if alive else None, "ro": ro, "alive": alive,
+                })
+            replicasets.append({"id": rs.id, "instances": instances})
+        return replicasets
+
+
+class _ClusterClient:
+    """``async with cluster.client() as store``: a FeatureStore over this cluster's topology."""
+
+    def __init__(self, cluster: StoreCluster, bootstrap: bool) -> None:
+        self._cluster = cluster
+        self._bootstrap = bootstrap
+        self._store: FeatureStore | None = None
+
+    async def __aenter__(self) -> FeatureStore:
+        self._store = FeatureStore(self._cluster.store, topology=self._cluster.topology)
+        if self._bootstrap:
+            await self._store.start()
+        return self._store
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._store is not None
+        await self._store.stop()

@@ -1,0 +1,102 @@
+"""Background processes of the local stack: start with a pid file and a log, check, stop (safe twice)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+
+class ProcessError(RuntimeError):
+    """A local process did not start or did not become ready in time."""
+
+
+def spawn(cmd: Sequence[str], *, log_path: Path, pid_path: Path, env: Mapping[str, str] | None = None,
+          cwd: Path | None = None) -> int:
+    """Start ``cmd`` detached (own session, so Ctrl-C of the caller does not kill it); returns its pid."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    pid_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - commands are built by the project, not from user input
+            list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+        )
+    pid_path.write_text(str(proc.pid))
+    return proc.pid
+
+
+def read_pid(pid_path: Path) -> int | None:
+    try:
+        return int(pid_path.read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def is_alive(pid: int | None) -> bool:
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child counts as dead.
+    try:
+        waited, _ = os.waitpid(pid, os.WNOHANG)
+        return waited == 0
+    except ChildProcessError:
+        return True
+
+
+def stop(pid_path: Path, *, timeout: float = 15.0, sig: int = signal.SIGTERM) -> bool:
+    """Signal the process of ``pid_path``, wait, SIGKILL after ``timeout``. Returns True if one was running."""
+    pid = read_pid(pid_path)
+    if not is_alive(pid):
+        pid_path.unlink(missing_ok=True)
+        return False
+    assert pid is not None
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
+    deadline = time.monotonic() + timeout
+    while is_alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if is_alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        while is_alive(pid):
+            time.sleep(0.05)
+    pid_path.unlink(missing_ok=True)
+    return True
+
+
+def port_open(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.settimeout(0.2)
+        return s.connect_ex((host, port)) == 0
+
+
+def wait_port(host: str, port: int, timeout: float, *, pid_path: Path | None = None, what: str = "") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if port_open(host, port):
+            return
+        if pid_path is not None and not is_alive(read_pid(pid_path)):
+            raise ProcessError(f"{what or 'process'} exited before listening on {host}:{port}")
+        time.sleep(0.1)
+    raise ProcessError(f"{what or 'process'} did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+def tail(path: Path, lines: int = 20) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except FileNotFoundError:
+        return ""

@@ -1,0 +1,248 @@
+"""FeatureStore: the async client every other part uses to write, read and aggregate features.
+
+Routing follows vshard: ``bucket_id_for(subject)`` picks the bucket, the bucket map (learned from the
+storages' ``_bucket`` spaces) picks the replica set. Writes are grouped per replica set and sent in
+batches; a WRONG_BUCKET answer (a bucket moved) refreshes the map and retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from deploy.settings import StoreSettings
+from feature_store.buckets import bucket_id_for, even_bucket_ranges
+from feature_store.errors import StoreError, StoreUnavailable, WrongBucket
+from feature_store.records import Feature, StoredFeature, Value
+from feature_store.replicaset import ReplicaSetClient
+from feature_store.specs import AggregateSpec
+from feature_store.topology import ReplicaSetSpec, topology_from
+from feature_store.ttl import TtlPolicy
+
+ROUTING_ATTEMPTS = 5
+
+
+@dataclass
+class WriteResult:
+    written: int = 0
+    unchanged: int = 0
+    tombstoned: int = 0
+    # Features the store refused, with the storage's reason code (SUBJECT_TOO_FAT, SUBJECT_DENIED).
+    refused: list[tuple[Feature, str]] = field(default_factory=list)
+
+    def add(self, other: WriteResult) -> None:
+        self.written += other.written
+        self.unchanged += other.unchanged
+        self.tombstoned += other.tombstoned
+        self.refused.extend(other.refused)
+
+
+@dataclass(frozen=True)
+class ReplaceResult:
+    applied: bool
+    written: int = 0
+    unchanged: int = 0
+    deleted: int = 0
+    stored_version: float | None = None
+
+
+class FeatureStore:
+    def __init__(
+        self, settings: StoreSettings, *, ttl: TtlPolicy | None = None,
+        topology: Sequence[ReplicaSetSpec] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.ttl = ttl or TtlPolicy()
+        specs = list(topology) if topology is not None else topology_from(settings)
+        self.replicasets: dict[int, ReplicaSetClient] = {
+            spec.id: ReplicaSetClient(spec, settings.user, settings.password,
+                                      request_timeout=settings.request_timeout_s, read_from=settings.read_from)
+            for spec in specs
+        }
+        self._bucket_owner: dict[int, int] = {}
+        self._started = False
+
+    # ---- lifecycle -------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        if self._started:
+            return
+        await self.refresh_bucket_map()
+        self._started = True
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(rs.close() for rs in self.replicasets.values()))
+        self._started = False
+
+    async def __aenter__(self) -> FeatureStore:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # ---- routing ---------------------------------------------------------------------------------------
+    def bucket_id_for(self, subject: str) -> int:
+        return bucket_id_for(subject, self.settings.bucket_count)
+
+    async def refresh_bucket_map(self) -> dict[int, int]:
+        """Learn bucket -> replica set from every master's active buckets."""
+        async def owned(rs: ReplicaSetClient) -> tuple[int, list[int]]:
+            return rs.id, await rs.call("buckets_owned", [], write=False)
+
+        owner: dict[int, int] = {}
+        for rs_id, buckets in await asyncio.gather(*(owned(rs) for rs in self.replicasets.values())):
+            for bucket in buckets:
+                owner[bucket] = rs_id
+        self._bucket_owner = owner
+        return owner
+
+    async def bootstrap_buckets(self) -> bool:
+        """Assign all buckets evenly when no replica set owns any (a new cluster). Returns True if it did."""
+        if await self.refresh_bucket_map():
+            return False
+        ids = sorted(self.replicasets)
+        assignment = even_bucket_ranges(self.settings.bucket_count, ids)
+        await asyncio.gather(*(self.replicasets[rs].call("bucket_assign", [b]) for rs, b in assignment.items()))
+        await self.refresh_bucket_map()
+        return True
+
+    def replicaset_of_bucket(self, bucket_id: int) -> ReplicaSetClient:
+        rs_id = self._bucket_owner.get(bucket_id)
+        if rs_id is None:
+            raise StoreUnavailable(f"no replica set owns bucket {bucket_id} (is the cluster bootstrapped?)")
+        return self.replicasets[rs_id]
+
+    @property
+    def bucket_map(self) -> dict[int, int]:
+        return dict(self._bucket_owner)
+
+    async def _routed(self, subject: str, fn: str, args_after_bucket: list[Any], *, write: bool) -> Any:
+        """Call a per-subject procedure on the subject's replica set, following moved buckets."""
+        bucket = self.bucket_id_for(subject)
+        for attempt in range(ROUTING_ATTEMPTS):
+            rs = self.replicaset_of_bucket(bucket)
+            try:
+                return await rs.call(fn, [bucket, *args_after_bucket], write=write)
+            except WrongBucket:
+                if attempt == ROUTING_ATTEMPTS - 1:
+                    raise
+                await asyncio.sleep(0.05 * (attempt + 1))
+                await self.refresh_bucket_map()
+        raise AssertionError("unreachable")
+
+    # ---- writes ----------------------------------------------------------------------------------------
+    def _row(self, feature: Feature) -> list[Any]:
+        expires_at = feature.expires_at
+        if expires_at is None:
+            expires_at = self.ttl.expires_at(feature.source, feature.name, feature.time_use)
+        return [self.bucket_id_for(feature.subject), feature.subject, feature.source, feature.name,
+                feature.object, feature.value, float(feature.time_use), float(expires_at)]
+
+    async def put_features(self, features: Iterable[Feature]) -> WriteResult:
+        """Idempotent upsert of many features, batched and grouped per replica set, sent concurrently."""
+        pending = [(f, self._row(f)) for f in features]
+        total = WriteResult()
+        for attempt in range(ROUTING_ATTEMPTS):
+            groups: dict[int, list[tuple[Feature, list[Any]]]] = defaultdict(list)
+            for feature, row in pending:
+                groups[self.replicaset_of_bucket(row[0]).id].append((feature, row))
+            outcomes = await asyncio.gather(
+                *(self._put_group(self.replicasets[rs_id], group) for rs_id, group in groups.items()),
+            )
+            pending = []
+            for result, misrouted in outcomes:
+                total.add(result)
+                pending.extend(misrouted)
+            if not pending:
+                return total
+            await asyncio.sleep(0.05 * (attempt + 1))
+            await self.refresh_bucket_map()
+        raise WrongBucket(f"{len(pending)} features could not be routed after {ROUTING_ATTEMPTS} attempts")
+
+    async def _put_group(
+        self, rs: ReplicaSetClient, group: list[tuple[Feature, list[Any]]],
+    ) -> tuple[WriteResult, list[tuple[Feature, list[Any]]]]:
+        result = WriteResult()
+        misrouted: list[tuple[Feature, list[Any]]] = []
+        batch = self.settings.write_batch_rows
+        for start in range(0, len(group), batch):
+            chunk = group[start:start + batch]
+            try:
+                answer = await rs.call("put_features", [[row for _, row in chunk]])
+            except WrongBucket:
+                misrouted.extend(chunk)
+                continue
+            result.written += answer["written"]
+            result.unchanged += answer["unchanged"]
+            result.tombstoned += answer["tombstoned"]
+            for index, code in answer["refused"]:
+                result.refused.append((chunk[index - 1][0], code))
+        return result, misrouted
+
+    async def replace_source(
+        self, subject: str, source: str, version: float, features: Sequence[Feature],
+    ) -> ReplaceResult:
+        """Atomically make ``features`` the subject's whole ``source``, unless a newer version is stored."""
+        rows = [self._row(f) for f in features]
+        answer = await self._routed(subject, "replace_source", [subject, source, float(version), rows], write=True)
+        return ReplaceResult(
+            applied=answer["applied"], written=answer.get("written", 0), unchanged=answer.get("unchanged", 0),
+            deleted=answer.get("deleted", 0), stored_version=answer.get("stored_version"),
+        )
+
+    async def delete_object(self, subject: str, object_id: str, tombstone_expires_at: float | None = None) -> int:
+        """Delete the subject's features extracted from ``object_id`` and leave a tombstone."""
+        expires = tombstone_expires_at if tombstone_expires_at is not None else (
+            time.time() + self.settings.tombstone_ttl_s)
+        answer = await self._routed(subject, "delete_object", [subject, object_id, expires], write=True)
+        return int(answer["deleted"])
+
+    async def purge_subject(self, subject: str) -> int:
+        answer = await self._routed(subject, "purge_subject", [subject], write=True)
+        return int(answer["deleted"])
+
+    # ---- reads -----------------------------------------------------------------------------------------
+    async def get_features(
+        self, subject: str, *, from_time: float | None = None, to_time: float | None = None,
+        name: str | None = None, limit: int | None = None,
+    ) -> list[StoredFeature]:
+        opts: dict[str, Any] = {}
+        if from_time is not None:
+            opts["from"] = float(from_time)
+        if to_time is not None:
+            opts["to"] = float(to_time)
+        if name is not None:
+            opts["name"] = name
+        if limit is not None:
+            opts["limit"] = limit
+        tuples = await self._routed(subject, "get_features", [subject, opts], write=False)
+        return [StoredFeature.from_tuple(t) for t in tuples]
+
+    async def aggregate(
+        self, subject: str, specs: Sequence[AggregateSpec], now: float | None = None,
+    ) -> list[Value | None]:
+        """Values of ``specs`` for ``subject`` as of ``now`` (default: the current time), in spec order."""
+        at = float(now) if now is not None else time.time()
+        values = await self._routed(subject, "aggregate", [subject, at, [s.as_wire() for s in specs]], write=False)
+        return list(values)
+
+    # ---- ops -------------------------------------------------------------------------------------------
+    async def stats(self) -> dict[int, dict[str, Any]]:
+        """Per replica set, per instance storage statistics (unreachable instances show their error)."""
+        results = await asyncio.gather(*(rs.call_each("stats", []) for rs in self.replicasets.values()))
+        return dict(zip(self.replicasets, results, strict=True))
+
+    async def expire_now(self) -> dict[str, int]:
+        """Run one expiry pass on every master now (tests and ops; the fibers do it periodically)."""
+        totals: dict[str, int] = defaultdict(int)
+        for rs in self.replicasets.values():
+            for key, n in (await rs.call("expire_now", [])).items():
+                totals[key] += n
+        return dict(totals)
+
+
+__all__ = ["FeatureStore", "ReplaceResult", "StoreError", "WriteResult"]

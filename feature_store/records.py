@@ -1,0 +1,48 @@
+"""The flat feature record as the client writes and reads it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+Value = float | int | str | bool
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One flat feature extracted from a raw event. ``expires_at`` is filled from the TTL policy when None."""
+
+    subject: str
+    source: str
+    name: str
+    object: str
+    value: Value
+    time_use: float
+    expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StoredFeature:
+    """A feature as stored, with its composite primary key (sequence id, replica set id) and bucket."""
+
+    id: int
+    rs_id: int
+    bucket_id: int
+    subject: str
+    source: str
+    name: str
+    object: str
+    value: Value
+    time_use: float
+    expires_at: float
+
+    @classmethod
+    def from_tuple(cls, t: Any) -> StoredFeature:
+        return cls(*t[:10])
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "rs_id": self.rs_id, "bucket_id": self.bucket_id, "subject": self.subject,
+            "source": self.source, "name": self.name, "object": self.object, "value": self.value,
+            "time_use": self.time_use, "expires_at": self.expires_at,
+        }

@@ -1,0 +1,163 @@
+"""Connections to one replica set: finds the current master by asking the instances (so a promoted replica
+is picked up without a restart), calls storage procedures, and translates asynctnt errors at one boundary."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from typing import Any
+
+import asynctnt
+from asynctnt.exceptions import TarantoolError
+
+from feature_store.errors import ReadOnlyInstance, StoreError, StoreTimeout, StoreUnavailable, from_storage
+from feature_store.topology import InstanceSpec, ReplicaSetSpec
+
+log = logging.getLogger(__name__)
+
+RETRY_PAUSE_S = 0.05
+
+
+class InstanceConnection:
+    """One instance; connects lazily and reconnects on the next call after a failure."""
+
+    def __init__(self, spec: InstanceSpec, user: str, password: str, connect_timeout: float) -> None:
+        self.spec = spec
+        self._user = user
+        self._password = password
+        self._connect_timeout = connect_timeout
+        self._conn: asynctnt.Connection | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connected(self) -> asynctnt.Connection:
+        if self._conn is not None and self._conn.is_connected:
+            return self._conn
+        async with self._lock:
+            if self._conn is not None and self._conn.is_connected:
+                return self._conn
+            if self._conn is not None:
+                await self._conn.disconnect()
+            conn = asynctnt.Connection(
+                host=self.spec.host, port=self.spec.port, username=self._user, password=self._password,
+                connect_timeout=self._connect_timeout, reconnect_timeout=0, fetch_schema=False, auto_refetch_schema=False,
+            )
+            try:
+                await conn.connect()
+            except (OSError, asyncio.TimeoutError, TarantoolError) as exc:
+                raise StoreUnavailable(f"cannot connect to {self.spec.name} ({self.spec.uri}): {exc}") from exc
+            self._conn = conn
+            return conn
+
+    async def call(self, fn: str, args: list[Any], timeout: float) -> Any:
+        """Call ``rtrec.<fn>``; returns its first result or raises the mapped storage error."""
+        conn = await self._connected()
+        try:
+            response = await conn.call(f"rtrec.{fn}", args, timeout=max(timeout, 0.001))
+        except asyncio.TimeoutError as exc:
+            raise StoreTimeout(f"{self.spec.name}: {fn} timed out after {timeout:.3f}s") from exc
+        except TarantoolError as exc:
+            message = str(exc)
+            if "read-only" in message or "read_only" in message:
+                raise ReadOnlyInstance(f"{self.spec.name} is read-only: {message}") from exc
+            raise StoreUnavailable(f"{self.spec.name}: {fn} failed: {message}") from exc
+        except OSError as exc:
+            raise StoreUnavailable(f"{self.spec.name}: {fn} failed: {exc}") from exc
+        body = list(response)
+        result = body[0] if body else None
+        err = body[1] if len(body) > 1 else None
+        if err is not None:
+            raise from_storage(err)
+        return result
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            await self._conn.disconnect()
+            self._conn = None
+
+
+class ReplicaSetClient:
+    """Routes calls of one replica set: writes to the master, reads to the master or a replica."""
+
+    def __init__(
+        self, spec: ReplicaSetSpec, user: str, password: str, *, request_timeout: float = 5.0,
+        read_from: str = "master",
+    ) -> None:
+        self.spec = spec
+        self.request_timeout = request_timeout
+        self.read_from = read_from
+        self.instances = [InstanceConnection(i, user, password, connect_timeout=1.0) for i in spec.instances]
+        self._master: InstanceConnection | None = None
+        self._discovery_lock = asyncio.Lock()
+
+    @property
+    def id(self) -> int:
+        return self.spec.id
+
+    @property
+    def master_name(self) -> str | None:
+        return self._master.spec.name if self._master else None
+
+    async def discover_master(self) -> InstanceConnection:
+        """Ask every instance whether it is writable; the writable one is the master."""
+        async with self._discovery_lock:
+            async def probe(instance: InstanceConnection) -> tuple[InstanceConnection, dict[str, Any] | None]:
+                try:
+                    return instance, await instance.call("ping", [], timeout=1.0)
+                except StoreError:
+                    return instance, None
+
+            answers = await asyncio.gather(*(probe(i) for i in self.instances))
+            writable = [inst for inst, info in answers if info is not None and not info["ro"]]
+            if not writable:
+                self._master = None
+                raise StoreUnavailable(f"replica set {self.id} has no writable master")
+            if len(writable) > 1:
+                log.warning("replica set %s has several writable instances: %s", self.id,
+                            [w.spec.name for w in writable])
+            self._master = writable[0]
+            return self._master
+
+    async def call(self, fn: str, args: list[Any], *, write: bool = True, timeout: float | None = None) -> Any:
+        """Call a procedure, retrying retriable failures (master moved, connection lost) until the deadline."""
+        deadline = time.monotonic() + (timeout if timeout is not None else self.request_timeout)
+        last_error: StoreError | None = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StoreTimeout(f"replica set {self.id}: {fn} did not succeed in time: {last_error}")
+            try:
+                target = await self._target(write)
+                return await target.call(fn, args, timeout=remaining)
+            except (ReadOnlyInstance, StoreUnavailable) as exc:
+                last_error = exc
+                self._master = None
+                await asyncio.sleep(min(RETRY_PAUSE_S, max(deadline - time.monotonic(), 0)))
+
+    async def _target(self, write: bool) -> InstanceConnection:
+        if not write and self.read_from == "replica":
+            replicas = [i for i in self.instances if i is not self._master]
+            random.shuffle(replicas)
+            for replica in replicas:
+                try:
+                    await replica._connected()
+                    return replica
+                except StoreUnavailable:
+                    continue
+        if self._master is None:
+            return await self.discover_master()
+        return self._master
+
+    async def call_each(self, fn: str, args: list[Any], timeout: float = 2.0) -> dict[str, Any]:
+        """Call a procedure on every instance (stats, status); an unreachable one maps to its error text."""
+        async def one(instance: InstanceConnection) -> tuple[str, Any]:
+            try:
+                return instance.spec.name, await instance.call(fn, args, timeout=timeout)
+            except StoreError as exc:
+                return instance.spec.name, {"error": str(exc)}
+
+        return dict(await asyncio.gather(*(one(i) for i in self.instances)))
+
+    async def close(self) -> None:
+        await asyncio.gather(*(i.close() for i in self.instances))

@@ -1,0 +1,8 @@
+-- The instance's runtime settings, filled once by init.start() and read by the procedures.
+return {
+    rs_id = 0,
+    max_features_per_subject = require('constants').DEFAULT_MAX_FEATURES_PER_SUBJECT,
+    deny_subjects = {},  -- set: subject -> true
+    expiry_interval = require('constants').DEFAULT_EXPIRY_INTERVAL,
+    tombstone_ttl = require('constants').DEFAULT_TOMBSTONE_TTL,
+}

@@ -1,0 +1,45 @@
+-- Constants shared by every storage module: field numbers, batch sizes, fiber periods.
+-- Field numbers are used instead of names on hot paths (tuple[4] is cheaper than tuple.subject).
+local M = {}
+
+M.SPACE = 'features'
+
+-- features tuple layout (see DESIGN.md "Feature record")
+M.F_ID = 1
+M.F_RS_ID = 2
+M.F_BUCKET_ID = 3
+M.F_SUBJECT = 4
+M.F_SOURCE = 5
+M.F_NAME = 6
+M.F_OBJECT = 7
+M.F_VALUE = 8
+M.F_TIME_USE = 9
+M.F_EXPIRES_AT = 10
+
+-- Row layout accepted by put/replace (what the Python client sends):
+-- {bucket_id, subject, source, name, object, value, time_use, expires_at}
+M.R_BUCKET_ID = 1
+M.R_SUBJECT = 2
+M.R_SOURCE = 3
+M.R_NAME = 4
+M.R_OBJECT = 5
+M.R_VALUE = 6
+M.R_TIME_USE = 7
+M.R_EXPIRES_AT = 8
+
+-- Long scans and bulk deletes yield after this many tuples so a "fat" subject cannot stall the instance.
+M.YIELD_EVERY = 1000
+-- Rows deleted per transaction by the expiry fiber and by bulk deletes.
+M.DELETE_BATCH = 1000
+-- Default cap of stored features per subject (overridable from the instance config).
+M.DEFAULT_MAX_FEATURES_PER_SUBJECT = 100000
+-- Default raw read limit.
+M.DEFAULT_READ_LIMIT = 10000
+-- Expiry fiber period, seconds (overridable from the instance config).
+M.DEFAULT_EXPIRY_INTERVAL = 60
+-- How long a deleted object's tombstone blocks late duplicates, seconds.
+M.DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600
+-- Bucket export page size (records per call) when moving a bucket.
+M.BUCKET_EXPORT_PAGE = 2000
+
+return M

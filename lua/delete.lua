@@ -1,0 +1,75 @@
+-- Deletes: one object's features (a transaction deletion, with a tombstone) and a whole subject
+-- (the ops tool for a "fat" subject: batched, yielding, so Lua memory and the tx thread stay healthy).
+local C = require('constants')
+local errors = require('errors')
+local config = require('config')
+local buckets = require('buckets')
+local fiber = require('fiber')
+
+local M = {}
+
+-- Primary keys of the subject's features whose object is `object`, across all sources (the natural index
+-- is (subject, source, object, name): skip from one source to the next instead of scanning the subject).
+local function object_feature_keys(subject, object)
+    local natural = box.space.features.index.natural
+    local keys = {}
+    local first = natural:select({subject}, {iterator = 'EQ', limit = 1})[1]
+    local source = first and first[C.F_SOURCE]
+    while source ~= nil do
+        for _, t in natural:pairs({subject, source, object}, {iterator = 'EQ'}) do
+            keys[#keys + 1] = {t[C.F_ID], t[C.F_RS_ID]}
+        end
+        local next_source = natural:select({subject, source}, {iterator = 'GT', limit = 1})[1]
+        if next_source == nil or next_source[C.F_SUBJECT] ~= subject then
+            break
+        end
+        source = next_source[C.F_SOURCE]
+    end
+    return keys
+end
+
+-- Returns {deleted = n}. The tombstone lives until tombstone_expires_at (defaults to now + tombstone_ttl).
+function M.delete_object(bucket_id, subject, object, tombstone_expires_at)
+    if type(subject) ~= 'string' or type(object) ~= 'string' then
+        return nil, errors.new('BAD_ARGUMENT', 'subject and object must be strings')
+    end
+    local wrong = buckets.check_writable({{bucket_id}}, 1)
+    if wrong ~= nil then
+        return nil, wrong
+    end
+    tombstone_expires_at = tombstone_expires_at or (fiber.time() + config.tombstone_ttl)
+    local keys = object_feature_keys(subject, object)
+    box.begin()
+    for _, pk in ipairs(keys) do
+        box.space.features:delete(pk)
+    end
+    box.space.tombstones:replace({subject, object, bucket_id, tombstone_expires_at})
+    box.commit()
+    return {deleted = #keys}
+end
+
+-- Deletes every feature of a subject in batches of DELETE_BATCH, yielding between them.
+function M.purge_subject(bucket_id, subject)
+    local wrong = buckets.check_writable({{bucket_id}}, 1)
+    if wrong ~= nil then
+        return nil, wrong
+    end
+    local index = box.space.features.index.subject_time
+    local deleted = 0
+    while true do
+        local batch = index:select({subject}, {iterator = 'EQ', limit = C.DELETE_BATCH})
+        if #batch == 0 then
+            break
+        end
+        box.begin()
+        for _, t in ipairs(batch) do
+            box.space.features:delete({t[C.F_ID], t[C.F_RS_ID]})
+        end
+        box.commit()
+        deleted = deleted + #batch
+        fiber.yield()
+    end
+    return {deleted = deleted}
+end
+
+return M

@@ -1,0 +1,50 @@
+-- Error catalogue of the storage side (modelled on vshard's): every error is a plain table with a stable
+-- numeric `code`, a `name`, a human `message` and named fields. Procedures return `nil, err` and never
+-- throw across the wire; the Python client maps each code to one exception class.
+local M = {}
+
+M.codes = {
+    WRONG_BUCKET = {code = 1, name = 'WRONG_BUCKET', retriable = true},
+    SUBJECT_TOO_FAT = {code = 2, name = 'SUBJECT_TOO_FAT', retriable = false},
+    READ_ONLY = {code = 3, name = 'READ_ONLY', retriable = true},
+    BAD_ARGUMENT = {code = 4, name = 'BAD_ARGUMENT', retriable = false},
+    SUBJECT_DENIED = {code = 5, name = 'SUBJECT_DENIED', retriable = false},
+    BUCKET_STATE = {code = 6, name = 'BUCKET_STATE', retriable = false},
+    INTERNAL = {code = 7, name = 'INTERNAL', retriable = false},
+}
+
+-- Build an error table: errors.new('WRONG_BUCKET', 'bucket 5 is not here', {bucket_id = 5})
+function M.new(name, message, fields)
+    local def = M.codes[name] or M.codes.INTERNAL
+    local err = {code = def.code, name = def.name, message = message, retriable = def.retriable}
+    if fields ~= nil then
+        for k, v in pairs(fields) do
+            err[k] = v
+        end
+    end
+    return err
+end
+
+-- Run fn inside pcall and turn a thrown Lua/box error into an INTERNAL error table, so no procedure
+-- ever throws across the wire even on a bug or an out-of-memory.
+function M.protect(fn)
+    return function(...)
+        local ok, res, err = pcall(fn, ...)
+        if not ok then
+            if box.is_in_txn() then
+                box.rollback()
+            end
+            local message = tostring(res)
+            if type(res) == 'cdata' or type(res) == 'table' then
+                message = res.message or tostring(res)
+            end
+            if message:find('read%-only') then
+                return nil, M.new('READ_ONLY', message)
+            end
+            return nil, M.new('INTERNAL', message)
+        end
+        return res, err
+    end
+end
+
+return M

@@ -1,0 +1,79 @@
+-- Storage entry point: applies the instance settings, creates the schema on the master, installs the
+-- subject-count trigger, starts the expiry fiber and registers every procedure under the global `rtrec`
+-- namespace (callable over iproto as `rtrec.<name>`). Each procedure is wrapped so it never throws.
+local config = require('config')
+local errors = require('errors')
+local schema = require('schema')
+local counts = require('counts')
+local expiry = require('expiry')
+
+local M = {}
+
+local function register(api)
+    local namespace = {}
+    for name, fn in pairs(api) do
+        namespace[name] = errors.protect(fn)
+    end
+    rawset(_G, 'rtrec', namespace)
+end
+
+-- Applies instance settings (the subset of the instance config the procedures read).
+local function apply_settings(settings)
+    config.rs_id = settings.rs_id
+    config.max_features_per_subject = settings.max_features_per_subject or config.max_features_per_subject
+    config.expiry_interval = settings.expiry_interval or config.expiry_interval
+    config.tombstone_ttl = settings.tombstone_ttl or config.tombstone_ttl
+    config.deny_subjects = {}
+    for _, subject in ipairs(settings.deny_subjects or {}) do
+        config.deny_subjects[subject] = true
+    end
+end
+
+function M.start(settings)
+    apply_settings(settings)
+    if not box.info.ro then
+        schema.create(settings.user, settings.password)
+    end
+    counts.install()
+    expiry.start()
+
+    local buckets = require('buckets')
+    local put = require('put')
+    local replace = require('replace')
+    local delete = require('delete')
+    local read = require('read')
+    local aggregate = require('aggregate')
+    local stats = require('stats')
+    register({
+        put_features = put.put_features,
+        replace_source = replace.replace_source,
+        delete_object = delete.delete_object,
+        purge_subject = delete.purge_subject,
+        get_features = read.get_features,
+        aggregate = aggregate.aggregate,
+        stats = stats.stats,
+        expire_now = expiry.run_once,
+        buckets_owned = buckets.owned,
+        bucket_assign = buckets.assign,
+        bucket_start_send = buckets.start_send,
+        bucket_export = buckets.export,
+        bucket_import = buckets.import,
+        bucket_activate = buckets.activate,
+        bucket_drop = buckets.drop,
+        -- Ops: change replication peers or promote/demote this instance (failover) without a restart.
+        set_replication = function(uris)
+            box.cfg({replication = uris, replication_connect_quorum = 0})
+            return true
+        end,
+        set_read_only = function(read_only)
+            box.cfg({read_only = read_only})
+            if not read_only then
+                schema.create(settings.user, settings.password)
+            end
+            return box.info.ro
+        end,
+        ping = function() return {rs_id = config.rs_id, ro = box.info.ro, uuid = box.info.uuid} end,
+    })
+end
+
+return M

@@ -1,0 +1,100 @@
+-- Idempotent batched upsert of flat features (append semantics for transactions and events).
+-- Each row upserts on the natural key (subject, source, object, name): a redelivered or replayed row
+-- rewrites the same tuple instead of adding a second one.
+local C = require('constants')
+local errors = require('errors')
+local config = require('config')
+local buckets = require('buckets')
+local counts = require('counts')
+
+local M = {}
+
+function M.validate(row)
+    if type(row) ~= 'table' or #row < C.R_EXPIRES_AT then
+        return 'row must be an array of 8 fields'
+    end
+    if type(row[C.R_SUBJECT]) ~= 'string' or row[C.R_SUBJECT] == '' then
+        return 'subject must be a non-empty string'
+    end
+    if type(row[C.R_TIME_USE]) ~= 'number' or type(row[C.R_EXPIRES_AT]) ~= 'number' then
+        return 'time_use and expires_at must be numbers'
+    end
+    local value = row[C.R_VALUE]
+    if value == nil or value == box.NULL then
+        return 'value must not be null'
+    end
+    return nil
+end
+
+-- Upsert one row inside the caller's transaction. Returns 'written', 'unchanged' or a refusal code.
+function M.upsert_row(row, headroom)
+    local features = box.space.features
+    local subject, source, name, object = row[C.R_SUBJECT], row[C.R_SOURCE], row[C.R_NAME], row[C.R_OBJECT]
+    local existing = features.index.natural:get({subject, source, object, name})
+    if existing ~= nil then
+        if existing[C.F_VALUE] == row[C.R_VALUE] and existing[C.F_TIME_USE] == row[C.R_TIME_USE]
+            and existing[C.F_EXPIRES_AT] == row[C.R_EXPIRES_AT] then
+            return 'unchanged'
+        end
+        features:update({existing[C.F_ID], existing[C.F_RS_ID]}, {
+            {'=', C.F_VALUE, row[C.R_VALUE]},
+            {'=', C.F_TIME_USE, row[C.R_TIME_USE]},
+            {'=', C.F_EXPIRES_AT, row[C.R_EXPIRES_AT]},
+        })
+        return 'written'
+    end
+    if config.deny_subjects[subject] then
+        return 'SUBJECT_DENIED'
+    end
+    if box.space.tombstones:get({subject, object}) ~= nil then
+        return 'tombstoned'
+    end
+    local room = headroom[subject]
+    if room == nil then
+        room = config.max_features_per_subject - counts.of(subject)
+    end
+    if room <= 0 then
+        headroom[subject] = room
+        return 'SUBJECT_TOO_FAT'
+    end
+    headroom[subject] = room - 1
+    features:insert({
+        box.sequence.features_id:next(), config.rs_id, row[C.R_BUCKET_ID], subject, source, name, object,
+        row[C.R_VALUE], row[C.R_TIME_USE], row[C.R_EXPIRES_AT],
+    })
+    return 'written'
+end
+
+-- rows: array of {bucket_id, subject, source, name, object, value, time_use, expires_at}.
+-- Returns {written=, unchanged=, tombstoned=, refused={{index, code}, ...}} or nil, err.
+-- Nothing is written when any row's bucket is not active here (the client re-routes and retries).
+function M.put_features(rows)
+    if type(rows) ~= 'table' then
+        return nil, errors.new('BAD_ARGUMENT', 'rows must be an array')
+    end
+    for i, row in ipairs(rows) do
+        local problem = M.validate(row)
+        if problem ~= nil then
+            return nil, errors.new('BAD_ARGUMENT', problem, {index = i})
+        end
+    end
+    local wrong = buckets.check_writable(rows, C.R_BUCKET_ID)
+    if wrong ~= nil then
+        return nil, wrong
+    end
+    local result = {written = 0, unchanged = 0, tombstoned = 0, refused = {}}
+    local headroom = {}
+    box.begin()
+    for i, row in ipairs(rows) do
+        local outcome = M.upsert_row(row, headroom)
+        if outcome == 'written' or outcome == 'unchanged' or outcome == 'tombstoned' then
+            result[outcome] = result[outcome] + 1
+        else
+            result.refused[#result.refused + 1] = {i, outcome}
+        end
+    end
+    box.commit()
+    return result
+end
+
+return M

@@ -1,0 +1,71 @@
+-- Client-data replace: a subject's features of one source become exactly the given rows, atomically,
+-- unless a newer version of that source is already stored ("newest wins", so a replay of old client data
+-- never overwrites newer data). Runs in one transaction that never yields.
+local C = require('constants')
+local errors = require('errors')
+local config = require('config')
+local buckets = require('buckets')
+local put = require('put')
+
+local M = {}
+
+-- Returns {applied=true, written=, deleted=} or {applied=false, stored_version=} or nil, err.
+function M.replace_source(bucket_id, subject, source, version, rows)
+    if type(subject) ~= 'string' or type(source) ~= 'string' or type(version) ~= 'number' then
+        return nil, errors.new('BAD_ARGUMENT', 'subject, source and a numeric version are required')
+    end
+    rows = rows or {}
+    for i, row in ipairs(rows) do
+        local problem = put.validate(row)
+        if problem == nil and (row[C.R_SUBJECT] ~= subject or row[C.R_SOURCE] ~= source) then
+            problem = 'every row must belong to the replaced subject and source'
+        end
+        if problem ~= nil then
+            return nil, errors.new('BAD_ARGUMENT', problem, {index = i})
+        end
+    end
+    if #rows > config.max_features_per_subject then
+        return nil, errors.new('SUBJECT_TOO_FAT', 'more rows than the per-subject cap', {subject = subject})
+    end
+    local wrong = buckets.check_writable({{bucket_id}}, 1)
+    if wrong ~= nil then
+        return nil, wrong
+    end
+    local stored = box.space.source_versions:get({subject, source})
+    if stored ~= nil and stored[4] > version then
+        return {applied = false, stored_version = stored[4]}
+    end
+
+    local keep = {}
+    for _, row in ipairs(rows) do
+        keep[row[C.R_OBJECT] .. '\0' .. row[C.R_NAME]] = true
+    end
+    local features = box.space.features
+    local result = {applied = true, written = 0, unchanged = 0, deleted = 0}
+    box.begin()
+    local stale = {}
+    for _, t in features.index.natural:pairs({subject, source}, {iterator = 'EQ'}) do
+        if not keep[t[C.F_OBJECT] .. '\0' .. t[C.F_NAME]] then
+            stale[#stale + 1] = {t[C.F_ID], t[C.F_RS_ID]}
+        end
+    end
+    for _, pk in ipairs(stale) do
+        features:delete(pk)
+    end
+    result.deleted = #stale
+    local headroom = {}
+    for _, row in ipairs(rows) do
+        local outcome = put.upsert_row(row, headroom)
+        if outcome == 'written' or outcome == 'unchanged' then
+            result[outcome] = result[outcome] + 1
+        else
+            box.rollback()
+            return nil, errors.new(outcome, 'replace refused: ' .. outcome, {subject = subject})
+        end
+    end
+    box.space.source_versions:replace({subject, source, bucket_id, version})
+    box.commit()
+    return result
+end
+
+return M

@@ -1,0 +1,24 @@
+-- Instance statistics for `rtrec status`, metrics and tests.
+local config = require('config')
+local expiry = require('expiry')
+
+local M = {}
+
+function M.stats()
+    return {
+        rs_id = config.rs_id,
+        ro = box.info.ro,
+        features = box.space.features:len(),
+        subjects = box.space.subject_counts:len(),
+        tombstones = box.space.tombstones:len(),
+        buckets_active = box.space._bucket.index.status:count({'active'}),
+        buckets_total = box.space._bucket:len(),
+        vclock = box.info.vclock,
+        lsn = box.info.lsn,
+        replication = box.info.replication,
+        expiry = expiry.status,
+        memory = box.slab.info(),
+    }
+end
+
+return M
