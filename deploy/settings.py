@@ -60,6 +60,8 @@ class KafkaSettings(BaseModel):
     port: int = 9092
     controller_port: int = 9093
     heap_mb: int = 512
+    # Prepended to every topic name (tests and side-by-side stacks use their own topics on one broker).
+    topic_prefix: str = ""
     default_partitions: int = 4
     # Per-topic partition counts override the default (keys are topic names).
     partitions: dict[str, int] = Field(default_factory=dict)
@@ -69,7 +71,17 @@ class KafkaSettings(BaseModel):
         return f"{self.host}:{self.port}"
 
     def partitions_for(self, topic: str) -> int:
-        return self.partitions.get(topic, self.default_partitions)
+        return self.partitions.get(self.canonical(topic), self.default_partitions)
+
+    def topic(self, key: str) -> str:
+        """The real topic name of a TOPICS key, e.g. ``topic("transactions")`` -> ``bank.transactions``."""
+        return self.topic_prefix + TOPICS[key]
+
+    def canonical(self, topic: str) -> str:
+        """The DESIGN.md name of a (possibly prefixed) topic."""
+        if self.topic_prefix and topic.startswith(self.topic_prefix):
+            return topic[len(self.topic_prefix):]
+        return topic
 
 
 class ConsumerSettings(BaseModel):
@@ -77,6 +89,8 @@ class ConsumerSettings(BaseModel):
     max_batch_records: int = 5000
     poll_timeout_ms: int = 200
     instances: int = 1
+    # Transactions in any other currency also produce tx.<dir>.fx.amount.
+    home_currency: str = "RUB"
 
 
 class TtlSettings(BaseModel):

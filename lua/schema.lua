@@ -30,7 +30,11 @@ local function create_features()
     s:create_index('subject_name_time', {
         parts = {{4, 'string'}, {6, 'string'}, {9, 'number'}}, unique = false, if_not_exists = true,
     })
-    s:create_index('bucket_id', {parts = {{3, 'unsigned'}}, unique = false, if_not_exists = true})
+    -- vshard needs an index named bucket_id whose first part is bucket_id; the primary key parts after it
+    -- let a bucket move page through its records.
+    s:create_index('bucket_id', {
+        parts = {{3, 'unsigned'}, {1, 'unsigned'}, {2, 'unsigned'}}, if_not_exists = true,
+    })
     -- Natural key: every write is an idempotent upsert on it (redeliveries and replays never double count).
     s:create_index('natural', {
         parts = {{4, 'string'}, {5, 'string'}, {7, 'string'}, {6, 'string'}}, if_not_exists = true,

@@ -1,0 +1,182 @@
+"""`rtrec`: the command line of the local stack, the stream, the API and the benchmarks.
+
+Every command takes ``--config FILE`` (default deploy/local.toml); any setting can be overridden from the
+environment as ``RTREC_<SECTION>__<KEY>`` (e.g. ``RTREC_STORE__REPLICASETS=3``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from deploy.settings import DEFAULT_CONFIG, Settings, load_settings
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2, default=str))
+
+
+def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.stack import LocalStack
+
+    stack = LocalStack(settings, args.config)
+    stack.up()
+    _print_json(stack.status())
+    return 0
+
+
+def cmd_down(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.stack import LocalStack
+
+    _print_json(LocalStack(settings, args.config).down())
+    return 0
+
+
+def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.stack import LocalStack
+
+    _print_json(LocalStack(settings, args.config).status())
+    return 0
+
+
+def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
+    from extractors.consumer import ExtractorConsumer
+    from extractors.extract import ExtractionConfig
+    from feature_store.client import FeatureStore
+    from manager.app import ttl_policy
+
+    async def run() -> None:
+        async with FeatureStore(settings.store, ttl=ttl_policy(settings)) as store:
+            consumer = ExtractorConsumer(
+                settings, store, extraction=ExtractionConfig(home_currency=settings.consumer.home_currency))
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, consumer.request_stop)
+            stats = await consumer.run(idle_exit_s=args.idle_exit)
+            logging.getLogger("rtrec.consume").info("consumer stopped: %s", stats)
+
+    asyncio.run(run())
+    return 0
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from manager.app import create_app
+
+    uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, log_level="warning",
+                loop="uvloop", access_log=False)
+    return 0
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from extractors.publish import publish_events
+    from extractors.simulate import BankSimulator, SimulationConfig
+
+    simulator = BankSimulator(SimulationConfig(clients=args.clients, days=args.days, seed=args.seed))
+    counts = asyncio.run(publish_events(settings, simulator.events(), progress=not args.quiet))
+    _print_json({"published": counts, "clients": args.clients, "days": args.days, "seed": args.seed})
+    return 0
+
+
+def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
+    from extractors.berka import berka_events
+    from extractors.publish import publish_events
+
+    counts = asyncio.run(publish_events(settings, berka_events(Path(args.path)), progress=not args.quiet))
+    _print_json({"published": counts, "dataset": "berka"})
+    return 0
+
+
+def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy import bench
+
+    result = bench.run(args.target, settings, args)
+    if args.json:
+        print(json.dumps(result))
+    else:
+        _print_json(result)
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.demo import run_demo
+
+    return run_demo(settings, args.config, clients=args.clients, days=args.days, seed=args.seed)
+
+
+def cmd_not_yet(settings: Settings, args: argparse.Namespace) -> int:
+    print(f"rtrec {args.command}: not built yet (see the open issues); nothing was done.", file=sys.stderr)
+    return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rtrec", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="settings file (TOML)")
+    common.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("up", parents=[common], help="start the local stack").set_defaults(fn=cmd_up)
+    sub.add_parser("down", parents=[common], help="stop the local stack").set_defaults(fn=cmd_down)
+    status = sub.add_parser("status", parents=[common], help="print the stack status as JSON")
+    status.add_argument("--json", action="store_true", help="(the output is always JSON)")
+    status.set_defaults(fn=cmd_status)
+
+    consume = sub.add_parser("consume", parents=[common], help="run an extractor consumer")
+    consume.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    consume.set_defaults(fn=cmd_consume)
+    sub.add_parser("serve", parents=[common], help="run the HTTP API").set_defaults(fn=cmd_serve)
+
+    simulate = sub.add_parser("simulate", parents=[common], help="publish a simulated bank's events to Kafka")
+    simulate.add_argument("--clients", type=int, default=1000)
+    simulate.add_argument("--days", type=int, default=365)
+    simulate.add_argument("--seed", type=int, default=42)
+    simulate.add_argument("--quiet", action="store_true")
+    simulate.set_defaults(fn=cmd_simulate)
+
+    importer = sub.add_parser("import", parents=[common], help="publish a real dataset's events to Kafka")
+    importer.add_argument("dataset", choices=["berka"])
+    importer.add_argument("--path", default="../shared/datasets/berka")
+    importer.add_argument("--quiet", action="store_true")
+    importer.set_defaults(fn=cmd_import)
+
+    bench = sub.add_parser("bench", parents=[common], help="benchmarks (print JSON)")
+    bench.add_argument("target", choices=["store", "ingest"])
+    bench.add_argument("--json", action="store_true", help="one line of JSON")
+    bench.add_argument("--subjects", type=int, default=200, help="store: subjects of 1,000 features each")
+    bench.add_argument("--features-per-subject", type=int, default=1000)
+    bench.add_argument("--requests", type=int, default=5000, help="store: aggregate calls to time")
+    bench.add_argument("--concurrency", type=int, default=16)
+    bench.add_argument("--events", type=int, default=100_000, help="ingest: transactions to publish")
+    bench.set_defaults(fn=cmd_bench)
+
+    demo = sub.add_parser("demo", parents=[common], help="the main job: up, simulate, ingest, query")
+    demo.add_argument("--clients", type=int, default=300)
+    demo.add_argument("--days", type=int, default=200)
+    demo.add_argument("--seed", type=int, default=7)
+    demo.set_defaults(fn=cmd_demo)
+
+    for name, text in (("train", "train the models"), ("replay", "replay raw events of a time window")):
+        sub.add_parser(name, parents=[common], help=f"{text} (not built yet)").set_defaults(fn=cmd_not_yet)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    settings = load_settings(args.config)
+    return int(args.fn(settings, args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""`rtrec consume`: a consumer group that reads the bank topics in batches, extracts, writes to the store,
+and commits offsets only after the store acknowledged the batch.
+
+At-least-once delivery plus idempotent writes gives exactly-once results in the store: a consumer killed
+mid-batch re-reads the uncommitted batch and rewrites the same features. Malformed, invalid or refused
+messages go to the dead-letter topic and the consumer keeps going. A stop request (SIGTERM) lets the batch
+in hand finish and commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka.structs import TopicPartition
+
+from deploy.settings import Settings
+from extractors.decode import INPUT_TOPICS, ExtractionError, decode_event
+from extractors.dlq import DeadLetter, send_dead_letters
+from extractors.extract import ExtractionConfig, extract
+from extractors.ops import ApplyResult, StoreOp, apply_ops
+from feature_store.client import FeatureStore
+from feature_store.errors import StoreError
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_S = 5.0
+
+
+@dataclass
+class ConsumerStats:
+    batches: int = 0
+    messages: int = 0
+    dead_letters: int = 0
+    features_written: int = 0
+    store_retries: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class ExtractedBatch:
+    ops: list[StoreOp]
+    dead: list[DeadLetter]
+
+
+def extract_batch(
+    records: Sequence[ConsumerRecord], config: ExtractionConfig, canonical: Callable[[str], str] = str,
+) -> ExtractedBatch:
+    """Pure part of a batch: decode and extract every record; failures become dead letters.
+    ``canonical`` maps a (prefixed) topic to its DESIGN.md name, which decides the event type."""
+    ops: list[StoreOp] = []
+    dead: list[DeadLetter] = []
+    for origin, record in enumerate(records):
+        try:
+            event = decode_event(canonical(record.topic), record.value, record.headers)
+            ops.extend(extract(event, config, origin))
+        except ExtractionError as exc:
+            dead.append(_dead_letter(record, str(exc), exc.kind))
+    return ExtractedBatch(ops, dead)
+
+
+def _dead_letter(record: ConsumerRecord, reason: str, kind: str) -> DeadLetter:
+    return DeadLetter(
+        topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
+        value=record.value, headers=tuple(record.headers or ()), reason=reason, error_kind=kind,
+    )
+
+
+class ExtractorConsumer:
+    def __init__(
+        self, settings: Settings, store: FeatureStore, *, topics: Sequence[str] | None = None,
+        group_id: str | None = None, extraction: ExtractionConfig | None = None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        kafka = settings.kafka
+        self.topics = list(topics) if topics is not None else [kafka.topic_prefix + t for t in INPUT_TOPICS]
+        self.group_id = group_id or settings.consumer.group_id
+        self.dlq_topic = kafka.topic("dlq")
+        self.extraction = extraction or ExtractionConfig()
+        self.stats = ConsumerStats()
+        self._stop = asyncio.Event()
+        self._consumer: AIOKafkaConsumer | None = None
+        self._producer: AIOKafkaProducer | None = None
+
+    def request_stop(self) -> None:
+        """Finish the batch in hand, commit, and return from ``run``."""
+        self._stop.set()
+
+    async def run(self, *, idle_exit_s: float | None = None) -> ConsumerStats:
+        """Consume until stopped (or, with ``idle_exit_s``, until no message came for that long)."""
+        bootstrap = self.settings.kafka.bootstrap
+        self._consumer = AIOKafkaConsumer(
+            *self.topics, bootstrap_servers=bootstrap, group_id=self.group_id, enable_auto_commit=False,
+            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=self.settings.consumer.poll_timeout_ms,
+        )
+        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        await self._producer.start()
+        await self._consumer.start()
+        last_message_at = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                batch = await self._consumer.getmany(
+                    timeout_ms=self.settings.consumer.poll_timeout_ms,
+                    max_records=self.settings.consumer.max_batch_records,
+                )
+                records = [r for partition_records in batch.values() for r in partition_records]
+                if not records:
+                    if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
+                        break
+                    continue
+                last_message_at = time.monotonic()
+                await self._handle(records)
+                await self._consumer.commit()
+        finally:
+            await self._consumer.stop()
+            await self._producer.stop()
+        return self.stats
+
+    async def _handle(self, records: list[ConsumerRecord]) -> None:
+        extracted = extract_batch(records, self.extraction, self.settings.kafka.canonical)
+        applied = await self._apply_with_retry(extracted.ops)
+        dead = list(extracted.dead)
+        for origin, reason in applied.refused.items():
+            dead.append(_dead_letter(records[origin], reason, "refused"))
+        if dead:
+            assert self._producer is not None
+            await send_dead_letters(self._producer, dead, self.dlq_topic)
+            for letter in dead:
+                log.warning("dead letter %s/%s@%s: %s", letter.topic, letter.partition, letter.offset, letter.reason)
+        self.stats.batches += 1
+        self.stats.messages += len(records)
+        self.stats.dead_letters += len(dead)
+        self.stats.features_written += applied.features_changed
+
+    async def _apply_with_retry(self, ops: list[StoreOp]) -> ApplyResult:
+        """Retry retriable store failures with backoff until they pass or a stop is requested; the batch is
+        idempotent, so a partial first attempt is harmless."""
+        backoff = 0.1
+        while True:
+            try:
+                return await apply_ops(self.store, ops)
+            except StoreError as exc:
+                if not exc.retriable:
+                    raise
+                self.stats.store_retries += 1
+                log.warning("store write failed (%s), retrying in %.1fs", exc, backoff)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def lag(self) -> dict[TopicPartition, int]:
+        """Messages not yet consumed per partition (end offset minus committed position)."""
+        assert self._consumer is not None
+        partitions = self._consumer.assignment()
+        ends = await self._consumer.end_offsets(list(partitions))
+        return {tp: ends[tp] - (await self._consumer.position(tp)) for tp in partitions}

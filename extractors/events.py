@@ -1,0 +1,104 @@
+"""Raw bank events as producers publish them (DESIGN.md "Events"). Extra fields are allowed and ignored;
+timestamps may be ISO 8601 strings or epoch seconds and are normalised to epoch seconds (float)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+
+ClientId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+ObjectId = Annotated[str, Field(min_length=1, max_length=128)]
+ProductId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+
+# 2000-01-01 .. 2100-01-01: anything outside is a producer bug, not a bank event.
+MIN_TS = 946684800.0
+MAX_TS = 4102444800.0
+# Birth dates and registration dates may be older than the event range.
+MIN_DATE_TS = -2208988800.0  # 1900-01-01
+
+
+def _to_epoch(value: Any, *, low: float = MIN_TS) -> float:
+    if isinstance(value, bool):
+        raise ValueError("timestamp must be ISO 8601 or epoch seconds, not a boolean")
+    if isinstance(value, int | float):
+        ts = float(value)
+    elif isinstance(value, datetime):
+        ts = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+    elif isinstance(value, date):
+        ts = datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            ts = float(text)
+        except ValueError:
+            try:
+                parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError as exc:
+                raise ValueError(f"timestamp {value!r} is neither ISO 8601 nor epoch seconds") from exc
+            if parsed.tzinfo is None:
+                parsed = parsed.replace(tzinfo=timezone.utc)
+            ts = parsed.timestamp()
+    else:
+        raise ValueError("timestamp must be ISO 8601 or epoch seconds")
+    if not low <= ts <= MAX_TS:
+        raise ValueError(f"timestamp {value!r} is out of the accepted range")
+    return ts
+
+
+Timestamp = Annotated[float, BeforeValidator(_to_epoch)]
+DateTimestamp = Annotated[float, BeforeValidator(lambda v: _to_epoch(v, low=MIN_DATE_TS))]
+
+
+class _Event(BaseModel):
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+
+
+class TransactionEvent(_Event):
+    tx_id: ObjectId
+    client_id: ClientId
+    ts: Timestamp
+    amount: float = Field(gt=0, lt=1e12)
+    currency: str = Field(pattern=r"^[A-Z]{3}$")
+    direction: Literal["in", "out"]
+    mcc: int | None = Field(default=None, ge=0, le=9999)
+    channel: str | None = Field(default=None, max_length=32, pattern=r"^[a-z0-9_]+$")
+    counterparty: str | None = Field(default=None, max_length=128)
+    # Optional account balance after the transaction (core banking sends it; Berka has it).
+    balance: float | None = None
+
+
+class TransactionDeleteEvent(_Event):
+    tx_id: ObjectId
+    client_id: ClientId
+    ts: Timestamp
+
+
+class ClientEvent(_Event):
+    client_id: ClientId
+    ts: Timestamp
+    segment: Literal["retail", "sme", "corporate"]
+    birth_date: DateTimestamp | None = None
+    region: str | None = Field(default=None, max_length=64)
+    registered_at: DateTimestamp | None = None
+    industry_code: str | None = Field(default=None, max_length=16)
+    director_birth_date: DateTimestamp | None = None
+
+
+class ApplicationEvent(_Event):
+    application_id: ObjectId
+    client_id: ClientId
+    product: ProductId
+    status: Literal["submitted", "approved", "rejected"]
+    ts: Timestamp
+
+
+class ProductEvent(_Event):
+    client_id: ClientId
+    product: ProductId
+    action: Literal["opened", "closed"]
+    ts: Timestamp
+
+
+BankEvent = TransactionEvent | TransactionDeleteEvent | ClientEvent | ApplicationEvent | ProductEvent

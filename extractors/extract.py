@@ -1,0 +1,125 @@
+"""Pure extractors: one validated event in, store operations out. No I/O, so every rule is unit-testable.
+
+Feature names (the catalogue the feature views and models refer to):
+- transactions (append, object = tx_id, time_use = ts):
+  ``tx.<dir>.amount``, ``tx.<dir>.mcc.<group>``, ``tx.<dir>.channel.<channel>``, ``tx.<dir>.cp.<kind>``
+  (counterparty kind: employer, merchant, person, government, bank), ``tx.<dir>.fx.amount`` (foreign
+  currency), ``tx.in.salary`` (a credit from an employer or a payroll channel), ``balance`` (when sent)
+- client data (replace): source ``client_profile``: ``profile.segment``, ``profile.birth_date``,
+  ``profile.region``, ``profile.registered_at``; source ``registry``: ``registry.industry_code``,
+  ``registry.director_birth_date`` (object = client_id, time_use = ts)
+- applications (append): ``app.<product>.<status>`` = ts (object = application_id)
+- products (append): ``product.<product>.<action>`` = ts (object = ``<product>@<ts>``)
+Values that are times hold epoch seconds, so ``last(product.deposit.opened)`` is the last opening time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from extractors.events import (
+    ApplicationEvent,
+    BankEvent,
+    ClientEvent,
+    ProductEvent,
+    TransactionDeleteEvent,
+    TransactionEvent,
+)
+from extractors.mcc import mcc_group
+from extractors.ops import AppendFeatures, DeleteObject, ReplaceSource, StoreOp
+from feature_store.records import Feature, Value
+
+SOURCE_TRANSACTIONS = "transactions"
+SOURCE_PROFILE = "client_profile"
+SOURCE_REGISTRY = "registry"
+SOURCE_APPLICATIONS = "applications"
+SOURCE_PRODUCTS = "products"
+
+COUNTERPARTY_KINDS = ("employer", "merchant", "person", "government", "bank")
+
+
+@dataclass(frozen=True)
+class ExtractionConfig:
+    home_currency: str = "RUB"
+
+
+def counterparty_kind(counterparty: str | None) -> str | None:
+    """``employer:acme`` -> ``employer``; unknown or missing prefixes give None."""
+    if not counterparty or ":" not in counterparty:
+        return None
+    kind = counterparty.split(":", 1)[0].lower()
+    return kind if kind in COUNTERPARTY_KINDS else None
+
+
+def extract_transaction(event: TransactionEvent, config: ExtractionConfig) -> list[Feature]:
+    d = event.direction
+
+    def feature(name: str, value: Value) -> Feature:
+        return Feature(event.client_id, SOURCE_TRANSACTIONS, name, event.tx_id, value, event.ts)
+
+    features = [feature(f"tx.{d}.amount", event.amount)]
+    if event.mcc is not None:
+        features.append(feature(f"tx.{d}.mcc.{mcc_group(event.mcc)}", event.amount))
+    if event.channel:
+        features.append(feature(f"tx.{d}.channel.{event.channel}", event.amount))
+    kind = counterparty_kind(event.counterparty)
+    if kind is not None:
+        features.append(feature(f"tx.{d}.cp.{kind}", event.amount))
+    if event.currency != config.home_currency:
+        features.append(feature(f"tx.{d}.fx.amount", event.amount))
+    if d == "in" and (kind == "employer" or event.channel == "payroll"):
+        features.append(feature("tx.in.salary", event.amount))
+    if event.balance is not None:
+        features.append(feature("balance", event.balance))
+    return features
+
+
+def extract_client(event: ClientEvent) -> list[ReplaceSource]:
+    """Client data replaces two sources: the profile and the company registry data."""
+    def features(source: str, values: dict[str, Value | None]) -> tuple[Feature, ...]:
+        return tuple(
+            Feature(event.client_id, source, name, event.client_id, value, event.ts)
+            for name, value in values.items() if value is not None
+        )
+
+    profile = features(SOURCE_PROFILE, {
+        "profile.segment": event.segment,
+        "profile.birth_date": event.birth_date,
+        "profile.region": event.region,
+        "profile.registered_at": event.registered_at,
+    })
+    registry = features(SOURCE_REGISTRY, {
+        "registry.industry_code": event.industry_code,
+        "registry.director_birth_date": event.director_birth_date,
+    })
+    return [
+        ReplaceSource(event.client_id, SOURCE_PROFILE, event.ts, profile),
+        ReplaceSource(event.client_id, SOURCE_REGISTRY, event.ts, registry),
+    ]
+
+
+def extract_application(event: ApplicationEvent) -> Feature:
+    return Feature(event.client_id, SOURCE_APPLICATIONS, f"app.{event.product}.{event.status}",
+                   event.application_id, event.ts, event.ts)
+
+
+def extract_product(event: ProductEvent) -> Feature:
+    return Feature(event.client_id, SOURCE_PRODUCTS, f"product.{event.product}.{event.action}",
+                   f"{event.product}@{event.ts:.0f}", event.ts, event.ts)
+
+
+def extract(event: BankEvent, config: ExtractionConfig, origin: int = -1) -> list[StoreOp]:
+    """Turn one event into store operations (``origin`` tags them with the message they came from)."""
+    if isinstance(event, TransactionEvent):
+        return [AppendFeatures(tuple(extract_transaction(event, config)), origin)]
+    if isinstance(event, TransactionDeleteEvent):
+        return [DeleteObject(event.client_id, event.tx_id, origin)]
+    if isinstance(event, ClientEvent):
+        return [
+            ReplaceSource(op.subject, op.source, op.version, op.features, origin) for op in extract_client(event)
+        ]
+    if isinstance(event, ApplicationEvent):
+        return [AppendFeatures((extract_application(event),), origin)]
+    if isinstance(event, ProductEvent):
+        return [AppendFeatures((extract_product(event),), origin)]
+    raise TypeError(f"no extractor for {type(event).__name__}")

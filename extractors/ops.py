@@ -1,0 +1,105 @@
+"""Store operations that extractors produce (pure data) and the one function that applies them.
+
+Extractors never touch the store: they turn an event into a list of operations. The consumer, the HTTP
+API and the replay module all apply operations through ``apply_ops``, so every path has the same
+semantics (append / replace / delete) and the same idempotency.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from feature_store.client import FeatureStore
+from feature_store.errors import StoreError
+from feature_store.records import Feature
+
+
+@dataclass(frozen=True, slots=True)
+class AppendFeatures:
+    """Transactions and events: add features (an idempotent upsert on the natural key)."""
+
+    features: tuple[Feature, ...]
+    origin: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class ReplaceSource:
+    """Client data: the subject's features of ``source`` become exactly ``features`` (newest version wins)."""
+
+    subject: str
+    source: str
+    version: float
+    features: tuple[Feature, ...]
+    origin: int = -1
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteObject:
+    """A transaction deletion: remove the features of ``object_id`` and leave a tombstone."""
+
+    subject: str
+    object_id: str
+    origin: int = -1
+
+
+StoreOp = AppendFeatures | ReplaceSource | DeleteObject
+
+
+@dataclass
+class ApplyResult:
+    written: int = 0
+    unchanged: int = 0
+    tombstoned: int = 0
+    deleted: int = 0
+    replaced: int = 0
+    replace_ignored: int = 0
+    # origin -> reason for operations the store refused (fat or denied subject); they go to the DLQ.
+    refused: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def features_changed(self) -> int:
+        return self.written + self.deleted
+
+
+async def apply_ops(store: FeatureStore, ops: list[StoreOp]) -> ApplyResult:
+    """Apply operations: appends in one batched write, then replaces, then deletes.
+
+    Deletes go last so a deletion and its transaction in the same batch end deleted in either arrival
+    order (the tombstone covers later batches). Raises only retriable store errors; refusals are reported.
+    """
+    result = ApplyResult()
+    appends = [op for op in ops if isinstance(op, AppendFeatures)]
+    if appends:
+        origin_of = {id(f): op.origin for op in appends for f in op.features}
+        written = await store.put_features(f for op in appends for f in op.features)
+        result.written += written.written
+        result.unchanged += written.unchanged
+        result.tombstoned += written.tombstoned
+        for feature, code in written.refused:
+            result.refused[origin_of[id(feature)]] = f"store refused the features: {code}"
+
+    replaces = [op for op in ops if isinstance(op, ReplaceSource)]
+
+    async def replace(op: ReplaceSource) -> None:
+        try:
+            answer = await store.replace_source(op.subject, op.source, op.version, op.features)
+        except StoreError as exc:
+            if exc.retriable:
+                raise
+            result.refused[op.origin] = f"store refused the replace: {type(exc).__name__}: {exc}"
+            return
+        if answer.applied:
+            result.replaced += 1
+            result.written += answer.written
+            result.unchanged += answer.unchanged
+            result.deleted += answer.deleted
+        else:
+            result.replace_ignored += 1
+
+    await asyncio.gather(*(replace(op) for op in replaces))
+
+    deletes = [op for op in ops if isinstance(op, DeleteObject)]
+    counts = await asyncio.gather(*(store.delete_object(op.subject, op.object_id) for op in deletes))
+    result.deleted += sum(counts)
+    return result

@@ -1,0 +1,98 @@
+"""The FastAPI application: lifespan opens the store client, routers hold the endpoints, store errors map
+to HTTP statuses at one place. OpenAPI at /docs."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from deploy.settings import Settings
+from feature_store.client import FeatureStore
+from feature_store.errors import (
+    BadArgument,
+    StoreError,
+    SubjectDenied,
+    SubjectTooFat,
+)
+from feature_store.ttl import TtlPolicy
+from manager.features_api import compile_views
+from manager.features_api import router as features_router
+from manager.metrics import HTTP_LATENCY
+
+
+def ttl_policy(settings: Settings) -> TtlPolicy:
+    return TtlPolicy(settings.ttl.default_days, dict(settings.ttl.sources), dict(settings.ttl.names))
+
+
+def create_app(settings: Settings) -> FastAPI:
+    views = compile_views(settings.views)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = FeatureStore(settings.store, ttl=ttl_policy(settings))
+        await store.start()
+        app.state.store = store
+        try:
+            yield
+        finally:
+            await store.stop()
+
+    app = FastAPI(
+        title="rtrec: real-time feature store and recommendations",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Feature store and recommendation API for the mobile banking backend. "
+                    "Authorization: Bearer <key>; roles reader < writer < operator.",
+    )
+    app.state.settings = settings
+    app.state.views = views
+    app.include_router(features_router)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        HTTP_LATENCY.labels(request.method, path, str(response.status_code)).observe(time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(StoreError)
+    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
+        if isinstance(exc, SubjectTooFat | SubjectDenied):
+            code = 409
+        elif isinstance(exc, BadArgument):
+            code = 422
+        else:
+            code = 503
+        return JSONResponse({"detail": f"{type(exc).__name__}: {exc.message}"}, status_code=code)
+
+    @app.get("/health", tags=["ops"])
+    async def health() -> dict[str, str]:
+        """The process is up (liveness)."""
+        return {"status": "ok"}
+
+    @app.get("/ready", tags=["ops"])
+    async def ready(request: Request) -> JSONResponse:
+        """Every replica set has a reachable master (readiness)."""
+        store: FeatureStore = request.app.state.store
+        problems = {}
+        for rs in store.replicasets.values():
+            try:
+                await rs.call("ping", [], timeout=1.0)
+            except StoreError as exc:
+                problems[str(rs.id)] = str(exc)
+        if problems:
+            return JSONResponse({"status": "not ready", "replicasets": problems}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    @app.get("/metrics", tags=["ops"])
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    return app

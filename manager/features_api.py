@@ -1,0 +1,124 @@
+"""Feature endpoints: write transactions, replace a source, delete an object, raw reads, aggregates.
+Routers only parse, call the store, and shape the answer."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
+
+from extractors.events import Timestamp, TransactionEvent
+from extractors.extract import ExtractionConfig, extract
+from extractors.ops import apply_ops
+from feature_store.client import FeatureStore
+from feature_store.records import Feature
+from feature_store.specs import AggregateSpec, parse_view, parse_window
+from manager.auth import Reader, Writer
+from manager.metrics import FEATURES_WRITTEN, STORE_LATENCY
+from manager.schemas import (
+    AggregateBody,
+    AggregateResponse,
+    FeaturesResponse,
+    ReplaceResponse,
+    ReplaceSourceBody,
+    ViewResponse,
+    WriteResponse,
+)
+
+router = APIRouter(prefix="/v1")
+
+Subject = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
+SourceName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9_]+$")]
+ObjectName = Annotated[str, Path(min_length=1, max_length=128)]
+
+
+def _store(request: Request) -> FeatureStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+@router.post("/features/transactions", response_model=WriteResponse)
+async def write_transactions(
+    request: Request, _: Writer, events: Annotated[list[TransactionEvent], Body(max_length=10_000)],
+) -> WriteResponse:
+    """Write a batch of transaction events through the same extractors the Kafka consumers use."""
+    config = ExtractionConfig(home_currency=request.app.state.settings.consumer.home_currency)
+    ops = [op for i, event in enumerate(events) for op in extract(event, config, origin=i)]
+    with STORE_LATENCY.labels("put_features").time():
+        result = await apply_ops(_store(request), ops)
+    FEATURES_WRITTEN.inc(result.written)
+    refused = [{"index": i, "tx_id": events[i].tx_id, "reason": reason} for i, reason in result.refused.items()]
+    return WriteResponse(accepted_events=len(events), written=result.written, unchanged=result.unchanged,
+                         tombstoned=result.tombstoned, refused=refused)
+
+
+@router.put("/subjects/{subject}/sources/{source}", response_model=ReplaceResponse)
+async def replace_source(
+    request: Request, _: Writer, subject: Subject, source: SourceName, body: ReplaceSourceBody,
+) -> ReplaceResponse:
+    """Replace all features of ``source`` for ``subject`` atomically; an older version than stored is ignored."""
+    version = body.version if body.version is not None else time.time()
+    features = tuple(
+        Feature(subject, source, f.name, f.object or subject, f.value,
+                f.time_use if f.time_use is not None else version)
+        for f in body.features
+    )
+    with STORE_LATENCY.labels("replace_source").time():
+        answer = await _store(request).replace_source(subject, source, version, features)
+    return ReplaceResponse(applied=answer.applied, written=answer.written, unchanged=answer.unchanged,
+                           deleted=answer.deleted, stored_version=answer.stored_version)
+
+
+@router.delete("/subjects/{subject}/objects/{object_id}")
+async def delete_object(request: Request, _: Writer, subject: Subject, object_id: ObjectName) -> dict[str, int]:
+    """Delete the features extracted from one object (e.g. a reversed transaction) and block its redelivery."""
+    with STORE_LATENCY.labels("delete_object").time():
+        deleted = await _store(request).delete_object(subject, object_id)
+    return {"deleted": deleted}
+
+
+@router.get("/subjects/{subject}/features", response_model=FeaturesResponse)
+async def get_features(
+    request: Request, _: Reader, subject: Subject,
+    from_: Annotated[Timestamp | None, Query(alias="from")] = None,
+    to: Annotated[Timestamp | None, Query()] = None,
+    name: Annotated[str | None, Query(max_length=128)] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
+) -> FeaturesResponse:
+    """Raw features of a subject, oldest first; ``from`` and ``to`` bound time_use (inclusive)."""
+    if from_ is not None and to is not None and to < from_:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "'to' is before 'from'")
+    with STORE_LATENCY.labels("get_features").time():
+        rows = await _store(request).get_features(subject, from_time=from_, to_time=to, name=name, limit=limit)
+    return FeaturesResponse(subject=subject, features=[r.as_dict() for r in rows])
+
+
+@router.get("/subjects/{subject}/aggregates", response_model=ViewResponse)
+async def view_aggregates(
+    request: Request, _: Reader, subject: Subject, view: Annotated[str, Query(min_length=1)],
+    now: Annotated[Timestamp | None, Query()] = None,
+) -> ViewResponse:
+    """A named feature view (config ``[views]``) computed for the subject as of ``now``."""
+    views: dict[str, list[AggregateSpec]] = request.app.state.views
+    specs = views.get(view)
+    if specs is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown view {view!r}; known: {sorted(views)}")
+    at = now if now is not None else time.time()
+    with STORE_LATENCY.labels("aggregate").time():
+        values = await _store(request).aggregate(subject, specs, at)
+    return ViewResponse(subject=subject, view=view, now=at, values={s.label: v for s, v in zip(specs, values)})
+
+
+@router.post("/subjects/{subject}/aggregate", response_model=AggregateResponse)
+async def aggregate(request: Request, _: Reader, subject: Subject, body: AggregateBody) -> AggregateResponse:
+    """Ad-hoc aggregates: values in spec order; a window covers now - window < time_use <= now."""
+    specs = [AggregateSpec(fn=s.fn, feature=s.feature, window_s=parse_window(s.window)) for s in body.specs]
+    with STORE_LATENCY.labels("aggregate").time():
+        values = await _store(request).aggregate(subject, specs, body.now)
+    return AggregateResponse(values=values)
+
+
+def compile_views(views: dict[str, list[str]]) -> dict[str, list[AggregateSpec]]:
+    return {name: parse_view(specs) for name, specs in views.items()}
+
+

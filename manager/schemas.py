@@ -1,0 +1,81 @@
+"""Request and response bodies of the HTTP API (validated by FastAPI; errors become 422 with details)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from extractors.events import Timestamp
+from feature_store.specs import FUNCTIONS, AggregateFn, SpecError, parse_window
+
+Scalar = float | int | str | bool
+
+
+class SourceFeature(BaseModel):
+    name: str = Field(min_length=1, max_length=128)
+    value: Scalar
+    object: str | None = Field(default=None, max_length=128, description="defaults to the subject")
+    time_use: Timestamp | None = Field(default=None, description="defaults to the version")
+
+
+class ReplaceSourceBody(BaseModel):
+    version: Timestamp | None = Field(default=None, description="event time of this client data; default now")
+    features: list[SourceFeature] = Field(max_length=10_000)
+
+
+class SpecBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    feature: str = Field(min_length=1, max_length=128)
+    fn: AggregateFn
+    window: str | None = Field(default=None, examples=["30d"])
+
+    @field_validator("window")
+    @classmethod
+    def _window_parses(cls, window: str | None) -> str | None:
+        try:
+            parse_window(window)
+        except SpecError as exc:
+            raise ValueError(str(exc)) from exc
+        return window
+
+
+class AggregateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    now: Timestamp | None = None
+    specs: list[SpecBody] = Field(min_length=1, max_length=500)
+
+
+class AggregateResponse(BaseModel):
+    values: list[Scalar | None]
+
+
+class ViewResponse(BaseModel):
+    subject: str
+    view: str
+    now: float
+    values: dict[str, Scalar | None]
+
+
+class WriteResponse(BaseModel):
+    accepted_events: int
+    written: int
+    unchanged: int
+    tombstoned: int
+    refused: list[dict[str, Any]]
+
+
+class ReplaceResponse(BaseModel):
+    applied: bool
+    written: int
+    unchanged: int
+    deleted: int
+    stored_version: float | None
+
+
+class FeaturesResponse(BaseModel):
+    subject: str
+    features: list[dict[str, Any]]
+
+
+__all__ = ["FUNCTIONS"]

@@ -1,0 +1,204 @@
+"""Feature store against the real Tarantool cluster (2 replica sets x master + 2 replicas)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asynctnt
+import pytest
+
+from deploy.cluster import StoreCluster
+from deploy.settings import Settings
+from feature_store.client import FeatureStore
+from feature_store.errors import SubjectTooFat
+from feature_store.rebalance import move_bucket
+from feature_store.records import Feature
+from feature_store.specs import parse_spec
+from feature_store.topology import InstanceSpec
+
+
+async def _raw(spec: InstanceSpec, settings: Settings) -> asynctnt.Connection:
+    conn = asynctnt.Connection(host=spec.host, port=spec.port, username=settings.store.user,
+                               password=settings.store.password)
+    await conn.connect()
+    return conn
+
+
+async def _subject_rows(cluster: StoreCluster, settings: Settings, subject: str) -> dict[str, list[Any]]:
+    """Rows of ``subject`` physically present on every instance, read straight from the space."""
+    found: dict[str, list[Any]] = {}
+    for spec in cluster.instances():
+        conn = await _raw(spec, settings)
+        try:
+            rows = await conn.select("features", [subject], index="subject_time")
+            found[spec.name] = sorted(list(r) for r in rows)
+        finally:
+            await conn.disconnect()
+    return found
+
+
+def tx(subject: str, n: int, now: float, source: str = "transactions", name: str = "tx.out.amount") -> list[Feature]:
+    return [Feature(subject, source, name, f"{subject}-tx{i}", float(i + 1), now - i * 3600) for i in range(n)]
+
+
+async def test_records_land_on_the_replicaset_their_bucket_maps_to_and_replicate(
+    store: FeatureStore, cluster: StoreCluster, settings: Settings, uid: str,
+) -> None:
+    now = time.time()
+    subjects = [f"{uid}-c{i}" for i in range(12)]
+    await store.put_features([f for s in subjects for f in tx(s, 5, now)])
+    await cluster.wait_synced()
+    owners = store.bucket_map
+    assert len(set(owners.values())) == 2
+    for subject in subjects:
+        rs_id = owners[store.bucket_id_for(subject)]
+        rows = await _subject_rows(cluster, settings, subject)
+        for spec in cluster.instances():
+            expected = 5 if spec.rs_id == rs_id else 0
+            assert len(rows[spec.name]) == expected, (subject, spec.name)
+        # replicas hold exactly the master's rows (same primary keys, values, times)
+        same_rs = [rows[i.name] for i in cluster.topology[rs_id - 1].instances]
+        assert same_rs[0] == same_rs[1] == same_rs[2]
+        assert all(r[1] == rs_id and r[2] == store.bucket_id_for(subject) for r in same_rs[0])
+
+
+async def test_redelivery_is_idempotent(store: FeatureStore, uid: str) -> None:
+    subject = f"{uid}-idem"
+    features = tx(subject, 50, time.time())
+    first = await store.put_features(features)
+    again = await store.put_features(features)
+    assert (first.written, again.written, again.unchanged) == (50, 0, 50)
+    rows = await store.get_features(subject)
+    assert len(rows) == 50
+    total = await store.aggregate(subject, [parse_spec("sum(tx.out.amount)"), parse_spec("count(tx.out.amount)")])
+    assert total == [sum(range(1, 51)), 50]
+
+
+async def test_replace_ignores_older_versions_and_removes_stale_features(store: FeatureStore, uid: str) -> None:
+    subject = f"{uid}-repl"
+
+    def profile(segment: str, region: str | None, version: float) -> list[Feature]:
+        rows = [Feature(subject, "client_profile", "profile.segment", subject, segment, version)]
+        if region:
+            rows.append(Feature(subject, "client_profile", "profile.region", subject, region, version))
+        return rows
+
+    assert (await store.replace_source(subject, "client_profile", 100.0, profile("retail", "spb", 100.0))).applied
+    newer = await store.replace_source(subject, "client_profile", 200.0, profile("sme", None, 200.0))
+    assert newer.applied and newer.deleted == 1
+    older = await store.replace_source(subject, "client_profile", 150.0, profile("corporate", "kazan", 150.0))
+    assert not older.applied and older.stored_version == 200.0
+    rows = await store.get_features(subject)
+    assert [(r.name, r.value) for r in rows] == [("profile.segment", "sme")]
+
+
+async def test_replace_is_atomic_for_concurrent_readers(store: FeatureStore, uid: str) -> None:
+    subject = f"{uid}-atomic"
+    stop = asyncio.Event()
+    seen_mixed = []
+
+    async def writer() -> None:
+        for version in range(1, 40):
+            rows = [Feature(subject, "registry", f"registry.f{i}", subject, version, float(version))
+                    for i in range(60 if version % 2 else 30)]
+            await store.replace_source(subject, "registry", float(version), rows)
+        stop.set()
+
+    async def reader() -> None:
+        while not stop.is_set():
+            rows = await store.get_features(subject)
+            values = {r.value for r in rows}
+            if len(values) > 1 or (rows and len(rows) != (60 if rows[0].value % 2 else 30)):
+                seen_mixed.append(values)
+
+    await asyncio.gather(writer(), reader(), reader())
+    assert seen_mixed == []
+    assert {r.value for r in await store.get_features(subject)} == {39}
+
+
+async def test_delete_before_the_transaction_arrives_blocks_resurrection(store: FeatureStore, uid: str) -> None:
+    subject = f"{uid}-del"
+    features = tx(subject, 3, time.time())
+    await store.put_features(features[:2])
+    assert await store.delete_object(subject, features[0].object) == 1
+    assert await store.delete_object(subject, features[2].object) == 0  # not arrived yet
+    result = await store.put_features(features)  # redelivery of 0 and late arrival of 2
+    assert result.tombstoned == 2
+    assert [r.object for r in await store.get_features(subject)] == [features[1].object]
+
+
+async def test_expired_features_disappear_by_the_background_fiber(store: FeatureStore, uid: str) -> None:
+    subject = f"{uid}-exp"
+    now = time.time()
+    live = Feature(subject, "transactions", "tx.in.amount", "keep", 1.0, now, expires_at=now + 3600)
+    dying = [Feature(subject, "transactions", "tx.in.amount", f"old{i}", 1.0, now - 10, expires_at=now + 0.3)
+             for i in range(20)]
+    await store.put_features([live, *dying])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        rows = await store.get_features(subject)
+        if len(rows) == 1:
+            break
+        await asyncio.sleep(0.2)
+    assert [r.object for r in rows] == ["keep"]
+
+
+async def test_fat_subject_is_capped_and_denied_subjects_are_refused(
+    store: FeatureStore, settings: Settings, uid: str,
+) -> None:
+    cap = settings.store.max_features_per_subject
+    subject = f"{uid}-fat"
+    result = await store.put_features(tx(subject, cap + 25, time.time()))
+    assert result.written == cap
+    assert len(result.refused) == 25 and {code for _, code in result.refused} == {"SUBJECT_TOO_FAT"}
+    with pytest.raises(SubjectTooFat):
+        await store.replace_source(subject, "client_profile", 1.0,
+                                   [Feature(subject, "client_profile", "profile.segment", subject, "x", 1.0)])
+    # updates of already stored features are still accepted (they do not grow the subject)
+    again = await store.put_features(tx(subject, 10, time.time() + 5))
+    assert again.written == 10 and not again.refused
+    # the ops tool removes it in yielding batches
+    assert await store.purge_subject(subject) == cap
+    denied = await store.put_features(tx("BANK", 3, time.time()))
+    assert denied.written == 0 and {code for _, code in denied.refused} == {"SUBJECT_DENIED"}
+
+
+async def test_moving_a_bucket_keeps_every_record_without_key_collisions(
+    store: FeatureStore, cluster: StoreCluster, settings: Settings, uid: str,
+) -> None:
+    now = time.time()
+    subject = f"{uid}-move"
+    bucket = store.bucket_id_for(subject)
+    source_rs = store.bucket_map[bucket]
+    target_rs = 2 if source_rs == 1 else 1
+    await store.put_features(tx(subject, 300, now))
+    await store.delete_object(subject, f"{subject}-tx0")  # a tombstone travels too
+    before = await store.get_features(subject)
+    keys_before = {(r.id, r.rs_id) for r in before}
+
+    result = await move_bucket(store, bucket, target_rs, page=64)
+    assert result.records == 299
+    after = await store.get_features(subject)
+    assert {(r.id, r.rs_id) for r in after} == keys_before  # identity kept, all on the new replica set
+    assert store.bucket_map[bucket] == target_rs
+    await cluster.wait_synced()
+    rows = await _subject_rows(cluster, settings, subject)
+    for spec in cluster.instances():
+        assert len(rows[spec.name]) == (299 if spec.rs_id == target_rs else 0), spec.name
+
+    # New records on the target get its own sequence ids; ids may equal the moved ones, but the composite
+    # key (id, rs_id) keeps them apart, so nothing is overwritten.
+    more = [Feature(subject, "transactions", "tx.in.amount", f"{subject}-new{i}", 1.0, now) for i in range(400)]
+    assert (await store.put_features(more)).written == 400
+    final = await store.get_features(subject)
+    assert len(final) == 699 and len({(r.id, r.rs_id) for r in final}) == 699
+    assert (await store.put_features(tx(subject, 1, now))).tombstoned == 1
+
+    # A writer with a stale bucket map is redirected (WRONG_BUCKET -> refresh -> retry).
+    async with FeatureStore(settings.store, topology=cluster.topology) as stale:
+        stale._bucket_owner[bucket] = source_rs
+        assert (await stale.put_features([Feature(subject, "transactions", "x", "late", 1.0, now)])).written == 1
+    await move_bucket(store, bucket, source_rs)  # and back: still no collision
+    assert len(await store.get_features(subject)) == 700
