@@ -174,6 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
+    logging.getLogger("asynctnt").setLevel(logging.WARNING)
     settings = load_settings(args.config)
     return int(args.fn(settings, args))
 

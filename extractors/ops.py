@@ -8,11 +8,25 @@ semantics (append / replace / delete) and the same idempotency.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
-from feature_store.client import FeatureStore
+from feature_store.client import ReplaceResult, WriteResult
 from feature_store.errors import StoreError
 from feature_store.records import Feature
+
+
+class FeatureWriter(Protocol):
+    """What applying operations needs of a store (FeatureStore, or InMemoryFeatureStore in unit tests)."""
+
+    async def put_features(self, features: Iterable[Feature]) -> WriteResult: ...
+
+    async def replace_source(self, subject: str, source: str, version: float,
+                             features: Sequence[Feature]) -> ReplaceResult: ...
+
+    async def delete_object(self, subject: str, object_id: str, tombstone_expires_at: float | None = None,
+                            ) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +76,7 @@ class ApplyResult:
         return self.written + self.deleted
 
 
-async def apply_ops(store: FeatureStore, ops: list[StoreOp]) -> ApplyResult:
+async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
     """Apply operations: appends in one batched write, then replaces, then deletes.
 
     Deletes go last so a deletion and its transaction in the same batch end deleted in either arrival

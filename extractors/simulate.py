@@ -49,6 +49,8 @@ class SimulationConfig:
     end_ts: float | None = None
     reversal_rate: float = 0.01
     currency: str = "RUB"
+    # Client ids are f"{client_prefix}{index:06d}" (tests give each run its own prefix).
+    client_prefix: str = "c"
 
 
 @dataclass
@@ -94,7 +96,7 @@ class BankSimulator:
         segment = str(rng.choice(["retail", "sme", "corporate"], p=[0.78, 0.18, 0.04]))
         income = float(rng.lognormal(11.0 if segment == "retail" else 12.3, 0.5))  # monthly, RUB
         return _Client(
-            client_id=f"c{index:06d}", segment=segment, age=float(rng.uniform(19, 75)), income=income,
+            client_id=f"{self.config.client_prefix}{index:06d}", segment=segment, age=float(rng.uniform(19, 75)), income=income,
             saver=float(rng.beta(2, 3)), traveler=float(rng.beta(1.5, 4)), online=float(rng.beta(3, 2)),
             tenure_days=float(rng.exponential(900)), region=str(rng.choice(REGIONS)),
             industry=str(rng.choice(list(SME_INDUSTRIES))) if segment != "retail" else None,
@@ -161,7 +163,7 @@ class BankSimulator:
                 amount = round(c.income * float(rng.uniform(0.95, 1.05)), 2)
                 c.balance += amount
                 yield self._tx(day_ts + 9 * 3600, amount, cur, "in", None, "payroll",
-                               f"employer:e{int(c.client_id[1:]) % 500}", c)
+                               f"employer:e{int(c.client_id[-6:]) % 500}", c)
             wealth = min(c.income / 60000.0, 3.0)
             for category, (mcc, rate) in SPENDING.items():
                 lam = rate * (0.6 + wealth * 0.5) * (travel_season * (0.5 + 3 * c.traveler)

@@ -68,7 +68,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
         "kafka_home": ROOT / ".rtrec" / "kafka",
         "store": base.store.model_copy(update={
             "base_port": store_base, "password": uuid.uuid4().hex, "memtx_memory_mb": 128,
-            "max_features_per_subject": 3000, "expiry_interval_s": 0.5, "deny_subjects": ["BANK"],
+            "max_features_per_subject": 20000, "expiry_interval_s": 0.5, "deny_subjects": ["BANK"],
         }),
         "kafka": base.kafka.model_copy(update={
             "port": kafka_base, "controller_port": kafka_base + 1, "heap_mb": 384, "default_partitions": 2,

@@ -40,7 +40,7 @@ async def _subject_rows(cluster: StoreCluster, settings: Settings, subject: str)
 
 
 def tx(subject: str, n: int, now: float, source: str = "transactions", name: str = "tx.out.amount") -> list[Feature]:
-    return [Feature(subject, source, name, f"{subject}-tx{i}", float(i + 1), now - i * 3600) for i in range(n)]
+    return [Feature(subject, source, name, f"{subject}-tx{i}", float(i + 1), now - i * 60) for i in range(n)]
 
 
 async def test_records_land_on_the_replicaset_their_bucket_maps_to_and_replicate(

@@ -1,0 +1,90 @@
+"""An in-memory stand-in for FeatureStore with the same write semantics (idempotent upsert on the natural
+key, newest-wins replace, delete with tombstone) for pure unit tests, and as the reference state an
+uninterrupted ingest must reach in integration tests."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+
+from feature_store.client import ReplaceResult, WriteResult
+from feature_store.records import Feature, Value
+from feature_store.specs import AggregateSpec
+
+NaturalKey = tuple[str, str, str, str]  # subject, source, object, name
+
+
+class InMemoryFeatureStore:
+    def __init__(self, deny_subjects: Iterable[str] = ()) -> None:
+        self.features: dict[NaturalKey, Feature] = {}
+        self.tombstones: set[tuple[str, str]] = set()
+        self.versions: dict[tuple[str, str], float] = {}
+        self.deny = set(deny_subjects)
+
+    async def put_features(self, features: Iterable[Feature]) -> WriteResult:
+        result = WriteResult()
+        for f in features:
+            key = (f.subject, f.source, f.object, f.name)
+            if key in self.features:
+                old = self.features[key]
+                if (old.value, old.time_use) == (f.value, f.time_use):
+                    result.unchanged += 1
+                    continue
+            elif f.subject in self.deny:
+                result.refused.append((f, "SUBJECT_DENIED"))
+                continue
+            elif (f.subject, f.object) in self.tombstones:
+                result.tombstoned += 1
+                continue
+            self.features[key] = f
+            result.written += 1
+        return result
+
+    async def replace_source(self, subject: str, source: str, version: float,
+                             features: Sequence[Feature]) -> ReplaceResult:
+        stored = self.versions.get((subject, source))
+        if stored is not None and stored > version:
+            return ReplaceResult(applied=False, stored_version=stored)
+        keep = {(f.subject, f.source, f.object, f.name) for f in features}
+        stale = [k for k in self.features if k[0] == subject and k[1] == source and k not in keep]
+        for key in stale:
+            del self.features[key]
+        written = await self.put_features(features)
+        self.versions[(subject, source)] = version
+        return ReplaceResult(applied=True, written=written.written, unchanged=written.unchanged, deleted=len(stale))
+
+    async def delete_object(self, subject: str, object_id: str, tombstone_expires_at: float | None = None) -> int:
+        doomed = [k for k in self.features if k[0] == subject and k[2] == object_id]
+        for key in doomed:
+            del self.features[key]
+        self.tombstones.add((subject, object_id))
+        return len(doomed)
+
+    def snapshot(self, subject: str) -> set[tuple[str, str, str, Value, float]]:
+        """(source, name, object, value, time_use) of a subject, for comparing with the real store."""
+        return {(f.source, f.name, f.object, f.value, f.time_use) for f in self.features.values()
+                if f.subject == subject}
+
+    def subjects(self) -> set[str]:
+        return {f.subject for f in self.features.values()}
+
+    async def aggregate(self, subject: str, specs: Sequence[AggregateSpec], now: float | None = None,
+                        ) -> list[Value | None]:
+        at = now if now is not None else time.time()
+        out: list[Value | None] = []
+        for spec in specs:
+            lo = at - spec.window_s if spec.window_s > 0 else -math.inf
+            rows = sorted((f.time_use, f.value) for f in self.features.values()
+                          if f.subject == subject and f.name == spec.feature and lo < f.time_use <= at)
+            numbers = [float(v) for _, v in rows if isinstance(v, int | float) and not isinstance(v, bool)]
+            if spec.fn == "count":
+                out.append(len(rows))
+            elif spec.fn == "last":
+                out.append(rows[-1][1] if rows else None)
+            elif not numbers:
+                out.append(None)
+            else:
+                out.append({"sum": sum, "min": min, "max": max,
+                            "avg": lambda xs: sum(xs) / len(xs)}[spec.fn](numbers))
+        return out

@@ -1,0 +1,155 @@
+"""Kafka -> extractors -> store against the real broker and cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import msgpack
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from deploy.cluster import StoreCluster
+from deploy.settings import Settings
+from extractors.consumer import ExtractorConsumer
+from extractors.decode import decode_event
+from extractors.dlq import header
+from extractors.extract import ExtractionConfig, extract
+from extractors.ops import apply_ops
+from extractors.publish import publish_events
+from extractors.simulate import BankSimulator, SimulationConfig
+from feature_store.client import FeatureStore
+from feature_store.fake import InMemoryFeatureStore
+from tests.conftest import ROOT, settings_env
+
+
+async def _produce(settings: Settings, messages: list[tuple[str, bytes | None, list[tuple[str, bytes]]]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for topic_key, value, headers in messages:
+            await producer.send_and_wait(settings.kafka.topic(topic_key), value=value, key=b"k", headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def _read_all(settings: Settings, topic: str, expected: int, timeout: float = 20.0) -> list:
+    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap, auto_offset_reset="earliest",
+                                group_id=None, enable_auto_commit=False)
+    await consumer.start()
+    records = []
+    try:
+        deadline = time.monotonic() + timeout
+        while len(records) < expected and time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            records.extend(r for rs in batch.values() for r in rs)
+    finally:
+        await consumer.stop()
+    return records
+
+
+async def _expected_state(settings: Settings, events: list[tuple[str, str, dict]]) -> InMemoryFeatureStore:
+    """The store an uninterrupted, exactly-once run would produce (same extractors, in-memory semantics)."""
+    fake = InMemoryFeatureStore()
+    config = ExtractionConfig(home_currency=settings.consumer.home_currency)
+    for topic_key, _, payload in events:
+        event = decode_event(settings.kafka.topic(topic_key).removeprefix(settings.kafka.topic_prefix),
+                             orjson.dumps(payload))
+        await apply_ops(fake, extract(event, config))
+    return fake
+
+
+async def _assert_store_equals(store: FeatureStore, expected: InMemoryFeatureStore, subjects: list[str]) -> None:
+    for subject in subjects:
+        rows = await store.get_features(subject, limit=100_000)
+        got = {(r.source, r.name, r.object, r.value, r.time_use) for r in rows}
+        want = expected.snapshot(subject)
+        assert got == want, (subject, len(got), len(want), list(got ^ want)[:5])
+
+
+async def test_bad_messages_go_to_the_dlq_and_the_consumer_keeps_going(
+    kafka_settings: Settings, store: FeatureStore, uid: str,
+) -> None:
+    s = kafka_settings
+    good = {"tx_id": f"{uid}-1", "client_id": f"{uid}-c", "ts": "2026-11-01T10:00:00Z", "amount": 10.5,
+            "currency": "RUB", "direction": "out", "mcc": 5411}
+    good_msgpack = {**good, "tx_id": f"{uid}-2", "amount": 4.5}
+    bad = [
+        ("transactions", b'{"tx_id": "x", "client_id": ', []),  # malformed JSON
+        ("transactions", orjson.dumps({**good, "tx_id": f"{uid}-bad", "amount": -5}), []),  # schema violation
+        ("transactions", orjson.dumps({**good, "type": "refund"}), []),  # unknown event type
+        ("applications", orjson.dumps({"client_id": f"{uid}-c"}), []),  # missing fields
+        ("transactions", orjson.dumps(["not", "an", "object"]), []),
+    ]
+    await _produce(s, [*bad, ("transactions", orjson.dumps(good), []),
+                       ("transactions", msgpack.packb(good_msgpack), [("content-type", b"application/msgpack")])])
+    consumer = ExtractorConsumer(s, store)
+    stats = await consumer.run(idle_exit_s=2.0)
+    assert stats.dead_letters == 5 and stats.messages == 7
+
+    letters = await _read_all(s, s.kafka.topic("dlq"), expected=5)
+    assert len(letters) == 5
+    by_value = {r.value: r for r in letters}
+    for topic_key, value, _ in bad:
+        letter = by_value[value]  # original bytes kept as they were
+        assert header(letter.headers, "dlq.topic") == s.kafka.topic(topic_key)
+        assert header(letter.headers, "dlq.offset") is not None and header(letter.headers, "dlq.partition") is not None
+    reasons = {header(r.headers, "dlq.error"): header(r.headers, "dlq.reason") for r in letters}
+    assert set(reasons) == {"malformed", "invalid", "unknown_type"}
+    assert "amount" in by_value[bad[1][1]].headers[0][1].decode()
+    assert "refund" in header(by_value[bad[2][1]].headers, "dlq.reason")
+
+    rows = await store.get_features(f"{uid}-c")
+    assert {(r.name, r.value) for r in rows} == {("tx.out.amount", 10.5), ("tx.out.mcc.groceries", 10.5),
+                                                 ("tx.out.amount", 4.5), ("tx.out.mcc.groceries", 4.5)}
+
+
+async def test_simulated_bank_lands_exactly_with_every_event_kind(
+    kafka_settings: Settings, store: FeatureStore, uid: str,
+) -> None:
+    s = kafka_settings
+    sim = BankSimulator(SimulationConfig(clients=12, days=60, seed=5, client_prefix=f"{uid}c"))
+    events = list(sim.events())
+    kinds = {topic for topic, _, _ in events}
+    assert kinds == {"transactions", "transaction_deletes", "clients", "applications", "products"}
+    await publish_events(s, events, progress=False)
+    stats = await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
+    assert stats.messages == len(events) and stats.dead_letters == 0
+    expected = await _expected_state(s, events)
+    await _assert_store_equals(store, expected, sorted({key for _, key, _ in events}))
+
+
+async def test_consumer_killed_mid_stream_and_restarted_leaves_the_same_store(
+    kafka_settings: Settings, cluster: StoreCluster, settings: Settings, uid: str,
+) -> None:
+    s = kafka_settings
+    sim = BankSimulator(SimulationConfig(clients=40, days=120, seed=11, client_prefix=f"{uid}k"))
+    events = list(sim.events())
+    await publish_events(s, events, progress=False)
+    env = {**os.environ, **settings_env(s), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "deploy.cli", "consume", "--config", str(ROOT / "deploy" / "local.toml")]
+
+    subjects = sorted({key for _, key, _ in events})
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        first = subprocess.Popen([*cmd], env=env, cwd=ROOT)  # noqa: ASYNC220
+        try:
+            # kill it once some, but not all, of the stream is in the store
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline:
+                if await store.get_features(subjects[len(subjects) // 2], limit=1):
+                    break
+                await asyncio.sleep(0.05)
+            first.send_signal(signal.SIGKILL)
+        finally:
+            first.wait()
+        landed = sum([len(await store.get_features(x, limit=100_000)) for x in subjects])
+        second = subprocess.run([*cmd, "--idle-exit", "3"], env=env, cwd=ROOT, timeout=240)  # noqa: ASYNC221
+        assert second.returncode == 0
+        expected = await _expected_state(s, events)
+        total_expected = sum(len(expected.snapshot(x)) for x in subjects)
+        assert 0 < landed < total_expected  # the kill really happened mid-stream
+        await _assert_store_equals(store, expected, subjects)
