@@ -54,7 +54,8 @@ def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     async def run() -> None:
         async with FeatureStore(settings.store, ttl=ttl_policy(settings)) as store:
             consumer = ExtractorConsumer(
-                settings, store, extraction=ExtractionConfig(home_currency=settings.consumer.home_currency))
+                settings, store, extraction=ExtractionConfig(home_currency=settings.consumer.home_currency)
+            )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, consumer.request_stop)
@@ -70,8 +71,14 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
     from manager.app import create_app
 
-    uvicorn.run(create_app(settings), host=settings.api.host, port=settings.api.port, log_level="warning",
-                loop="uvloop", access_log=False)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.api.host,
+        port=settings.api.port,
+        log_level="warning",
+        loop="uvloop",
+        access_log=False,
+    )
     return 0
 
 
@@ -117,8 +124,9 @@ def cmd_not_yet(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rtrec", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="rtrec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--config", type=Path, default=DEFAULT_CONFIG, help="settings file (TOML)")
     common.add_argument("-v", "--verbose", action="store_true")
@@ -171,8 +179,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("asynctnt").setLevel(logging.WARNING)
     settings = load_settings(args.config)

@@ -80,8 +80,9 @@ class StoreCluster:
             assert pid is not None
             return pid
         env = {"RTREC_INSTANCE": json.dumps(self._instance_settings(spec, rs))}
-        return processes.spawn(["tarantool", str(INSTANCE_SCRIPT)], log_path=self.log_path(spec),
-                               pid_path=self.pid_path(spec), env=env)
+        return processes.spawn(
+            ["tarantool", str(INSTANCE_SCRIPT)], log_path=self.log_path(spec), pid_path=self.pid_path(spec), env=env
+        )
 
     async def _wait_ready(self, spec: InstanceSpec, timeout: float) -> dict[str, Any]:
         conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=1.0)
@@ -90,7 +91,8 @@ class StoreCluster:
             while True:
                 if not processes.is_alive(processes.read_pid(self.pid_path(spec))):
                     raise processes.ProcessError(
-                        f"{spec.name} exited during start:\n{processes.tail(self.log_path(spec))}")
+                        f"{spec.name} exited during start:\n{processes.tail(self.log_path(spec))}"
+                    )
                 try:
                     info: dict[str, Any] = await conn.call("ping", [], timeout=1.0)
                     return info
@@ -212,11 +214,16 @@ class StoreCluster:
                         ro = None
                     finally:
                         await conn.close()
-                instances.append({
-                    "name": spec.name, "uri": spec.uri,
-                    "role": "master" if ro is False else "replica",
-                    "pid": pid if alive else None, "ro": ro, "alive": alive,
-                })
+                instances.append(
+                    {
+                        "name": spec.name,
+                        "uri": spec.uri,
+                        "role": "master" if ro is False else "replica",
+                        "pid": pid if alive else None,
+                        "ro": ro,
+                        "alive": alive,
+                    }
+                )
             replicasets.append({"id": rs.id, "instances": instances})
         return replicasets
 

@@ -86,9 +86,17 @@ class KafkaBroker:
 
     def _java_cmd(self, main_class: str, *args: str) -> list[str]:
         log4j = (self.dir / "log4j.properties").resolve()
-        return [self._java(), f"-Xmx{self.kafka.heap_mb}m", f"-Xms{min(self.kafka.heap_mb, 256)}m",
-                "-XX:+UseG1GC", f"-Dlog4j.configuration=file:{log4j}", "-cp", self._classpath(),
-                main_class, *args]
+        return [
+            self._java(),
+            f"-Xmx{self.kafka.heap_mb}m",
+            f"-Xms{min(self.kafka.heap_mb, 256)}m",
+            "-XX:+UseG1GC",
+            f"-Dlog4j.configuration=file:{log4j}",
+            "-cp",
+            self._classpath(),
+            main_class,
+            *args,
+        ]
 
     def start(self, timeout: float = 90.0) -> None:
         """Format storage on first start, launch the broker, wait for it, create the topics. Idempotent."""
@@ -101,10 +109,12 @@ class KafkaBroker:
             cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             subprocess.run(  # noqa: S603
                 self._java_cmd("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(config)),
-                check=True, capture_output=True,
+                check=True,
+                capture_output=True,
             )
-        processes.spawn(self._java_cmd("kafka.Kafka", str(config.resolve())), log_path=self.log_path,
-                        pid_path=self.pid_path)
+        processes.spawn(
+            self._java_cmd("kafka.Kafka", str(config.resolve())), log_path=self.log_path, pid_path=self.pid_path
+        )
         processes.wait_port(self.kafka.host, self.kafka.port, timeout, pid_path=self.pid_path, what="Kafka")
         asyncio.run(self.create_topics(timeout))
 
@@ -119,7 +129,8 @@ class KafkaBroker:
                 topics = [self.kafka.topic(key) for key in TOPICS]
                 wanted = [
                     NewTopic(name=topic, num_partitions=self.kafka.partitions_for(topic), replication_factor=1)
-                    for topic in topics if topic not in existing
+                    for topic in topics
+                    if topic not in existing
                 ]
                 if wanted:
                     try:

@@ -15,15 +15,21 @@ class ProcessError(RuntimeError):
     """A local process did not start or did not become ready in time."""
 
 
-def spawn(cmd: Sequence[str], *, log_path: Path, pid_path: Path, env: Mapping[str, str] | None = None,
-          cwd: Path | None = None) -> int:
+def spawn(
+    cmd: Sequence[str], *, log_path: Path, pid_path: Path, env: Mapping[str, str] | None = None, cwd: Path | None = None
+) -> int:
     """Start ``cmd`` detached (own session, so Ctrl-C of the caller does not kill it); returns its pid."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     pid_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(  # noqa: S603 - commands are built by the project, not from user input
-            list(cmd), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd, start_new_session=True,
+            list(cmd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            cwd=cwd,
+            start_new_session=True,
         )
     pid_path.write_text(str(proc.pid))
     return proc.pid

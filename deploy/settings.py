@@ -80,7 +80,7 @@ class KafkaSettings(BaseModel):
     def canonical(self, topic: str) -> str:
         """The DESIGN.md name of a (possibly prefixed) topic."""
         if self.topic_prefix and topic.startswith(self.topic_prefix):
-            return topic[len(self.topic_prefix):]
+            return topic[len(self.topic_prefix) :]
         return topic
 
 

@@ -63,8 +63,9 @@ class LocalStack:
     def down(self) -> dict[str, int]:
         """Stop everything, consumers first so they commit their batch. Safe to run twice."""
         stopped = {"api": int(processes.stop(self.proc_dir / "api.pid"))}
-        stopped["consumers"] = sum(processes.stop(self.proc_dir / f"{n}.pid", timeout=30)
-                                   for n in self._consumer_names())
+        stopped["consumers"] = sum(
+            processes.stop(self.proc_dir / f"{n}.pid", timeout=30) for n in self._consumer_names()
+        )
         stopped["kafka"] = int(self.broker.stop())
         stopped["store_instances"] = self.cluster.stop()
         return stopped
@@ -76,10 +77,16 @@ class LocalStack:
             return {"name": name, "pid": pid if alive else None, "alive": alive}
 
         return {
-            "store": {"replicasets": asyncio.run(self.cluster.status()), "space": "features",
-                      "bucket_count": self.settings.store.bucket_count},
-            "kafka": {"bootstrap": self.settings.kafka.bootstrap, "running": self.broker.running(),
-                      "pid": processes.read_pid(self.broker.pid_path) if self.broker.running() else None},
+            "store": {
+                "replicasets": asyncio.run(self.cluster.status()),
+                "space": "features",
+                "bucket_count": self.settings.store.bucket_count,
+            },
+            "kafka": {
+                "bootstrap": self.settings.kafka.bootstrap,
+                "running": self.broker.running(),
+                "pid": processes.read_pid(self.broker.pid_path) if self.broker.running() else None,
+            },
             "consumers": [proc(n) for n in self._consumer_names()],
             "api": {"url": self.settings.api.url, **proc("api")},
         }

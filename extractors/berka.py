@@ -19,18 +19,25 @@ from __future__ import annotations
 import csv
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 CUTOFF = date(1994, 3, 30)
 
 OPERATION_CHANNEL = {
-    "VYBER KARTOU": "card", "VKLAD": "cash", "PREVOD Z UCTU": "transfer", "VYBER": "atm",
+    "VYBER KARTOU": "card",
+    "VKLAD": "cash",
+    "PREVOD Z UCTU": "transfer",
+    "VYBER": "atm",
     "PREVOD NA UCET": "transfer",
 }
 K_SYMBOL_MCC = {"SIPO": 4900, "POJISTNE": 6300, "UVER": 6012, "LEASING": 6012}
-K_SYMBOL_COUNTERPARTY = {"DUCHOD": "government:pension", "UROK": "bank:interest", "SANKC. UROK": "bank:penalty",
-                         "SLUZBY": "bank:fees"}
+K_SYMBOL_COUNTERPARTY = {
+    "DUCHOD": "government:pension",
+    "UROK": "bank:interest",
+    "SANKC. UROK": "bank:penalty",
+    "SLUZBY": "bank:fees",
+}
 CARD_PRODUCT = {"gold": "premium_debit_card", "classic": "credit_card", "junior": "credit_card"}
 
 
@@ -51,7 +58,7 @@ def birth_date(birth_number: str) -> date:
 
 
 def default_shift_years(today: date | None = None) -> int:
-    today = today or datetime.now(timezone.utc).date()
+    today = today or datetime.now(UTC).date()
     shift = (today.year - CUTOFF.year) // 4 * 4
     while CUTOFF.replace(year=CUTOFF.year + shift) > today:
         shift -= 4
@@ -64,7 +71,7 @@ class BerkaShift:
 
     def ts(self, day: date, hour: float = 12.0) -> float:
         shifted = day.replace(year=day.year + self.years)
-        return datetime(shifted.year, shifted.month, shifted.day, tzinfo=timezone.utc).timestamp() + hour * 3600
+        return datetime(shifted.year, shifted.month, shifted.day, tzinfo=UTC).timestamp() + hour * 3600
 
 
 def berka_events(path: Path, shift_years: int | None = None) -> Iterator[tuple[str, str, dict[str, object]]]:
@@ -86,8 +93,11 @@ def berka_events(path: Path, shift_years: int | None = None) -> Iterator[tuple[s
         subject = f"a{account_id}"
         owner = clients.get(owner_of.get(account_id, ""))
         payload: dict[str, object] = {
-            "client_id": subject, "ts": shift.ts(opened, 0.5), "segment": "retail",
-            "region": regions.get(account["district_id"], "unknown"), "registered_at": shift.ts(opened, 0),
+            "client_id": subject,
+            "ts": shift.ts(opened, 0.5),
+            "segment": "retail",
+            "region": regions.get(account["district_id"], "unknown"),
+            "registered_at": shift.ts(opened, 0),
         }
         if owner is not None:
             payload["birth_date"] = shift.ts(birth_date(owner["birth_number"]), 0)
@@ -97,22 +107,36 @@ def berka_events(path: Path, shift_years: int | None = None) -> Iterator[tuple[s
         day = _yymmdd(row["date"])
         if day <= CUTOFF:
             subject = f"a{row['account_id']}"
-            yield "products", subject, {"client_id": subject, "product": "consumer_loan", "action": "opened",
-                                        "ts": shift.ts(day)}
+            yield (
+                "products",
+                subject,
+                {"client_id": subject, "product": "consumer_loan", "action": "opened", "ts": shift.ts(day)},
+            )
     for row in _rows(path / "card.asc"):
         day = _yymmdd(row["issued"])
-        account_id = disp_account.get(row["disp_id"])
-        if day <= CUTOFF and account_id is not None:
-            subject = f"a{account_id}"
-            yield "products", subject, {"client_id": subject, "product": CARD_PRODUCT.get(row["type"], "credit_card"),
-                                        "action": "opened", "ts": shift.ts(day)}
+        card_account = disp_account.get(row["disp_id"])
+        if day <= CUTOFF and card_account is not None:
+            subject = f"a{card_account}"
+            yield (
+                "products",
+                subject,
+                {
+                    "client_id": subject,
+                    "product": CARD_PRODUCT.get(row["type"], "credit_card"),
+                    "action": "opened",
+                    "ts": shift.ts(day),
+                },
+            )
     for row in _rows(path / "order.asc"):
         if row["k_symbol"].strip() == "POJISTNE" and row["account_id"] in accounts:
             day = _yymmdd(accounts[row["account_id"]]["date"])
             if day <= CUTOFF:
                 subject = f"a{row['account_id']}"
-                yield "products", subject, {"client_id": subject, "product": "insurance", "action": "opened",
-                                            "ts": shift.ts(day, 13)}
+                yield (
+                    "products",
+                    subject,
+                    {"client_id": subject, "product": "insurance", "action": "opened", "ts": shift.ts(day, 13)},
+                )
 
     for row in _rows(path / "trans.asc"):
         amount = float(row["amount"])
@@ -121,8 +145,12 @@ def berka_events(path: Path, shift_years: int | None = None) -> Iterator[tuple[s
         subject = f"a{row['account_id']}"
         k_symbol = row["k_symbol"].strip()
         payload = {
-            "tx_id": f"b{row['trans_id']}", "client_id": subject, "ts": shift.ts(_yymmdd(row["date"])),
-            "amount": amount, "currency": "CZK", "direction": "in" if row["type"] == "PRIJEM" else "out",
+            "tx_id": f"b{row['trans_id']}",
+            "client_id": subject,
+            "ts": shift.ts(_yymmdd(row["date"])),
+            "amount": amount,
+            "currency": "CZK",
+            "direction": "in" if row["type"] == "PRIJEM" else "out",
             "balance": float(row["balance"]),
         }
         channel = OPERATION_CHANNEL.get(row["operation"].strip())

@@ -47,7 +47,9 @@ class ExtractedBatch:
 
 
 def extract_batch(
-    records: Sequence[ConsumerRecord], config: ExtractionConfig, canonical: Callable[[str], str] = str,
+    records: Sequence[ConsumerRecord],
+    config: ExtractionConfig,
+    canonical: Callable[[str], str] = str,
 ) -> ExtractedBatch:
     """Pure part of a batch: decode and extract every record; failures become dead letters.
     ``canonical`` maps a (prefixed) topic to its DESIGN.md name, which decides the event type."""
@@ -64,15 +66,26 @@ def extract_batch(
 
 def _dead_letter(record: ConsumerRecord, reason: str, kind: str) -> DeadLetter:
     return DeadLetter(
-        topic=record.topic, partition=record.partition, offset=record.offset, key=record.key,
-        value=record.value, headers=tuple(record.headers or ()), reason=reason, error_kind=kind,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=record.key,
+        value=record.value,
+        headers=tuple(record.headers or ()),
+        reason=reason,
+        error_kind=kind,
     )
 
 
 class ExtractorConsumer:
     def __init__(
-        self, settings: Settings, store: FeatureStore, *, topics: Sequence[str] | None = None,
-        group_id: str | None = None, extraction: ExtractionConfig | None = None,
+        self,
+        settings: Settings,
+        store: FeatureStore,
+        *,
+        topics: Sequence[str] | None = None,
+        group_id: str | None = None,
+        extraction: ExtractionConfig | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -94,8 +107,12 @@ class ExtractorConsumer:
         """Consume until stopped (or, with ``idle_exit_s``, until no message came for that long)."""
         bootstrap = self.settings.kafka.bootstrap
         self._consumer = AIOKafkaConsumer(
-            *self.topics, bootstrap_servers=bootstrap, group_id=self.group_id, enable_auto_commit=False,
-            auto_offset_reset="earliest", max_partition_fetch_bytes=4 * 1024 * 1024,
+            *self.topics,
+            bootstrap_servers=bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=self.settings.consumer.poll_timeout_ms,
         )
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)

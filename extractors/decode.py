@@ -90,9 +90,7 @@ def validate_event(topic: str, fields: dict[str, Any]) -> BankEvent:
     try:
         return model.model_validate(fields)  # type: ignore[return-value]
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()[:5]
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'event'}: {e['msg']}" for e in exc.errors()[:5])
         raise InvalidEvent(f"{model.__name__} schema violation: {problems}") from exc
 
 

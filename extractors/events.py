@@ -3,7 +3,7 @@ timestamps may be ISO 8601 strings or epoch seconds and are normalised to epoch 
 
 from __future__ import annotations
 
-from datetime import date, datetime, timezone
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
@@ -25,9 +25,9 @@ def _to_epoch(value: Any, *, low: float = MIN_TS) -> float:
     if isinstance(value, int | float):
         ts = float(value)
     elif isinstance(value, datetime):
-        ts = (value if value.tzinfo else value.replace(tzinfo=timezone.utc)).timestamp()
+        ts = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     elif isinstance(value, date):
-        ts = datetime(value.year, value.month, value.day, tzinfo=timezone.utc).timestamp()
+        ts = datetime(value.year, value.month, value.day, tzinfo=UTC).timestamp()
     elif isinstance(value, str):
         text = value.strip()
         try:
@@ -38,7 +38,7 @@ def _to_epoch(value: Any, *, low: float = MIN_TS) -> float:
             except ValueError as exc:
                 raise ValueError(f"timestamp {value!r} is neither ISO 8601 nor epoch seconds") from exc
             if parsed.tzinfo is None:
-                parsed = parsed.replace(tzinfo=timezone.utc)
+                parsed = parsed.replace(tzinfo=UTC)
             ts = parsed.timestamp()
     else:
         raise ValueError("timestamp must be ISO 8601 or epoch seconds")

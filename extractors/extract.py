@@ -76,22 +76,30 @@ def extract_transaction(event: TransactionEvent, config: ExtractionConfig) -> li
 
 def extract_client(event: ClientEvent) -> list[ReplaceSource]:
     """Client data replaces two sources: the profile and the company registry data."""
+
     def features(source: str, values: dict[str, Value | None]) -> tuple[Feature, ...]:
         return tuple(
             Feature(event.client_id, source, name, event.client_id, value, event.ts)
-            for name, value in values.items() if value is not None
+            for name, value in values.items()
+            if value is not None
         )
 
-    profile = features(SOURCE_PROFILE, {
-        "profile.segment": event.segment,
-        "profile.birth_date": event.birth_date,
-        "profile.region": event.region,
-        "profile.registered_at": event.registered_at,
-    })
-    registry = features(SOURCE_REGISTRY, {
-        "registry.industry_code": event.industry_code,
-        "registry.director_birth_date": event.director_birth_date,
-    })
+    profile = features(
+        SOURCE_PROFILE,
+        {
+            "profile.segment": event.segment,
+            "profile.birth_date": event.birth_date,
+            "profile.region": event.region,
+            "profile.registered_at": event.registered_at,
+        },
+    )
+    registry = features(
+        SOURCE_REGISTRY,
+        {
+            "registry.industry_code": event.industry_code,
+            "registry.director_birth_date": event.director_birth_date,
+        },
+    )
     return [
         ReplaceSource(event.client_id, SOURCE_PROFILE, event.ts, profile),
         ReplaceSource(event.client_id, SOURCE_REGISTRY, event.ts, registry),
@@ -99,13 +107,25 @@ def extract_client(event: ClientEvent) -> list[ReplaceSource]:
 
 
 def extract_application(event: ApplicationEvent) -> Feature:
-    return Feature(event.client_id, SOURCE_APPLICATIONS, f"app.{event.product}.{event.status}",
-                   event.application_id, event.ts, event.ts)
+    return Feature(
+        event.client_id,
+        SOURCE_APPLICATIONS,
+        f"app.{event.product}.{event.status}",
+        event.application_id,
+        event.ts,
+        event.ts,
+    )
 
 
 def extract_product(event: ProductEvent) -> Feature:
-    return Feature(event.client_id, SOURCE_PRODUCTS, f"product.{event.product}.{event.action}",
-                   f"{event.product}@{event.ts:.0f}", event.ts, event.ts)
+    return Feature(
+        event.client_id,
+        SOURCE_PRODUCTS,
+        f"product.{event.product}.{event.action}",
+        f"{event.product}@{event.ts:.0f}",
+        event.ts,
+        event.ts,
+    )
 
 
 def extract(event: BankEvent, config: ExtractionConfig, origin: int = -1) -> list[StoreOp]:
@@ -115,9 +135,7 @@ def extract(event: BankEvent, config: ExtractionConfig, origin: int = -1) -> lis
     if isinstance(event, TransactionDeleteEvent):
         return [DeleteObject(event.client_id, event.tx_id, origin)]
     if isinstance(event, ClientEvent):
-        return [
-            ReplaceSource(op.subject, op.source, op.version, op.features, origin) for op in extract_client(event)
-        ]
+        return [ReplaceSource(op.subject, op.source, op.version, op.features, origin) for op in extract_client(event)]
     if isinstance(event, ApplicationEvent):
         return [AppendFeatures((extract_application(event),), origin)]
     if isinstance(event, ProductEvent):

@@ -22,11 +22,16 @@ class FeatureWriter(Protocol):
 
     async def put_features(self, features: Iterable[Feature]) -> WriteResult: ...
 
-    async def replace_source(self, subject: str, source: str, version: float,
-                             features: Sequence[Feature]) -> ReplaceResult: ...
+    async def replace_source(
+        self, subject: str, source: str, version: float, features: Sequence[Feature]
+    ) -> ReplaceResult: ...
 
-    async def delete_object(self, subject: str, object_id: str, tombstone_expires_at: float | None = None,
-                            ) -> int: ...
+    async def delete_object(
+        self,
+        subject: str,
+        object_id: str,
+        tombstone_expires_at: float | None = None,
+    ) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

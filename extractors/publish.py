@@ -17,22 +17,33 @@ IN_FLIGHT = 20_000
 
 
 async def publish_events(
-    settings: Settings, events: Iterable[tuple[str, str, dict[str, object]]], *, progress: bool = True,
+    settings: Settings,
+    events: Iterable[tuple[str, str, dict[str, object]]],
+    *,
+    progress: bool = True,
 ) -> dict[str, int]:
     """Send ``(topic_key, key, payload)`` events; returns counts per topic key."""
     counts: Counter[str] = Counter()
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=20,
-                                max_batch_size=256 * 1024)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=20, max_batch_size=256 * 1024
+    )
     await producer.start()
     pending: list[asyncio.Future[object]] = []
-    bar = Progress(TextColumn("publishing events"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                   disable=not progress, transient=True)
+    bar = Progress(
+        TextColumn("publishing events"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not progress,
+        transient=True,
+    )
     try:
         with bar:
             task = bar.add_task("publish", total=None)
             for topic_key, key, payload in events:
-                future = await producer.send(settings.kafka.topic(topic_key), value=orjson.dumps(payload),
-                                             key=key.encode())
+                future = await producer.send(
+                    settings.kafka.topic(topic_key), value=orjson.dumps(payload), key=key.encode()
+                )
                 pending.append(future)
                 counts[topic_key] += 1
                 if len(pending) >= IN_FLIGHT:

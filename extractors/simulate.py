@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import numpy as np
 
@@ -27,16 +27,42 @@ SME_INDUSTRIES = {"55.10": "tourism", "01.11": "agriculture", "47.11": "retail",
 
 # MCC -> base daily rate multiplier by spending category for retail clients.
 SPENDING = {
-    "groceries": (5411, 0.55), "restaurants": (5812, 0.25), "fuel": (5541, 0.12), "clothing": (5651, 0.06),
-    "electronics": (5732, 0.03), "health": (5912, 0.05), "utilities": (4900, 0.035), "entertainment": (7832, 0.05),
-    "travel": (4511, 0.02), "transport": (4121, 0.12), "cash": (6011, 0.06),
+    "groceries": (5411, 0.55),
+    "restaurants": (5812, 0.25),
+    "fuel": (5541, 0.12),
+    "clothing": (5651, 0.06),
+    "electronics": (5732, 0.03),
+    "health": (5912, 0.05),
+    "utilities": (4900, 0.035),
+    "entertainment": (7832, 0.05),
+    "travel": (4511, 0.02),
+    "transport": (4121, 0.12),
+    "cash": (6011, 0.06),
 }
 AMOUNT_SCALE = {
-    "groceries": 1800, "restaurants": 1500, "fuel": 2500, "clothing": 4500, "electronics": 25000, "health": 1200,
-    "utilities": 5000, "entertainment": 900, "travel": 30000, "transport": 300, "cash": 5000,
+    "groceries": 1800,
+    "restaurants": 1500,
+    "fuel": 2500,
+    "clothing": 4500,
+    "electronics": 25000,
+    "health": 1200,
+    "utilities": 5000,
+    "entertainment": 900,
+    "travel": 30000,
+    "transport": 300,
+    "cash": 5000,
 }
-PRODUCTS = ("deposit", "savings_account", "credit_card", "premium_debit_card", "consumer_loan", "investments",
-            "insurance", "sme_overdraft", "sme_acquiring")
+PRODUCTS = (
+    "deposit",
+    "savings_account",
+    "credit_card",
+    "premium_debit_card",
+    "consumer_loan",
+    "investments",
+    "insurance",
+    "sme_overdraft",
+    "sme_acquiring",
+)
 
 
 @dataclass(frozen=True)
@@ -71,8 +97,8 @@ class _Client:
 
 
 def _today_midnight() -> float:
-    now = datetime.now(timezone.utc)
-    return datetime(now.year, now.month, now.day, tzinfo=timezone.utc).timestamp()
+    now = datetime.now(UTC)
+    return datetime(now.year, now.month, now.day, tzinfo=UTC).timestamp()
 
 
 def _sigmoid(x: float) -> float:
@@ -96,11 +122,19 @@ class BankSimulator:
         segment = str(rng.choice(["retail", "sme", "corporate"], p=[0.78, 0.18, 0.04]))
         income = float(rng.lognormal(11.0 if segment == "retail" else 12.3, 0.5))  # monthly, RUB
         return _Client(
-            client_id=f"{self.config.client_prefix}{index:06d}", segment=segment, age=float(rng.uniform(19, 75)), income=income,
-            saver=float(rng.beta(2, 3)), traveler=float(rng.beta(1.5, 4)), online=float(rng.beta(3, 2)),
-            tenure_days=float(rng.exponential(900)), region=str(rng.choice(REGIONS)),
+            client_id=f"{self.config.client_prefix}{index:06d}",
+            segment=segment,
+            age=float(rng.uniform(19, 75)),
+            income=income,
+            saver=float(rng.beta(2, 3)),
+            traveler=float(rng.beta(1.5, 4)),
+            online=float(rng.beta(3, 2)),
+            tenure_days=float(rng.exponential(900)),
+            region=str(rng.choice(REGIONS)),
             industry=str(rng.choice(list(SME_INDUSTRIES))) if segment != "retail" else None,
-            balance=float(income * rng.uniform(0.2, 3.0)), held=set(), pending={},
+            balance=float(income * rng.uniform(0.2, 3.0)),
+            held=set(),
+            pending={},
         )
 
     def _client_events(self, rng: np.random.Generator, c: _Client) -> Iterator[tuple[str, str, dict[str, object]]]:
@@ -109,16 +143,19 @@ class BankSimulator:
         for product in PRODUCTS:
             if self._eligible(c, product) and rng.random() < 0.25 * self._propensity(c, product, 0.0):
                 c.held.add(product)
-                yield "products", c.client_id, {"client_id": c.client_id, "product": product, "action": "opened",
-                                                "ts": self.start_ts + 120}
+                yield (
+                    "products",
+                    c.client_id,
+                    {"client_id": c.client_id, "product": product, "action": "opened", "ts": self.start_ts + 120},
+                )
         tx_seq = 0
         spend_30d: list[float] = []
         profile_change_day = int(rng.integers(30, max(self.config.days, 31))) if rng.random() < 0.1 else -1
         salary_day = int(rng.integers(1, 28))
         for day in range(self.config.days):
             day_ts = self.start_ts + day * DAY
-            month = datetime.fromtimestamp(day_ts, timezone.utc).month
-            day_of_month = datetime.fromtimestamp(day_ts, timezone.utc).day
+            month = datetime.fromtimestamp(day_ts, UTC).month
+            day_of_month = datetime.fromtimestamp(day_ts, UTC).day
             spent_today = 0.0
             for payload in self._day_transactions(rng, c, day_ts, month, day_of_month, salary_day):
                 tx_seq += 1
@@ -128,10 +165,15 @@ class BankSimulator:
                 yield "transactions", c.client_id, payload
                 if payload["direction"] == "out" and rng.random() < self.config.reversal_rate:
                     c.balance += float(payload["amount"])  # type: ignore[arg-type]
-                    yield "transaction_deletes", c.client_id, {
-                        "tx_id": payload["tx_id"], "client_id": c.client_id,
-                        "ts": float(payload["ts"]) + float(rng.uniform(3600, 3 * DAY)),  # type: ignore[arg-type]
-                    }
+                    yield (
+                        "transaction_deletes",
+                        c.client_id,
+                        {
+                            "tx_id": payload["tx_id"],
+                            "client_id": c.client_id,
+                            "ts": float(payload["ts"]) + float(rng.uniform(3600, 3 * DAY)),  # type: ignore[arg-type]
+                        },
+                    )
             spend_30d.append(spent_today)
             if len(spend_30d) > 30:
                 spend_30d.pop(0)
@@ -145,8 +187,12 @@ class BankSimulator:
 
     def _client_event(self, c: _Client, ts: float, rng: np.random.Generator) -> tuple[str, str, dict[str, object]]:
         payload: dict[str, object] = {
-            "client_id": c.client_id, "ts": ts, "segment": c.segment, "region": c.region,
-            "birth_date": self.start_ts - c.age * 365.25 * DAY, "registered_at": self.start_ts - c.tenure_days * DAY,
+            "client_id": c.client_id,
+            "ts": ts,
+            "segment": c.segment,
+            "region": c.region,
+            "birth_date": self.start_ts - c.age * 365.25 * DAY,
+            "registered_at": self.start_ts - c.tenure_days * DAY,
         }
         if c.industry is not None:
             payload["industry_code"] = c.industry
@@ -154,7 +200,13 @@ class BankSimulator:
         return "clients", c.client_id, payload
 
     def _day_transactions(
-        self, rng: np.random.Generator, c: _Client, day_ts: float, month: int, day_of_month: int, salary_day: int,
+        self,
+        rng: np.random.Generator,
+        c: _Client,
+        day_ts: float,
+        month: int,
+        day_of_month: int,
+        salary_day: int,
     ) -> Iterator[dict[str, object]]:
         cur = self.config.currency
         travel_season = 3.0 if month in (6, 7, 8, 12) else 1.0
@@ -162,20 +214,32 @@ class BankSimulator:
             if day_of_month == salary_day:
                 amount = round(c.income * float(rng.uniform(0.95, 1.05)), 2)
                 c.balance += amount
-                yield self._tx(day_ts + 9 * 3600, amount, cur, "in", None, "payroll",
-                               f"employer:e{int(c.client_id[-6:]) % 500}", c)
+                yield self._tx(
+                    day_ts + 9 * 3600, amount, cur, "in", None, "payroll", f"employer:e{int(c.client_id[-6:]) % 500}", c
+                )
             wealth = min(c.income / 60000.0, 3.0)
             for category, (mcc, rate) in SPENDING.items():
-                lam = rate * (0.6 + wealth * 0.5) * (travel_season * (0.5 + 3 * c.traveler)
-                                                     if category == "travel" else 1.0)
+                lam = (
+                    rate
+                    * (0.6 + wealth * 0.5)
+                    * (travel_season * (0.5 + 3 * c.traveler) if category == "travel" else 1.0)
+                )
                 for _ in range(int(rng.poisson(lam))):
                     amount = round(float(rng.lognormal(math.log(AMOUNT_SCALE[category] * (0.5 + wealth / 2)), 0.6)), 2)
                     amount = min(amount, max(c.balance * 0.8, 50.0)) if c.balance > 100 else amount
                     c.balance -= amount
                     channel = "atm" if category == "cash" else ("online" if rng.random() < c.online else "pos")
                     currency = "EUR" if category == "travel" and rng.random() < 0.4 else cur
-                    yield self._tx(day_ts + float(rng.uniform(8, 22)) * 3600, amount, currency, "out", mcc, channel,
-                                   f"merchant:m{int(rng.integers(0, 5000))}", c)
+                    yield self._tx(
+                        day_ts + float(rng.uniform(8, 22)) * 3600,
+                        amount,
+                        currency,
+                        "out",
+                        mcc,
+                        channel,
+                        f"merchant:m{int(rng.integers(0, 5000))}",
+                        c,
+                    )
         else:
             kind = SME_INDUSTRIES.get(c.industry or "", "it")
             season = 1.0
@@ -189,24 +253,53 @@ class BankSimulator:
                 c.balance += amount
                 payer = "person" if kind == "retail" and rng.random() < 0.7 else "merchant"
                 channel = "acquiring" if payer == "person" else "transfer"
-                yield self._tx(day_ts + float(rng.uniform(9, 20)) * 3600, amount, cur, "in", None, channel,
-                               f"{payer}:p{int(rng.integers(0, 20000))}", c)
+                yield self._tx(
+                    day_ts + float(rng.uniform(9, 20)) * 3600,
+                    amount,
+                    cur,
+                    "in",
+                    None,
+                    channel,
+                    f"{payer}:p{int(rng.integers(0, 20000))}",
+                    c,
+                )
             for _ in range(int(rng.poisson(2.0))):
                 amount = round(float(rng.lognormal(math.log(scale * 0.9), 0.6)), 2)
                 c.balance -= amount
-                yield self._tx(day_ts + float(rng.uniform(9, 20)) * 3600, amount, cur, "out", 5045, "transfer",
-                               f"merchant:s{int(rng.integers(0, 3000))}", c)
+                yield self._tx(
+                    day_ts + float(rng.uniform(9, 20)) * 3600,
+                    amount,
+                    cur,
+                    "out",
+                    5045,
+                    "transfer",
+                    f"merchant:s{int(rng.integers(0, 3000))}",
+                    c,
+                )
             if day_of_month == 28:
                 tax = round(scale * 2.0, 2)
                 c.balance -= tax
                 yield self._tx(day_ts + 12 * 3600, tax, cur, "out", 9311, "transfer", "government:fns", c)
 
     @staticmethod
-    def _tx(ts: float, amount: float, currency: str, direction: str, mcc: int | None, channel: str,
-            counterparty: str, c: _Client) -> dict[str, object]:
+    def _tx(
+        ts: float,
+        amount: float,
+        currency: str,
+        direction: str,
+        mcc: int | None,
+        channel: str,
+        counterparty: str,
+        c: _Client,
+    ) -> dict[str, object]:
         payload: dict[str, object] = {
-            "client_id": c.client_id, "ts": round(ts, 3), "amount": max(round(amount, 2), 0.01),
-            "currency": currency, "direction": direction, "channel": channel, "counterparty": counterparty,
+            "client_id": c.client_id,
+            "ts": round(ts, 3),
+            "amount": max(round(amount, 2), 0.01),
+            "currency": currency,
+            "direction": direction,
+            "channel": channel,
+            "counterparty": counterparty,
             "balance": round(c.balance, 2),
         }
         if mcc is not None:
@@ -241,31 +334,58 @@ class BankSimulator:
         return _sigmoid(x)
 
     def _product_events(
-        self, rng: np.random.Generator, c: _Client, day: int, day_ts: float, spend_30d: float,
+        self,
+        rng: np.random.Generator,
+        c: _Client,
+        day: int,
+        day_ts: float,
+        spend_30d: float,
     ) -> Iterator[tuple[str, str, dict[str, object]]]:
         for product, decide_day in list(c.pending.items()):
             if day >= decide_day:
                 del c.pending[product]
                 approved = rng.random() < 0.8
                 app_id = f"{c.client_id}-{product}-{int(decide_day)}"
-                yield "applications", c.client_id, {"application_id": app_id, "client_id": c.client_id,
-                                                    "product": product, "ts": day_ts + 11 * 3600,
-                                                    "status": "approved" if approved else "rejected"}
+                yield (
+                    "applications",
+                    c.client_id,
+                    {
+                        "application_id": app_id,
+                        "client_id": c.client_id,
+                        "product": product,
+                        "ts": day_ts + 11 * 3600,
+                        "status": "approved" if approved else "rejected",
+                    },
+                )
                 if approved:
                     c.held.add(product)
-                    yield "products", c.client_id, {"client_id": c.client_id, "product": product,
-                                                    "action": "opened", "ts": day_ts + 15 * 3600}
+                    yield (
+                        "products",
+                        c.client_id,
+                        {"client_id": c.client_id, "product": product, "action": "opened", "ts": day_ts + 15 * 3600},
+                    )
         for product in PRODUCTS:
             if product in c.held or product in c.pending or not self._eligible(c, product):
                 continue
             if rng.random() < self._propensity(c, product, spend_30d) / 4.3:  # weekly from monthly
                 decide = day + int(rng.integers(1, 6))
                 c.pending[product] = decide
-                yield "applications", c.client_id, {"application_id": f"{c.client_id}-{product}-{decide}",
-                                                    "client_id": c.client_id, "product": product,
-                                                    "status": "submitted", "ts": day_ts + 10 * 3600}
+                yield (
+                    "applications",
+                    c.client_id,
+                    {
+                        "application_id": f"{c.client_id}-{product}-{decide}",
+                        "client_id": c.client_id,
+                        "product": product,
+                        "status": "submitted",
+                        "ts": day_ts + 10 * 3600,
+                    },
+                )
         if c.held and rng.random() < 0.01:
             product = sorted(c.held)[int(rng.integers(0, len(c.held)))]
             c.held.discard(product)
-            yield "products", c.client_id, {"client_id": c.client_id, "product": product, "action": "closed",
-                                            "ts": day_ts + 16 * 3600}
+            yield (
+                "products",
+                c.client_id,
+                {"client_id": c.client_id, "product": product, "action": "closed", "ts": day_ts + 16 * 3600},
+            )

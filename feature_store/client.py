@@ -52,15 +52,23 @@ class ReplaceResult:
 
 class FeatureStore:
     def __init__(
-        self, settings: StoreSettings, *, ttl: TtlPolicy | None = None,
+        self,
+        settings: StoreSettings,
+        *,
+        ttl: TtlPolicy | None = None,
         topology: Sequence[ReplicaSetSpec] | None = None,
     ) -> None:
         self.settings = settings
         self.ttl = ttl or TtlPolicy()
         specs = list(topology) if topology is not None else topology_from(settings)
         self.replicasets: dict[int, ReplicaSetClient] = {
-            spec.id: ReplicaSetClient(spec, settings.user, settings.password,
-                                      request_timeout=settings.request_timeout_s, read_from=settings.read_from)
+            spec.id: ReplicaSetClient(
+                spec,
+                settings.user,
+                settings.password,
+                request_timeout=settings.request_timeout_s,
+                read_from=settings.read_from,
+            )
             for spec in specs
         }
         self._bucket_owner: dict[int, int] = {}
@@ -90,6 +98,7 @@ class FeatureStore:
 
     async def refresh_bucket_map(self) -> dict[int, int]:
         """Learn bucket -> replica set from every master's active buckets."""
+
         async def owned(rs: ReplicaSetClient) -> tuple[int, list[int]]:
             return rs.id, await rs.call("buckets_owned", [], write=False)
 
@@ -139,8 +148,16 @@ class FeatureStore:
         expires_at = feature.expires_at
         if expires_at is None:
             expires_at = self.ttl.expires_at(feature.source, feature.name, feature.time_use)
-        return [self.bucket_id_for(feature.subject), feature.subject, feature.source, feature.name,
-                feature.object, feature.value, float(feature.time_use), float(expires_at)]
+        return [
+            self.bucket_id_for(feature.subject),
+            feature.subject,
+            feature.source,
+            feature.name,
+            feature.object,
+            feature.value,
+            float(feature.time_use),
+            float(expires_at),
+        ]
 
     async def put_features(self, features: Iterable[Feature]) -> WriteResult:
         """Idempotent upsert of many features, batched and grouped per replica set, sent concurrently."""
@@ -164,13 +181,15 @@ class FeatureStore:
         raise WrongBucket(f"{len(pending)} features could not be routed after {ROUTING_ATTEMPTS} attempts")
 
     async def _put_group(
-        self, rs: ReplicaSetClient, group: list[tuple[Feature, list[Any]]],
+        self,
+        rs: ReplicaSetClient,
+        group: list[tuple[Feature, list[Any]]],
     ) -> tuple[WriteResult, list[tuple[Feature, list[Any]]]]:
         result = WriteResult()
         misrouted: list[tuple[Feature, list[Any]]] = []
         batch = self.settings.write_batch_rows
         for start in range(0, len(group), batch):
-            chunk = group[start:start + batch]
+            chunk = group[start : start + batch]
             try:
                 answer = await rs.call("put_features", [[row for _, row in chunk]])
             except WrongBucket:
@@ -184,20 +203,28 @@ class FeatureStore:
         return result, misrouted
 
     async def replace_source(
-        self, subject: str, source: str, version: float, features: Sequence[Feature],
+        self,
+        subject: str,
+        source: str,
+        version: float,
+        features: Sequence[Feature],
     ) -> ReplaceResult:
         """Atomically make ``features`` the subject's whole ``source``, unless a newer version is stored."""
         rows = [self._row(f) for f in features]
         answer = await self._routed(subject, "replace_source", [subject, source, float(version), rows], write=True)
         return ReplaceResult(
-            applied=answer["applied"], written=answer.get("written", 0), unchanged=answer.get("unchanged", 0),
-            deleted=answer.get("deleted", 0), stored_version=answer.get("stored_version"),
+            applied=answer["applied"],
+            written=answer.get("written", 0),
+            unchanged=answer.get("unchanged", 0),
+            deleted=answer.get("deleted", 0),
+            stored_version=answer.get("stored_version"),
         )
 
     async def delete_object(self, subject: str, object_id: str, tombstone_expires_at: float | None = None) -> int:
         """Delete the subject's features extracted from ``object_id`` and leave a tombstone."""
-        expires = tombstone_expires_at if tombstone_expires_at is not None else (
-            time.time() + self.settings.tombstone_ttl_s)
+        expires = (
+            tombstone_expires_at if tombstone_expires_at is not None else (time.time() + self.settings.tombstone_ttl_s)
+        )
         answer = await self._routed(subject, "delete_object", [subject, object_id, expires], write=True)
         return int(answer["deleted"])
 
@@ -207,8 +234,13 @@ class FeatureStore:
 
     # ---- reads -----------------------------------------------------------------------------------------
     async def get_features(
-        self, subject: str, *, from_time: float | None = None, to_time: float | None = None,
-        name: str | None = None, limit: int | None = None,
+        self,
+        subject: str,
+        *,
+        from_time: float | None = None,
+        to_time: float | None = None,
+        name: str | None = None,
+        limit: int | None = None,
     ) -> list[StoredFeature]:
         opts: dict[str, Any] = {}
         if from_time is not None:
@@ -223,7 +255,10 @@ class FeatureStore:
         return [StoredFeature.from_tuple(t) for t in tuples]
 
     async def aggregate(
-        self, subject: str, specs: Sequence[AggregateSpec], now: float | None = None,
+        self,
+        subject: str,
+        specs: Sequence[AggregateSpec],
+        now: float | None = None,
     ) -> list[Value | None]:
         """Values of ``specs`` for ``subject`` as of ``now`` (default: the current time), in spec order."""
         at = float(now) if now is not None else time.time()

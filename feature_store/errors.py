@@ -69,8 +69,15 @@ class StoreTimeout(StoreError):
 
 _BY_CODE: dict[int, type[StoreError]] = {
     cls.code: cls
-    for cls in (WrongBucket, SubjectTooFat, ReadOnlyInstance, BadArgument, SubjectDenied, BucketStateError,
-                StoreInternalError)
+    for cls in (
+        WrongBucket,
+        SubjectTooFat,
+        ReadOnlyInstance,
+        BadArgument,
+        SubjectDenied,
+        BucketStateError,
+        StoreInternalError,
+    )
 }
 
 

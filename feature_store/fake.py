@@ -6,13 +6,20 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from feature_store.client import ReplaceResult, WriteResult
 from feature_store.records import Feature, Value
 from feature_store.specs import AggregateSpec
 
 NaturalKey = tuple[str, str, str, str]  # subject, source, object, name
+
+_NUMERIC: dict[str, Callable[[list[float]], float]] = {
+    "sum": sum,
+    "min": min,
+    "max": max,
+    "avg": lambda xs: sum(xs) / len(xs),
+}
 
 
 class InMemoryFeatureStore:
@@ -41,8 +48,9 @@ class InMemoryFeatureStore:
             result.written += 1
         return result
 
-    async def replace_source(self, subject: str, source: str, version: float,
-                             features: Sequence[Feature]) -> ReplaceResult:
+    async def replace_source(
+        self, subject: str, source: str, version: float, features: Sequence[Feature]
+    ) -> ReplaceResult:
         stored = self.versions.get((subject, source))
         if stored is not None and stored > version:
             return ReplaceResult(applied=False, stored_version=stored)
@@ -63,20 +71,28 @@ class InMemoryFeatureStore:
 
     def snapshot(self, subject: str) -> set[tuple[str, str, str, Value, float]]:
         """(source, name, object, value, time_use) of a subject, for comparing with the real store."""
-        return {(f.source, f.name, f.object, f.value, f.time_use) for f in self.features.values()
-                if f.subject == subject}
+        return {
+            (f.source, f.name, f.object, f.value, f.time_use) for f in self.features.values() if f.subject == subject
+        }
 
     def subjects(self) -> set[str]:
         return {f.subject for f in self.features.values()}
 
-    async def aggregate(self, subject: str, specs: Sequence[AggregateSpec], now: float | None = None,
-                        ) -> list[Value | None]:
+    async def aggregate(
+        self,
+        subject: str,
+        specs: Sequence[AggregateSpec],
+        now: float | None = None,
+    ) -> list[Value | None]:
         at = now if now is not None else time.time()
         out: list[Value | None] = []
         for spec in specs:
             lo = at - spec.window_s if spec.window_s > 0 else -math.inf
-            rows = sorted((f.time_use, f.value) for f in self.features.values()
-                          if f.subject == subject and f.name == spec.feature and lo < f.time_use <= at)
+            rows = sorted(
+                (f.time_use, f.value)
+                for f in self.features.values()
+                if f.subject == subject and f.name == spec.feature and lo < f.time_use <= at
+            )
             numbers = [float(v) for _, v in rows if isinstance(v, int | float) and not isinstance(v, bool)]
             if spec.fn == "count":
                 out.append(len(rows))
@@ -85,6 +101,5 @@ class InMemoryFeatureStore:
             elif not numbers:
                 out.append(None)
             else:
-                out.append({"sum": sum, "min": min, "max": max,
-                            "avg": lambda xs: sum(xs) / len(xs)}[spec.fn](numbers))
+                out.append(_NUMERIC[spec.fn](numbers))
         return out

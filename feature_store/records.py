@@ -42,7 +42,14 @@ class StoredFeature:
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id, "rs_id": self.rs_id, "bucket_id": self.bucket_id, "subject": self.subject,
-            "source": self.source, "name": self.name, "object": self.object, "value": self.value,
-            "time_use": self.time_use, "expires_at": self.expires_at,
+            "id": self.id,
+            "rs_id": self.rs_id,
+            "bucket_id": self.bucket_id,
+            "subject": self.subject,
+            "source": self.source,
+            "name": self.name,
+            "object": self.object,
+            "value": self.value,
+            "time_use": self.time_use,
+            "expires_at": self.expires_at,
         }

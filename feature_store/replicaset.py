@@ -40,12 +40,18 @@ class InstanceConnection:
             if self._conn is not None:
                 await self._conn.disconnect()
             conn = asynctnt.Connection(
-                host=self.spec.host, port=self.spec.port, username=self._user, password=self._password,
-                connect_timeout=self._connect_timeout, reconnect_timeout=0, fetch_schema=False, auto_refetch_schema=False,
+                host=self.spec.host,
+                port=self.spec.port,
+                username=self._user,
+                password=self._password,
+                connect_timeout=self._connect_timeout,
+                reconnect_timeout=0,
+                fetch_schema=False,
+                auto_refetch_schema=False,
             )
             try:
                 await conn.connect()
-            except (OSError, asyncio.TimeoutError, TarantoolError) as exc:
+            except (TimeoutError, OSError, TarantoolError) as exc:
                 raise StoreUnavailable(f"cannot connect to {self.spec.name} ({self.spec.uri}): {exc}") from exc
             self._conn = conn
             return conn
@@ -55,7 +61,7 @@ class InstanceConnection:
         conn = await self._connected()
         try:
             response = await conn.call(f"rtrec.{fn}", args, timeout=max(timeout, 0.001))
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise StoreTimeout(f"{self.spec.name}: {fn} timed out after {timeout:.3f}s") from exc
         except TarantoolError as exc:
             message = str(exc)
@@ -81,7 +87,12 @@ class ReplicaSetClient:
     """Routes calls of one replica set: writes to the master, reads to the master or a replica."""
 
     def __init__(
-        self, spec: ReplicaSetSpec, user: str, password: str, *, request_timeout: float = 5.0,
+        self,
+        spec: ReplicaSetSpec,
+        user: str,
+        password: str,
+        *,
+        request_timeout: float = 5.0,
         read_from: str = "master",
     ) -> None:
         self.spec = spec
@@ -102,6 +113,7 @@ class ReplicaSetClient:
     async def discover_master(self) -> InstanceConnection:
         """Ask every instance whether it is writable; the writable one is the master."""
         async with self._discovery_lock:
+
             async def probe(instance: InstanceConnection) -> tuple[InstanceConnection, dict[str, Any] | None]:
                 try:
                     return instance, await instance.call("ping", [], timeout=1.0)
@@ -114,8 +126,9 @@ class ReplicaSetClient:
                 self._master = None
                 raise StoreUnavailable(f"replica set {self.id} has no writable master")
             if len(writable) > 1:
-                log.warning("replica set %s has several writable instances: %s", self.id,
-                            [w.spec.name for w in writable])
+                log.warning(
+                    "replica set %s has several writable instances: %s", self.id, [w.spec.name for w in writable]
+                )
             self._master = writable[0]
             return self._master
 
@@ -151,6 +164,7 @@ class ReplicaSetClient:
 
     async def call_each(self, fn: str, args: list[Any], timeout: float = 2.0) -> dict[str, Any]:
         """Call a procedure on every instance (stats, status); an unreachable one maps to its error text."""
+
         async def one(instance: InstanceConnection) -> tuple[str, Any]:
             try:
                 return instance.spec.name, await instance.call(fn, args, timeout=timeout)

@@ -104,10 +104,13 @@ function M.aggregate(bucket_id, subject, now, specs)
     local index = box.space.features.index.subject_name_time
     for name, group in pairs(groups) do
         local lowest, members = group[1], group[2]
-        index:pairs({subject, name, now}, {iterator = 'LE'})
-            :take_while(function(t)
-                return t[C.F_NAME] == name and t[C.F_SUBJECT] == subject and t[C.F_TIME_USE] > lowest
-            end)
+        -- REQ walks only this subject's rows of this name, newest first, so the loop never reads the
+        -- string fields (interning them per row fed the Lua GC, see docs/benchmarks.md). Rows after `now`
+        -- are filtered rather than dropped: luafun's drop_while rewinds by copying the iterator state,
+        -- which a box iterator cannot do, and it loses the first kept row.
+        index:pairs({subject, name}, {iterator = 'REQ'})
+            :take_while(function(t) return t[C.F_TIME_USE] > lowest end)
+            :filter(function(t) return t[C.F_TIME_USE] <= now end)
             :each(function(t) fold_row(state, specs, bounds, members, t) end)
     end
     local values = {}

@@ -2,6 +2,7 @@
 -- replica sets: start_send -> export pages -> import on the receiver -> activate there -> drop here.
 -- A bucket accepts writes only while it is `active`, so a bucket in flight is never written in two places.
 local C = require('constants')
+local counts = require('counts')
 local errors = require('errors')
 
 local M = {}
@@ -43,7 +44,7 @@ function M.assign(bucket_ids)
     for _, id in ipairs(bucket_ids) do
         box.space._bucket:replace({id, M.ACTIVE, box.NULL})
     end
-    box.commit()
+    counts.commit()
     return #bucket_ids
 end
 
@@ -103,6 +104,10 @@ function M.import(bucket_id, features, extra)
         box.space._bucket:insert({bucket_id, M.RECEIVING, box.NULL})
     end
     for _, t in ipairs(features) do
+        -- a retried import may see its own earlier copy: count only new records
+        if box.space.features:get({t[C.F_ID], t[C.F_RS_ID]}) == nil then
+            counts.note(t[C.F_SUBJECT], 1)
+        end
         box.space.features:replace(t)
     end
     if extra ~= nil then
@@ -113,7 +118,7 @@ function M.import(bucket_id, features, extra)
             box.space.source_versions:replace(t)
         end
     end
-    box.commit()
+    counts.commit()
     return #features
 end
 
@@ -144,8 +149,11 @@ function M.drop(bucket_id)
             for _, t in ipairs(batch) do
                 -- all three spaces have a two-part primary key made of their first two fields
                 space:delete({t[1], t[2]})
+                if space_name == 'features' then
+                    counts.note(t[C.F_SUBJECT], -1)
+                end
             end
-            box.commit()
+            counts.commit()
             deleted = deleted + #batch
             require('fiber').yield()
         end

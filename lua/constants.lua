@@ -42,4 +42,11 @@ M.DEFAULT_TOMBSTONE_TTL = 7 * 24 * 3600
 -- Bucket export page size (records per call) when moving a bucket.
 M.BUCKET_EXPORT_PAGE = 2000
 
+-- LuaJIT GC: every tuple handed to Lua is a cdata with a finalizer, so an aggregate over 1,000 rows leaves
+-- 1,000 of them behind. With the default pause (200) the collector runs in bursts that stalled aggregate
+-- calls for 10-15 ms at p99; a pause of 100 (start the next cycle at once) and a step multiplier of 400
+-- spread the same work into small steps (p99 2.5 ms Lua-side, measured; see docs/benchmarks.md).
+M.GC_PAUSE = 100
+M.GC_STEPMUL = 400
+
 return M

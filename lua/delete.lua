@@ -1,6 +1,7 @@
 -- Deletes: one object's features (a transaction deletion, with a tombstone) and a whole subject
 -- (the ops tool for a "fat" subject: batched, yielding, so Lua memory and the tx thread stay healthy).
 local C = require('constants')
+local counts = require('counts')
 local errors = require('errors')
 local config = require('config')
 local buckets = require('buckets')
@@ -43,8 +44,9 @@ function M.delete_object(bucket_id, subject, object, tombstone_expires_at)
     for _, pk in ipairs(keys) do
         box.space.features:delete(pk)
     end
+    counts.note(subject, -#keys)
     box.space.tombstones:replace({subject, object, bucket_id, tombstone_expires_at})
-    box.commit()
+    counts.commit()
     return {deleted = #keys}
 end
 
@@ -65,7 +67,8 @@ function M.purge_subject(bucket_id, subject)
         for _, t in ipairs(batch) do
             box.space.features:delete({t[C.F_ID], t[C.F_RS_ID]})
         end
-        box.commit()
+        counts.note(subject, -#batch)
+        counts.commit()
         deleted = deleted + #batch
         fiber.yield()
     end

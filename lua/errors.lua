@@ -31,9 +31,7 @@ function M.protect(fn)
     return function(...)
         local ok, res, err = pcall(fn, ...)
         if not ok then
-            if box.is_in_txn() then
-                box.rollback()
-            end
+            require('counts').rollback()
             local message = tostring(res)
             if type(res) == 'cdata' or type(res) == 'table' then
                 message = res.message or tostring(res)

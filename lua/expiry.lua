@@ -2,6 +2,7 @@
 -- passed, in batches of DELETE_BATCH per transaction, yielding between batches. Runs on the master only
 -- (replicas receive the deletes by replication) and reports its status through stats().
 local C = require('constants')
+local counts = require('counts')
 local config = require('config')
 local fiber = require('fiber')
 local log = require('log')
@@ -12,19 +13,21 @@ local M = {
 }
 
 -- Deletes up to DELETE_BATCH expired tuples of one space; returns how many were deleted.
-local function expire_batch(space, expires_field, now)
-    local batch = space.index.expires:pairs({now}, {iterator = 'LE'})
-        :take_n(C.DELETE_BATCH)
-        :map(function(t) return {t[1], t[2]} end)
-        :totable()
+local function expire_batch(space, now)
+    local is_features = space.name == 'features'
+    local batch = space.index.expires:select({now}, {iterator = 'LE', limit = C.DELETE_BATCH})
     if #batch == 0 then
         return 0
     end
     box.begin()
-    for _, pk in ipairs(batch) do
-        space:delete(pk)
+    for _, t in ipairs(batch) do
+        -- both spaces have a two-part primary key made of their first two fields
+        space:delete({t[1], t[2]})
+        if is_features then
+            counts.note(t[C.F_SUBJECT], -1)
+        end
     end
-    box.commit()
+    counts.commit()
     return #batch
 end
 
@@ -32,9 +35,9 @@ end
 function M.run_once(now)
     now = now or fiber.time()
     local totals = {features = 0, tombstones = 0}
-    for name, field in pairs({features = C.F_EXPIRES_AT, tombstones = 4}) do
+    for _, name in ipairs({'features', 'tombstones'}) do
         while true do
-            local n = expire_batch(box.space[name], field, now)
+            local n = expire_batch(box.space[name], now)
             totals[name] = totals[name] + n
             if n < C.DELETE_BATCH then
                 break

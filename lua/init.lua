@@ -1,10 +1,8 @@
--- Storage entry point: applies the instance settings, creates the schema on the master, installs the
--- subject-count trigger, starts the expiry fiber and registers every procedure under the global `rtrec`
+-- Storage entry point: applies the instance settings, creates the schema on the master, starts the expiry fiber and registers every procedure under the global `rtrec`
 -- namespace (callable over iproto as `rtrec.<name>`). Each procedure is wrapped so it never throws.
 local config = require('config')
 local errors = require('errors')
 local schema = require('schema')
-local counts = require('counts')
 local expiry = require('expiry')
 
 local M = {}
@@ -31,10 +29,12 @@ end
 
 function M.start(settings)
     apply_settings(settings)
+    local C = require('constants')
+    collectgarbage('setpause', C.GC_PAUSE)
+    collectgarbage('setstepmul', C.GC_STEPMUL)
     if not box.info.ro then
         schema.create(settings.user, settings.password)
     end
-    counts.install()
     expiry.start()
 
     local buckets = require('buckets')

@@ -62,6 +62,7 @@ function M.upsert_row(row, headroom)
         box.sequence.features_id:next(), config.rs_id, row[C.R_BUCKET_ID], subject, source, name, object,
         row[C.R_VALUE], row[C.R_TIME_USE], row[C.R_EXPIRES_AT],
     })
+    counts.note(subject, 1)
     return 'written'
 end
 
@@ -93,7 +94,7 @@ function M.put_features(rows)
             result.refused[#result.refused + 1] = {i, outcome}
         end
     end
-    box.commit()
+    counts.commit()
     return result
 end
 

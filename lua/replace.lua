@@ -2,6 +2,7 @@
 -- unless a newer version of that source is already stored ("newest wins", so a replay of old client data
 -- never overwrites newer data). Runs in one transaction that never yields.
 local C = require('constants')
+local counts = require('counts')
 local errors = require('errors')
 local config = require('config')
 local buckets = require('buckets')
@@ -52,6 +53,7 @@ function M.replace_source(bucket_id, subject, source, version, rows)
     for _, pk in ipairs(stale) do
         features:delete(pk)
     end
+    counts.note(subject, -#stale)
     result.deleted = #stale
     local headroom = {}
     for _, row in ipairs(rows) do
@@ -59,12 +61,12 @@ function M.replace_source(bucket_id, subject, source, version, rows)
         if outcome == 'written' or outcome == 'unchanged' then
             result[outcome] = result[outcome] + 1
         else
-            box.rollback()
+            counts.rollback()
             return nil, errors.new(outcome, 'replace refused: ' .. outcome, {subject = subject})
         end
     end
     box.space.source_versions:replace({subject, source, bucket_id, version})
-    box.commit()
+    counts.commit()
     return result
 end
 

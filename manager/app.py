@@ -47,7 +47,7 @@ def create_app(settings: Settings) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="Feature store and recommendation API for the mobile banking backend. "
-                    "Authorization: Bearer <key>; roles reader < writer < operator.",
+        "Authorization: Bearer <key>; roles reader < writer < operator.",
     )
     app.state.settings = settings
     app.state.views = views

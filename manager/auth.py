@@ -18,18 +18,19 @@ def require_role(role: str) -> Callable[..., Coroutine[Any, Any, str]]:
     needed = ROLE_RANK[role]
 
     async def check(
-        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+        request: Request,
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> str:
         if credentials is None or credentials.scheme.lower() != "bearer":
             raise HTTPException(
-                status.HTTP_401_UNAUTHORIZED, "missing bearer API key (Authorization: Bearer <key>)",
+                status.HTTP_401_UNAUTHORIZED,
+                "missing bearer API key (Authorization: Bearer <key>)",
                 headers={"WWW-Authenticate": "Bearer"},
             )
         keys: dict[str, str] = request.app.state.settings.api.keys
         caller = keys.get(credentials.credentials)
         if caller is None:
-            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key",
-                                headers={"WWW-Authenticate": "Bearer"})
+            raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown API key", headers={"WWW-Authenticate": "Bearer"})
         if ROLE_RANK[caller] < needed:
             raise HTTPException(status.HTTP_403_FORBIDDEN, f"this endpoint needs the {role} role; the key is {caller}")
         return caller

@@ -39,7 +39,9 @@ def _store(request: Request) -> FeatureStore:
 
 @router.post("/features/transactions", response_model=WriteResponse)
 async def write_transactions(
-    request: Request, _: Writer, events: Annotated[list[TransactionEvent], Body(max_length=10_000)],
+    request: Request,
+    _: Writer,
+    events: Annotated[list[TransactionEvent], Body(max_length=10_000)],
 ) -> WriteResponse:
     """Write a batch of transaction events through the same extractors the Kafka consumers use."""
     config = ExtractionConfig(home_currency=request.app.state.settings.consumer.home_currency)
@@ -48,25 +50,40 @@ async def write_transactions(
         result = await apply_ops(_store(request), ops)
     FEATURES_WRITTEN.inc(result.written)
     refused = [{"index": i, "tx_id": events[i].tx_id, "reason": reason} for i, reason in result.refused.items()]
-    return WriteResponse(accepted_events=len(events), written=result.written, unchanged=result.unchanged,
-                         tombstoned=result.tombstoned, refused=refused)
+    return WriteResponse(
+        accepted_events=len(events),
+        written=result.written,
+        unchanged=result.unchanged,
+        tombstoned=result.tombstoned,
+        refused=refused,
+    )
 
 
 @router.put("/subjects/{subject}/sources/{source}", response_model=ReplaceResponse)
 async def replace_source(
-    request: Request, _: Writer, subject: Subject, source: SourceName, body: ReplaceSourceBody,
+    request: Request,
+    _: Writer,
+    subject: Subject,
+    source: SourceName,
+    body: ReplaceSourceBody,
 ) -> ReplaceResponse:
     """Replace all features of ``source`` for ``subject`` atomically; an older version than stored is ignored."""
     version = body.version if body.version is not None else time.time()
     features = tuple(
-        Feature(subject, source, f.name, f.object or subject, f.value,
-                f.time_use if f.time_use is not None else version)
+        Feature(
+            subject, source, f.name, f.object or subject, f.value, f.time_use if f.time_use is not None else version
+        )
         for f in body.features
     )
     with STORE_LATENCY.labels("replace_source").time():
         answer = await _store(request).replace_source(subject, source, version, features)
-    return ReplaceResponse(applied=answer.applied, written=answer.written, unchanged=answer.unchanged,
-                           deleted=answer.deleted, stored_version=answer.stored_version)
+    return ReplaceResponse(
+        applied=answer.applied,
+        written=answer.written,
+        unchanged=answer.unchanged,
+        deleted=answer.deleted,
+        stored_version=answer.stored_version,
+    )
 
 
 @router.delete("/subjects/{subject}/objects/{object_id}")
@@ -79,7 +96,9 @@ async def delete_object(request: Request, _: Writer, subject: Subject, object_id
 
 @router.get("/subjects/{subject}/features", response_model=FeaturesResponse)
 async def get_features(
-    request: Request, _: Reader, subject: Subject,
+    request: Request,
+    _: Reader,
+    subject: Subject,
     from_: Annotated[Timestamp | None, Query(alias="from")] = None,
     to: Annotated[Timestamp | None, Query()] = None,
     name: Annotated[str | None, Query(max_length=128)] = None,
@@ -95,7 +114,10 @@ async def get_features(
 
 @router.get("/subjects/{subject}/aggregates", response_model=ViewResponse)
 async def view_aggregates(
-    request: Request, _: Reader, subject: Subject, view: Annotated[str, Query(min_length=1)],
+    request: Request,
+    _: Reader,
+    subject: Subject,
+    view: Annotated[str, Query(min_length=1)],
     now: Annotated[Timestamp | None, Query()] = None,
 ) -> ViewResponse:
     """A named feature view (config ``[views]``) computed for the subject as of ``now``."""
@@ -106,7 +128,9 @@ async def view_aggregates(
     at = now if now is not None else time.time()
     with STORE_LATENCY.labels("aggregate").time():
         values = await _store(request).aggregate(subject, specs, at)
-    return ViewResponse(subject=subject, view=view, now=at, values={s.label: v for s, v in zip(specs, values)})
+    return ViewResponse(
+        subject=subject, view=view, now=at, values={s.label: v for s, v in zip(specs, values, strict=True)}
+    )
 
 
 @router.post("/subjects/{subject}/aggregate", response_model=AggregateResponse)
@@ -120,5 +144,3 @@ async def aggregate(request: Request, _: Reader, subject: Subject, body: Aggrega
 
 def compile_views(views: dict[str, list[str]]) -> dict[str, list[AggregateSpec]]:
     return {name: parse_view(specs) for name, specs in views.items()}
-
-

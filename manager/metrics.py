@@ -5,11 +5,15 @@ from __future__ import annotations
 from prometheus_client import Counter, Histogram
 
 HTTP_LATENCY = Histogram(
-    "rtrec_http_request_seconds", "HTTP request latency by route", ["method", "route", "status"],
+    "rtrec_http_request_seconds",
+    "HTTP request latency by route",
+    ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 STORE_LATENCY = Histogram(
-    "rtrec_store_call_seconds", "Feature store call latency seen by the API", ["operation"],
+    "rtrec_store_call_seconds",
+    "Feature store call latency seen by the API",
+    ["operation"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
 )
 FEATURES_WRITTEN = Counter("rtrec_api_features_written_total", "Features written through the HTTP API")

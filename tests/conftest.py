@@ -63,19 +63,32 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
     store_base = free_port_block(40)
     kafka_base = free_port_block(3)
     run_dir = tmp_path_factory.mktemp("rtrec-run")
-    return base.model_copy(update={
-        "run_dir": run_dir,
-        "kafka_home": ROOT / ".rtrec" / "kafka",
-        "store": base.store.model_copy(update={
-            "base_port": store_base, "password": uuid.uuid4().hex, "memtx_memory_mb": 128,
-            "max_features_per_subject": 20000, "expiry_interval_s": 0.5, "deny_subjects": ["BANK"],
-        }),
-        "kafka": base.kafka.model_copy(update={
-            "port": kafka_base, "controller_port": kafka_base + 1, "heap_mb": 384, "default_partitions": 2,
-            "partitions": {"bank.transactions": 4},
-        }),
-        "api": base.api.model_copy(update={"port": kafka_base + 2}),
-    })
+    return base.model_copy(
+        update={
+            "run_dir": run_dir,
+            "kafka_home": ROOT / ".rtrec" / "kafka",
+            "store": base.store.model_copy(
+                update={
+                    "base_port": store_base,
+                    "password": uuid.uuid4().hex,
+                    "memtx_memory_mb": 128,
+                    "max_features_per_subject": 20000,
+                    "expiry_interval_s": 0.5,
+                    "deny_subjects": ["BANK"],
+                }
+            ),
+            "kafka": base.kafka.model_copy(
+                update={
+                    "port": kafka_base,
+                    "controller_port": kafka_base + 1,
+                    "heap_mb": 384,
+                    "default_partitions": 2,
+                    "partitions": {"bank.transactions": 4},
+                }
+            ),
+            "api": base.api.model_copy(update={"port": kafka_base + 2}),
+        }
+    )
 
 
 @pytest.fixture(scope="session")
@@ -108,10 +121,12 @@ def broker(settings: Settings) -> Iterator[KafkaBroker]:
 async def kafka_settings(settings: Settings, broker: KafkaBroker) -> Settings:
     """Settings with a topic prefix and consumer group of this test only; the topics exist."""
     tag = uuid.uuid4().hex[:8]
-    isolated = settings.model_copy(update={
-        "kafka": settings.kafka.model_copy(update={"topic_prefix": f"t{tag}."}),
-        "consumer": settings.consumer.model_copy(update={"group_id": f"g{tag}", "max_batch_records": 500}),
-    })
+    isolated = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": f"t{tag}."}),
+            "consumer": settings.consumer.model_copy(update={"group_id": f"g{tag}", "max_batch_records": 500}),
+        }
+    )
     await KafkaBroker(isolated).create_topics()
     return isolated
 

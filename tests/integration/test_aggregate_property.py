@@ -37,17 +37,23 @@ def reference(rows: list[tuple[str, float, float]], spec: AggregateSpec, now: fl
 
 
 # time_use offsets chosen to hit the edges: exactly now, exactly now - window, just inside/outside, future.
-edge_offsets = st.sampled_from([0.0, -60.0, -3600.0, -86400.0, -30 * 86400.0, 1.0, 0.5, -59.5, -60.5,
-                                -3599.0, -86401.0, -30 * 86400.0 + 1])
+edge_offsets = st.sampled_from(
+    [0.0, -60.0, -3600.0, -86400.0, -30 * 86400.0, 1.0, 0.5, -59.5, -60.5, -3599.0, -86401.0, -30 * 86400.0 + 1]
+)
 offsets = st.one_of(edge_offsets, st.floats(-40 * 86400.0, 3600.0, allow_nan=False))
 rows_strategy = st.lists(
     st.tuples(st.sampled_from(NAMES), offsets, st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)),
     max_size=60,
 )
 specs_strategy = st.lists(
-    st.builds(AggregateSpec, fn=st.sampled_from(FUNCTIONS), feature=st.sampled_from([*NAMES, "missing"]),
-              window_s=st.sampled_from(WINDOWS)),
-    min_size=1, max_size=12,
+    st.builds(
+        AggregateSpec,
+        fn=st.sampled_from(FUNCTIONS),
+        feature=st.sampled_from([*NAMES, "missing"]),
+        window_s=st.sampled_from(WINDOWS),
+    ),
+    min_size=1,
+    max_size=12,
 )
 
 
@@ -64,7 +70,8 @@ def runner_store(cluster: StoreCluster, settings: Settings) -> Iterator[tuple[as
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=rows_strategy, specs=specs_strategy)
 def test_lua_aggregates_equal_python_reference(
-    runner_store: tuple[asyncio.Runner, FeatureStore], rows: list[tuple[str, float, float]],
+    runner_store: tuple[asyncio.Runner, FeatureStore],
+    rows: list[tuple[str, float, float]],
     specs: list[AggregateSpec],
 ) -> None:
     runner, store = runner_store
@@ -76,8 +83,10 @@ def test_lua_aggregates_equal_python_reference(
         if (name, offset) not in seen:
             seen.add((name, offset))
             unique_rows.append((name, NOW + offset, value))
-    features = [Feature(subject, "transactions", name, f"o{i}", value, t, expires_at=NOW + 10 * 365 * 86400)
-                for i, (name, t, value) in enumerate(unique_rows)]
+    features = [
+        Feature(subject, "transactions", name, f"o{i}", value, t, expires_at=NOW + 10 * 365 * 86400)
+        for i, (name, t, value) in enumerate(unique_rows)
+    ]
     runner.run(store.put_features(features))
     got = runner.run(store.aggregate(subject, specs, NOW))
     for spec, value in zip(specs, got, strict=True):

@@ -38,8 +38,13 @@ async def _produce(settings: Settings, messages: list[tuple[str, bytes | None, l
 
 
 async def _read_all(settings: Settings, topic: str, expected: int, timeout: float = 20.0) -> list:
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=settings.kafka.bootstrap, auto_offset_reset="earliest",
-                                group_id=None, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=settings.kafka.bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        enable_auto_commit=False,
+    )
     await consumer.start()
     records = []
     try:
@@ -57,8 +62,9 @@ async def _expected_state(settings: Settings, events: list[tuple[str, str, dict]
     fake = InMemoryFeatureStore()
     config = ExtractionConfig(home_currency=settings.consumer.home_currency)
     for topic_key, _, payload in events:
-        event = decode_event(settings.kafka.topic(topic_key).removeprefix(settings.kafka.topic_prefix),
-                             orjson.dumps(payload))
+        event = decode_event(
+            settings.kafka.topic(topic_key).removeprefix(settings.kafka.topic_prefix), orjson.dumps(payload)
+        )
         await apply_ops(fake, extract(event, config))
     return fake
 
@@ -72,11 +78,20 @@ async def _assert_store_equals(store: FeatureStore, expected: InMemoryFeatureSto
 
 
 async def test_bad_messages_go_to_the_dlq_and_the_consumer_keeps_going(
-    kafka_settings: Settings, store: FeatureStore, uid: str,
+    kafka_settings: Settings,
+    store: FeatureStore,
+    uid: str,
 ) -> None:
     s = kafka_settings
-    good = {"tx_id": f"{uid}-1", "client_id": f"{uid}-c", "ts": "2026-11-01T10:00:00Z", "amount": 10.5,
-            "currency": "RUB", "direction": "out", "mcc": 5411}
+    good = {
+        "tx_id": f"{uid}-1",
+        "client_id": f"{uid}-c",
+        "ts": "2026-11-01T10:00:00Z",
+        "amount": 10.5,
+        "currency": "RUB",
+        "direction": "out",
+        "mcc": 5411,
+    }
     good_msgpack = {**good, "tx_id": f"{uid}-2", "amount": 4.5}
     bad = [
         ("transactions", b'{"tx_id": "x", "client_id": ', []),  # malformed JSON
@@ -85,8 +100,14 @@ async def test_bad_messages_go_to_the_dlq_and_the_consumer_keeps_going(
         ("applications", orjson.dumps({"client_id": f"{uid}-c"}), []),  # missing fields
         ("transactions", orjson.dumps(["not", "an", "object"]), []),
     ]
-    await _produce(s, [*bad, ("transactions", orjson.dumps(good), []),
-                       ("transactions", msgpack.packb(good_msgpack), [("content-type", b"application/msgpack")])])
+    await _produce(
+        s,
+        [
+            *bad,
+            ("transactions", orjson.dumps(good), []),
+            ("transactions", msgpack.packb(good_msgpack), [("content-type", b"application/msgpack")]),
+        ],
+    )
     consumer = ExtractorConsumer(s, store)
     stats = await consumer.run(idle_exit_s=2.0)
     assert stats.dead_letters == 5 and stats.messages == 7
@@ -104,12 +125,18 @@ async def test_bad_messages_go_to_the_dlq_and_the_consumer_keeps_going(
     assert "refund" in header(by_value[bad[2][1]].headers, "dlq.reason")
 
     rows = await store.get_features(f"{uid}-c")
-    assert {(r.name, r.value) for r in rows} == {("tx.out.amount", 10.5), ("tx.out.mcc.groceries", 10.5),
-                                                 ("tx.out.amount", 4.5), ("tx.out.mcc.groceries", 4.5)}
+    assert {(r.name, r.value) for r in rows} == {
+        ("tx.out.amount", 10.5),
+        ("tx.out.mcc.groceries", 10.5),
+        ("tx.out.amount", 4.5),
+        ("tx.out.mcc.groceries", 4.5),
+    }
 
 
 async def test_simulated_bank_lands_exactly_with_every_event_kind(
-    kafka_settings: Settings, store: FeatureStore, uid: str,
+    kafka_settings: Settings,
+    store: FeatureStore,
+    uid: str,
 ) -> None:
     s = kafka_settings
     sim = BankSimulator(SimulationConfig(clients=12, days=60, seed=5, client_prefix=f"{uid}c"))
@@ -124,7 +151,10 @@ async def test_simulated_bank_lands_exactly_with_every_event_kind(
 
 
 async def test_consumer_killed_mid_stream_and_restarted_leaves_the_same_store(
-    kafka_settings: Settings, cluster: StoreCluster, settings: Settings, uid: str,
+    kafka_settings: Settings,
+    cluster: StoreCluster,
+    settings: Settings,
+    uid: str,
 ) -> None:
     s = kafka_settings
     sim = BankSimulator(SimulationConfig(clients=40, days=120, seed=11, client_prefix=f"{uid}k"))

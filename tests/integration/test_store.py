@@ -20,8 +20,9 @@ from feature_store.topology import InstanceSpec
 
 
 async def _raw(spec: InstanceSpec, settings: Settings) -> asynctnt.Connection:
-    conn = asynctnt.Connection(host=spec.host, port=spec.port, username=settings.store.user,
-                               password=settings.store.password)
+    conn = asynctnt.Connection(
+        host=spec.host, port=spec.port, username=settings.store.user, password=settings.store.password
+    )
     await conn.connect()
     return conn
 
@@ -44,7 +45,10 @@ def tx(subject: str, n: int, now: float, source: str = "transactions", name: str
 
 
 async def test_records_land_on_the_replicaset_their_bucket_maps_to_and_replicate(
-    store: FeatureStore, cluster: StoreCluster, settings: Settings, uid: str,
+    store: FeatureStore,
+    cluster: StoreCluster,
+    settings: Settings,
+    uid: str,
 ) -> None:
     now = time.time()
     subjects = [f"{uid}-c{i}" for i in range(12)]
@@ -101,8 +105,10 @@ async def test_replace_is_atomic_for_concurrent_readers(store: FeatureStore, uid
 
     async def writer() -> None:
         for version in range(1, 40):
-            rows = [Feature(subject, "registry", f"registry.f{i}", subject, version, float(version))
-                    for i in range(60 if version % 2 else 30)]
+            rows = [
+                Feature(subject, "registry", f"registry.f{i}", subject, version, float(version))
+                for i in range(60 if version % 2 else 30)
+            ]
             await store.replace_source(subject, "registry", float(version), rows)
         stop.set()
 
@@ -133,8 +139,10 @@ async def test_expired_features_disappear_by_the_background_fiber(store: Feature
     subject = f"{uid}-exp"
     now = time.time()
     live = Feature(subject, "transactions", "tx.in.amount", "keep", 1.0, now, expires_at=now + 3600)
-    dying = [Feature(subject, "transactions", "tx.in.amount", f"old{i}", 1.0, now - 10, expires_at=now + 0.3)
-             for i in range(20)]
+    dying = [
+        Feature(subject, "transactions", "tx.in.amount", f"old{i}", 1.0, now - 10, expires_at=now + 0.3)
+        for i in range(20)
+    ]
     await store.put_features([live, *dying])
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
@@ -146,7 +154,9 @@ async def test_expired_features_disappear_by_the_background_fiber(store: Feature
 
 
 async def test_fat_subject_is_capped_and_denied_subjects_are_refused(
-    store: FeatureStore, settings: Settings, uid: str,
+    store: FeatureStore,
+    settings: Settings,
+    uid: str,
 ) -> None:
     cap = settings.store.max_features_per_subject
     subject = f"{uid}-fat"
@@ -154,8 +164,9 @@ async def test_fat_subject_is_capped_and_denied_subjects_are_refused(
     assert result.written == cap
     assert len(result.refused) == 25 and {code for _, code in result.refused} == {"SUBJECT_TOO_FAT"}
     with pytest.raises(SubjectTooFat):
-        await store.replace_source(subject, "client_profile", 1.0,
-                                   [Feature(subject, "client_profile", "profile.segment", subject, "x", 1.0)])
+        await store.replace_source(
+            subject, "client_profile", 1.0, [Feature(subject, "client_profile", "profile.segment", subject, "x", 1.0)]
+        )
     # updates of already stored features are still accepted (they do not grow the subject)
     again = await store.put_features(tx(subject, 10, time.time() + 5))
     assert again.written == 10 and not again.refused
@@ -166,7 +177,10 @@ async def test_fat_subject_is_capped_and_denied_subjects_are_refused(
 
 
 async def test_moving_a_bucket_keeps_every_record_without_key_collisions(
-    store: FeatureStore, cluster: StoreCluster, settings: Settings, uid: str,
+    store: FeatureStore,
+    cluster: StoreCluster,
+    settings: Settings,
+    uid: str,
 ) -> None:
     now = time.time()
     subject = f"{uid}-move"

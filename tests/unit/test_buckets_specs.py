@@ -27,8 +27,10 @@ def test_even_ranges_cover_every_bucket_once() -> None:
     assert max(sizes) - min(sizes) <= 1
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30d", 2592000), ("12h", 43200), ("15m", 900), ("1w", 604800),
-                                               ("90s", 90), ("1.5d", 129600), (None, 0), ("", 0)])
+@pytest.mark.parametrize(
+    ("text", "seconds"),
+    [("30d", 2592000), ("12h", 43200), ("15m", 900), ("1w", 604800), ("90s", 90), ("1.5d", 129600), (None, 0), ("", 0)],
+)
 def test_parse_window(text: str | None, seconds: float) -> None:
     assert parse_window(text) == seconds
 
