@@ -210,6 +210,12 @@ async def _ingest(settings: Settings, args: argparse.Namespace) -> dict[str, Any
             "features_per_s": round(stats.features_written / consume_s),
             "lag_after": 0 if stats.messages == args.events else args.events - stats.messages,
             "batch_records": settings.consumer.max_batch_records,
+            "stage_seconds": {
+                "fetch": round(stats.seconds_fetch, 3),
+                "extract": round(stats.seconds_extract, 3),
+                "store": round(stats.seconds_store, 3),
+                "commit": round(stats.seconds_commit, 3),
+            },
         }
     finally:
         cluster.stop()

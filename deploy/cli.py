@@ -102,9 +102,9 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from deploy import bench
+    from deploy.bench import run as run_bench
 
-    result = bench.run(args.target, settings, args)
+    result = run_bench(args.target, settings, args)
     if args.json:
         print(json.dumps(result))
     else:

@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from deploy.settings import Settings
 from extractors.decode import INPUT_TOPICS, ExtractionError, decode_event
@@ -38,12 +38,26 @@ class ConsumerStats:
     dead_letters: int = 0
     features_written: int = 0
     store_retries: int = 0
+    # where the time goes (seconds, cumulative): Kafka fetch, decode + extract, store writes, offset commits
+    seconds_fetch: float = 0.0
+    seconds_extract: float = 0.0
+    seconds_store: float = 0.0
+    seconds_commit: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)
 class ExtractedBatch:
     ops: list[StoreOp]
     dead: list[DeadLetter]
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """A fetched and extracted batch on its way to the write stage, with the offsets to commit after it."""
+
+    records: list[ConsumerRecord]
+    extracted: ExtractedBatch
+    next_offsets: dict[TopicPartition, OffsetAndMetadata]
 
 
 def extract_batch(
@@ -104,7 +118,12 @@ class ExtractorConsumer:
         self._stop.set()
 
     async def run(self, *, idle_exit_s: float | None = None) -> ConsumerStats:
-        """Consume until stopped (or, with ``idle_exit_s``, until no message came for that long)."""
+        """Consume until stopped (or, with ``idle_exit_s``, until no message came for that long).
+
+        Two stages overlap: while batch N is written to the store, batch N+1 is fetched and extracted (the
+        Python work and the store's work run side by side). Offsets are committed explicitly per batch,
+        in order, only after that batch's writes and dead letters were acknowledged.
+        """
         bootstrap = self.settings.kafka.bootstrap
         self._consumer = AIOKafkaConsumer(
             *self.topics,
@@ -118,29 +137,53 @@ class ExtractorConsumer:
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         await self._producer.start()
         await self._consumer.start()
-        last_message_at = time.monotonic()
+        handoff: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
         try:
-            while not self._stop.is_set():
-                batch = await self._consumer.getmany(
-                    timeout_ms=self.settings.consumer.poll_timeout_ms,
-                    max_records=self.settings.consumer.max_batch_records,
-                )
-                records = [r for partition_records in batch.values() for r in partition_records]
-                if not records:
-                    if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
-                        break
-                    continue
-                last_message_at = time.monotonic()
-                await self._handle(records)
-                await self._consumer.commit()
+            fetcher = asyncio.create_task(self._fetch_stage(handoff, idle_exit_s))
+            await self._write_stage(handoff)
+            await fetcher  # re-raises a fetch-stage failure
         finally:
             await self._consumer.stop()
             await self._producer.stop()
         return self.stats
 
-    async def _handle(self, records: list[ConsumerRecord]) -> None:
-        extracted = extract_batch(records, self.extraction, self.settings.kafka.canonical)
+    async def _fetch_stage(self, handoff: asyncio.Queue[_Batch | None], idle_exit_s: float | None) -> None:
+        assert self._consumer is not None
+        last_message_at = time.monotonic()
+        try:
+            while not self._stop.is_set():
+                started = time.perf_counter()
+                fetched = await self._consumer.getmany(
+                    timeout_ms=self.settings.consumer.poll_timeout_ms,
+                    max_records=self.settings.consumer.max_batch_records,
+                )
+                self.stats.seconds_fetch += time.perf_counter() - started
+                records = [r for partition_records in fetched.values() for r in partition_records]
+                if not records:
+                    if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
+                        break
+                    continue
+                last_message_at = time.monotonic()
+                started = time.perf_counter()
+                extracted = extract_batch(records, self.extraction, self.settings.kafka.canonical)
+                self.stats.seconds_extract += time.perf_counter() - started
+                next_offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in fetched.items() if rs}
+                await handoff.put(_Batch(records, extracted, next_offsets))
+        finally:
+            await handoff.put(None)
+
+    async def _write_stage(self, handoff: asyncio.Queue[_Batch | None]) -> None:
+        assert self._consumer is not None
+        while (batch := await handoff.get()) is not None:
+            await self._handle(batch.records, batch.extracted)
+            started = time.perf_counter()
+            await self._consumer.commit(batch.next_offsets)
+            self.stats.seconds_commit += time.perf_counter() - started
+
+    async def _handle(self, records: list[ConsumerRecord], extracted: ExtractedBatch) -> None:
+        started = time.perf_counter()
         applied = await self._apply_with_retry(extracted.ops)
+        self.stats.seconds_store += time.perf_counter() - started
         dead = list(extracted.dead)
         for origin, reason in applied.refused.items():
             dead.append(_dead_letter(records[origin], reason, "refused"))

@@ -185,22 +185,31 @@ class FeatureStore:
         rs: ReplicaSetClient,
         group: list[tuple[Feature, list[Any]]],
     ) -> tuple[WriteResult, list[tuple[Feature, list[Any]]]]:
-        result = WriteResult()
-        misrouted: list[tuple[Feature, list[Any]]] = []
+        """Write one replica set's share in chunks sent concurrently: while the storage's transaction
+        thread applies one chunk, its network thread already decodes the next. Chunks are independent
+        idempotent upserts, so their order does not matter."""
         batch = self.settings.write_batch_rows
-        for start in range(0, len(group), batch):
-            chunk = group[start : start + batch]
+        chunks = [group[start : start + batch] for start in range(0, len(group), batch)]
+
+        async def put_chunk(chunk: list[tuple[Feature, list[Any]]]) -> tuple[WriteResult, list[Any]]:
+            result = WriteResult()
             try:
                 answer = await rs.call("put_features", [[row for _, row in chunk]])
             except WrongBucket:
-                misrouted.extend(chunk)
-                continue
+                return result, chunk
             result.written += answer["written"]
             result.unchanged += answer["unchanged"]
             result.tombstoned += answer["tombstoned"]
             for index, code in answer["refused"]:
                 result.refused.append((chunk[index - 1][0], code))
-        return result, misrouted
+            return result, []
+
+        total = WriteResult()
+        misrouted: list[tuple[Feature, list[Any]]] = []
+        for result, wrong in await asyncio.gather(*(put_chunk(c) for c in chunks)):
+            total.add(result)
+            misrouted.extend(wrong)
+        return total, misrouted
 
     async def replace_source(
         self,
