@@ -1,0 +1,172 @@
+"""HTTP API against a real uvicorn server (lifespan and all) on loopback, over the real cluster."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+import uvicorn
+
+from deploy.cluster import StoreCluster
+from deploy.settings import Settings
+from manager.app import create_app
+
+READER = {"Authorization": "Bearer dev-reader-key"}
+WRITER = {"Authorization": "Bearer dev-writer-key"}
+OPERATOR = {"Authorization": "Bearer dev-operator-key"}
+
+
+@pytest.fixture(scope="module")
+async def api(settings: Settings, cluster: StoreCluster) -> AsyncIterator[httpx.AsyncClient]:
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=settings.api.port, log_level="warning", lifespan="on"
+        )
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()
+        await asyncio.sleep(0.05)
+    async with httpx.AsyncClient(base_url=settings.api.url, timeout=10) as client:
+        yield client
+    server.should_exit = True
+    await task
+
+
+def _tx(uid: str, i: int, ts: float, amount: float, direction: str = "out", **extra: object) -> dict[str, object]:
+    return {
+        "tx_id": f"{uid}-{i}",
+        "client_id": f"{uid}-c",
+        "ts": ts,
+        "amount": amount,
+        "currency": "RUB",
+        "direction": direction,
+        **extra,
+    }
+
+
+async def test_ops_endpoints_need_no_key(api: httpx.AsyncClient) -> None:
+    assert (await api.get("/health")).json() == {"status": "ok"}
+    assert (await api.get("/ready")).json() == {"status": "ready"}
+    await api.get("/v1/subjects/x/features", headers=READER)
+    metrics = await api.get("/metrics")
+    assert metrics.status_code == 200 and "rtrec_http_request_seconds" in metrics.text
+    assert (await api.get("/openapi.json")).status_code == 200
+
+
+async def test_auth_roles(api: httpx.AsyncClient, uid: str) -> None:
+    body = [_tx(uid, 1, time.time(), 10)]
+    missing = await api.post("/v1/features/transactions", json=body)
+    assert missing.status_code == 401 and "bearer" in missing.json()["detail"].lower()
+    unknown = await api.post("/v1/features/transactions", json=body, headers={"Authorization": "Bearer nope"})
+    assert unknown.status_code == 401 and unknown.json()["detail"] == "unknown API key"
+    forbidden = await api.post("/v1/features/transactions", json=body, headers=READER)
+    assert forbidden.status_code == 403 and "writer" in forbidden.json()["detail"]
+    assert (await api.post("/v1/features/transactions", json=body, headers=WRITER)).status_code == 200
+    assert (await api.delete(f"/v1/subjects/{uid}-c/objects/{uid}-1", headers=READER)).status_code == 403
+    assert (await api.get(f"/v1/subjects/{uid}-c/features", headers=OPERATOR)).status_code == 200
+    assert (await api.get(f"/v1/subjects/{uid}-c/features")).status_code == 401
+
+
+async def test_validation_errors_are_422_with_a_message(api: httpx.AsyncClient, uid: str) -> None:
+    bad_amount = await api.post("/v1/features/transactions", json=[_tx(uid, 1, time.time(), -5)], headers=WRITER)
+    assert bad_amount.status_code == 422 and "amount" in str(bad_amount.json()["detail"])
+    bad_ts = await api.post("/v1/features/transactions", json=[_tx(uid, 1, "yesterday", 5)], headers=WRITER)  # type: ignore[arg-type]
+    assert bad_ts.status_code == 422 and "timestamp" in str(bad_ts.json()["detail"])
+    bad_subject = await api.get("/v1/subjects/bad%20id!/features", headers=READER)
+    assert bad_subject.status_code == 422
+    specs = {"specs": [{"feature": "tx.out.amount", "fn": "sum", "window": "30x"}]}
+    bad_window = await api.post(f"/v1/subjects/{uid}/aggregate", json=specs, headers=READER)
+    assert bad_window.status_code == 422 and "window" in str(bad_window.json()["detail"])
+    bad_fn = await api.post(
+        f"/v1/subjects/{uid}/aggregate", json={"specs": [{"feature": "x", "fn": "median"}]}, headers=READER
+    )
+    assert bad_fn.status_code == 422
+    empty = await api.post(f"/v1/subjects/{uid}/aggregate", json={"specs": []}, headers=READER)
+    assert empty.status_code == 422
+    unknown_view = await api.get(f"/v1/subjects/{uid}/aggregates", params={"view": "nope"}, headers=READER)
+    assert unknown_view.status_code == 404 and "client_profile" in unknown_view.json()["detail"]
+    reversed_range = await api.get(f"/v1/subjects/{uid}/features", params={"from": 10, "to": 5}, headers=READER)
+    assert reversed_range.status_code == 422
+
+
+async def test_ad_hoc_aggregate_contract(api: httpx.AsyncClient, uid: str) -> None:
+    now = 1_790_000_000.0
+    day = 86400.0
+    events = [
+        _tx(uid, 1, now, 100.0),  # exactly now: inside every window
+        _tx(uid, 2, now - 30 * day, 50.0),  # exactly now - 30d: outside the 30d window
+        _tx(uid, 3, now - 10 * day, 20.0, mcc=5411),
+        _tx(uid, 4, now + 1, 1000.0),  # after now: never counted
+        _tx(uid, 5, now - 5 * day, 7.0, direction="in"),
+    ]
+    written = await api.post("/v1/features/transactions", json=events, headers=WRITER)
+    assert written.status_code == 200 and written.json()["accepted_events"] == 5
+    specs = [
+        {"feature": "tx.out.amount", "fn": "sum", "window": "30d"},
+        {"feature": "tx.out.amount", "fn": "count", "window": "30d"},
+        {"feature": "tx.out.amount", "fn": "min", "window": "30d"},
+        {"feature": "tx.out.amount", "fn": "max", "window": "31d"},
+        {"feature": "tx.out.amount", "fn": "avg", "window": "30d"},
+        {"feature": "tx.out.amount", "fn": "last"},
+        {"feature": "tx.out.mcc.groceries", "fn": "sum", "window": "30d"},
+        {"feature": "tx.in.amount", "fn": "count"},
+        {"feature": "tx.out.mcc.travel", "fn": "count", "window": "30d"},
+        {"feature": "tx.out.mcc.travel", "fn": "sum", "window": "30d"},
+        {"feature": "tx.out.mcc.travel", "fn": "last"},
+    ]
+    answer = await api.post(f"/v1/subjects/{uid}-c/aggregate", json={"now": now, "specs": specs}, headers=READER)
+    assert answer.status_code == 200
+    assert answer.json() == {"values": [120.0, 2, 20.0, 100.0, 60.0, 100.0, 20.0, 1, 0, None, None]}
+    # ISO 8601 `now` works the same; without `now` the current time is used (the t+1 event is then past)
+    iso = await api.post(
+        f"/v1/subjects/{uid}-c/aggregate", headers=READER, json={"now": "2026-09-21T14:13:20Z", "specs": specs[:1]}
+    )
+    assert iso.json() == {"values": [120.0]}
+    current = await api.post(f"/v1/subjects/{uid}-c/aggregate", json={"specs": [specs[5]]}, headers=READER)
+    assert current.json() == {"values": [1000.0]}
+
+
+async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str) -> None:
+    subject = f"{uid}-c"
+    put = await api.put(
+        f"/v1/subjects/{subject}/sources/client_profile",
+        headers=WRITER,
+        json={
+            "version": 2000000000,
+            "features": [{"name": "profile.segment", "value": "sme"}, {"name": "profile.region", "value": "kazan"}],
+        },
+    )
+    assert put.status_code == 200 and put.json()["applied"] and put.json()["written"] == 2
+    older = await api.put(
+        f"/v1/subjects/{subject}/sources/client_profile",
+        headers=WRITER,
+        json={"version": 1900000000, "features": [{"name": "profile.segment", "value": "retail"}]},
+    )
+    assert older.json()["applied"] is False and older.json()["stored_version"] == 2000000000
+    rows = (await api.get(f"/v1/subjects/{subject}/features", headers=READER)).json()["features"]
+    assert {(r["name"], r["value"]) for r in rows} == {("profile.segment", "sme"), ("profile.region", "kazan")}
+    view = await api.get(
+        f"/v1/subjects/{subject}/aggregates", params={"view": "client_profile", "now": 2000000001}, headers=READER
+    )
+    assert view.status_code == 200 and view.json()["values"]["last(profile.segment)"] == "sme"
+    assert len(view.json()["values"]) == 30
+
+    now = time.time()
+    await api.post(
+        "/v1/features/transactions", headers=WRITER, json=[_tx(uid, i, now - i * 100, 1.0 + i) for i in range(5)]
+    )
+    ranged = await api.get(
+        f"/v1/subjects/{subject}/features",
+        headers=READER,
+        params={"from": now - 250, "to": now - 100, "name": "tx.out.amount"},
+    )
+    assert [r["object"] for r in ranged.json()["features"]] == [f"{uid}-2", f"{uid}-1"]
+    deleted = await api.delete(f"/v1/subjects/{subject}/objects/{uid}-1", headers=WRITER)
+    assert deleted.json() == {"deleted": 1}
+    again = await api.post("/v1/features/transactions", headers=WRITER, json=[_tx(uid, 1, now - 100, 2.0)])
+    assert again.json()["tombstoned"] == 1
