@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import msgpack
+import orjson
+import pytest
+
+from extractors.decode import InvalidEvent, MalformedMessage, UnknownEventType, decode_event
+from extractors.events import ClientEvent, TransactionEvent
+from extractors.extract import ExtractionConfig, counterparty_kind, extract, extract_transaction
+from extractors.mcc import mcc_group
+from extractors.ops import AppendFeatures, DeleteObject, ReplaceSource, apply_ops
+from feature_store.fake import InMemoryFeatureStore
+
+TX = {
+    "tx_id": "t1",
+    "client_id": "c1",
+    "ts": "2026-03-01T10:00:00Z",
+    "amount": 120.5,
+    "currency": "RUB",
+    "direction": "out",
+    "mcc": 4511,
+    "channel": "online",
+    "counterparty": "merchant:aeroflot",
+    "extra": "ignored",
+}
+
+
+def test_transaction_features() -> None:
+    event = decode_event("bank.transactions", orjson.dumps(TX))
+    assert isinstance(event, TransactionEvent) and event.ts == 1772359200.0
+    names = {f.name: f.value for f in extract_transaction(event, ExtractionConfig())}
+    assert names == {
+        "tx.out.amount": 120.5,
+        "tx.out.mcc.travel": 120.5,
+        "tx.out.channel.online": 120.5,
+        "tx.out.cp.merchant": 120.5,
+    }
+    assert {f.object for f in extract_transaction(event, ExtractionConfig())} == {"t1"}
+
+
+def test_salary_foreign_currency_and_balance() -> None:
+    salary = TransactionEvent.model_validate(
+        {
+            **TX,
+            "direction": "in",
+            "counterparty": "employer:acme",
+            "mcc": None,
+            "currency": "EUR",
+            "balance": 5000,
+            "ts": 1772359200,
+        }
+    )
+    names = {f.name for f in extract_transaction(salary, ExtractionConfig(home_currency="RUB"))}
+    assert {"tx.in.salary", "tx.in.fx.amount", "tx.in.cp.employer", "balance"} <= names
+
+
+def test_msgpack_payloads_are_accepted() -> None:
+    event = decode_event("bank.transactions", msgpack.packb(TX), [("content-type", b"application/msgpack")])
+    assert isinstance(event, TransactionEvent) and event.amount == 120.5
+
+
+@pytest.mark.parametrize(
+    ("topic", "payload", "error"),
+    [
+        ("bank.transactions", b"{not json", MalformedMessage),
+        ("bank.transactions", b"[1, 2]", MalformedMessage),
+        ("bank.transactions", orjson.dumps({**TX, "amount": 0}), InvalidEvent),
+        ("bank.transactions", orjson.dumps({**TX, "direction": "sideways"}), InvalidEvent),
+        ("bank.transactions", orjson.dumps({**TX, "ts": "not a date"}), InvalidEvent),
+        ("bank.transactions", orjson.dumps({**TX, "ts": 12}), InvalidEvent),  # 1970: out of range
+        ("bank.transactions", orjson.dumps({**TX, "client_id": "bad id!"}), InvalidEvent),
+        ("bank.transactions", orjson.dumps({**TX, "type": "refund"}), UnknownEventType),
+        ("bank.unknown", orjson.dumps(TX), UnknownEventType),
+        ("bank.clients", orjson.dumps({"client_id": "c1", "ts": 1772359200, "segment": "vip"}), InvalidEvent),
+    ],
+)
+def test_bad_messages_raise_typed_errors_with_reasons(topic: str, payload: bytes, error: type[Exception]) -> None:
+    with pytest.raises(error) as caught:
+        decode_event(topic, payload)
+    assert str(caught.value)
+
+
+def test_client_event_replaces_profile_and_registry() -> None:
+    event = ClientEvent.model_validate(
+        {
+            "client_id": "c1",
+            "ts": 1772359200,
+            "segment": "sme",
+            "region": "kazan",
+            "birth_date": "1980-05-01",
+            "industry_code": "47.11",
+        }
+    )
+    ops = extract(event, ExtractionConfig(), origin=3)
+    assert [type(op) for op in ops] == [ReplaceSource, ReplaceSource]
+    profile, registry = ops
+    assert isinstance(profile, ReplaceSource) and isinstance(registry, ReplaceSource)
+    assert profile.source == "client_profile" and profile.version == 1772359200 and profile.origin == 3
+    assert {f.name: f.value for f in profile.features} == {
+        "profile.segment": "sme",
+        "profile.region": "kazan",
+        "profile.birth_date": 325987200.0,
+    }
+    assert {f.name for f in registry.features} == {"registry.industry_code"}
+
+
+def test_applications_products_and_deletes() -> None:
+    app = decode_event(
+        "bank.applications",
+        orjson.dumps(
+            {"application_id": "a1", "client_id": "c1", "product": "deposit", "status": "submitted", "ts": 1772359200}
+        ),
+    )
+    (op,) = extract(app, ExtractionConfig())
+    assert isinstance(op, AppendFeatures) and op.features[0].name == "app.deposit.submitted"
+    assert op.features[0].value == 1772359200
+    product = decode_event(
+        "bank.products",
+        orjson.dumps({"client_id": "c1", "product": "credit_card", "action": "opened", "ts": 1772359200}),
+    )
+    (op,) = extract(product, ExtractionConfig())
+    assert isinstance(op, AppendFeatures) and op.features[0].name == "product.credit_card.opened"
+    delete = decode_event(
+        "bank.transaction-deletes", orjson.dumps({"tx_id": "t1", "client_id": "c1", "ts": 1772359200})
+    )
+    assert extract(delete, ExtractionConfig()) == [DeleteObject("c1", "t1")]
+
+
+def test_mcc_groups_and_counterparty_kinds() -> None:
+    assert (mcc_group(5411), mcc_group(3005), mcc_group(3600), mcc_group(1)) == (
+        "groceries",
+        "travel",
+        "travel",
+        "other",
+    )
+    assert counterparty_kind("employer:x") == "employer"
+    assert counterparty_kind("alien:x") is None and counterparty_kind(None) is None
+
+
+async def test_apply_ops_semantics_on_the_fake_store() -> None:
+    store = InMemoryFeatureStore(deny_subjects=["BANK"])
+    config = ExtractionConfig()
+    tx = TransactionEvent.model_validate({**TX, "ts": 1772359200})
+    ops = [*extract(tx, config, 0), DeleteObject("c1", "t1", 1), *extract(tx, config, 2)]
+    result = await apply_ops(store, ops)
+    assert store.snapshot("c1") == set() and result.deleted == 4  # delete applied after both appends
+    denied = TransactionEvent.model_validate({**TX, "client_id": "BANK", "tx_id": "t9", "ts": 1772359200})
+    result = await apply_ops(store, extract(denied, config, 7))
+    assert 7 in result.refused and "SUBJECT_DENIED" in result.refused[7]
