@@ -184,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
     logging.getLogger("asynctnt").setLevel(logging.WARNING)
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = load_settings(args.config)
     return int(args.fn(settings, args))
 

@@ -15,6 +15,7 @@ from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.kafka_broker import KafkaBroker
 from deploy.settings import Settings
+from extractors.lag import consumer_lag
 
 
 class LocalStack:
@@ -76,6 +77,11 @@ class LocalStack:
             alive = processes.is_alive(pid)
             return {"name": name, "pid": pid if alive else None, "alive": alive}
 
+        lag: dict[str, int] | str
+        try:
+            lag = asyncio.run(asyncio.wait_for(consumer_lag(self.settings), 5.0)) if self.broker.running() else "n/a"
+        except Exception as exc:  # status must print even when Kafka misbehaves
+            lag = f"unavailable: {exc}"
         return {
             "store": {
                 "replicasets": asyncio.run(self.cluster.status()),
@@ -87,6 +93,6 @@ class LocalStack:
                 "running": self.broker.running(),
                 "pid": processes.read_pid(self.broker.pid_path) if self.broker.running() else None,
             },
-            "consumers": [proc(n) for n in self._consumer_names()],
+            "consumers": {"processes": [proc(n) for n in self._consumer_names()], "lag": lag},
             "api": {"url": self.settings.api.url, **proc("api")},
         }

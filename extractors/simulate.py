@@ -226,7 +226,8 @@ class BankSimulator:
                 )
                 for _ in range(int(rng.poisson(lam))):
                     amount = round(float(rng.lognormal(math.log(AMOUNT_SCALE[category] * (0.5 + wealth / 2)), 0.6)), 2)
-                    amount = min(amount, max(c.balance * 0.8, 50.0)) if c.balance > 100 else amount
+                    if amount > c.balance and rng.random() < 0.9:
+                        continue  # most clients do not spend money they do not have
                     c.balance -= amount
                     channel = "atm" if category == "cash" else ("online" if rng.random() < c.online else "pos")
                     currency = "EUR" if category == "travel" and rng.random() < 0.4 else cur
@@ -264,7 +265,8 @@ class BankSimulator:
                     c,
                 )
             for _ in range(int(rng.poisson(2.0))):
-                amount = round(float(rng.lognormal(math.log(scale * 0.9), 0.6)), 2)
+                # suppliers and payroll: about 80% of a normal day's revenue, so a business stays solvent
+                amount = round(float(rng.lognormal(math.log(scale * 0.4), 0.6)), 2)
                 c.balance -= amount
                 yield self._tx(
                     day_ts + float(rng.uniform(9, 20)) * 3600,

@@ -36,6 +36,9 @@ box.cfg({
     wal_mode = 'write',
     log_level = settings.log_level or 5,
     checkpoint_interval = 3600,
+    -- Batched writes are ~100-400 KB requests; the 16 KB default made iproto stop reading the writers'
+    -- connections ("readahead limit is reached") under ingest.
+    readahead = 1024 * 1024,
     checkpoint_count = 2,
 })
 
