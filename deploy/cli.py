@@ -26,7 +26,7 @@ def cmd_up(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.stack import LocalStack
 
     stack = LocalStack(settings, args.config)
-    stack.up()
+    stack.up(log=lambda message: print(message, file=sys.stderr))  # stdout stays pure JSON
     _print_json(stack.status())
     return 0
 

@@ -19,6 +19,7 @@ from extractors.consumer import ExtractorConsumer
 from extractors.decode import decode_event
 from extractors.dlq import header
 from extractors.extract import ExtractionConfig, extract
+from extractors.lag import consumer_lag
 from extractors.ops import apply_ops
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
@@ -183,3 +184,30 @@ async def test_consumer_killed_mid_stream_and_restarted_leaves_the_same_store(
         total_expected = sum(len(expected.snapshot(x)) for x in subjects)
         assert 0 < landed < total_expected  # the kill really happened mid-stream
         await _assert_store_equals(store, expected, subjects)
+
+
+async def test_sigterm_finishes_the_batch_in_hand_and_commits(
+    kafka_settings: Settings,
+    cluster: StoreCluster,
+    uid: str,
+) -> None:
+    s = kafka_settings
+    events = list(BankSimulator(SimulationConfig(clients=20, days=90, seed=13, client_prefix=f"{uid}t")).events())
+    await publish_events(s, events, progress=False)
+    env = {**os.environ, **settings_env(s), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "deploy.cli", "consume", "--config", str(ROOT / "deploy" / "local.toml")]
+    subjects = sorted({key for _, key, _ in events})
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        proc = subprocess.Popen(cmd, env=env, cwd=ROOT)  # noqa: ASYNC220
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not await store.get_features(subjects[0], limit=1):
+            await asyncio.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(proc.wait, 30) == 0  # a clean exit, not a kill
+        lag_after_stop = await consumer_lag(s)
+        # what was committed is in the store: restarting consumes only the rest, and the result is exact
+        assert sum(lag_after_stop.values()) < len(events)
+        rest = subprocess.run([*cmd, "--idle-exit", "3"], env=env, cwd=ROOT, timeout=240)  # noqa: ASYNC221
+        assert rest.returncode == 0
+        assert sum((await consumer_lag(s)).values()) == 0
+        await _assert_store_equals(store, await _expected_state(s, events), subjects)
