@@ -143,4 +143,3 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
-os.environ.setdefault("HYPOTHESIS_PROFILE", "ci")

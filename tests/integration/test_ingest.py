@@ -78,6 +78,19 @@ async def _assert_store_equals(store: FeatureStore, expected: InMemoryFeatureSto
         assert got == want, (subject, len(got), len(want), list(got ^ want)[:5])
 
 
+async def _publish_simulated(settings: Settings, prefix: str, *, clients: int, days: int, seed: int) -> list:
+    """Publish a small simulated bank whose client ids start with ``prefix``; returns its events."""
+    events = list(BankSimulator(SimulationConfig(clients=clients, days=days, seed=seed, client_prefix=prefix)).events())
+    await publish_events(settings, events, progress=False)
+    return events
+
+
+def _consume_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
+    """`rtrec consume` as a separate process pointed at the test stack (command, environment)."""
+    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT)}
+    return [sys.executable, "-m", "deploy.cli", "consume", "--config", str(ROOT / "deploy" / "local.toml")], env
+
+
 async def test_bad_messages_go_to_the_dlq_and_the_consumer_keeps_going(
     kafka_settings: Settings,
     store: FeatureStore,
@@ -158,11 +171,8 @@ async def test_consumer_killed_mid_stream_and_restarted_leaves_the_same_store(
     uid: str,
 ) -> None:
     s = kafka_settings
-    sim = BankSimulator(SimulationConfig(clients=40, days=120, seed=11, client_prefix=f"{uid}k"))
-    events = list(sim.events())
-    await publish_events(s, events, progress=False)
-    env = {**os.environ, **settings_env(s), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "deploy.cli", "consume", "--config", str(ROOT / "deploy" / "local.toml")]
+    events = await _publish_simulated(s, f"{uid}k", clients=40, days=120, seed=11)
+    cmd, env = _consume_command(s)
 
     subjects = sorted({key for _, key, _ in events})
     async with FeatureStore(s.store, topology=cluster.topology) as store:
@@ -192,10 +202,8 @@ async def test_sigterm_finishes_the_batch_in_hand_and_commits(
     uid: str,
 ) -> None:
     s = kafka_settings
-    events = list(BankSimulator(SimulationConfig(clients=20, days=90, seed=13, client_prefix=f"{uid}t")).events())
-    await publish_events(s, events, progress=False)
-    env = {**os.environ, **settings_env(s), "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "deploy.cli", "consume", "--config", str(ROOT / "deploy" / "local.toml")]
+    events = await _publish_simulated(s, f"{uid}t", clients=20, days=90, seed=13)
+    cmd, env = _consume_command(s)
     subjects = sorted({key for _, key, _ in events})
     async with FeatureStore(s.store, topology=cluster.topology) as store:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT)  # noqa: ASYNC220
