@@ -4,7 +4,6 @@ unique subjects and, for Kafka, their own topic prefix and consumer group."""
 
 from __future__ import annotations
 
-import os
 import random
 import socket
 import uuid
