@@ -274,6 +274,44 @@ class FeatureStore:
         values = await self._routed(subject, "aggregate", [subject, at, [s.as_wire() for s in specs]], write=False)
         return list(values)
 
+    # ---- recommendation cache ----------------------------------------------------------------------------
+    async def cache_get(self, subject: str, now: float | None = None) -> Any:
+        """The cached answer for ``subject`` or None (missing or expired)."""
+        return await self._routed(subject, "cache_get", [subject, now if now is not None else time.time()], write=False)
+
+    async def cache_put(self, subject: str, payload: Any, ttl_s: float) -> None:
+        await self._routed(subject, "cache_put", [subject, time.time() + ttl_s, payload], write=True)
+
+    async def cache_invalidate(self, subject: str) -> None:
+        await self._routed(subject, "cache_invalidate", [subject], write=True)
+
+    # ---- listings (training, ALS) ----------------------------------------------------------------------
+    async def list_subjects(self, page: int = 1000) -> list[str]:
+        """Every stored subject, from all replica sets."""
+        subjects: list[str] = []
+        for rs in self.replicasets.values():
+            after = None
+            while True:
+                answer = await rs.call("list_subjects", [after, page], write=False)
+                subjects.extend(answer["subjects"])
+                if len(answer["subjects"]) < page:
+                    break
+                after = answer["next_after"]
+        return subjects
+
+    async def interactions(self, page: int = 1000) -> list[tuple[str, str, str]]:
+        """(subject, product, "held" | "applied") for every client, from all replica sets."""
+        rows: list[tuple[str, str, str]] = []
+        for rs in self.replicasets.values():
+            after = None
+            while True:
+                answer = await rs.call("interactions", [after, page], write=False, timeout=60.0)
+                rows.extend((r[0], r[1], r[2]) for r in answer["rows"])
+                if answer["next_after"] is None or answer["next_after"] == after:
+                    break
+                after = answer["next_after"]
+        return rows
+
     # ---- ops -------------------------------------------------------------------------------------------
     async def stats(self) -> dict[int, dict[str, Any]]:
         """Per replica set, per instance storage statistics (unreachable instances show their error)."""

@@ -15,14 +15,19 @@ local M = {
 -- Deletes up to DELETE_BATCH expired tuples of one space; returns how many were deleted.
 local function expire_batch(space, now)
     local is_features = space.name == 'features'
+    -- features, tombstones and rec_cache all have their expiry time indexed as `expires`
     local batch = space.index.expires:select({now}, {iterator = 'LE', limit = C.DELETE_BATCH})
     if #batch == 0 then
         return 0
     end
     box.begin()
     for _, t in ipairs(batch) do
-        -- both spaces have a two-part primary key made of their first two fields
-        space:delete({t[1], t[2]})
+        if space.name == 'rec_cache' then
+            space:delete({t[1]})
+        else
+            -- features and tombstones have a two-part primary key made of their first two fields
+            space:delete({t[1], t[2]})
+        end
         if is_features then
             counts.note(t[C.F_SUBJECT], -1)
         end
@@ -34,8 +39,8 @@ end
 -- One pass: deletes everything expired as of `now`; returns counts.
 function M.run_once(now)
     now = now or fiber.time()
-    local totals = {features = 0, tombstones = 0}
-    for _, name in ipairs({'features', 'tombstones'}) do
+    local totals = {features = 0, tombstones = 0, rec_cache = 0}
+    for _, name in ipairs({'features', 'tombstones', 'rec_cache'}) do
         while true do
             local n = expire_batch(box.space[name], now)
             totals[name] = totals[name] + n

@@ -44,7 +44,14 @@ function M.start(settings)
     local read = require('read')
     local aggregate = require('aggregate')
     local stats = require('stats')
+    local cache = require('cache')
+    local subjects = require('subjects')
     register({
+        cache_get = cache.cache_get,
+        cache_put = cache.cache_put,
+        cache_invalidate = cache.cache_invalidate,
+        list_subjects = subjects.list_subjects,
+        interactions = subjects.interactions,
         put_features = put.put_features,
         replace_source = replace.replace_source,
         delete_object = delete.delete_object,

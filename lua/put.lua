@@ -6,6 +6,7 @@ local errors = require('errors')
 local config = require('config')
 local buckets = require('buckets')
 local counts = require('counts')
+local cache = require('cache')
 
 local M = {}
 
@@ -30,6 +31,9 @@ end
 function M.upsert_row(row, headroom)
     local features = box.space.features
     local subject, source, name, object = row[C.R_SUBJECT], row[C.R_SOURCE], row[C.R_NAME], row[C.R_OBJECT]
+    if cache.INVALIDATING_SOURCES[source] then
+        cache.invalidate(subject)
+    end
     local existing = features.index.natural:get({subject, source, object, name})
     if existing ~= nil then
         if existing[C.F_VALUE] == row[C.R_VALUE] and existing[C.F_TIME_USE] == row[C.R_TIME_USE]

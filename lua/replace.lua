@@ -66,6 +66,8 @@ function M.replace_source(bucket_id, subject, source, version, rows)
         end
     end
     box.space.source_versions:replace({subject, source, bucket_id, version})
+    -- client data decides eligibility: the cached answer may no longer hold
+    require('cache').invalidate(subject)
     counts.commit()
     return result
 end

@@ -92,6 +92,20 @@ local function create_support_spaces()
         },
     })
     c:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
+
+    -- Cached recommendation answers per client (see cache.lua).
+    local r = box.schema.space.create('rec_cache', {
+        if_not_exists = true,
+        format = {
+            {name = 'subject', type = 'string'},
+            {name = 'bucket_id', type = 'unsigned'},
+            {name = 'expires_at', type = 'number'},
+            {name = 'payload', type = 'any'},
+        },
+    })
+    r:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
+    r:create_index('bucket_id', {parts = {{2, 'unsigned'}}, unique = false, if_not_exists = true})
+    r:create_index('expires', {parts = {{3, 'number'}}, unique = false, if_not_exists = true})
 end
 
 function M.create(user, password)

@@ -1,0 +1,83 @@
+"""The product catalogue, decision settings and manual rules, loaded from configuration (deploy/products.toml)."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+DEFAULT_CATALOGUE = Path("deploy/products.toml")
+
+
+class Eligibility(BaseModel):
+    min_age: float | None = None
+    max_age: float | None = None
+    segments: list[str] = Field(default_factory=lambda: ["retail", "sme", "corporate"])
+    min_tenure_days: float | None = None
+
+    def refusal(self, segment: str | None, age_years: float | None, tenure_days: float | None) -> str | None:
+        """Why the client cannot get the product, or None when eligible. Unknown facts do not refuse."""
+        if segment is not None and segment not in self.segments:
+            return f"segment {segment} not served"
+        if age_years is not None and self.min_age is not None and age_years < self.min_age:
+            return f"younger than {self.min_age:g}"
+        if age_years is not None and self.max_age is not None and age_years > self.max_age:
+            return f"older than {self.max_age:g}"
+        if tenure_days is not None and self.min_tenure_days is not None and tenure_days < self.min_tenure_days:
+            return f"client for less than {self.min_tenure_days:g} days"
+        return None
+
+
+class Product(BaseModel):
+    id: str = Field(pattern=r"^[a-z0-9_]+$")
+    title: str
+    value: float = 1.0
+    eligibility: Eligibility = Field(default_factory=Eligibility)
+    portrait: dict[str, float] = Field(default_factory=dict)
+
+
+class Rule(BaseModel):
+    name: str
+    product: str
+    action: Literal["force", "boost", "suppress"]
+    factor: float = 1.0
+    segments: list[str] = Field(default_factory=list)
+    clients: list[str] = Field(default_factory=list)
+
+    def applies_to(self, client_id: str, segment: str | None) -> bool:
+        """A rule names clients, segments, or neither (then it applies to everyone)."""
+        if not self.clients and not self.segments:
+            return True
+        return client_id in self.clients or (segment is not None and segment in self.segments)
+
+
+class Decision(BaseModel):
+    applied_block_days: float = 180.0
+    cache_ttl_s: float = 300.0
+    budget_s: float = 0.5
+    default_limit: int = 3
+    weights: dict[str, float] = Field(default_factory=lambda: {"xgboost": 0.8, "als": 0.1, "expert": 0.1})
+    use_business_value: bool = True
+
+
+class Catalogue(BaseModel):
+    products: list[Product]
+    decision: Decision = Field(default_factory=Decision)
+    rules: list[Rule] = Field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [p.id for p in self.products]
+
+    def product(self, product_id: str) -> Product:
+        for p in self.products:
+            if p.id == product_id:
+                return p
+        raise KeyError(product_id)
+
+
+def load_catalogue(path: Path | str = DEFAULT_CATALOGUE) -> Catalogue:
+    with open(path, "rb") as handle:
+        return Catalogue.model_validate(tomllib.load(handle))

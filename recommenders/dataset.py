@@ -1,0 +1,98 @@
+"""Point-in-time training rows from the feature store.
+
+For a client and a cut time t: the features are the serving view aggregated *as of t* (the store only counts
+features with time_use <= t), and the label of a product is 1 when the client applied for or opened it in
+(t, t + horizon]. Products the client already held or had applied for at t are masked out: the manager would
+never recommend them. Caveat: client-data sources keep only their newest version, so profile facts (segment,
+region) are as of today, not as of t.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from feature_store.client import FeatureStore
+from feature_store.specs import AggregateSpec
+from recommenders.catalogue import Catalogue
+from recommenders.profile import ClientSnapshot, FeatureSpace, all_specs, snapshot_from
+
+DAY = 86400.0
+CONCURRENCY = 16
+
+
+@dataclass
+class Dataset:
+    features: np.ndarray  # rows x features
+    labels: np.ndarray  # rows x products (0/1)
+    mask: np.ndarray  # rows x products: 1 where the product could be recommended at the cut
+    cut: np.ndarray  # row -> cut time
+    clients: list[str]
+    snapshots: list[ClientSnapshot]
+
+    def where(self, selector: np.ndarray) -> Dataset:
+        idx = np.flatnonzero(selector)
+        return Dataset(
+            self.features[idx],
+            self.labels[idx],
+            self.mask[idx],
+            self.cut[idx],
+            [self.clients[i] for i in idx],
+            [self.snapshots[i] for i in idx],
+        )
+
+
+def label_specs(catalogue: Catalogue, horizon_s: float) -> list[AggregateSpec]:
+    specs = []
+    for product in catalogue.ids:
+        specs += [
+            AggregateSpec("count", f"app.{product}.submitted", horizon_s),
+            AggregateSpec("count", f"product.{product}.opened", horizon_s),
+        ]
+    return specs
+
+
+async def build_dataset(
+    store: FeatureStore,
+    space: FeatureSpace,
+    catalogue: Catalogue,
+    subjects: Sequence[str],
+    cuts: Sequence[float],
+    horizon_days: float,
+    progress: Callable[[int], None] | None = None,
+) -> Dataset:
+    specs = all_specs(space, catalogue)
+    horizon_s = horizon_days * DAY
+    labels_spec = label_specs(catalogue, horizon_s)
+    products = catalogue.ids
+    semaphore = asyncio.Semaphore(CONCURRENCY)
+
+    async def row(subject: str, cut: float) -> tuple[ClientSnapshot, np.ndarray, np.ndarray]:
+        async with semaphore:
+            values = await store.aggregate(subject, specs, cut)
+            future = await store.aggregate(subject, labels_spec, cut + horizon_s)
+        snapshot = snapshot_from(subject, cut, space, catalogue, values)
+        label = np.array(
+            [float(bool(future[2 * i]) or bool(future[2 * i + 1])) for i in range(len(products))], dtype=np.float32
+        )
+        mask = np.array(
+            [float(p not in snapshot.held and p not in snapshot.applied) for p in products], dtype=np.float32
+        )
+        if progress is not None:
+            progress(1)
+        return snapshot, label, mask
+
+    rows = await asyncio.gather(*(row(s, c) for c in cuts for s in subjects))
+    rows = [r for r in rows if r[0].known]
+    snapshots = [r[0] for r in rows]
+    return Dataset(
+        features=np.vstack([s.vector(space) for s in snapshots]) if rows else np.zeros((0, len(space.names))),
+        labels=np.vstack([r[1] for r in rows]) if rows else np.zeros((0, len(products))),
+        mask=np.vstack([r[2] for r in rows]) if rows else np.zeros((0, len(products))),
+        cut=np.array([s.now for s in snapshots]),
+        clients=[s.client_id for s in snapshots],
+        snapshots=snapshots,
+    )

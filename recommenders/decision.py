@@ -1,0 +1,132 @@
+"""The final decision block (pure): drop held, applied-for and ineligible products, blend the scorers that
+answered, weigh by business value, apply manual rules, rank, and keep readable reasons.
+
+Fallback order when main scorers are missing: the blend uses whatever of xgboost / als answered (with the
+expert); with neither of them, the expert alone; with no scorer at all, product popularity. So an answer
+always comes, and ``sources`` says which scorers stood behind each item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from recommenders.catalogue import Catalogue
+from recommenders.profile import ClientSnapshot
+from recommenders.scorer import ProductScore
+
+MAIN_SCORERS = ("xgboost", "als")
+REASON_ORDER = ("xgboost", "expert", "als")
+MAX_REASONS = 3
+
+
+@dataclass
+class Item:
+    product: str
+    score: float
+    sources: list[str] = field(default_factory=list)
+    reasons: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "product": self.product,
+            "score": round(self.score, 6),
+            "sources": self.sources,
+            "reasons": self.reasons,
+        }
+
+
+def allowed_products(client: ClientSnapshot, catalogue: Catalogue) -> dict[str, str | None]:
+    """product -> None if it may be recommended, else why not (held, applied for, ineligible, suppressed)."""
+    verdicts: dict[str, str | None] = {}
+    suppressed = {
+        r.product: r.name
+        for r in catalogue.rules
+        if r.action == "suppress" and r.applies_to(client.client_id, client.segment)
+    }
+    for product in catalogue.products:
+        if product.id in client.held:
+            verdicts[product.id] = "already held"
+        elif product.id in client.applied:
+            verdicts[product.id] = "already applied for"
+        elif product.id in suppressed:
+            verdicts[product.id] = f"suppressed by rule {suppressed[product.id]}"
+        else:
+            verdicts[product.id] = product.eligibility.refusal(client.segment, client.age_years, client.tenure_days)
+    return verdicts
+
+
+def decide(
+    client: ClientSnapshot,
+    catalogue: Catalogue,
+    results: dict[str, dict[str, ProductScore]],
+    popularity: dict[str, float],
+    limit: int,
+) -> list[Item]:
+    candidates = [p for p, why in allowed_products(client, catalogue).items() if why is None]
+    items = [
+        Item(
+            product,
+            score * (catalogue.product(product).value if catalogue.decision.use_business_value else 1.0),
+            sources,
+            _reasons(product, results),
+        )
+        for product, (score, sources) in blend(candidates, results, catalogue.decision.weights, popularity).items()
+    ]
+    _apply_rules(items, client, catalogue)
+    items.sort(key=lambda item: -item.score)
+    return items[:limit]
+
+
+def blend(
+    products: list[str],
+    results: dict[str, dict[str, ProductScore]],
+    weights: dict[str, float],
+    popularity: dict[str, float],
+) -> dict[str, tuple[float, list[str]]]:
+    """product -> (blended score, scorers behind it). Every scorer answers on the uptake-probability scale, so
+    a weighted mean is meaningful; a product a scorer did not score counts as that product's base rate for it,
+    so a product without a model is not lifted above modelled ones. Training evaluates with this same function.
+    """
+    answered_main = [s for s in MAIN_SCORERS if results.get(s)]
+    if answered_main:
+        used = [*answered_main, *(["expert"] if results.get("expert") else [])]
+    elif results.get("expert"):
+        used = ["expert"]
+    else:
+        return {p: (popularity.get(p, 0.0), ["popularity"]) for p in products}
+    total = sum(weights.get(s, 1.0) for s in used) or 1.0
+    out = {}
+    for product in products:
+        base = popularity.get(product, 0.0)
+        score = (
+            sum(weights.get(s, 1.0) * (results[s][product].score if product in results[s] else base) for s in used)
+            / total
+        )
+        out[product] = (score, [s for s in used if product in results[s]] or ["popularity"])
+    return out
+
+
+def _reasons(product: str, results: dict[str, dict[str, ProductScore]]) -> list[str]:
+    reasons: list[str] = []
+    for scorer in REASON_ORDER:
+        for reason in results.get(scorer, {}).get(product, ProductScore(product, 0.0)).reasons:
+            if reason not in reasons:
+                reasons.append(reason)
+    return reasons[:MAX_REASONS]
+
+
+def _apply_rules(items: list[Item], client: ClientSnapshot, catalogue: Catalogue) -> None:
+    top = max((item.score for item in items), default=1.0)
+    for rule in catalogue.rules:
+        if rule.action == "suppress" or not rule.applies_to(client.client_id, client.segment):
+            continue
+        for item in items:
+            if item.product != rule.product:
+                continue
+            if rule.action == "boost":
+                item.score *= rule.factor
+            else:  # force: above everything else
+                item.score = top + 1.0
+            item.sources.append(f"rule:{rule.name}")
+            item.reasons.insert(0, f"bank campaign ({rule.name})")
+            del item.reasons[MAX_REASONS:]

@@ -1,0 +1,127 @@
+"""A client as the recommenders see it: one aggregate call (the feature view plus product-status specs derived
+from the catalogue) turned into facts (segment, age, tenure, held and applied-for products) and a numeric
+vector with a fixed feature order shared by training and serving (point-in-time: everything is "as of now")."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from feature_store.specs import AggregateSpec, parse_view
+from recommenders.catalogue import Catalogue
+
+DAY = 86400.0
+SEGMENTS = ("retail", "sme", "corporate")
+# Raw view labels that are not model inputs as such (they become derived features below).
+NON_NUMERIC = {"last(profile.segment)", "last(profile.birth_date)", "last(profile.registered_at)"}
+DERIVED = ("age_years", "tenure_years", "segment_retail", "segment_sme", "segment_corporate", "month_sin", "month_cos")
+
+
+def status_specs(catalogue: Catalogue) -> list[AggregateSpec]:
+    """Per product: last opening and closing time, and applications within the blocking period."""
+    block = catalogue.decision.applied_block_days * DAY
+    specs: list[AggregateSpec] = []
+    for product in catalogue.ids:
+        specs += [
+            AggregateSpec("last", f"product.{product}.opened"),
+            AggregateSpec("last", f"product.{product}.closed"),
+            AggregateSpec("count", f"app.{product}.submitted", block),
+            AggregateSpec("count", f"app.{product}.approved", block),
+        ]
+    return specs
+
+
+@dataclass(frozen=True)
+class FeatureSpace:
+    """The model inputs: numeric view aggregates plus derived client facts, in a fixed order."""
+
+    view: list[AggregateSpec]
+    names: list[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        numeric = [s.label for s in self.view if s.label not in NON_NUMERIC]
+        object.__setattr__(self, "names", [*numeric, *DERIVED])
+
+    @classmethod
+    def from_view(cls, specs: list[str]) -> FeatureSpace:
+        return cls(parse_view(specs))
+
+
+@dataclass
+class ClientSnapshot:
+    client_id: str
+    now: float
+    values: dict[str, object]
+    segment: str | None
+    age_years: float | None
+    tenure_days: float | None
+    held: set[str]
+    applied: set[str]
+
+    @property
+    def known(self) -> bool:
+        """False for a client the store knows nothing about (cold start)."""
+        return any(v not in (None, 0) for v in self.values.values()) or self.segment is not None
+
+    def vector(self, space: FeatureSpace) -> np.ndarray:
+        month = datetime.fromtimestamp(self.now, UTC).month
+        derived = {
+            "age_years": self.age_years,
+            "tenure_years": None if self.tenure_days is None else self.tenure_days / 365.25,
+            "segment_retail": float(self.segment == "retail"),
+            "segment_sme": float(self.segment == "sme"),
+            "segment_corporate": float(self.segment == "corporate"),
+            "month_sin": math.sin(2 * math.pi * month / 12),
+            "month_cos": math.cos(2 * math.pi * month / 12),
+        }
+        row = []
+        for name in space.names:
+            value = derived[name] if name in derived else self.values.get(name)
+            row.append(float(value) if isinstance(value, int | float) and not isinstance(value, bool) else np.nan)
+        return np.asarray(row, dtype=np.float32)
+
+
+def all_specs(space: FeatureSpace, catalogue: Catalogue) -> list[AggregateSpec]:
+    return [*space.view, *status_specs(catalogue)]
+
+
+def snapshot_from(
+    client_id: str, now: float, space: FeatureSpace, catalogue: Catalogue, values: Sequence[object]
+) -> ClientSnapshot:
+    """Build the snapshot from the values of ``all_specs`` (same order)."""
+    specs = all_specs(space, catalogue)
+    by_label = {spec.label: value for spec, value in zip(specs, values, strict=True)}
+    view_values = {s.label: by_label[s.label] for s in space.view}
+    birth = by_label.get("last(profile.birth_date)")
+    registered = by_label.get("last(profile.registered_at)")
+    segment = by_label.get("last(profile.segment)")
+    held: set[str] = set()
+    applied: set[str] = set()
+    for product in catalogue.ids:
+        opened = by_label.get(f"last(product.{product}.opened)")
+        closed = by_label.get(f"last(product.{product}.closed)")
+        if isinstance(opened, int | float) and (not isinstance(closed, int | float) or closed < opened):
+            held.add(product)
+        block = _window(catalogue.decision.applied_block_days)
+        if by_label.get(f"count(app.{product}.submitted,{block})") or by_label.get(
+            f"count(app.{product}.approved,{block})"
+        ):
+            applied.add(product)
+    return ClientSnapshot(
+        client_id=client_id,
+        now=now,
+        values=view_values,
+        segment=segment if isinstance(segment, str) else None,
+        age_years=(now - birth) / (365.25 * DAY) if isinstance(birth, int | float) else None,
+        tenure_days=(now - registered) / DAY if isinstance(registered, int | float) else None,
+        held=held,
+        applied=applied,
+    )
+
+
+def _window(days: float) -> str:
+    return AggregateSpec("count", "x", days * DAY).label.split(",")[1].rstrip(")")

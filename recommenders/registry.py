@@ -1,0 +1,100 @@
+"""Versioned model artifacts and hot reload.
+
+``artifacts/models/<version>/`` holds the per-product XGBoost models, the ALS factors, the expert's population
+statistics, product popularity and ``meta.json`` (metrics, feature list). ``artifacts/models/LATEST`` names the
+version to serve; the registry polls it and swaps the loaded models in place without a restart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from recommenders.als import ALSScorer
+from recommenders.catalogue import Catalogue
+from recommenders.expert import ExpertScorer
+from recommenders.profile import FeatureSpace
+from recommenders.xgb import XGBoostScorer
+
+log = logging.getLogger(__name__)
+
+NO_MODEL = "untrained"
+
+
+@dataclass
+class LoadedModels:
+    version: str
+    xgboost: XGBoostScorer | None
+    als: ALSScorer | None
+    expert: ExpertScorer
+    popularity: dict[str, float]
+    meta: dict[str, object] = field(default_factory=dict)
+
+    def versions(self) -> dict[str, str]:
+        out = {"expert": self.expert.version}
+        if self.xgboost is not None:
+            out["xgboost"] = self.xgboost.version
+        if self.als is not None:
+            out["als"] = self.als.version
+        return out
+
+
+def latest_version(models_dir: Path) -> str | None:
+    try:
+        return (models_dir / "LATEST").read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue: Catalogue) -> LoadedModels:
+    directory = models_dir / version
+    meta = json.loads((directory / "meta.json").read_text())
+    if meta["features"] != space.names:
+        raise ValueError(f"model {version} was trained on other features than the configured view")
+    stats = np.load(directory / "expert_stats.npz")
+    popularity = {k: float(v) for k, v in meta.get("popularity", {}).items()}
+    als_path = directory / "als.npz"
+    return LoadedModels(
+        version=version,
+        xgboost=XGBoostScorer.load(directory, version, space, catalogue.ids),
+        als=ALSScorer.load(als_path, version) if als_path.exists() else None,
+        expert=ExpertScorer(version, space, catalogue, stats["mean"], stats["std"], popularity),
+        popularity=popularity,
+        meta=meta,
+    )
+
+
+def untrained(space: FeatureSpace, catalogue: Catalogue) -> LoadedModels:
+    """Before any training: expert portraits with default statistics, uniform popularity."""
+    return LoadedModels(NO_MODEL, None, None, ExpertScorer(NO_MODEL, space, catalogue), {p: 0.1 for p in catalogue.ids})
+
+
+class ModelRegistry:
+    def __init__(self, models_dir: Path, space: FeatureSpace, catalogue: Catalogue) -> None:
+        self.models_dir = models_dir
+        self.space = space
+        self.catalogue = catalogue
+        self.current = untrained(space, catalogue)
+
+    def reload_if_changed(self) -> bool:
+        version = latest_version(self.models_dir)
+        if version is None or version == self.current.version:
+            return False
+        try:
+            loaded = load_version(self.models_dir, version, self.space, self.catalogue)
+        except (OSError, ValueError, KeyError) as exc:
+            log.error("cannot load model version %s: %s (keeping %s)", version, exc, self.current.version)
+            return False
+        self.current = loaded  # one reference swap: requests in flight keep the models they started with
+        log.info("serving model version %s", version)
+        return True
+
+    async def watch(self, interval_s: float = 2.0) -> None:
+        while True:
+            await asyncio.to_thread(self.reload_if_changed)
+            await asyncio.sleep(interval_s)
