@@ -118,6 +118,66 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, args.config, clients=args.clients, days=args.days, seed=args.seed)
 
 
+def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    from feature_store.client import FeatureStore
+    from recommenders.catalogue import load_catalogue
+    from recommenders.profile import FeatureSpace
+    from recommenders.training import TrainingConfig, train
+
+    rec = settings.recommendations
+    config = TrainingConfig(
+        horizon_days=args.horizon_days,
+        step_days=args.step_days,
+        cuts=args.cuts,
+        k=args.k,
+        end=_epoch(args.end) if args.end else None,
+    )
+
+    async def run() -> dict[str, Any]:
+        async with FeatureStore(settings.store) as store:
+            return await train(
+                store,
+                FeatureSpace.from_view(settings.views[rec.view]),
+                load_catalogue(rec.catalogue),
+                rec.models_dir,
+                config,
+            )
+
+    meta = asyncio.run(run())
+    metrics = meta["metrics"]
+    _print_json(
+        {
+            "version": meta["version"],
+            "report": str(rec.models_dir / meta["version"] / "report.html"),
+            "training": meta["training"],
+            **{k: v for k, v in metrics.items() if k != "per_product"},
+            "per_product": metrics["per_product"],
+        }
+    )
+    return 0
+
+
+def _epoch(text: str) -> float:
+    from extractors.events import _to_epoch
+
+    return _to_epoch(text)
+
+
+def cmd_serve_scorer(settings: Settings, args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from manager.remote import create_scorer_app
+
+    uvicorn.run(
+        create_scorer_app(settings, args.product),
+        host=settings.api.host,
+        port=args.port,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
 def cmd_not_yet(settings: Settings, args: argparse.Namespace) -> int:
     print(f"rtrec {args.command}: not built yet (see the open issues); nothing was done.", file=sys.stderr)
     return 2
@@ -172,8 +232,22 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.set_defaults(fn=cmd_demo)
 
-    for name, text in (("train", "train the models"), ("replay", "replay raw events of a time window")):
-        sub.add_parser(name, parents=[common], help=f"{text} (not built yet)").set_defaults(fn=cmd_not_yet)
+    trainer = sub.add_parser("train", parents=[common], help="train the models on the store's features")
+    trainer.add_argument("--horizon-days", type=float, default=30.0, help="label: uptake within this many days")
+    trainer.add_argument("--step-days", type=float, default=30.0, help="days between point-in-time cuts")
+    trainer.add_argument("--cuts", type=int, default=5, help="number of cuts; the latest is the holdout")
+    trainer.add_argument("--k", type=int, default=3, help="k of MAP@k")
+    trainer.add_argument("--end", default=None, help="ISO time the labels end (default now)")
+    trainer.set_defaults(fn=cmd_train)
+
+    scorer = sub.add_parser("serve-scorer", parents=[common], help="one product's XGBoost scorer as a service")
+    scorer.add_argument("--product", required=True)
+    scorer.add_argument("--port", type=int, default=8090)
+    scorer.set_defaults(fn=cmd_serve_scorer)
+
+    sub.add_parser("replay", parents=[common], help="replay raw events of a time window (not built yet)").set_defaults(
+        fn=cmd_not_yet
+    )
     return parser
 
 

@@ -119,6 +119,20 @@ class ApiSettings(BaseModel):
         return f"http://{self.host}:{self.port}"
 
 
+class RecommendationSettings(BaseModel):
+    """Where the catalogue and models live and how the manager calls its scorers."""
+
+    catalogue: Path = Path("deploy/products.toml")
+    models_dir: Path = Path("artifacts/models")
+    view: str = "client_profile"
+    reload_interval_s: float = 2.0
+    # Per-scorer timeouts inside the overall budget (the catalogue's [decision] budget_s).
+    scorer_timeouts_s: dict[str, float] = Field(default_factory=lambda: {"xgboost": 0.3, "als": 0.1, "expert": 0.1})
+    # Products whose XGBoost scorer runs as its own service (`rtrec serve-scorer --product P`): product -> URL.
+    remote_scorers: dict[str, str] = Field(default_factory=dict)
+    audit_to_kafka: bool = True
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="RTREC_", env_nested_delimiter="__", extra="ignore")
 
@@ -129,6 +143,7 @@ class Settings(BaseSettings):
     consumer: ConsumerSettings = Field(default_factory=ConsumerSettings)
     ttl: TtlSettings = Field(default_factory=TtlSettings)
     api: ApiSettings = Field(default_factory=ApiSettings)
+    recommendations: RecommendationSettings = Field(default_factory=RecommendationSettings)
     # Named feature views: view name -> list of spec strings such as "sum(tx.out.amount, 30d)".
     views: dict[str, list[str]] = Field(default_factory=dict)
 

@@ -3,6 +3,7 @@ to HTTP statuses at one place. OpenAPI at /docs."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -20,9 +21,16 @@ from feature_store.errors import (
     SubjectTooFat,
 )
 from feature_store.ttl import TtlPolicy
+from manager.audit import AuditLog
 from manager.features_api import compile_views
 from manager.features_api import router as features_router
 from manager.metrics import HTTP_LATENCY
+from manager.recommend import RecommendationService
+from manager.recommendations_api import router as recommendations_router
+from manager.remote import remote_scorers
+from recommenders.catalogue import CatalogueFile
+from recommenders.profile import FeatureSpace
+from recommenders.registry import ModelRegistry
 
 
 def ttl_policy(settings: Settings) -> TtlPolicy:
@@ -32,14 +40,38 @@ def ttl_policy(settings: Settings) -> TtlPolicy:
 def create_app(settings: Settings) -> FastAPI:
     views = compile_views(settings.views)
 
+    rec = settings.recommendations
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = FeatureStore(settings.store, ttl=ttl_policy(settings))
         await store.start()
+        catalogue = CatalogueFile(rec.catalogue)
+        space = FeatureSpace.from_view(settings.views[rec.view])
+        registry = ModelRegistry(rec.models_dir, space, catalogue())
+        registry.reload_if_changed()
+        watcher = asyncio.create_task(registry.watch(rec.reload_interval_s, catalogue))
+        audit = AuditLog(settings) if rec.audit_to_kafka else None
+        if audit is not None:
+            await audit.start()
         app.state.store = store
+        app.state.catalogue = catalogue
+        app.state.registry = registry
+        app.state.recommendations = RecommendationService(
+            store,
+            registry,
+            catalogue,
+            space,
+            scorer_timeouts=rec.scorer_timeouts_s,
+            extra_scorers=remote_scorers(rec.remote_scorers, space),
+            audit=audit,
+        )
         try:
             yield
         finally:
+            watcher.cancel()
+            if audit is not None:
+                await audit.stop()
             await store.stop()
 
     app = FastAPI(
@@ -52,6 +84,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.views = views
     app.include_router(features_router)
+    app.include_router(recommendations_router)
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:

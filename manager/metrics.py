@@ -17,3 +17,18 @@ STORE_LATENCY = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0),
 )
 FEATURES_WRITTEN = Counter("rtrec_api_features_written_total", "Features written through the HTTP API")
+RECOMMENDATION_LATENCY = Histogram(
+    "rtrec_recommendation_seconds",
+    "Recommendation request latency inside the manager",
+    ["cached"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)
+SCORER_LATENCY = Histogram(
+    "rtrec_scorer_seconds",
+    "Scorer latency",
+    ["scorer"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+)
+SCORER_FAILURES = Counter("rtrec_scorer_failures_total", "Scorers that timed out or failed", ["scorer", "kind"])
+DEGRADED_ANSWERS = Counter("rtrec_degraded_answers_total", "Answers given without every scorer")
+AUDIT_DROPPED = Counter("rtrec_audit_dropped_total", "Recommendation audit messages not sent to Kafka")

@@ -45,12 +45,12 @@ class Rule(BaseModel):
     factor: float = 1.0
     segments: list[str] = Field(default_factory=list)
     clients: list[str] = Field(default_factory=list)
+    # A rule targets nobody unless it names clients or segments, or says everyone: an empty watch list must
+    # not hide a product from every client.
+    everyone: bool = False
 
     def applies_to(self, client_id: str, segment: str | None) -> bool:
-        """A rule names clients, segments, or neither (then it applies to everyone)."""
-        if not self.clients and not self.segments:
-            return True
-        return client_id in self.clients or (segment is not None and segment in self.segments)
+        return self.everyone or client_id in self.clients or (segment is not None and segment in self.segments)
 
 
 class Decision(BaseModel):
@@ -81,3 +81,27 @@ class Catalogue(BaseModel):
 def load_catalogue(path: Path | str = DEFAULT_CATALOGUE) -> Catalogue:
     with open(path, "rb") as handle:
         return Catalogue.model_validate(tomllib.load(handle))
+
+
+class CatalogueFile:
+    """The catalogue as a callable that reloads its file when it changes (no release, no restart).
+    A file that fails to parse keeps the last good catalogue."""
+
+    def __init__(self, path: Path | str = DEFAULT_CATALOGUE) -> None:
+        self.path = Path(path)
+        self._mtime = self.path.stat().st_mtime
+        self.current = load_catalogue(self.path)
+
+    def __call__(self) -> Catalogue:
+        return self.current
+
+    def reload_if_changed(self) -> bool:
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime == self._mtime:
+                return False
+            self.current = load_catalogue(self.path)
+            self._mtime = mtime
+            return True
+        except (OSError, ValueError):
+            return False

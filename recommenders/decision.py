@@ -116,17 +116,17 @@ def _reasons(product: str, results: dict[str, dict[str, ProductScore]]) -> list[
 
 
 def _apply_rules(items: list[Item], client: ClientSnapshot, catalogue: Catalogue) -> None:
-    top = max((item.score for item in items), default=1.0)
-    for rule in catalogue.rules:
-        if rule.action == "suppress" or not rule.applies_to(client.client_id, client.segment):
+    """Boosts first, then forced products above everything (suppressions were applied as a filter)."""
+    rules = [r for r in catalogue.rules if r.action != "suppress" and r.applies_to(client.client_id, client.segment)]
+    by_product = {item.product: item for item in items}
+    for rule in sorted(rules, key=lambda r: r.action == "force"):
+        item = by_product.get(rule.product)
+        if item is None:
             continue
-        for item in items:
-            if item.product != rule.product:
-                continue
-            if rule.action == "boost":
-                item.score *= rule.factor
-            else:  # force: above everything else
-                item.score = top + 1.0
-            item.sources.append(f"rule:{rule.name}")
-            item.reasons.insert(0, f"bank campaign ({rule.name})")
-            del item.reasons[MAX_REASONS:]
+        if rule.action == "boost":
+            item.score *= rule.factor
+        else:
+            item.score = max(i.score for i in items) + 1.0
+        item.sources.append(f"rule:{rule.name}")
+        item.reasons.insert(0, f"bank campaign ({rule.name})")
+        del item.reasons[MAX_REASONS:]

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from recommenders.als import ALSScorer
-from recommenders.catalogue import Catalogue
+from recommenders.catalogue import Catalogue, CatalogueFile
 from recommenders.expert import ExpertScorer
 from recommenders.profile import FeatureSpace
 from recommenders.xgb import XGBoostScorer
@@ -94,7 +94,15 @@ class ModelRegistry:
         log.info("serving model version %s", version)
         return True
 
-    async def watch(self, interval_s: float = 2.0) -> None:
+    def set_catalogue(self, catalogue: Catalogue) -> None:
+        """A changed catalogue (new product, changed portrait) takes effect for the expert at once."""
+        self.catalogue = catalogue
+        self.current.expert.catalogue = catalogue
+
+    async def watch(self, interval_s: float = 2.0, catalogue_file: CatalogueFile | None = None) -> None:
         while True:
             await asyncio.to_thread(self.reload_if_changed)
+            if catalogue_file is not None and catalogue_file.reload_if_changed():
+                self.set_catalogue(catalogue_file())
+                log.info("catalogue reloaded from %s", catalogue_file.path)
             await asyncio.sleep(interval_s)

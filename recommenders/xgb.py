@@ -43,7 +43,10 @@ class XGBoostScorer:
         return await asyncio.to_thread(self.score_sync, client, products)
 
     def score_sync(self, client: ClientSnapshot, products: Sequence[str]) -> dict[str, ProductScore]:
-        row = client.vector(self.space).reshape(1, -1)
+        return self.score_row(client.vector(self.space), products)
+
+    def score_row(self, vector: np.ndarray, products: Sequence[str]) -> dict[str, ProductScore]:
+        row = vector.reshape(1, -1)
         scores = {p: float(self.boosters[p].inplace_predict(row)[0]) for p in products if p in self.boosters}
         top = sorted(scores, key=scores.__getitem__, reverse=True)[:EXPLAINED]
         reasons: dict[str, tuple[str, ...]] = {}

@@ -1,0 +1,171 @@
+"""One recommendation request under a deadline (default 0.5 s, from the catalogue's [decision] budget_s):
+
+1. cache check (Tarantool, the client's replica set);
+2. one aggregate call to the client's shard: the feature view plus product status;
+3. every scorer concurrently, each with its own timeout inside what is left of the budget; whatever has not
+   answered by then is left out and named (``degraded``, ``missing_scorers``);
+4. the decision block (no held / applied-for / ineligible products, blend with fallbacks, rules, top-k);
+5. the answer is cached and logged to Kafka in the background (never delaying it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from feature_store.client import FeatureStore
+from feature_store.errors import StoreError
+from manager.audit import AuditLog
+from manager.metrics import DEGRADED_ANSWERS, RECOMMENDATION_LATENCY, SCORER_FAILURES, SCORER_LATENCY
+from recommenders.catalogue import Catalogue
+from recommenders.decision import allowed_products, decide
+from recommenders.profile import ClientSnapshot, FeatureSpace, all_specs, snapshot_from
+from recommenders.registry import ModelRegistry
+from recommenders.scorer import ProductScore, Scorer
+
+log = logging.getLogger(__name__)
+
+# Time kept back from the scorers for the decision, serialisation and the response.
+DECISION_RESERVE_S = 0.03
+
+
+class RecommendationService:
+    def __init__(
+        self,
+        store: FeatureStore,
+        registry: ModelRegistry,
+        catalogue: Callable[[], Catalogue],
+        space: FeatureSpace,
+        *,
+        scorer_timeouts: dict[str, float] | None = None,
+        extra_scorers: Sequence[Scorer] = (),
+        audit: AuditLog | None = None,
+    ) -> None:
+        self.store = store
+        self.registry = registry
+        self.catalogue = catalogue
+        self.space = space
+        self.scorer_timeouts = scorer_timeouts or {}
+        self.extra_scorers = list(extra_scorers)
+        self.audit = audit
+        self._background: set[asyncio.Task[Any]] = set()
+
+    def scorers(self) -> list[Scorer]:
+        models = self.registry.current
+        found: list[Scorer] = [s for s in (models.xgboost, models.als) if s is not None]
+        return [*found, models.expert, *self.extra_scorers]
+
+    async def recommend(self, client_id: str, limit: int | None = None) -> dict[str, Any]:
+        started = time.perf_counter()
+        catalogue = self.catalogue()
+        budget = catalogue.decision.budget_s
+        deadline = started + budget
+        limit = limit or catalogue.decision.default_limit
+        missing: list[str] = []
+
+        cached = await self._cached(client_id, deadline)
+        if cached is not None:
+            elapsed = time.perf_counter() - started
+            RECOMMENDATION_LATENCY.labels("true").observe(elapsed)
+            return {**cached, "items": cached["items"][:limit], "cached": True, "elapsed_ms": round(elapsed * 1e3, 3)}
+
+        now = time.time()
+        snapshot = await self._snapshot(client_id, now, catalogue, deadline, missing)
+        candidates = [p for p, why in allowed_products(snapshot, catalogue).items() if why is None]
+        results = await self._fan_out(snapshot, candidates, deadline, missing)
+        models = self.registry.current
+        ranked = decide(snapshot, catalogue, results, models.popularity, limit=len(catalogue.products))
+        versions = self._served_versions()
+        answer: dict[str, Any] = {
+            "client_id": client_id,
+            "items": [item.as_dict() for item in ranked],
+            "degraded": bool(missing),
+            "missing_scorers": missing,
+            "model_versions": versions,
+            "cached": False,
+        }
+        if missing:
+            DEGRADED_ANSWERS.inc()  # a partial answer is not cached: the next request tries again in full
+        else:
+            self._in_background(self.store.cache_put(client_id, answer, catalogue.decision.cache_ttl_s))
+        elapsed = time.perf_counter() - started
+        RECOMMENDATION_LATENCY.labels("false").observe(elapsed)
+        response = {**answer, "items": answer["items"][:limit], "elapsed_ms": round(elapsed * 1e3, 3)}
+        if self.audit is not None:
+            self._in_background(self.audit.record({**response, "ts": now}))
+        return response
+
+    async def _cached(self, client_id: str, deadline: float) -> dict[str, Any] | None:
+        """A cached answer, if it was produced by the models served now (a new version makes it stale)."""
+        try:
+            cached = await asyncio.wait_for(self.store.cache_get(client_id), timeout=self._left(deadline) / 4)
+        except (StoreError, TimeoutError):
+            return None  # a cache that does not answer is a miss
+        if cached is None or cached.get("model_versions") != self._served_versions():
+            return None
+        return cached  # type: ignore[no-any-return]
+
+    def _served_versions(self) -> dict[str, str]:
+        return {s.name: s.version for s in self.scorers()}
+
+    async def _snapshot(
+        self, client_id: str, now: float, catalogue: Catalogue, deadline: float, missing: list[str]
+    ) -> ClientSnapshot:
+        specs = all_specs(self.space, catalogue)
+        try:
+            values = await asyncio.wait_for(
+                self.store.aggregate(client_id, specs, now), timeout=self._left(deadline) - DECISION_RESERVE_S
+            )
+        except (StoreError, TimeoutError) as exc:
+            log.warning("features of %s unavailable: %s", client_id, exc)
+            missing.append("feature_store")
+            values = [None] * len(specs)
+        return snapshot_from(client_id, now, self.space, catalogue, values)
+
+    async def _fan_out(
+        self, snapshot: ClientSnapshot, candidates: list[str], deadline: float, missing: list[str]
+    ) -> dict[str, dict[str, ProductScore]]:
+        scorers = self.scorers()
+        if not candidates:
+            return {}
+
+        async def run(scorer: Scorer) -> tuple[str, dict[str, ProductScore]]:
+            timeout = min(self.scorer_timeouts.get(scorer.name, 1e9), self._left(deadline) - DECISION_RESERVE_S)
+            begun = time.perf_counter()
+            try:
+                return scorer.name, await asyncio.wait_for(scorer.score(snapshot, candidates), timeout=timeout)
+            finally:
+                SCORER_LATENCY.labels(scorer.name).observe(time.perf_counter() - begun)
+
+        outcomes = await asyncio.gather(*(run(s) for s in scorers), return_exceptions=True)
+        results: dict[str, dict[str, ProductScore]] = {}
+        for scorer, outcome in zip(scorers, outcomes, strict=True):
+            if isinstance(outcome, BaseException):
+                kind = "timeout" if isinstance(outcome, TimeoutError) else "error"
+                if kind == "error":
+                    log.warning("scorer %s failed: %r", scorer.name, outcome)
+                label = getattr(scorer, "label", scorer.name)
+                SCORER_FAILURES.labels(label, kind).inc()
+                missing.append(label)
+            else:
+                name, scores = outcome
+                results.setdefault(name, {}).update(scores)
+        return results
+
+    @staticmethod
+    def _left(deadline: float) -> float:
+        return max(deadline - time.perf_counter(), 0.001)
+
+    def _in_background(self, coroutine: Any) -> None:
+        task = asyncio.create_task(coroutine)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure)
+
+
+def _log_failure(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("background task failed: %r", task.exception())

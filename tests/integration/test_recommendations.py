@@ -1,0 +1,270 @@
+"""Recommendations on the real cluster: a simulated bank loaded through the extractors, models trained on it,
+the manager answering under its budget."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaProducer
+
+from deploy.cluster import StoreCluster
+from deploy.settings import Settings
+from extractors.consumer import ExtractorConsumer
+from extractors.direct import load_events
+from extractors.simulate import BankSimulator, SimulationConfig
+from feature_store.client import FeatureStore
+from manager.app import create_app
+from manager.recommend import RecommendationService
+from recommenders.catalogue import CatalogueFile
+from recommenders.profile import ClientSnapshot, FeatureSpace
+from recommenders.registry import ModelRegistry
+from recommenders.scorer import ProductScore
+from recommenders.training import TrainingConfig, train
+from tests.conftest import ROOT
+
+BUDGET_MARGIN_S = 0.05
+
+
+class SleepyScorer:
+    name = "sleepy"
+    version = "test"
+
+    async def score(self, client: ClientSnapshot, products: Sequence[str]) -> dict[str, ProductScore]:
+        await asyncio.sleep(5)
+        return {}
+
+
+class BrokenScorer:
+    name = "broken"
+    version = "test"
+
+    async def score(self, client: ClientSnapshot, products: Sequence[str]) -> dict[str, ProductScore]:
+        raise RuntimeError("model server exploded")
+
+
+@pytest.fixture(scope="module")
+async def bank(cluster: StoreCluster, settings: Settings) -> AsyncIterator[list[str]]:
+    """A simulated bank of its own (unique client ids) loaded through the extractors."""
+    prefix = f"r{uuid.uuid4().hex[:6]}"
+    async with FeatureStore(settings.store, topology=cluster.topology) as store:
+        await load_events(
+            store, BankSimulator(SimulationConfig(clients=300, days=240, seed=3, client_prefix=prefix)).events()
+        )
+    yield [f"{prefix}{i:06d}" for i in range(300)]
+
+
+@pytest.fixture(scope="module")
+def rec_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A private catalogue copy (tests change rules) and models directory."""
+    directory = tmp_path_factory.mktemp("rec")
+    shutil.copy(ROOT / "deploy" / "products.toml", directory / "products.toml")
+    (directory / "models").mkdir()
+    return directory
+
+
+@pytest.fixture(scope="module")
+def space(settings: Settings) -> FeatureSpace:
+    return FeatureSpace.from_view(settings.views["client_profile"])
+
+
+@pytest.fixture(scope="module")
+async def trained(
+    bank: list[str], cluster: StoreCluster, settings: Settings, rec_dir: Path, space: FeatureSpace
+) -> dict[str, Any]:
+    async with FeatureStore(settings.store, topology=cluster.topology) as store:
+        return await train(
+            store,
+            space,
+            CatalogueFile(rec_dir / "products.toml")(),
+            rec_dir / "models",
+            TrainingConfig(progress=False),
+            subjects=bank,
+        )
+
+
+@pytest.fixture
+async def service(
+    store: FeatureStore,
+    rec_dir: Path,
+    space: FeatureSpace,
+    trained: dict[str, Any],
+) -> RecommendationService:
+    catalogue = CatalogueFile(rec_dir / "products.toml")
+    registry = ModelRegistry(rec_dir / "models", space, catalogue())
+    registry.reload_if_changed()
+    return RecommendationService(store, registry, catalogue, space)
+
+
+async def test_training_beats_the_popularity_baseline(trained: dict[str, Any], rec_dir: Path) -> None:
+    metrics = trained["metrics"]
+    assert metrics["evaluated_clients"] >= 20
+    assert metrics["map_at_3"] > metrics["map_at_3_popularity"]
+    assert metrics["map_at_3_xgboost"] > metrics["map_at_3_popularity"]
+    aucs = [m["auc"] for m in metrics["per_product"].values() if "auc" in m and m["positives"] >= 5]
+    assert aucs and sum(aucs) / len(aucs) > 0.6
+    directory = rec_dir / "models" / trained["version"]
+    for name in ("meta.json", "report.html", "roc.png", "map.png", "importance.png", "expert_stats.npz"):
+        assert (directory / name).exists(), name
+    assert (rec_dir / "models" / "LATEST").read_text() == trained["version"]
+
+
+async def test_answers_never_contain_held_applied_or_ineligible_products(
+    service: RecommendationService,
+    bank: list[str],
+) -> None:
+    from recommenders.decision import allowed_products
+
+    shown = 0
+    for client_id in bank[:60]:
+        answer = await service.recommend(client_id, limit=9)
+        assert not answer["degraded"] and answer["items"]
+        snapshot = await service._snapshot(client_id, time.time(), service.catalogue(), time.perf_counter() + 1, [])
+        verdicts = allowed_products(snapshot, service.catalogue())
+        for item in answer["items"]:
+            assert verdicts[item["product"]] is None, (client_id, item["product"], verdicts[item["product"]])
+            shown += 1
+        assert answer["model_versions"]["xgboost"] == service.registry.current.version
+    assert shown > 100
+
+
+async def test_a_slow_or_broken_scorer_is_left_out_within_the_budget(
+    service: RecommendationService,
+    bank: list[str],
+) -> None:
+    service.extra_scorers = [SleepyScorer(), BrokenScorer()]
+    started = time.perf_counter()
+    answer = await service.recommend(bank[201], limit=3)
+    elapsed = time.perf_counter() - started
+    budget = service.catalogue().decision.budget_s
+    assert elapsed < budget + BUDGET_MARGIN_S
+    assert answer["degraded"] and set(answer["missing_scorers"]) == {"sleepy", "broken"}
+    assert len(answer["items"]) == 3 and all(i["sources"] for i in answer["items"])
+    assert not answer["cached"]
+
+
+async def test_fallback_when_every_model_is_missing(service: RecommendationService, bank: list[str]) -> None:
+    for scorer in ("xgboost", "als", "expert"):
+        service.scorer_timeouts[scorer] = 0.0
+    answer = await service.recommend(bank[202], limit=3)
+    assert answer["degraded"] and {"xgboost", "als", "expert"} <= set(answer["missing_scorers"])
+    assert answer["items"] and all(i["sources"] == ["popularity"] for i in answer["items"])
+
+
+async def test_unknown_client_gets_a_cold_start_answer(service: RecommendationService) -> None:
+    answer = await service.recommend(f"never-seen-{uuid.uuid4().hex[:6]}", limit=3)
+    assert len(answer["items"]) == 3 and not answer["degraded"]
+    assert all("expert" in i["sources"] or "als" in i["sources"] for i in answer["items"])
+
+
+async def test_answers_are_cached_and_an_application_invalidates_at_once(
+    service: RecommendationService,
+    bank: list[str],
+    kafka_settings: Settings,
+    store: FeatureStore,
+) -> None:
+    client_id = bank[205]
+    first = await service.recommend(client_id, limit=3)
+    await asyncio.sleep(0.1)  # the cache write runs in the background
+    second = await service.recommend(client_id, limit=3)
+    assert second["cached"] and second["items"] == first["items"]
+    top = first["items"][0]["product"]
+
+    consumer = ExtractorConsumer(kafka_settings, store)
+    running = asyncio.create_task(consumer.run())
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_settings.kafka.bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            kafka_settings.kafka.topic("applications"),
+            key=client_id.encode(),
+            value=orjson.dumps(
+                {
+                    "application_id": f"app-{uuid.uuid4().hex[:6]}",
+                    "client_id": client_id,
+                    "product": top,
+                    "status": "submitted",
+                    "ts": time.time(),
+                }
+            ),
+        )
+        sent = time.perf_counter()
+        while time.perf_counter() - sent < 10:
+            answer = await service.recommend(client_id, limit=9)
+            if top not in {i["product"] for i in answer["items"]}:
+                break
+            await asyncio.sleep(0.05)
+        gone_after = time.perf_counter() - sent
+    finally:
+        consumer.request_stop()
+        await running
+        await producer.stop()
+    assert top not in {i["product"] for i in answer["items"]}
+    assert not answer["cached"]
+    assert gone_after < 5.0  # consumer poll + write; the invalidation itself is in the same transaction
+
+
+async def test_a_new_model_version_is_served_without_restart(
+    settings: Settings,
+    cluster: StoreCluster,
+    rec_dir: Path,
+    trained: dict[str, Any],
+    bank: list[str],
+) -> None:
+    app_settings = settings.model_copy(
+        update={
+            "recommendations": settings.recommendations.model_copy(
+                update={
+                    "catalogue": rec_dir / "products.toml",
+                    "models_dir": rec_dir / "models",
+                    "reload_interval_s": 0.2,
+                    "audit_to_kafka": False,
+                }
+            )
+        }
+    )
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(app_settings), host="127.0.0.1", port=settings.api.port + 100, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{settings.api.port + 100}",
+            timeout=5,
+            headers={"Authorization": "Bearer dev-reader-key"},
+        ) as api:
+            before = (await api.get(f"/v1/recommendations/{bank[7]}", params={"limit": 2})).json()
+            assert before["model_versions"]["xgboost"] == trained["version"]
+            # publish a "new" version: a copy of the current artifacts under a new name, then flip LATEST
+            new_version = trained["version"] + "-retrained"
+            shutil.copytree(rec_dir / "models" / trained["version"], rec_dir / "models" / new_version)
+            (rec_dir / "models" / "LATEST").write_text(new_version)
+            deadline = time.monotonic() + 5
+            while time.monotonic() < deadline:
+                after = (await api.get(f"/v1/recommendations/{bank[8]}", params={"limit": 2})).json()
+                if after["model_versions"].get("xgboost") == new_version:
+                    break
+                await asyncio.sleep(0.1)
+            assert after["model_versions"]["xgboost"] == new_version
+            assert (await api.get("/v1/recommendations/bad%20id!")).status_code == 422
+            unknown = await api.get(f"/v1/recommendations/nobody-{uuid.uuid4().hex[:6]}")
+            assert unknown.status_code == 200 and unknown.json()["items"]
+            assert (await api.get(f"/v1/recommendations/{bank[7]}", headers={"Authorization": ""})).status_code == 401
+            matrix = (await api.get("/v1/als/matrix")).json()
+            assert set(matrix["products"]) >= {"deposit", "credit_card"}
+            assert any(row["client_id"] in set(bank) for row in matrix["interactions"])
+    finally:
+        (rec_dir / "models" / "LATEST").write_text(trained["version"])
+        server.should_exit = True
+        await task
