@@ -102,9 +102,14 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
-    from deploy.bench import run as run_bench
+    if args.target == "serve":
+        from deploy.bench_serve import run_serve
 
-    result = run_bench(args.target, settings, args)
+        result = run_serve(settings, args)
+    else:
+        from deploy.bench import run as run_bench
+
+        result = run_bench(args.target, settings, args)
     if args.json:
         print(json.dumps(result))
     else:
@@ -217,13 +222,16 @@ def build_parser() -> argparse.ArgumentParser:
     importer.set_defaults(fn=cmd_import)
 
     bench = sub.add_parser("bench", parents=[common], help="benchmarks (print JSON)")
-    bench.add_argument("target", choices=["store", "ingest"])
+    bench.add_argument("target", choices=["store", "ingest", "serve"])
     bench.add_argument("--json", action="store_true", help="one line of JSON")
     bench.add_argument("--subjects", type=int, default=200, help="store: subjects of 1,000 features each")
     bench.add_argument("--features-per-subject", type=int, default=1000)
     bench.add_argument("--requests", type=int, default=5000, help="store: aggregate calls to time")
     bench.add_argument("--concurrency", type=int, default=16)
     bench.add_argument("--events", type=int, default=100_000, help="ingest: transactions to publish")
+    bench.add_argument("--clients", type=int, default=500, help="serve: simulated clients")
+    bench.add_argument("--rates", type=float, nargs="+", default=[100, 250, 500], help="serve: offered rps")
+    bench.add_argument("--seconds", type=float, default=10, help="serve: seconds per offered rate")
     bench.set_defaults(fn=cmd_bench)
 
     demo = sub.add_parser("demo", parents=[common], help="the main job: up, simulate, ingest, query")

@@ -7,7 +7,7 @@ window covers ``now - window < time_use <= now`` and no window means the whole s
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 AggregateFn = Literal["sum", "count", "min", "max", "avg", "last"]
@@ -40,6 +40,9 @@ class AggregateSpec:
     fn: AggregateFn
     feature: str
     window_s: float = 0.0
+    # Stable column name, e.g. ``sum(tx.out.amount,30d)``; the model's feature name. Computed once: the
+    # manager reads the labels of ~70 specs on every request.
+    label: str = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.fn not in FUNCTIONS:
@@ -48,13 +51,8 @@ class AggregateSpec:
             raise SpecError("a spec needs a feature name")
         if self.window_s < 0:
             raise SpecError("window must not be negative")
-
-    @property
-    def label(self) -> str:
-        """Stable column name, e.g. ``sum(tx.out.amount,30d)``; used as the model's feature name."""
-        if self.window_s == 0:
-            return f"{self.fn}({self.feature})"
-        return f"{self.fn}({self.feature},{_format_window(self.window_s)})"
+        window = f",{_format_window(self.window_s)}" if self.window_s else ""
+        object.__setattr__(self, "label", f"{self.fn}({self.feature}{window})")
 
     def as_wire(self) -> list[object]:
         return [self.fn, self.feature, self.window_s]

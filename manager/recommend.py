@@ -18,6 +18,7 @@ from typing import Any
 
 from feature_store.client import FeatureStore
 from feature_store.errors import StoreError
+from feature_store.specs import AggregateSpec
 from manager.audit import AuditLog
 from manager.metrics import DEGRADED_ANSWERS, RECOMMENDATION_LATENCY, SCORER_FAILURES, SCORER_LATENCY
 from recommenders.catalogue import Catalogue
@@ -52,6 +53,7 @@ class RecommendationService:
         self.extra_scorers = list(extra_scorers)
         self.audit = audit
         self._background: set[asyncio.Task[Any]] = set()
+        self._specs_for: tuple[Catalogue, list[AggregateSpec]] | None = None
 
     def scorers(self) -> list[Scorer]:
         models = self.registry.current
@@ -114,7 +116,7 @@ class RecommendationService:
     async def _snapshot(
         self, client_id: str, now: float, catalogue: Catalogue, deadline: float, missing: list[str]
     ) -> ClientSnapshot:
-        specs = all_specs(self.space, catalogue)
+        specs = self._specs(catalogue)
         try:
             values = await asyncio.wait_for(
                 self.store.aggregate(client_id, specs, now), timeout=self._left(deadline) - DECISION_RESERVE_S
@@ -154,6 +156,12 @@ class RecommendationService:
                 name, scores = outcome
                 results.setdefault(name, {}).update(scores)
         return results
+
+    def _specs(self, catalogue: Catalogue) -> list[AggregateSpec]:
+        """The request's aggregate specs, rebuilt only when the catalogue object changes."""
+        if self._specs_for is None or self._specs_for[0] is not catalogue:
+            self._specs_for = (catalogue, all_specs(self.space, catalogue))
+        return self._specs_for[1]
 
     @staticmethod
     def _left(deadline: float) -> float:
