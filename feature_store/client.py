@@ -271,7 +271,7 @@ class FeatureStore:
     ) -> list[Value | None]:
         """Values of ``specs`` for ``subject`` as of ``now`` (default: the current time), in spec order."""
         at = float(now) if now is not None else time.time()
-        values = await self._routed(subject, "aggregate", [subject, at, [s.as_wire() for s in specs]], write=False)
+        values = await self._routed(subject, "aggregate", [subject, at, [s.wire for s in specs]], write=False)
         return list(values)
 
     # ---- recommendation cache ----------------------------------------------------------------------------

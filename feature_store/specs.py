@@ -43,6 +43,7 @@ class AggregateSpec:
     # Stable column name, e.g. ``sum(tx.out.amount,30d)``; the model's feature name. Computed once: the
     # manager reads the labels of ~70 specs on every request.
     label: str = field(init=False, compare=False, repr=False)
+    wire: tuple[str, str, float] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.fn not in FUNCTIONS:
@@ -53,9 +54,10 @@ class AggregateSpec:
             raise SpecError("window must not be negative")
         window = f",{_format_window(self.window_s)}" if self.window_s else ""
         object.__setattr__(self, "label", f"{self.fn}({self.feature}{window})")
+        object.__setattr__(self, "wire", (self.fn, self.feature, float(self.window_s)))
 
-    def as_wire(self) -> list[object]:
-        return [self.fn, self.feature, self.window_s]
+    def as_wire(self) -> tuple[str, str, float]:
+        return self.wire
 
 
 def _format_window(seconds: float) -> str:

@@ -4,8 +4,7 @@ to HTTP statuses at one place. OpenAPI at /docs."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
@@ -24,7 +23,7 @@ from feature_store.ttl import TtlPolicy
 from manager.audit import AuditLog
 from manager.features_api import compile_views
 from manager.features_api import router as features_router
-from manager.metrics import HTTP_LATENCY
+from manager.metrics import LatencyMiddleware
 from manager.recommend import RecommendationService
 from manager.recommendations_api import router as recommendations_router
 from manager.remote import remote_scorers
@@ -81,19 +80,11 @@ def create_app(settings: Settings) -> FastAPI:
         description="Feature store and recommendation API for the mobile banking backend. "
         "Authorization: Bearer <key>; roles reader < writer < operator.",
     )
+    app.add_middleware(LatencyMiddleware)
     app.state.settings = settings
     app.state.views = views
     app.include_router(features_router)
     app.include_router(recommendations_router)
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        HTTP_LATENCY.labels(request.method, path, str(response.status_code)).observe(time.perf_counter() - started)
-        return response
 
     @app.exception_handler(StoreError)
     async def store_error(_: Request, exc: StoreError) -> JSONResponse:

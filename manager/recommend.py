@@ -125,7 +125,7 @@ class RecommendationService:
             log.warning("features of %s unavailable: %s", client_id, exc)
             missing.append("feature_store")
             values = [None] * len(specs)
-        return snapshot_from(client_id, now, self.space, catalogue, values)
+        return snapshot_from(client_id, now, self.space, catalogue, values, specs)
 
     async def _fan_out(
         self, snapshot: ClientSnapshot, candidates: list[str], deadline: float, missing: list[str]

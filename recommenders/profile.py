@@ -90,10 +90,15 @@ def all_specs(space: FeatureSpace, catalogue: Catalogue) -> list[AggregateSpec]:
 
 
 def snapshot_from(
-    client_id: str, now: float, space: FeatureSpace, catalogue: Catalogue, values: Sequence[object]
+    client_id: str,
+    now: float,
+    space: FeatureSpace,
+    catalogue: Catalogue,
+    values: Sequence[object],
+    specs: Sequence[AggregateSpec] | None = None,
 ) -> ClientSnapshot:
-    """Build the snapshot from the values of ``all_specs`` (same order)."""
-    specs = all_specs(space, catalogue)
+    """Build the snapshot from the values of ``all_specs`` (same order; pass that list when you have it)."""
+    specs = specs if specs is not None else all_specs(space, catalogue)
     by_label = {spec.label: value for spec, value in zip(specs, values, strict=True)}
     view_values = {s.label: by_label[s.label] for s in space.view}
     birth = by_label.get("last(profile.birth_date)")
