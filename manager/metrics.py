@@ -49,6 +49,8 @@ class LatencyMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
+        # Handlers read this to count time spent queued in the process against their budget.
+        scope.setdefault("state", {})["started"] = started
         status = {"code": 500}
 
         async def send_with_status(message: dict[str, Any]) -> None:
@@ -62,3 +64,8 @@ class LatencyMiddleware:
             route = scope.get("route")
             path = getattr(route, "path", "unmatched")
             HTTP_LATENCY.labels(scope["method"], path, str(status["code"])).observe(time.perf_counter() - started)
+
+
+SHED_ANSWERS = Counter(
+    "rtrec_shed_answers_total", "Answers given on the fast path because of load or a spent budget", ["reason"]
+)

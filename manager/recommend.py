@@ -20,10 +20,24 @@ from feature_store.client import FeatureStore
 from feature_store.errors import StoreError
 from feature_store.specs import AggregateSpec
 from manager.audit import AuditLog
-from manager.metrics import DEGRADED_ANSWERS, RECOMMENDATION_LATENCY, SCORER_FAILURES, SCORER_LATENCY
+from manager.metrics import (
+    DEGRADED_ANSWERS,
+    RECOMMENDATION_LATENCY,
+    SCORER_FAILURES,
+    SCORER_LATENCY,
+    SHED_ANSWERS,
+)
 from recommenders.catalogue import Catalogue
 from recommenders.decision import allowed_products, decide
-from recommenders.profile import ClientSnapshot, FeatureSpace, all_specs, snapshot_from
+from recommenders.profile import (
+    NON_NUMERIC,
+    ClientSnapshot,
+    FeatureSpace,
+    all_specs,
+    snapshot_from,
+    status_snapshot,
+    status_specs,
+)
 from recommenders.registry import ModelRegistry
 from recommenders.scorer import ProductScore, Scorer
 
@@ -31,6 +45,11 @@ log = logging.getLogger(__name__)
 
 # Time kept back from the scorers for the decision, serialisation and the response.
 DECISION_RESERVE_S = 0.03
+# Below this much budget left, or above this many requests in flight, answer on the fast path: product
+# status only (the "no fails" filter still holds) ranked by popularity, no models. An overloaded process
+# thus keeps answering within the budget instead of queueing every request past it.
+FAST_PATH_BELOW_S = 0.15
+MAX_IN_FLIGHT = 64
 
 
 class RecommendationService:
@@ -54,14 +73,30 @@ class RecommendationService:
         self.audit = audit
         self._background: set[asyncio.Task[Any]] = set()
         self._specs_for: tuple[Catalogue, list[AggregateSpec]] | None = None
+        self._status_for: tuple[Catalogue, list[AggregateSpec]] | None = None
+        self.in_flight = 0
+        self.max_in_flight = MAX_IN_FLIGHT
 
     def scorers(self) -> list[Scorer]:
         models = self.registry.current
         found: list[Scorer] = [s for s in (models.xgboost, models.als) if s is not None]
         return [*found, models.expert, *self.extra_scorers]
 
-    async def recommend(self, client_id: str, limit: int | None = None) -> dict[str, Any]:
-        started = time.perf_counter()
+    async def recommend(
+        self,
+        client_id: str,
+        limit: int | None = None,
+        started: float | None = None,
+    ) -> dict[str, Any]:
+        """``started``: when the request reached the process (perf_counter), so queueing counts against the
+        budget; defaults to now."""
+        self.in_flight += 1
+        try:
+            return await self._recommend(client_id, limit, started if started is not None else time.perf_counter())
+        finally:
+            self.in_flight -= 1
+
+    async def _recommend(self, client_id: str, limit: int | None, started: float) -> dict[str, Any]:
         catalogue = self.catalogue()
         budget = catalogue.decision.budget_s
         deadline = started + budget
@@ -75,9 +110,16 @@ class RecommendationService:
             return {**cached, "items": cached["items"][:limit], "cached": True, "elapsed_ms": round(elapsed * 1e3, 3)}
 
         now = time.time()
-        snapshot = await self._snapshot(client_id, now, catalogue, deadline, missing)
-        candidates = [p for p, why in allowed_products(snapshot, catalogue).items() if why is None]
-        results = await self._fan_out(snapshot, candidates, deadline, missing)
+        shed = self._shed_reason(deadline)
+        if shed is not None:
+            SHED_ANSWERS.labels(shed).inc()
+            missing.extend(s.name for s in self.scorers())
+            snapshot = await self._snapshot(client_id, now, catalogue, deadline, missing, status_only=True)
+            results: dict[str, dict[str, ProductScore]] = {}
+        else:
+            snapshot = await self._snapshot(client_id, now, catalogue, deadline, missing)
+            candidates = [p for p, why in allowed_products(snapshot, catalogue).items() if why is None]
+            results = await self._fan_out(snapshot, candidates, deadline, missing)
         models = self.registry.current
         ranked = decide(snapshot, catalogue, results, models.popularity, limit=len(catalogue.products))
         versions = self._served_versions()
@@ -113,10 +155,24 @@ class RecommendationService:
     def _served_versions(self) -> dict[str, str]:
         return {s.name: s.version for s in self.scorers()}
 
+    def _shed_reason(self, deadline: float) -> str | None:
+        if deadline - time.perf_counter() < FAST_PATH_BELOW_S:
+            return "budget"
+        if self.in_flight > self.max_in_flight:
+            return "load"
+        return None
+
     async def _snapshot(
-        self, client_id: str, now: float, catalogue: Catalogue, deadline: float, missing: list[str]
+        self,
+        client_id: str,
+        now: float,
+        catalogue: Catalogue,
+        deadline: float,
+        missing: list[str],
+        *,
+        status_only: bool = False,
     ) -> ClientSnapshot:
-        specs = self._specs(catalogue)
+        specs = self._status_specs(catalogue) if status_only else self._specs(catalogue)
         try:
             values = await asyncio.wait_for(
                 self.store.aggregate(client_id, specs, now), timeout=self._left(deadline) - DECISION_RESERVE_S
@@ -125,6 +181,8 @@ class RecommendationService:
             log.warning("features of %s unavailable: %s", client_id, exc)
             missing.append("feature_store")
             values = [None] * len(specs)
+        if status_only:
+            return status_snapshot(client_id, now, catalogue, values, specs)
         return snapshot_from(client_id, now, self.space, catalogue, values, specs)
 
     async def _fan_out(
@@ -156,6 +214,13 @@ class RecommendationService:
                 name, scores = outcome
                 results.setdefault(name, {}).update(scores)
         return results
+
+    def _status_specs(self, catalogue: Catalogue) -> list[AggregateSpec]:
+        """Product status plus the profile facts eligibility needs (the fast path's only store read)."""
+        if self._status_for is None or self._status_for[0] is not catalogue:
+            facts = [s for s in self.space.view if s.label in NON_NUMERIC]
+            self._status_for = (catalogue, [*facts, *status_specs(catalogue)])
+        return self._status_for[1]
 
     def _specs(self, catalogue: Catalogue) -> list[AggregateSpec]:
         """The request's aggregate specs, rebuilt only when the catalogue object changes."""

@@ -42,7 +42,7 @@ async def recommendations(
     """Products to show this client now: never one they hold, applied for or cannot get; always within the
     budget (scorers that did not answer in time are named in ``missing_scorers``)."""
     service: RecommendationService = request.app.state.recommendations
-    return await service.recommend(client_id, limit)
+    return await service.recommend(client_id, limit, started=request.scope.get("state", {}).get("started"))
 
 
 @router.get("/als/matrix")

@@ -130,3 +130,11 @@ def snapshot_from(
 
 def _window(days: float) -> str:
     return AggregateSpec("count", "x", days * DAY).label.split(",")[1].rstrip(")")
+
+
+def status_snapshot(
+    client_id: str, now: float, catalogue: Catalogue, values: Sequence[object], specs: Sequence[AggregateSpec]
+) -> ClientSnapshot:
+    """A snapshot from profile facts and product status only (the manager's fast path): enough for the
+    "no fails" filter and eligibility, no model inputs."""
+    return snapshot_from(client_id, now, FeatureSpace([]), catalogue, values, specs)

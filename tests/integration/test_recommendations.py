@@ -268,3 +268,20 @@ async def test_a_new_model_version_is_served_without_restart(
         (rec_dir / "models" / "LATEST").write_text(trained["version"])
         server.should_exit = True
         await task
+
+
+async def test_overload_fast_path_still_filters_and_answers(service: RecommendationService, bank: list[str]) -> None:
+    from recommenders.decision import allowed_products
+
+    service.max_in_flight = 0  # every request counts as overload
+    for client_id in bank[230:250]:
+        answer = await service.recommend(client_id, limit=9)
+        assert answer["degraded"] and {"xgboost", "als", "expert"} <= set(answer["missing_scorers"])
+        assert answer["items"] and all(i["sources"][0] == "popularity" for i in answer["items"])
+        snapshot = await service._snapshot(client_id, time.time(), service.catalogue(), time.perf_counter() + 1, [])
+        verdicts = allowed_products(snapshot, service.catalogue())
+        assert all(verdicts[i["product"]] is None for i in answer["items"]), client_id
+    # a request that arrives with its budget nearly spent (queued in the process) takes the fast path too
+    service.max_in_flight = 64
+    late = await service.recommend(bank[251], limit=3, started=time.perf_counter() - 0.4)
+    assert late["degraded"] and late["elapsed_ms"] < 500
