@@ -183,6 +183,14 @@ def cmd_serve_scorer(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.evaluate import run_evaluation
+
+    result = run_evaluation(settings, args)
+    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    return 0
+
+
 def cmd_not_yet(settings: Settings, args: argparse.Namespace) -> int:
     print(f"rtrec {args.command}: not built yet (see the open issues); nothing was done.", file=sys.stderr)
     return 2
@@ -248,6 +256,16 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--end", default=None, help="ISO time the labels end (default now)")
     trainer.set_defaults(fn=cmd_train)
 
+    evaluate = sub.add_parser("evaluate", parents=[common], help="train and evaluate on a dataset (private cluster)")
+    evaluate.add_argument("--dataset", choices=["simulated", "berka"], default="simulated")
+    evaluate.add_argument("--path", default="../shared/datasets/berka")
+    evaluate.add_argument("--clients", type=int, default=600)
+    evaluate.add_argument("--days", type=int, default=300)
+    evaluate.add_argument("--seed", type=int, default=42)
+    evaluate.add_argument("--horizon-days", type=float, default=180.0, help="berka: uptake window after the cutoff")
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(fn=cmd_evaluate)
+
     scorer = sub.add_parser("serve-scorer", parents=[common], help="one product's XGBoost scorer as a service")
     scorer.add_argument("--product", required=True)
     scorer.add_argument("--port", type=int, default=8090)
@@ -265,7 +283,8 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     logging.getLogger("aiokafka").setLevel(logging.WARNING)
-    logging.getLogger("asynctnt").setLevel(logging.WARNING)
+    # asynctnt logs every failed connection attempt as an error; the store client maps and reports them itself
+    logging.getLogger("asynctnt").setLevel(logging.CRITICAL)
     logging.getLogger("httpx").setLevel(logging.WARNING)
     settings = load_settings(args.config)
     return int(args.fn(settings, args))

@@ -74,7 +74,13 @@ class BerkaShift:
         return datetime(shifted.year, shifted.month, shifted.day, tzinfo=UTC).timestamp() + hour * 3600
 
 
-def berka_events(path: Path, shift_years: int | None = None) -> Iterator[tuple[str, str, dict[str, object]]]:
+def berka_events(
+    path: Path,
+    shift_years: int | None = None,
+    products_until: date = CUTOFF,
+) -> Iterator[tuple[str, str, dict[str, object]]]:
+    """Berka as events. ``products_until`` > CUTOFF also publishes later loans and cards: only for the
+    time-split evaluation (`rtrec evaluate --dataset berka`), whose holdout labels they are."""
     shift = BerkaShift(shift_years if shift_years is not None else default_shift_years())
     regions = {row["A1"]: row["A3"] for row in _rows(path / "district.asc")}
     clients = {row["client_id"]: row for row in _rows(path / "client.asc")}
@@ -105,7 +111,7 @@ def berka_events(path: Path, shift_years: int | None = None) -> Iterator[tuple[s
 
     for row in _rows(path / "loan.asc"):
         day = _yymmdd(row["date"])
-        if day <= CUTOFF:
+        if day <= products_until:
             subject = f"a{row['account_id']}"
             yield (
                 "products",
@@ -115,7 +121,7 @@ def berka_events(path: Path, shift_years: int | None = None) -> Iterator[tuple[s
     for row in _rows(path / "card.asc"):
         day = _yymmdd(row["issued"])
         card_account = disp_account.get(row["disp_id"])
-        if day <= CUTOFF and card_account is not None:
+        if day <= products_until and card_account is not None:
             subject = f"a{card_account}"
             yield (
                 "products",

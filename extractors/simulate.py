@@ -58,6 +58,7 @@ PRODUCTS = (
     "credit_card",
     "premium_debit_card",
     "consumer_loan",
+    "mortgage",
     "investments",
     "insurance",
     "sme_overdraft",
@@ -315,6 +316,8 @@ class BankSimulator:
             return c.segment in ("sme", "corporate")
         if product in ("credit_card", "consumer_loan"):
             return c.segment == "retail" and 21 <= c.age <= 70
+        if product == "mortgage":
+            return c.segment == "retail" and 21 <= c.age <= 65
         return True
 
     @staticmethod
@@ -328,6 +331,7 @@ class BankSimulator:
             "credit_card": -3.2 + 1.6 * spend + 1.4 * c.online + 0.8 * c.traveler,
             "premium_debit_card": -4.0 + 1.1 * math.log(c.income / 60000.0 + 1e-3) + 1.5 * c.traveler,
             "consumer_loan": -3.0 - 1.0 * wealth + 0.6 * spend - 0.02 * abs(c.age - 35),
+            "mortgage": -4.2 + 1.2 * math.log(c.income / 60000.0 + 1e-3) - 0.05 * abs(c.age - 33) + 0.8 * c.saver,
             "investments": -4.2 + 1.2 * wealth + 0.03 * (c.age - 30) + 1.0 * c.saver,
             "insurance": -3.6 + 3.0 * c.traveler + 0.02 * (c.age - 30),
             "sme_overdraft": -2.6 - 0.8 * wealth,

@@ -107,10 +107,11 @@ class XGBoostScorer:
             )
             for row_index in rows:
                 values = contributions[row_index][:-1]  # the last column is the bias
-                order = np.argsort(-values)[:REASONS_PER_PRODUCT]
-                reasons[(row_index, product)] = tuple(
-                    describe(self.space.names[j], float(values[j])) for j in order if values[j] > 0
-                )
+                # a reason must name something the client has: missing values take the trees' default
+                # branch and may contribute, but "high balance" for a client without data would be false
+                known = ~np.isnan(matrix[row_index])
+                order = [j for j in np.argsort(-values) if known[j] and values[j] > 0][:REASONS_PER_PRODUCT]
+                reasons[(row_index, product)] = tuple(describe(self.space.names[j], float(values[j])) for j in order)
         return [
             {p: ProductScore(p, s, reasons.get((i, p), ())) for p, s in row_scores.items()}
             for i, row_scores in enumerate(scores)
