@@ -133,7 +133,7 @@ def _fmt(value: object) -> str:
 
 
 def run_demo(settings: Settings, config_path: Path, *, clients: int, days: int, seed: int) -> int:
-    console = Console()
+    console = Console(width=160)  # tables of reasons stay readable when the output is piped
     console.rule("rtrec demo: Kafka -> extractors -> sharded Tarantool -> aggregates over HTTP")
     stack = LocalStack(settings, config_path)
     stack.up(log=lambda message: console.print(f"[bold]>[/] {message}"))

@@ -72,9 +72,10 @@ class ClientSnapshot:
         derived = {
             "age_years": self.age_years,
             "tenure_years": None if self.tenure_days is None else self.tenure_days / 365.25,
-            "segment_retail": float(self.segment == "retail"),
-            "segment_sme": float(self.segment == "sme"),
-            "segment_corporate": float(self.segment == "corporate"),
+            # an unknown segment is missing, not "none of the three"
+            "segment_retail": None if self.segment is None else float(self.segment == "retail"),
+            "segment_sme": None if self.segment is None else float(self.segment == "sme"),
+            "segment_corporate": None if self.segment is None else float(self.segment == "corporate"),
             "month_sin": math.sin(2 * math.pi * month / 12),
             "month_cos": math.cos(2 * math.pi * month / 12),
         }

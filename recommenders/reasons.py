@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 _SPEC = re.compile(r"^(\w+)\(([\w.]+)(?:,(\w+))?\)$")
-_FN = {"sum": "total", "avg": "average", "min": "minimum", "max": "largest", "last": "latest"}
+_FN = {"sum": "total", "avg": "average", "min": "minimum", "max": "peak", "last": "latest"}
 _WINDOW_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
 _DERIVED = {
     "age_years": "age",
@@ -40,20 +40,25 @@ def _feature_words(feature: str) -> str:
     return feature.replace(".", " ")
 
 
-def describe(name: str, contribution: float) -> str:
-    """One reason: which feature and in which direction it pushed the score."""
-    level = "high" if contribution > 0 else "low"
+def describe(name: str, level: float) -> str:
+    """One reason: a feature of the client and whether the client is high (level > 0) or low on it compared
+    with other clients. Callers pass only features that pushed the score up."""
+    high = level > 0
     if name in _DERIVED:
         words = _DERIVED[name]
-        return words if name.startswith("segment") or name.startswith("month") else f"{level} {words}"
+        if name.startswith("segment"):
+            return words if high else f"not a {words}"
+        if name.startswith("month"):
+            return "the time of year"
+        return f"{'high' if high else 'low'} {words}"
     match = _SPEC.match(name)
     if match is None:
-        return f"{level} {name}"
+        return f"{'high' if high else 'low'} {name}"
     fn, feature, window = match.groups()
     if fn == "count":
-        text = f"{'frequent' if contribution > 0 else 'rare'} {_feature_words(feature)}"
+        text = f"{'frequent' if high else 'little or no'} {_feature_words(feature)}"
     else:
-        text = f"{level} {_FN.get(fn, fn)} {_feature_words(feature)}"
+        text = f"{'high' if high else 'low'} {_FN.get(fn, fn)} {_feature_words(feature)}"
     if window:
         unit = _WINDOW_UNITS.get(window[-1], "")
         text += f" over the last {window[:-1]} {unit}".rstrip()

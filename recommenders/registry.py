@@ -61,7 +61,7 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
     als_path = directory / "als.npz"
     return LoadedModels(
         version=version,
-        xgboost=XGBoostScorer.load(directory, version, space, catalogue.ids),
+        xgboost=XGBoostScorer.load(directory, version, space, catalogue.ids, stats["mean"]),
         als=ALSScorer.load(als_path, version) if als_path.exists() else None,
         expert=ExpertScorer(version, space, catalogue, stats["mean"], stats["std"], popularity),
         popularity=popularity,

@@ -38,15 +38,27 @@ class _Pending:
 class XGBoostScorer:
     name = "xgboost"
 
-    def __init__(self, version: str, space: FeatureSpace, boosters: dict[str, xgb.Booster]) -> None:
+    def __init__(
+        self, version: str, space: FeatureSpace, boosters: dict[str, xgb.Booster], typical: np.ndarray | None = None
+    ) -> None:
         self.version = version
         self.space = space
         self.boosters = boosters
+        # typical (mean signed-log) value of each feature among training clients: a reason says "high" or
+        # "low" by comparing the client with it, not by the sign of the contribution
+        self.typical = typical if typical is not None else np.zeros(len(space.names), dtype=np.float32)
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
 
     @classmethod
-    def load(cls, directory: Path, version: str, space: FeatureSpace, products: Sequence[str]) -> XGBoostScorer:
+    def load(
+        cls,
+        directory: Path,
+        version: str,
+        space: FeatureSpace,
+        products: Sequence[str],
+        typical: np.ndarray | None = None,
+    ) -> XGBoostScorer:
         boosters = {}
         for product in products:
             path = directory / f"xgb_{product}.ubj"
@@ -55,7 +67,7 @@ class XGBoostScorer:
                 booster.load_model(path)
                 booster.set_param({"nthread": 1})
                 boosters[product] = booster
-        return cls(version, space, boosters)
+        return cls(version, space, boosters, typical)
 
     async def score(self, client: ClientSnapshot, products: Sequence[str]) -> dict[str, ProductScore]:
         future: asyncio.Future[dict[str, ProductScore]] = asyncio.get_running_loop().create_future()
@@ -111,7 +123,9 @@ class XGBoostScorer:
                 # branch and may contribute, but "high balance" for a client without data would be false
                 known = ~np.isnan(matrix[row_index])
                 order = [j for j in np.argsort(-values) if known[j] and values[j] > 0][:REASONS_PER_PRODUCT]
-                reasons[(row_index, product)] = tuple(describe(self.space.names[j], float(values[j])) for j in order)
+                row = matrix[row_index]
+                level = np.sign(row) * np.log1p(np.abs(row)) - self.typical
+                reasons[(row_index, product)] = tuple(describe(self.space.names[j], float(level[j])) for j in order)
         return [
             {p: ProductScore(p, s, reasons.get((i, p), ())) for p, s in row_scores.items()}
             for i, row_scores in enumerate(scores)
