@@ -285,3 +285,51 @@ async def test_overload_fast_path_still_filters_and_answers(service: Recommendat
     service.max_in_flight = 64
     late = await service.recommend(bank[251], limit=3, started=time.perf_counter() - 0.4)
     assert late["degraded"] and late["elapsed_ms"] < 500
+
+
+async def test_a_product_scorer_can_run_as_its_own_service(
+    settings: Settings,
+    service: RecommendationService,
+    rec_dir: Path,
+    trained: dict[str, Any],
+    bank: list[str],
+    space: FeatureSpace,
+) -> None:
+    from manager.remote import RemoteScorer, create_scorer_app
+
+    product = trained["xgboost_products"][0]
+    scorer_settings = settings.model_copy(
+        update={
+            "recommendations": settings.recommendations.model_copy(
+                update={"catalogue": rec_dir / "products.toml", "models_dir": rec_dir / "models"}
+            )
+        }
+    )
+    port = settings.api.port + 200
+    server = uvicorn.Server(
+        uvicorn.Config(create_scorer_app(scorer_settings, product), host="127.0.0.1", port=port, log_level="warning")
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    try:
+        async with httpx.AsyncClient(timeout=2) as client:
+            remote = RemoteScorer(product, f"http://127.0.0.1:{port}", space, client)
+            snapshot = await service._snapshot(bank[260], time.time(), service.catalogue(), time.perf_counter() + 1, [])
+            local = await service.registry.current.xgboost.score(snapshot, [product])  # type: ignore[union-attr]
+            answer = await remote.score(snapshot, [product])
+            assert answer[product].score == pytest.approx(local[product].score, rel=1e-5)
+            assert remote.version == trained["version"]
+            # the manager merges it into the xgboost results; when it is down it is named
+            service.extra_scorers = [RemoteScorer(product, "http://127.0.0.1:9", space, client)]
+            from recommenders.decision import allowed_products
+
+            for candidate in bank[261:300]:  # a client for whom the product is a candidate, so it is asked
+                snap = await service._snapshot(candidate, time.time(), service.catalogue(), time.perf_counter() + 1, [])
+                if allowed_products(snap, service.catalogue())[product] is None:
+                    break
+            degraded = await service.recommend(candidate, limit=3)
+            assert degraded["degraded"] and f"xgboost:{product}" in degraded["missing_scorers"]
+    finally:
+        server.should_exit = True
+        await task
