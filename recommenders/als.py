@@ -49,18 +49,21 @@ def interaction_matrix(
 def train_als(
     matrix: csr_matrix, factors: int = 16, iterations: int = 20, seed: int = 7
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Returns (client factors, product factors)."""
+    """Returns (client factors, product factors). BLAS runs single-threaded during the fit, as implicit
+    advises: its own threads plus BLAS threads oversubscribe the cores."""
     from implicit.cpu.als import AlternatingLeastSquares
+    from threadpoolctl import threadpool_limits
 
-    model = AlternatingLeastSquares(
-        factors=factors,
-        iterations=iterations,
-        regularization=REGULARIZATION,
-        alpha=20.0,
-        random_state=seed,
-        num_threads=1,
-    )
-    model.fit(matrix, show_progress=False)
+    with threadpool_limits(1, "blas"):
+        model = AlternatingLeastSquares(
+            factors=factors,
+            iterations=iterations,
+            regularization=REGULARIZATION,
+            alpha=20.0,
+            random_state=seed,
+            num_threads=1,
+        )
+        model.fit(matrix, show_progress=False)
     return np.asarray(model.user_factors), np.asarray(model.item_factors)
 
 
