@@ -191,9 +191,52 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_not_yet(settings: Settings, args: argparse.Namespace) -> int:
-    print(f"rtrec {args.command}: not built yet (see the open issues); nothing was done.", file=sys.stderr)
-    return 2
+def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
+    """Blocks until the replay ends; exit 0 when done, 1 when it failed or was cancelled, 2 on a bad window."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from feature_store.client import FeatureStore
+    from manager.app import ttl_policy
+    from replay.runner import ReplayJob
+    from replay.window import ReplayWindowError, validate_window
+
+    start, end = _epoch(args.from_), _epoch(args.to)
+    try:
+        validate_window(start, end, time.time())
+    except ReplayWindowError as exc:
+        print(f"rtrec replay: {exc}", file=sys.stderr)
+        return 2
+
+    async def run() -> dict[str, Any]:
+        async with FeatureStore(settings.store, ttl=ttl_policy(settings)) as store:
+            job = ReplayJob(
+                settings,
+                store,
+                start,
+                end,
+                topics=args.topic,
+                subjects=args.subject,
+                dry_run=args.dry_run,
+                max_events_per_s=args.rate,
+            )
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, job.cancel)
+            task = asyncio.create_task(job.run())
+            with Progress(
+                TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), transient=True
+            ) as bar:
+                shown = bar.add_task("replay", total=None)
+                while not task.done():
+                    bar.update(shown, total=job.progress.offsets_total or None, completed=job.progress.offsets_done)
+                    await asyncio.sleep(0.2)
+            return (await task).as_dict()
+
+    result = asyncio.run(run())
+    _print_json(result)
+    return 0 if result["state"] == "done" else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -271,9 +314,14 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--port", type=int, default=8090)
     scorer.set_defaults(fn=cmd_serve_scorer)
 
-    sub.add_parser("replay", parents=[common], help="replay raw events of a time window (not built yet)").set_defaults(
-        fn=cmd_not_yet
-    )
+    replayer = sub.add_parser("replay", parents=[common], help="replay the raw events that arrived in a window")
+    replayer.add_argument("--from", dest="from_", required=True, help="window start, ISO 8601 or epoch")
+    replayer.add_argument("--to", required=True, help="window end (exclusive), ISO 8601 or epoch")
+    replayer.add_argument("--topic", action="append", help="a topic to replay (repeat); default all bank topics")
+    replayer.add_argument("--subject", action="append", help="only these subjects (repeat)")
+    replayer.add_argument("--dry-run", action="store_true", help="report what would be written, write nothing")
+    replayer.add_argument("--rate", type=float, default=None, help="throttle: events per second")
+    replayer.set_defaults(fn=cmd_replay)
     return parser
 
 

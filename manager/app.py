@@ -27,9 +27,11 @@ from manager.metrics import LatencyMiddleware
 from manager.recommend import RecommendationService
 from manager.recommendations_api import router as recommendations_router
 from manager.remote import remote_scorers
+from manager.replays_api import router as replays_router
 from recommenders.catalogue import CatalogueFile
 from recommenders.profile import FeatureSpace
 from recommenders.registry import ModelRegistry
+from replay.registry import ReplayRegistry
 
 
 def ttl_policy(settings: Settings) -> TtlPolicy:
@@ -56,6 +58,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.store = store
         app.state.catalogue = catalogue
         app.state.registry = registry
+        app.state.replays = ReplayRegistry(settings, store)
         app.state.recommendations = RecommendationService(
             store,
             registry,
@@ -68,6 +71,7 @@ def create_app(settings: Settings) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.replays.stop()
             watcher.cancel()
             if audit is not None:
                 await audit.stop()
@@ -85,6 +89,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.views = views
     app.include_router(features_router)
     app.include_router(recommendations_router)
+    app.include_router(replays_router)
 
     @app.exception_handler(StoreError)
     async def store_error(_: Request, exc: StoreError) -> JSONResponse:

@@ -106,7 +106,7 @@ async def get_features(
 ) -> FeaturesResponse:
     """Raw features of a subject, oldest first; ``from`` and ``to`` bound time_use (inclusive)."""
     if from_ is not None and to is not None and to < from_:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_ENTITY, "'to' is before 'from'")
+        raise HTTPException(422, "'to' is before 'from'")
     with STORE_LATENCY.labels("get_features").time():
         rows = await _store(request).get_features(subject, from_time=from_, to_time=to, name=name, limit=limit)
     return FeaturesResponse(subject=subject, features=[r.as_dict() for r in rows])

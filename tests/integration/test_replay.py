@@ -1,0 +1,209 @@
+"""Outage drill: a stream lands, a hole appears (what arrived in a window is lost from the store), the replay of
+that arrival window closes it exactly; replays are idempotent; dry runs write nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import asynctnt
+import orjson
+import pytest
+
+from deploy.cluster import StoreCluster
+from deploy.settings import TOPICS, Settings
+from extractors.consumer import ExtractorConsumer
+from extractors.decode import validate_event
+from extractors.extract import ExtractionConfig, extract
+from extractors.ops import AppendFeatures, DeleteObject, ReplaceSource, apply_ops
+from extractors.publish import publish_events
+from extractors.simulate import BankSimulator, SimulationConfig
+from feature_store.client import FeatureStore
+from feature_store.fake import InMemoryFeatureStore
+from replay.runner import ReplayJob
+from replay.window import ReplayWindowError, validate_window
+
+
+async def _raw_master(store: FeatureStore, subject: str, settings: Settings) -> asynctnt.Connection:
+    rs = store.replicaset_of_bucket(store.bucket_id_for(subject))
+    master = await rs.discover_master()
+    conn = asynctnt.Connection(
+        host=master.spec.host, port=master.spec.port, username=settings.store.user, password=settings.store.password
+    )
+    await conn.connect()
+    return conn
+
+
+async def _make_hole(store: FeatureStore, settings: Settings, lost: list[tuple[str, str, dict[str, Any]]]) -> int:
+    """Lose what the events in ``lost`` did to the store, as a master restored from an older snapshot would:
+    their features vanish (no tombstones), and the transactions they deleted come back."""
+    config = ExtractionConfig(home_currency=settings.consumer.home_currency)
+    removed = 0
+    for topic_key, _, payload in lost:
+        for op in extract(validate_event(TOPICS[topic_key], payload), config):
+            if isinstance(op, AppendFeatures | ReplaceSource):
+                for feature in op.features:
+                    rows = await store.get_features(feature.subject, name=feature.name)
+                    conn = await _raw_master(store, feature.subject, settings)
+                    for row in rows:
+                        if (row.source, row.object) == (feature.source, feature.object):
+                            await conn.delete("features", [row.id, row.rs_id])
+                            removed += 1
+                    await conn.disconnect()
+            elif isinstance(op, DeleteObject):
+                conn = await _raw_master(store, op.subject, settings)
+                await conn.delete("tombstones", [op.subject, op.object_id])
+                await conn.disconnect()
+    # the deleted transactions reappear (their own arrival was before the hole)
+    for topic_key, _, payload in lost:
+        if topic_key == "transaction_deletes":
+            original = next(
+                (p for t, _, p in ALL_EVENTS if t == "transactions" and p["tx_id"] == payload["tx_id"]), None
+            )
+            if original is not None:
+                await apply_ops(store, extract(validate_event(TOPICS["transactions"], original), config))
+    return removed
+
+
+ALL_EVENTS: list[tuple[str, str, dict[str, Any]]] = []
+
+
+async def _snapshot_all(store: FeatureStore, subjects: list[str]) -> dict[str, set[Any]]:
+    out = {}
+    for subject in subjects:
+        rows = await store.get_features(subject, limit=100_000)
+        out[subject] = {(r.source, r.name, r.object, r.value, r.time_use) for r in rows}
+    return out
+
+
+def test_bad_windows_are_refused() -> None:
+    now = time.time()
+    with pytest.raises(ReplayWindowError):
+        validate_window(now - 10, now - 20, now)
+    with pytest.raises(ReplayWindowError):
+        validate_window(now - 10, now + 3600, now)
+    validate_window(now - 3600, now, now)
+
+
+async def test_outage_drill_replay_closes_the_hole_exactly(
+    kafka_settings: Settings,
+    cluster: StoreCluster,
+    store: FeatureStore,
+    uid: str,
+) -> None:
+    s = kafka_settings
+    events = list(BankSimulator(SimulationConfig(clients=12, days=90, seed=17, client_prefix=f"{uid}o")).events())
+    ALL_EVENTS[:] = events
+    # arrival order: before, during and after the outage; the middle third carries every event kind
+    third = len(events) // 3
+    before, during, after = events[:third], events[third : 2 * third], events[2 * third :]
+    assert {t for t, _, _ in during} >= {"transactions", "transaction_deletes", "clients", "applications", "products"}
+    await publish_events(s, before, progress=False)
+    await asyncio.sleep(0.05)
+    outage_start = time.time()
+    await publish_events(s, during, progress=False)
+    outage_end = time.time()
+    await asyncio.sleep(0.05)
+    await publish_events(s, after, progress=False)
+    await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
+
+    subjects = sorted({key for _, key, _ in events})
+    reference = InMemoryFeatureStore()
+    config = ExtractionConfig(home_currency=s.consumer.home_currency)
+    for topic_key, _, payload in events:
+        await apply_ops(reference, extract(validate_event(TOPICS[topic_key], payload), config))
+    expected = {subject: reference.snapshot(subject) for subject in subjects}
+    assert await _snapshot_all(store, subjects) == expected  # the run without an outage
+
+    removed = await _make_hole(store, s, during)
+    assert removed > 0
+    assert await _snapshot_all(store, subjects) != expected  # the hole is real
+
+    dry = await ReplayJob(s, store, outage_start, outage_end, dry_run=True).run()
+    assert dry.state == "done" and dry.events == len(during) and dry.would_write_features > 0
+    assert await _snapshot_all(store, subjects) != expected  # a dry run writes nothing
+
+    job = await ReplayJob(s, store, outage_start, outage_end, max_events_per_s=20_000).run()
+    assert job.state == "done", job.error
+    assert job.offsets_done == job.offsets_total == len(during)
+    assert await _snapshot_all(store, subjects) == expected
+
+    again = await ReplayJob(s, store, outage_start, outage_end).run()  # idempotent
+    assert again.state == "done" and again.features_written == 0
+    assert await _snapshot_all(store, subjects) == expected
+
+    # a replay of everything, older client data included, never overwrites newer data
+    everything = await ReplayJob(s, store, outage_start - 3600, time.time()).run()
+    assert everything.state == "done" and everything.features_written == 0
+    assert await _snapshot_all(store, subjects) == expected
+    assert orjson.dumps(job.as_dict())
+
+
+async def test_replay_api_is_operator_only_and_validates_windows(
+    kafka_settings: Settings,
+    cluster: StoreCluster,
+    uid: str,
+) -> None:
+    import httpx
+    import uvicorn
+
+    from manager.app import create_app
+
+    s = kafka_settings.model_copy(
+        update={"recommendations": kafka_settings.recommendations.model_copy(update={"audit_to_kafka": False})}
+    )
+    port = s.api.port + 300
+    server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        await asyncio.sleep(0.05)
+    now = time.time()
+    body = {"from": now - 600, "to": now}
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+            for key in ("dev-reader-key", "dev-writer-key"):
+                refused = await api.post("/v1/replays", json=body, headers={"Authorization": f"Bearer {key}"})
+                assert refused.status_code == 403
+            operator = {"Authorization": "Bearer dev-operator-key"}
+            backwards = await api.post("/v1/replays", json={"from": now, "to": now - 600}, headers=operator)
+            assert backwards.status_code == 422 and "end after" in backwards.json()["detail"]
+            future = await api.post("/v1/replays", json={"from": now, "to": now + 86400}, headers=operator)
+            assert future.status_code == 422 and "future" in future.json()["detail"]
+            bad_topic = await api.post("/v1/replays", json={**body, "topics": ["nope"]}, headers=operator)
+            assert bad_topic.status_code == 422
+            started = await api.post("/v1/replays", json={**body, "dry_run": True}, headers=operator)
+            assert started.status_code == 202
+            replay_id = started.json()["id"]
+            for _ in range(100):
+                state = (await api.get(f"/v1/replays/{replay_id}", headers=operator)).json()
+                if state["state"] in ("done", "failed", "cancelled"):
+                    break
+                await asyncio.sleep(0.1)
+            assert state["state"] == "done" and state["dry_run"] and state["offsets_done"] == state["offsets_total"]
+            assert (await api.get("/v1/replays/unknown", headers=operator)).status_code == 404
+    finally:
+        server.should_exit = True
+        await task
+
+
+def test_cli_replay_exit_codes(kafka_settings: Settings, cluster: StoreCluster) -> None:
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT, settings_env
+
+    env = {**__import__("os").environ, **settings_env(kafka_settings), "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "deploy.cli", "replay", "--config", str(ROOT / "deploy" / "local.toml")]
+    now = time.time()
+    bad = subprocess.run([*cmd, "--from", str(now), "--to", str(now - 60)], env=env, cwd=ROOT, capture_output=True)
+    assert bad.returncode == 2 and b"end after" in bad.stderr
+    ok = subprocess.run(
+        [*cmd, "--from", str(now - 60), "--to", str(now), "--dry-run"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=120,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert orjson.loads(ok.stdout)["state"] == "done"
