@@ -191,6 +191,13 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_failover(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.cluster import StoreCluster
+
+    _print_json(asyncio.run(StoreCluster(settings).failover(args.replicaset)))
+    return 0
+
+
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Blocks until the replay ends; exit 0 when done, 1 when it failed or was cancelled, 2 on a bad window."""
     import time
@@ -313,6 +320,10 @@ def build_parser() -> argparse.ArgumentParser:
     scorer.add_argument("--product", required=True)
     scorer.add_argument("--port", type=int, default=8090)
     scorer.set_defaults(fn=cmd_serve_scorer)
+
+    failover = sub.add_parser("failover", parents=[common], help="promote a replica of a replica set to master")
+    failover.add_argument("--replicaset", type=int, required=True)
+    failover.set_defaults(fn=cmd_failover)
 
     replayer = sub.add_parser("replay", parents=[common], help="replay the raw events that arrived in a window")
     replayer.add_argument("--from", dest="from_", required=True, help="window start, ISO 8601 or epoch")

@@ -53,6 +53,27 @@ class StoreCluster:
     def _peer_uri(self, spec: InstanceSpec) -> str:
         return f"{self.store.user}:{self.store.password}@{spec.uri}"
 
+    @property
+    def masters_path(self) -> Path:
+        return self.base_dir / "masters.json"
+
+    def master_name(self, rs: ReplicaSetSpec) -> str:
+        """The replica set's master as recorded by the last failover (the bootstrap master before any)."""
+        try:
+            recorded = json.loads(self.masters_path.read_text())
+        except (FileNotFoundError, ValueError):
+            recorded = {}
+        return str(recorded.get(str(rs.id), rs.bootstrap_master.name))
+
+    def _record_master(self, rs: ReplicaSetSpec, name: str) -> None:
+        try:
+            recorded = json.loads(self.masters_path.read_text())
+        except (FileNotFoundError, ValueError):
+            recorded = {}
+        recorded[str(rs.id)] = name
+        self.masters_path.parent.mkdir(parents=True, exist_ok=True)
+        self.masters_path.write_text(json.dumps(recorded))
+
     def _instance_settings(self, spec: InstanceSpec, rs: ReplicaSetSpec) -> dict[str, Any]:
         master = rs.bootstrap_master
         return {
@@ -60,7 +81,7 @@ class StoreCluster:
             "listen": spec.uri,
             "work_dir": str(self.work_dir(spec)),
             "rs_id": rs.id,
-            "read_only": spec.position != 0,
+            "read_only": spec.name != self.master_name(rs),
             "replication": [self._peer_uri(i) for i in rs.instances],
             "bootstrap_replication": [] if spec is master else [self._peer_uri(master)],
             "memtx_memory": self.store.memtx_memory_mb * 1024 * 1024,
@@ -185,6 +206,33 @@ class StoreCluster:
             for spec in reversed(rs.instances):
                 stopped += processes.stop(self.pid_path(spec))
         return stopped
+
+    async def failover(self, rs_id: int) -> dict[str, Any]:
+        """Promote the most up-to-date live replica of a replica set to master. A live old master is made
+        read-only first (a planned switchover); a dead one stays dead (its unreplicated tail is recovered by a
+        replay of the outage window). Writers and readers find the new master by asking the instances."""
+        rs = self.topology[rs_id - 1]
+        old = self.master_name(rs)
+        alive: dict[str, tuple[InstanceConnection, dict[str, Any]]] = {}
+        for spec in rs.instances:
+            conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=0.5)
+            try:
+                alive[spec.name] = (conn, await conn.call("stats", [], timeout=1.0))
+            except StoreError:
+                await conn.close()
+        try:
+            if old in alive and not alive[old][1]["ro"]:
+                await alive[old][0].call("set_read_only", [True], timeout=5.0)
+            candidates = [name for name in alive if name != old]
+            if not candidates:
+                raise processes.ProcessError(f"replica set {rs_id} has no live replica to promote")
+            chosen = max(candidates, key=lambda name: sum(alive[name][1]["vclock"].values()))
+            await alive[chosen][0].call("set_read_only", [False], timeout=5.0)
+            self._record_master(rs, chosen)
+            return {"replicaset": rs_id, "old_master": old, "new_master": chosen, "old_master_alive": old in alive}
+        finally:
+            for conn, _ in alive.values():
+                await conn.close()
 
     def kill(self, name: str, sig: int) -> None:
         """Send a signal to one instance (failure drills)."""
