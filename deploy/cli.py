@@ -198,6 +198,16 @@ def cmd_failover(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reshard(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.cluster import StoreCluster
+
+    if not args.add_replicaset:
+        print("rtrec reshard: say what to do (--add-replicaset)", file=sys.stderr)
+        return 2
+    _print_json(asyncio.run(StoreCluster(settings).add_replicaset()))
+    return 0
+
+
 def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     """Blocks until the replay ends; exit 0 when done, 1 when it failed or was cancelled, 2 on a bad window."""
     import time
@@ -324,6 +334,10 @@ def build_parser() -> argparse.ArgumentParser:
     failover = sub.add_parser("failover", parents=[common], help="promote a replica of a replica set to master")
     failover.add_argument("--replicaset", type=int, required=True)
     failover.set_defaults(fn=cmd_failover)
+
+    reshard = sub.add_parser("reshard", parents=[common], help="add a replica set and move buckets to it live")
+    reshard.add_argument("--add-replicaset", action="store_true")
+    reshard.set_defaults(fn=cmd_reshard)
 
     replayer = sub.add_parser("replay", parents=[common], help="replay the raw events that arrived in a window")
     replayer.add_argument("--from", dest="from_", required=True, help="window start, ISO 8601 or epoch")

@@ -17,6 +17,7 @@ from deploy import processes
 from deploy.settings import Settings
 from feature_store.client import FeatureStore
 from feature_store.errors import StoreError
+from feature_store.rebalance import MoveResult, move_bucket
 from feature_store.replicaset import InstanceConnection
 from feature_store.topology import InstanceSpec, ReplicaSetSpec, topology_from
 
@@ -28,8 +29,20 @@ class StoreCluster:
     def __init__(self, settings: Settings, replicaset_count: int | None = None) -> None:
         self.settings = settings
         self.store = settings.store
-        self.topology: list[ReplicaSetSpec] = topology_from(settings.store, replicaset_count)
         self.base_dir = settings.run_dir / "store"
+        count = (
+            replicaset_count
+            if replicaset_count is not None
+            else max(settings.store.replicasets, self._recorded_replicasets())
+        )
+        self.topology: list[ReplicaSetSpec] = topology_from(settings.store, count)
+
+    def _recorded_replicasets(self) -> int:
+        """Replica sets added by `rtrec reshard` live on in the run directory."""
+        try:
+            return int(json.loads((self.base_dir / "replicasets.json").read_text())["count"])
+        except (FileNotFoundError, ValueError, KeyError):
+            return 0
 
     # ---- paths -----------------------------------------------------------------------------------------
     def work_dir(self, spec: InstanceSpec) -> Path:
@@ -137,8 +150,39 @@ class StoreCluster:
         await asyncio.gather(*(self._wait_ready(spec, timeout) for spec in replicas))
         await self._wire_full_mesh()
         await self.wait_replication(timeout)
+        await self.publish_topology()
         async with self.client() as store:
             await store.bootstrap_buckets()
+
+    def topology_document(self) -> dict[str, Any]:
+        return {
+            "replicasets": [
+                {"id": rs.id, "instances": [{"name": i.name, "host": i.host, "port": i.port} for i in rs.instances]}
+                for rs in self.topology
+            ]
+        }
+
+    async def publish_topology(self) -> None:
+        """Every master stores the cluster's replica sets, so clients can discover ones added later."""
+        document = self.topology_document()
+        for rs in self.topology:
+            spec = self.instance(self.master_name(rs))
+            conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=1.0)
+            try:
+                await conn.call("topology_set", [document], timeout=5.0)
+            finally:
+                await conn.close()
+
+    async def add_replicaset(self, *, concurrency: int = 4) -> dict[str, Any]:
+        """Start one more replica set and move it an even share of buckets while the cluster keeps serving.
+        Writers of a bucket in flight get WRONG_BUCKET and retry; records keep their (id, rs_id) keys."""
+        new_id = len(self.topology) + 1
+        self.topology = topology_from(self.store, new_id)
+        await self.start()
+        (self.base_dir / "replicasets.json").write_text(json.dumps({"count": new_id}))
+        async with self.client() as store:
+            moved = await rebalance(store, new_id, concurrency=concurrency)
+        return {"replicaset": new_id, "buckets_moved": len(moved), "records_moved": sum(m.records for m in moved)}
 
     async def _wire_full_mesh(self) -> None:
         for rs in self.topology:
@@ -274,6 +318,29 @@ class StoreCluster:
                 )
             replicasets.append({"id": rs.id, "instances": instances})
         return replicasets
+
+
+async def rebalance(store: FeatureStore, target_rs: int, *, concurrency: int = 4) -> list[MoveResult]:
+    """Move buckets to ``target_rs`` from the fullest replica sets until it holds an even share."""
+    owners = await store.refresh_bucket_map()
+    counts = {rs_id: 0 for rs_id in store.replicasets}
+    for rs_id in owners.values():
+        counts[rs_id] += 1
+    share = store.settings.bucket_count // len(counts)
+    plan: list[int] = []
+    by_rs = {rs_id: sorted(b for b, o in owners.items() if o == rs_id) for rs_id in counts}
+    while counts[target_rs] + len(plan) < share:
+        donor = max((r for r in counts if r != target_rs), key=lambda r: len(by_rs[r]))
+        plan.append(by_rs[donor].pop())
+    semaphore = asyncio.Semaphore(concurrency)
+
+    async def move(bucket: int) -> MoveResult:
+        async with semaphore:
+            return await move_bucket(store, bucket, target_rs, refresh=False)
+
+    moved = await asyncio.gather(*(move(b) for b in plan))
+    await store.refresh_bucket_map()
+    return list(moved)
 
 
 class _ClusterClient:

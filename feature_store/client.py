@@ -20,7 +20,7 @@ from feature_store.errors import StoreError, StoreUnavailable, WrongBucket
 from feature_store.records import Feature, StoredFeature, Value
 from feature_store.replicaset import ReplicaSetClient
 from feature_store.specs import AggregateSpec
-from feature_store.topology import ReplicaSetSpec, topology_from
+from feature_store.topology import InstanceSpec, ReplicaSetSpec, topology_from
 from feature_store.ttl import TtlPolicy
 
 ROUTING_ATTEMPTS = 5
@@ -97,17 +97,48 @@ class FeatureStore:
         return bucket_id_for(subject, self.settings.bucket_count)
 
     async def refresh_bucket_map(self) -> dict[int, int]:
-        """Learn bucket -> replica set from every master's active buckets."""
+        """Learn bucket -> replica set from the storages' `_bucket` spaces (an active owner beats one still
+        sending the bucket away), joining replica sets this client has not met yet (added by resharding)."""
+        await self._learn_topology()
 
-        async def owned(rs: ReplicaSetClient) -> tuple[int, list[int]]:
+        async def owned(rs: ReplicaSetClient) -> tuple[int, dict[str, list[int]]]:
             return rs.id, await rs.call("buckets_owned", [], write=False)
 
+        answers = await asyncio.gather(*(owned(rs) for rs in self.replicasets.values()))
         owner: dict[int, int] = {}
-        for rs_id, buckets in await asyncio.gather(*(owned(rs) for rs in self.replicasets.values())):
-            for bucket in buckets:
+        for rs_id, buckets in answers:
+            for bucket in buckets["sending"]:
+                owner.setdefault(bucket, rs_id)
+        for rs_id, buckets in answers:
+            for bucket in buckets["active"]:
                 owner[bucket] = rs_id
         self._bucket_owner = owner
         return owner
+
+    async def _learn_topology(self) -> None:
+        """Add replica sets named in the storages' stored topology that this client does not know."""
+        for rs in list(self.replicasets.values()):
+            try:
+                topology = await rs.call("topology_get", [], write=False, timeout=2.0)
+            except StoreError:
+                continue
+            for entry in (topology or {}).get("replicasets", []):
+                if entry["id"] not in self.replicasets:
+                    spec = ReplicaSetSpec(
+                        entry["id"],
+                        tuple(
+                            InstanceSpec(i["name"], i["host"], i["port"], entry["id"], position)
+                            for position, i in enumerate(entry["instances"])
+                        ),
+                    )
+                    self.replicasets[spec.id] = ReplicaSetClient(
+                        spec,
+                        self.settings.user,
+                        self.settings.password,
+                        request_timeout=self.settings.request_timeout_s,
+                        read_from=self.settings.read_from,
+                    )
+            return
 
     async def bootstrap_buckets(self) -> bool:
         """Assign all buckets evenly when no replica set owns any (a new cluster). Returns True if it did."""

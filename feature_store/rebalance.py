@@ -25,8 +25,17 @@ class MoveResult:
     records: int
 
 
-async def move_bucket(store: FeatureStore, bucket_id: int, destination: int, *, page: int = 2000) -> MoveResult:
-    await store.refresh_bucket_map()
+async def move_bucket(
+    store: FeatureStore,
+    bucket_id: int,
+    destination: int,
+    *,
+    page: int = 2000,
+    refresh: bool = True,
+) -> MoveResult:
+    """Move one bucket. ``refresh=False`` trusts the caller's bucket map (bulk moves refresh once at the end)."""
+    if refresh:
+        await store.refresh_bucket_map()
     source_rs = store.replicaset_of_bucket(bucket_id)
     if source_rs.id == destination:
         raise BucketStateError(f"bucket {bucket_id} is already on replica set {destination}")
@@ -44,5 +53,6 @@ async def move_bucket(store: FeatureStore, bucket_id: int, destination: int, *, 
         after = [features[-1][0], features[-1][1]]
     await target_rs.call("bucket_activate", [bucket_id])
     await source_rs.call("bucket_drop", [bucket_id])
-    await store.refresh_bucket_map()
+    if refresh:
+        await store.refresh_bucket_map()
     return MoveResult(bucket_id, source_rs.id, destination, moved)

@@ -48,8 +48,23 @@ function M.assign(bucket_ids)
     return #bucket_ids
 end
 
+-- Buckets this replica set serves: active ones, and sending ones (still readable here while they move).
+-- Returns {active = {...}, sending = {...}}; a client prefers an active owner.
 function M.owned()
-    return box.space._bucket.index.status:pairs({M.ACTIVE}):map(function(t) return t[1] end):totable()
+    local function ids(status)
+        return box.space._bucket.index.status:pairs({status}):map(function(t) return t[1] end):totable()
+    end
+    return {active = ids(M.ACTIVE), sending = ids(M.SENDING)}
+end
+
+function M.topology_get()
+    local t = box.space.cluster_topology:get('topology')
+    return t and t[2] or box.NULL
+end
+
+function M.topology_set(topology)
+    box.space.cluster_topology:replace({'topology', topology})
+    return true
 end
 
 function M.start_send(bucket_id, destination)

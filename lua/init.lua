@@ -61,6 +61,8 @@ function M.start(settings)
         stats = stats.stats,
         expire_now = expiry.run_once,
         buckets_owned = buckets.owned,
+        topology_get = buckets.topology_get,
+        topology_set = buckets.topology_set,
         bucket_assign = buckets.assign,
         bucket_start_send = buckets.start_send,
         bucket_export = buckets.export,

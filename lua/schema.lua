@@ -93,6 +93,13 @@ local function create_support_spaces()
     })
     c:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
 
+    -- The cluster's replica sets as the reshard tool last wrote them: clients learn new replica sets here.
+    local topo = box.schema.space.create('cluster_topology', {
+        if_not_exists = true,
+        format = {{name = 'key', type = 'string'}, {name = 'value', type = 'any'}},
+    })
+    topo:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
+
     -- Cached recommendation answers per client (see cache.lua).
     local r = box.schema.space.create('rec_cache', {
         if_not_exists = true,
