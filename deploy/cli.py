@@ -49,17 +49,25 @@ def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     from extractors.consumer import ExtractorConsumer
     from extractors.extract import ExtractionConfig
     from feature_store.client import FeatureStore
-    from manager.app import ttl_policy
+    from feature_store.ttl import TtlPolicy
 
     async def run() -> None:
-        async with FeatureStore(settings.store, ttl=ttl_policy(settings)) as store:
+        async with FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
             consumer = ExtractorConsumer(
                 settings, store, extraction=ExtractionConfig(home_currency=settings.consumer.home_currency)
             )
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, consumer.request_stop)
-            stats = await consumer.run(idle_exit_s=args.idle_exit)
+            if settings.consumer.metrics_port and args.metrics:
+                from prometheus_client import start_http_server
+
+                start_http_server(settings.consumer.metrics_port + args.instance - 1, addr=settings.api.host)
+            lag_reporter = asyncio.create_task(consumer.report_lag())
+            try:
+                stats = await consumer.run(idle_exit_s=args.idle_exit)
+            finally:
+                lag_reporter.cancel()
             logging.getLogger("rtrec.consume").info("consumer stopped: %s", stats)
 
     asyncio.run(run())
@@ -125,6 +133,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from feature_store.client import FeatureStore
+    from feature_store.ttl import TtlPolicy
     from recommenders.catalogue import load_catalogue
     from recommenders.profile import FeatureSpace
     from recommenders.training import TrainingConfig, train
@@ -139,7 +148,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     )
 
     async def run() -> dict[str, Any]:
-        async with FeatureStore(settings.store) as store:
+        async with FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
             return await train(
                 store,
                 FeatureSpace.from_view(settings.views[rec.view]),
@@ -215,7 +224,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from feature_store.client import FeatureStore
-    from manager.app import ttl_policy
+    from feature_store.ttl import TtlPolicy
     from replay.runner import ReplayJob
     from replay.window import ReplayWindowError, validate_window
 
@@ -227,7 +236,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
         return 2
 
     async def run() -> dict[str, Any]:
-        async with FeatureStore(settings.store, ttl=ttl_policy(settings)) as store:
+        async with FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
             job = ReplayJob(
                 settings,
                 store,
@@ -273,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     consume = sub.add_parser("consume", parents=[common], help="run an extractor consumer")
     consume.add_argument("--idle-exit", type=float, default=None, help="exit after this many idle seconds")
+    consume.add_argument("--instance", type=int, default=1, help="consumer number (its metrics port offset)")
+    consume.add_argument("--no-metrics", dest="metrics", action="store_false", help="no Prometheus endpoint")
     consume.set_defaults(fn=cmd_consume)
     sub.add_parser("serve", parents=[common], help="run the HTTP API").set_defaults(fn=cmd_serve)
 

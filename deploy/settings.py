@@ -91,6 +91,8 @@ class ConsumerSettings(BaseModel):
     instances: int = 1
     # Transactions in any other currency also produce tx.<dir>.fx.amount.
     home_currency: str = "RUB"
+    # Prometheus endpoint of consumer i (1-based) is metrics_port + i - 1; 0 turns it off.
+    metrics_port: int = 9102
 
 
 class TtlSettings(BaseModel):

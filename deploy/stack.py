@@ -37,10 +37,14 @@ class LocalStack:
         asyncio.run(self.cluster.start())
         log("starting the Kafka broker (KRaft) ...")
         self.broker.start()
-        for name in self._consumer_names():
+        for number, name in enumerate(self._consumer_names(), start=1):
             pid_path = self.proc_dir / f"{name}.pid"
             if not processes.is_alive(processes.read_pid(pid_path)):
-                processes.spawn(self._rtrec("consume"), log_path=self.proc_dir / f"{name}.log", pid_path=pid_path)
+                processes.spawn(
+                    self._rtrec("consume", "--instance", str(number)),
+                    log_path=self.proc_dir / f"{name}.log",
+                    pid_path=pid_path,
+                )
         api_pid = self.proc_dir / "api.pid"
         if not processes.is_alive(processes.read_pid(api_pid)):
             log("starting the API ...")

@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from deploy.settings import Settings
+from extractors import metrics
 from extractors.decode import INPUT_TOPICS, ExtractionError, decode_event
 from extractors.dlq import DeadLetter, send_dead_letters
 from extractors.extract import ExtractionConfig, extract
@@ -184,6 +185,7 @@ class ExtractorConsumer:
         started = time.perf_counter()
         applied = await self._apply_with_retry(extracted.ops)
         self.stats.seconds_store += time.perf_counter() - started
+        metrics.BATCH_STORE_SECONDS.observe(time.perf_counter() - started)
         dead = list(extracted.dead)
         for origin, reason in applied.refused.items():
             dead.append(_dead_letter(records[origin], reason, "refused"))
@@ -196,6 +198,11 @@ class ExtractorConsumer:
         self.stats.messages += len(records)
         self.stats.dead_letters += len(dead)
         self.stats.features_written += applied.features_changed
+        for record in records:
+            metrics.MESSAGES.labels(record.topic).inc()
+        for letter in dead:
+            metrics.DEAD_LETTERS.labels(letter.error_kind).inc()
+        metrics.FEATURES_WRITTEN.inc(applied.features_changed)
 
     async def _apply_with_retry(self, ops: list[StoreOp]) -> ApplyResult:
         """Retry retriable store failures with backoff until they pass or a stop is requested; the batch is
@@ -208,9 +215,25 @@ class ExtractorConsumer:
                 if not exc.retriable:
                     raise
                 self.stats.store_retries += 1
+                metrics.STORE_RETRIES.inc()
                 log.warning("store write failed (%s), retrying in %.1fs", exc, backoff)
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF_S)
+
+    async def report_lag(self, interval_s: float = 5.0) -> None:
+        """Keep the lag gauge current (run as a background task next to ``run``)."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if self._consumer is None:
+                continue
+            try:
+                per_topic: dict[str, int] = {}
+                for tp, behind in (await self.lag()).items():
+                    per_topic[tp.topic] = per_topic.get(tp.topic, 0) + behind
+                for topic, behind in per_topic.items():
+                    metrics.LAG.labels(topic).set(behind)
+            except Exception as exc:  # metrics must never stop consumption
+                log.debug("lag not available: %s", exc)
 
     async def lag(self) -> dict[TopicPartition, int]:
         """Messages not yet consumed per partition (end offset minus committed position)."""

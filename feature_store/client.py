@@ -59,7 +59,7 @@ class FeatureStore:
         topology: Sequence[ReplicaSetSpec] | None = None,
     ) -> None:
         self.settings = settings
-        self.ttl = ttl or TtlPolicy()
+        self.ttl = ttl or TtlPolicy.from_settings()
         specs = list(topology) if topology is not None else topology_from(settings)
         self.replicasets: dict[int, ReplicaSetClient] = {
             spec.id: ReplicaSetClient(

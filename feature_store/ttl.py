@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from deploy.settings import TtlSettings
+
 DAY = 86400.0
 
 
@@ -19,3 +21,10 @@ class TtlPolicy:
         if days is None:
             days = self.source_days.get(source, self.default_days)
         return time_use + days * DAY
+
+    @classmethod
+    def from_settings(cls, ttl: TtlSettings | None = None) -> TtlPolicy:
+        """The configured policy; without settings, the configuration's defaults (never a bare 400 days for
+        everything: a writer built without the policy would give the same feature another expiry)."""
+        ttl = ttl if ttl is not None else TtlSettings()
+        return cls(ttl.default_days, dict(ttl.sources), dict(ttl.names))

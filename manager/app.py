@@ -34,10 +34,6 @@ from recommenders.registry import ModelRegistry
 from replay.registry import ReplayRegistry
 
 
-def ttl_policy(settings: Settings) -> TtlPolicy:
-    return TtlPolicy(settings.ttl.default_days, dict(settings.ttl.sources), dict(settings.ttl.names))
-
-
 def create_app(settings: Settings) -> FastAPI:
     views = compile_views(settings.views)
 
@@ -45,7 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = FeatureStore(settings.store, ttl=ttl_policy(settings))
+        store = FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl))
         await store.start()
         catalogue = CatalogueFile(rec.catalogue)
         space = FeatureSpace.from_view(settings.views[rec.view])

@@ -19,6 +19,7 @@ from deploy.settings import Settings
 from extractors.consumer import extract_batch
 from extractors.decode import INPUT_TOPICS
 from extractors.extract import ExtractionConfig
+from extractors.metrics import REPLAY_OFFSETS_DONE, REPLAY_OFFSETS_TOTAL
 from extractors.ops import AppendFeatures, ApplyResult, DeleteObject, ReplaceSource, StoreOp, apply_ops
 from feature_store.client import FeatureStore
 from feature_store.errors import StoreError
@@ -104,6 +105,7 @@ class ReplayJob:
             partitions = await partitions_of(self.settings.kafka.bootstrap, topics)
             ranges = [r for r in await offsets_for_window(consumer, partitions, p.start_ts, p.end_ts) if r.size]
             p.offsets_total = sum(r.size for r in ranges)
+            REPLAY_OFFSETS_TOTAL.labels(p.id).set(p.offsets_total)
             p.partitions = [
                 {"topic": r.partition.topic, "partition": r.partition.partition, "start": r.start, "end": r.end}
                 for r in ranges
@@ -137,6 +139,7 @@ class ReplayJob:
                     consumer.pause(tp)
             if records:
                 await self._replay(records)
+            REPLAY_OFFSETS_DONE.labels(self.progress.id).set(self.progress.offsets_done)
             await self._throttle(started)
 
     async def _replay(self, records: list[Any]) -> None:

@@ -53,6 +53,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "RTREC_CONSUMER__GROUP_ID": settings.consumer.group_id,
         "RTREC_CONSUMER__MAX_BATCH_RECORDS": str(settings.consumer.max_batch_records),
         "RTREC_API__PORT": str(settings.api.port),
+        "RTREC_CONSUMER__METRICS_PORT": "0",  # tests turn it on where they check it
     }
 
 

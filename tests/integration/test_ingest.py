@@ -204,12 +204,20 @@ async def test_sigterm_finishes_the_batch_in_hand_and_commits(
     s = kafka_settings
     events = await _publish_simulated(s, f"{uid}t", clients=20, days=90, seed=13)
     cmd, env = _consume_command(s)
+    from tests.conftest import free_port_block
+
+    metrics_port = free_port_block(1)
+    env["RTREC_CONSUMER__METRICS_PORT"] = str(metrics_port)
     subjects = sorted({key for _, key, _ in events})
     async with FeatureStore(s.store, topology=cluster.topology) as store:
         proc = subprocess.Popen(cmd, env=env, cwd=ROOT)  # noqa: ASYNC220
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and not await store.get_features(subjects[0], limit=1):
             await asyncio.sleep(0.05)
+        import httpx
+
+        exposed = await asyncio.to_thread(httpx.get, f"http://127.0.0.1:{metrics_port}/metrics", timeout=5)
+        assert "rtrec_consumer_messages_total" in exposed.text and "rtrec_consumer_lag_messages" in exposed.text
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(proc.wait, 30) == 0  # a clean exit, not a kill
         lag_after_stop = await consumer_lag(s)

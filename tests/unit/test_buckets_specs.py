@@ -57,3 +57,11 @@ def test_ttl_policy_most_specific_rule_wins() -> None:
     assert policy.expires_at("transactions", "tx.out.amount", 0) == 400 * 86400
     assert policy.expires_at("client_profile", "profile.segment", 0) == 10 * 86400
     assert policy.expires_at("transactions", "balance", 100) == 100 + 86400
+
+
+def test_default_ttl_policy_is_the_configured_default() -> None:
+    from deploy.settings import TtlSettings
+
+    policy = TtlPolicy.from_settings()
+    assert policy.expires_at("client_profile", "profile.segment", 0) == TtlSettings().sources["client_profile"] * 86400
+    assert policy.expires_at("transactions", "tx.out.amount", 0) == 400 * 86400

@@ -1,0 +1,18 @@
+"""Prometheus metrics of a consumer process (served by `rtrec consume` on `consumer.metrics_port`)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+MESSAGES = Counter("rtrec_consumer_messages_total", "Kafka messages consumed", ["topic"])
+DEAD_LETTERS = Counter("rtrec_consumer_dead_letters_total", "Messages sent to the dead-letter topic", ["kind"])
+FEATURES_WRITTEN = Counter("rtrec_consumer_features_written_total", "Features written or deleted in the store")
+STORE_RETRIES = Counter("rtrec_consumer_store_retries_total", "Retried store writes (retriable errors)")
+BATCH_STORE_SECONDS = Histogram(
+    "rtrec_consumer_store_write_seconds",
+    "Store write time per consumed batch",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+LAG = Gauge("rtrec_consumer_lag_messages", "Messages not yet consumed, per topic", ["topic"])
+REPLAY_OFFSETS_DONE = Gauge("rtrec_replay_offsets_done", "Offsets replayed so far", ["replay"])
+REPLAY_OFFSETS_TOTAL = Gauge("rtrec_replay_offsets_total", "Offsets in the replay window", ["replay"])
