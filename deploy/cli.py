@@ -128,7 +128,15 @@ def cmd_bench(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.demo import run_demo
 
-    return run_demo(settings, args.config, clients=args.clients, days=args.days, seed=args.seed)
+    return run_demo(
+        settings,
+        args.config,
+        clients=args.clients,
+        days=args.days,
+        seed=args.seed,
+        dataset=args.dataset,
+        berka_path=Path(args.path),
+    )
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
@@ -317,6 +325,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--clients", type=int, default=300)
     demo.add_argument("--days", type=int, default=200)
     demo.add_argument("--seed", type=int, default=7)
+    demo.add_argument("--dataset", choices=["simulated", "berka"], default="simulated")
+    demo.add_argument("--path", default="../shared/datasets/berka", help="the Berka files (with --dataset berka)")
     demo.set_defaults(fn=cmd_demo)
 
     trainer = sub.add_parser("train", parents=[common], help="train the models on the store's features")

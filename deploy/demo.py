@@ -79,7 +79,11 @@ async def _query(settings: Settings, console: Console, clients: list[str]) -> No
         )
 
 
-async def _train(settings: Settings) -> dict[str, Any]:
+def _fmt3(value: object) -> str:
+    return f"{value:.3f}" if isinstance(value, float) else "-"
+
+
+async def _train(settings: Settings, dataset: str) -> dict[str, Any]:
     from feature_store.client import FeatureStore
     from feature_store.ttl import TtlPolicy
     from recommenders.catalogue import load_catalogue
@@ -87,6 +91,17 @@ async def _train(settings: Settings) -> dict[str, Any]:
     from recommenders.training import TrainingConfig, train
 
     rec = settings.recommendations
+
+    def _training_config(dataset: str) -> TrainingConfig:
+        if dataset != "berka":
+            return TrainingConfig(cuts=4)
+        from extractors.berka import CUTOFF, BerkaShift, default_shift_years
+
+        # Berka ends at its (shifted) cutoff: the labels must end there too
+        return TrainingConfig(
+            end=BerkaShift(default_shift_years()).ts(CUTOFF, 23.9), horizon_days=60, step_days=60, cuts=4
+        )
+
     async with FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
         return await train(
             store,
@@ -149,7 +164,16 @@ def _fmt(value: object) -> str:
     return "-" if value is None else str(value)
 
 
-def run_demo(settings: Settings, config_path: Path, *, clients: int, days: int, seed: int) -> int:
+def run_demo(
+    settings: Settings,
+    config_path: Path,
+    *,
+    clients: int,
+    days: int,
+    seed: int,
+    dataset: str = "simulated",
+    berka_path: Path = Path("../shared/datasets/berka"),
+) -> int:
     console = Console(width=160)  # tables of reasons stay readable when the output is piped
     console.rule("rtrec demo: Kafka -> extractors -> sharded Tarantool -> aggregates over HTTP")
     stack = LocalStack(settings, config_path)
@@ -160,26 +184,37 @@ def run_demo(settings: Settings, config_path: Path, *, clients: int, days: int, 
         console.print(f"  replica set {rs['id']}: {roles}")
     console.print(f"  Kafka {status['kafka']['bootstrap']}, API {status['api']['url']}")
 
-    simulator = BankSimulator(SimulationConfig(clients=clients, days=days, seed=seed))
-    console.print(f"[bold]>[/] simulating {clients} clients over {days} days (seed {seed}) into Kafka ...")
+    if dataset == "berka":
+        from extractors.berka import berka_events
+
+        console.print(f"[bold]>[/] importing the real Berka bank data from {berka_path} into Kafka ...")
+        events = berka_events(berka_path)
+        shown = ["a576", "a3818", "a704", "a2378", "a2632"]
+    else:
+        simulator = BankSimulator(SimulationConfig(clients=clients, days=days, seed=seed))
+        console.print(f"[bold]>[/] simulating {clients} clients over {days} days (seed {seed}) into Kafka ...")
+        events = simulator.events()
+        shown = [f"c{i:06d}" for i in range(0, min(clients, 5))]
     started = time.monotonic()
     published_at = time.time()  # wall clock: Kafka record timestamps, for the replay drill
-    counts = asyncio.run(publish_events(settings, simulator.events()))
+    counts = asyncio.run(publish_events(settings, events))
     published = sum(counts.values())
     console.print(f"  published {published:,} events in {time.monotonic() - started:.1f}s: {counts}")
     waited = asyncio.run(_wait_caught_up(settings, console))
     console.print(f"  consumers caught up {waited:.1f}s after publishing ended")
 
-    shown = [f"c{i:06d}" for i in range(0, min(clients, 5))]
     asyncio.run(_query(settings, console, shown))
     console.print("[bold]>[/] training per-product XGBoost, ALS and expert statistics (point in time) ...")
-    meta = asyncio.run(_train(settings))
-    metrics = meta["metrics"]
-    console.print(
-        f"  model {meta['version']}: MAP@3 {metrics['map_at_3']:.3f} vs popularity "
-        f"{metrics['map_at_3_popularity']:.3f} on the holdout; report "
-        f"{settings.recommendations.models_dir / meta['version'] / 'report.html'}"
-    )
+    try:
+        meta = asyncio.run(_train(settings, dataset))
+        metrics = meta["metrics"]
+        console.print(
+            f"  model {meta['version']}: MAP@3 {_fmt3(metrics['map_at_3'])} vs popularity "
+            f"{_fmt3(metrics['map_at_3_popularity'])} on the holdout; report "
+            f"{settings.recommendations.models_dir / meta['version'] / 'report.html'}"
+        )
+    except ValueError as exc:
+        console.print(f"  not enough labelled history to train ({exc}); serving the expert cold-start models")
     time.sleep(settings.recommendations.reload_interval_s + 0.5)  # the API hot-reloads the new version
     asyncio.run(_recommend(settings, console, shown))
     asyncio.run(_replay_drill(settings, console, published_at=published_at))

@@ -37,7 +37,8 @@ def write_report(
             axis.plot(fpr, tpr, label=f"{product} (AUC {metrics['per_product'][product]['auc']:.2f})")
     axis.plot([0, 1], [0, 1], "k--", linewidth=0.8)
     axis.set(xlabel="false positive rate", ylabel="true positive rate", title="Holdout ROC per product")
-    axis.legend(fontsize=7)
+    if any(not str(line.get_label()).startswith("_") for line in axis.get_lines()):  # any product curve drawn
+        axis.legend(fontsize=7)
     figure.tight_layout()
     figure.savefig(directory / "roc.png", dpi=110)
     plt.close(figure)

@@ -55,6 +55,17 @@ class TrainingConfig:
     progress: bool = True
 
 
+def population_stats(squashed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and spread of each (signed-log) feature over the clients that have it; a feature nobody has
+    (Berka has no salary flag, for instance) gets mean 0 and spread 1 instead of NaN."""
+    present = ~np.isnan(squashed)
+    counts = present.sum(axis=0)
+    filled = np.where(present, squashed, 0.0)
+    mean = filled.sum(axis=0) / np.maximum(counts, 1)
+    spread = np.sqrt((np.where(present, squashed - mean, 0.0) ** 2).sum(axis=0) / np.maximum(counts, 1))
+    return mean.astype(np.float32), np.where(counts > 1, spread, 1.0).astype(np.float32)
+
+
 def cut_times(config: TrainingConfig) -> list[float]:
     end = config.end if config.end is not None else time.time()
     latest = end - config.horizon_days * DAY
@@ -176,10 +187,7 @@ async def train(
         raise ValueError("not enough history to train: no rows before or at the holdout cut")
 
     boosters = _train_xgb(train_set, products, names)
-    squashed = _squash(train_set.features)
-    mean = np.nanmean(squashed, axis=0).astype(np.float32)
-    std = np.nanstd(squashed, axis=0).astype(np.float32)
-    mean, std = np.nan_to_num(mean), np.nan_to_num(std, nan=1.0)
+    mean, std = population_stats(_squash(train_set.features))
     rate = (train_set.labels * train_set.mask).sum(0) / np.maximum(train_set.mask.sum(0), 1)
     popularity = {p: float(rate[j]) for j, p in enumerate(products)}
     expert = ExpertScorer("eval", space, catalogue, mean, std, popularity)
