@@ -140,13 +140,8 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
-    from feature_store.client import FeatureStore
-    from feature_store.ttl import TtlPolicy
-    from recommenders.catalogue import load_catalogue
-    from recommenders.profile import FeatureSpace
-    from recommenders.training import TrainingConfig, train
+    from recommenders.training import TrainingConfig, train_configured
 
-    rec = settings.recommendations
     config = TrainingConfig(
         horizon_days=args.horizon_days,
         step_days=args.step_days,
@@ -154,23 +149,13 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
         k=args.k,
         end=_epoch(args.end) if args.end else None,
     )
-
-    async def run() -> dict[str, Any]:
-        async with FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
-            return await train(
-                store,
-                FeatureSpace.from_view(settings.views[rec.view]),
-                load_catalogue(rec.catalogue),
-                rec.models_dir,
-                config,
-            )
-
-    meta = asyncio.run(run())
+    meta = asyncio.run(train_configured(settings, config))
     metrics = meta["metrics"]
+    report = settings.recommendations.models_dir / meta["version"] / "report.html"
     _print_json(
         {
             "version": meta["version"],
-            "report": str(rec.models_dir / meta["version"] / "report.html"),
+            "report": str(report),
             "training": meta["training"],
             **{k: v for k, v in metrics.items() if k != "per_product"},
             "per_product": metrics["per_product"],

@@ -84,32 +84,15 @@ def _fmt3(value: object) -> str:
 
 
 async def _train(settings: Settings, dataset: str) -> dict[str, Any]:
-    from feature_store.client import FeatureStore
-    from feature_store.ttl import TtlPolicy
-    from recommenders.catalogue import load_catalogue
-    from recommenders.profile import FeatureSpace
-    from recommenders.training import TrainingConfig, train
+    from recommenders.training import TrainingConfig, train_configured
 
-    rec = settings.recommendations
+    if dataset != "berka":
+        return await train_configured(settings, TrainingConfig(cuts=4))
+    from extractors.berka import CUTOFF, BerkaShift, default_shift_years
 
-    def _training_config(dataset: str) -> TrainingConfig:
-        if dataset != "berka":
-            return TrainingConfig(cuts=4)
-        from extractors.berka import CUTOFF, BerkaShift, default_shift_years
-
-        # Berka ends at its (shifted) cutoff: the labels must end there too
-        return TrainingConfig(
-            end=BerkaShift(default_shift_years()).ts(CUTOFF, 23.9), horizon_days=60, step_days=60, cuts=4
-        )
-
-    async with FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
-        return await train(
-            store,
-            FeatureSpace.from_view(settings.views[rec.view]),
-            load_catalogue(rec.catalogue),
-            rec.models_dir,
-            TrainingConfig(cuts=4),
-        )
+    # Berka ends at its (shifted) cutoff: the labels must end there too
+    end = BerkaShift(default_shift_years()).ts(CUTOFF, 23.9)
+    return await train_configured(settings, TrainingConfig(end=end, horizon_days=60, step_days=60, cuts=4))
 
 
 async def _recommend(settings: Settings, console: Console, clients: list[str]) -> None:

@@ -22,9 +22,11 @@ import xgboost as xgb
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sklearn.metrics import average_precision_score, roc_auc_score
 
+from deploy.settings import Settings
 from feature_store.client import FeatureStore
+from feature_store.ttl import TtlPolicy
 from recommenders.als import ALSScorer, interaction_matrix, train_als
-from recommenders.catalogue import Catalogue
+from recommenders.catalogue import Catalogue, load_catalogue
 from recommenders.dataset import DAY, Dataset, build_dataset
 from recommenders.decision import blend
 from recommenders.expert import ExpertScorer, _squash
@@ -263,3 +265,17 @@ async def train(
     pointer.write_text(version)
     os.replace(pointer, models_dir / "LATEST")  # atomic: servers never read half a name
     return meta
+
+
+async def train_configured(settings: Settings, config: TrainingConfig = TrainingConfig()) -> dict[str, Any]:
+    """`train` with everything taken from the settings: the store, the serving view, the catalogue and the
+    models directory (what `rtrec train` and the demo run)."""
+    rec = settings.recommendations
+    async with FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
+        return await train(
+            store,
+            FeatureSpace.from_view(settings.views[rec.view]),
+            load_catalogue(rec.catalogue),
+            rec.models_dir,
+            config,
+        )

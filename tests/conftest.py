@@ -9,13 +9,17 @@ import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from deploy.cluster import StoreCluster
 from deploy.kafka_broker import KafkaBroker
 from deploy.settings import Settings, load_settings
+from extractors.direct import load_events
+from extractors.extract import ExtractionConfig
 from feature_store.client import FeatureStore
+from feature_store.fake import InMemoryFeatureStore
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,3 +145,30 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         if "integration" in str(item.fspath):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.fixture
+async def private_cluster(
+    kafka_settings: Settings,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> AsyncIterator[tuple[Settings, StoreCluster]]:
+    """A cluster of this test only (failover and resharding change masters and replica sets)."""
+    s = kafka_settings.model_copy(
+        update={
+            "run_dir": tmp_path_factory.mktemp("private"),
+            "store": kafka_settings.store.model_copy(update={"base_port": free_port_block(40), "replicasets": 2}),
+        }
+    )
+    cluster = StoreCluster(s)
+    await cluster.start()
+    try:
+        yield s, cluster
+    finally:
+        StoreCluster(s).stop()  # a fresh object: it reads a grown replica set count
+
+
+async def reference_state(settings: Settings, events: list[tuple[str, str, dict[str, Any]]]) -> InMemoryFeatureStore:
+    """The store an uninterrupted, exactly-once run of ``events`` would leave (same extractors, in memory)."""
+    reference = InMemoryFeatureStore()
+    await load_events(reference, events, ExtractionConfig(home_currency=settings.consumer.home_currency))
+    return reference

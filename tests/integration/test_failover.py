@@ -7,41 +7,15 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
-from collections.abc import AsyncIterator
-
-import pytest
 
 from deploy.cluster import StoreCluster
-from deploy.settings import TOPICS, Settings
+from deploy.settings import Settings
 from extractors.consumer import ExtractorConsumer
-from extractors.decode import validate_event
-from extractors.extract import ExtractionConfig, extract
-from extractors.ops import apply_ops
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
-from feature_store.fake import InMemoryFeatureStore
 from replay.runner import ReplayJob
-from tests.conftest import free_port_block
-
-
-@pytest.fixture
-async def private_cluster(
-    kafka_settings: Settings,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[tuple[Settings, StoreCluster]]:
-    s = kafka_settings.model_copy(
-        update={
-            "run_dir": tmp_path_factory.mktemp("failover"),
-            "store": kafka_settings.store.model_copy(update={"base_port": free_port_block(40)}),
-        }
-    )
-    cluster = StoreCluster(s)
-    await cluster.start()
-    try:
-        yield s, cluster
-    finally:
-        cluster.stop()
+from tests.conftest import reference_state
 
 
 async def test_master_killed_during_ingest_failover_and_replay_lose_nothing(
@@ -78,10 +52,7 @@ async def test_master_killed_during_ingest_failover_and_replay_lose_nothing(
         job = await ReplayJob(s, store, window_start - 1, window_end).run()
         assert job.state == "done", job.error
 
-        reference = InMemoryFeatureStore()
-        config = ExtractionConfig(home_currency=s.consumer.home_currency)
-        for topic_key, _, payload in events:
-            await apply_ops(reference, extract(validate_event(TOPICS[topic_key], payload), config))
+        reference = await reference_state(s, events)
         for subject in subjects:
             rows = await store.get_features(subject, limit=100_000)
             got = {(r.source, r.name, r.object, r.value, r.time_use) for r in rows}

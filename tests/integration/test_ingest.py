@@ -16,16 +16,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from extractors.consumer import ExtractorConsumer
-from extractors.decode import decode_event
 from extractors.dlq import header
-from extractors.extract import ExtractionConfig, extract
 from extractors.lag import consumer_lag
-from extractors.ops import apply_ops
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
 from feature_store.fake import InMemoryFeatureStore
-from tests.conftest import ROOT, settings_env
+from tests.conftest import ROOT, reference_state, settings_env
 
 
 async def _produce(settings: Settings, messages: list[tuple[str, bytes | None, list[tuple[str, bytes]]]]) -> None:
@@ -60,14 +57,7 @@ async def _read_all(settings: Settings, topic: str, expected: int, timeout: floa
 
 async def _expected_state(settings: Settings, events: list[tuple[str, str, dict]]) -> InMemoryFeatureStore:
     """The store an uninterrupted, exactly-once run would produce (same extractors, in-memory semantics)."""
-    fake = InMemoryFeatureStore()
-    config = ExtractionConfig(home_currency=settings.consumer.home_currency)
-    for topic_key, _, payload in events:
-        event = decode_event(
-            settings.kafka.topic(topic_key).removeprefix(settings.kafka.topic_prefix), orjson.dumps(payload)
-        )
-        await apply_ops(fake, extract(event, config))
-    return fake
+    return await reference_state(settings, events)
 
 
 async def _assert_store_equals(store: FeatureStore, expected: InMemoryFeatureStore, subjects: list[str]) -> None:

@@ -20,9 +20,9 @@ from extractors.ops import AppendFeatures, DeleteObject, ReplaceSource, apply_op
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
-from feature_store.fake import InMemoryFeatureStore
 from replay.runner import ReplayJob
 from replay.window import ReplayWindowError, validate_window
+from tests.conftest import reference_state
 
 
 async def _raw_master(store: FeatureStore, subject: str, settings: Settings) -> asynctnt.Connection:
@@ -109,10 +109,7 @@ async def test_outage_drill_replay_closes_the_hole_exactly(
     await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
 
     subjects = sorted({key for _, key, _ in events})
-    reference = InMemoryFeatureStore()
-    config = ExtractionConfig(home_currency=s.consumer.home_currency)
-    for topic_key, _, payload in events:
-        await apply_ops(reference, extract(validate_event(TOPICS[topic_key], payload), config))
+    reference = await reference_state(s, events)
     expected = {subject: reference.snapshot(subject) for subject in subjects}
     assert await _snapshot_all(store, subjects) == expected  # the run without an outage
 

@@ -3,48 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
 from deploy.cluster import StoreCluster
-from deploy.settings import TOPICS, Settings
+from deploy.settings import Settings
 from extractors.consumer import ExtractorConsumer
-from extractors.decode import validate_event
-from extractors.extract import ExtractionConfig, extract
-from extractors.ops import apply_ops
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
-from feature_store.fake import InMemoryFeatureStore
 from feature_store.specs import parse_view
-from tests.conftest import free_port_block
-
-
-@pytest.fixture
-async def two_replicasets(
-    kafka_settings: Settings,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> AsyncIterator[tuple[Settings, StoreCluster]]:
-    s = kafka_settings.model_copy(
-        update={
-            "run_dir": tmp_path_factory.mktemp("reshard"),
-            "store": kafka_settings.store.model_copy(update={"base_port": free_port_block(40), "replicasets": 2}),
-        }
-    )
-    cluster = StoreCluster(s)
-    await cluster.start()
-    try:
-        yield s, cluster
-    finally:
-        StoreCluster(s).stop()  # a fresh object: it reads the grown replica set count
+from tests.conftest import reference_state
 
 
 async def test_adding_a_replicaset_under_load_keeps_every_record(
-    two_replicasets: tuple[Settings, StoreCluster],
+    private_cluster: tuple[Settings, StoreCluster],
     uid: str,
 ) -> None:
-    s, cluster = two_replicasets
+    s, cluster = private_cluster
     events = list(BankSimulator(SimulationConfig(clients=40, days=90, seed=29, client_prefix=f"{uid}r")).events())
     subjects = sorted({key for _, key, _ in events})
     await publish_events(s, events, progress=False)
@@ -65,10 +41,7 @@ async def test_adding_a_replicaset_under_load_keeps_every_record(
         assert sorted({rs for rs in owners.values()}) == [1, 2, 3]
         assert sum(1 for rs in owners.values() if rs == 3) == 1000
 
-        reference = InMemoryFeatureStore()
-        config = ExtractionConfig(home_currency=s.consumer.home_currency)
-        for topic_key, _, payload in events:
-            await apply_ops(reference, extract(validate_event(TOPICS[topic_key], payload), config))
+        reference = await reference_state(s, events)
         view = parse_view(s.views["client_profile"])
         total = 0
         for subject in subjects:
