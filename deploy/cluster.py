@@ -118,6 +118,14 @@ class StoreCluster:
             ["tarantool", str(INSTANCE_SCRIPT)], log_path=self.log_path(spec), pid_path=self.pid_path(spec), env=env
         )
 
+    async def call_instance(self, spec: InstanceSpec, fn: str, args: list[Any], *, timeout: float) -> Any:
+        """One procedure call on one instance over a short-lived connection (ops calls, not the hot path)."""
+        conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=1.0)
+        try:
+            return await conn.call(fn, args, timeout=timeout)
+        finally:
+            await conn.close()
+
     async def _wait_ready(self, spec: InstanceSpec, timeout: float) -> dict[str, Any]:
         conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=1.0)
         deadline = time.monotonic() + timeout
@@ -167,11 +175,7 @@ class StoreCluster:
         document = self.topology_document()
         for rs in self.topology:
             spec = self.instance(self.master_name(rs))
-            conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=1.0)
-            try:
-                await conn.call("topology_set", [document], timeout=5.0)
-            finally:
-                await conn.close()
+            await self.call_instance(spec, "topology_set", [document], timeout=5.0)
 
     async def add_replicaset(self, *, concurrency: int = 4) -> dict[str, Any]:
         """Start one more replica set and move it an even share of buckets while the cluster keeps serving.
@@ -188,11 +192,7 @@ class StoreCluster:
         for rs in self.topology:
             uris = [self._peer_uri(i) for i in rs.instances]
             for spec in rs.instances:
-                conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=1.0)
-                try:
-                    await conn.call("set_replication", [uris], timeout=30.0)
-                finally:
-                    await conn.close()
+                await self.call_instance(spec, "set_replication", [uris], timeout=30.0)
 
     async def wait_replication(self, timeout: float = 30.0) -> None:
         """Wait until every instance follows every peer of its replica set."""
@@ -299,13 +299,10 @@ class StoreCluster:
                 alive = processes.is_alive(pid)
                 ro: bool | None = None
                 if alive:
-                    conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=0.5)
                     try:
-                        ro = (await conn.call("ping", [], timeout=1.0))["ro"]
+                        ro = (await self.call_instance(spec, "ping", [], timeout=1.0))["ro"]
                     except StoreError:
                         ro = None
-                    finally:
-                        await conn.close()
                 instances.append(
                     {
                         "name": spec.name,

@@ -23,13 +23,11 @@ from extractors import metrics
 from extractors.decode import INPUT_TOPICS, ExtractionError, decode_event
 from extractors.dlq import DeadLetter, send_dead_letters
 from extractors.extract import ExtractionConfig, extract
-from extractors.ops import ApplyResult, StoreOp, apply_ops
+from extractors.ops import ApplyResult, StoreOp, apply_ops_retrying
 from feature_store.client import FeatureStore
 from feature_store.errors import StoreError
 
 log = logging.getLogger(__name__)
-
-MAX_BACKOFF_S = 5.0
 
 
 @dataclass
@@ -205,20 +203,14 @@ class ExtractorConsumer:
         metrics.FEATURES_WRITTEN.inc(applied.features_changed)
 
     async def _apply_with_retry(self, ops: list[StoreOp]) -> ApplyResult:
-        """Retry retriable store failures with backoff until they pass or a stop is requested; the batch is
-        idempotent, so a partial first attempt is harmless."""
-        backoff = 0.1
-        while True:
-            try:
-                return await apply_ops(self.store, ops)
-            except StoreError as exc:
-                if not exc.retriable:
-                    raise
-                self.stats.store_retries += 1
-                metrics.STORE_RETRIES.inc()
-                log.warning("store write failed (%s), retrying in %.1fs", exc, backoff)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF_S)
+        """Keep retrying retriable store failures (a master moving, a restart): the consumer must not skip."""
+
+        def count_retry(exc: StoreError, backoff: float) -> None:
+            self.stats.store_retries += 1
+            metrics.STORE_RETRIES.inc()
+            log.warning("store write failed (%s), retrying in %.1fs", exc, backoff)
+
+        return await apply_ops_retrying(self.store, ops, on_retry=count_retry)
 
     async def report_lag(self, interval_s: float = 5.0) -> None:
         """Keep the lag gauge current (run as a background task next to ``run``)."""

@@ -8,7 +8,7 @@ semantics (append / replace / delete) and the same idempotency.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -122,3 +122,28 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
     counts = await asyncio.gather(*(store.delete_object(op.subject, op.object_id) for op in deletes))
     result.deleted += sum(counts)
     return result
+
+
+MAX_BACKOFF_S = 5.0
+
+
+async def apply_ops_retrying(
+    store: FeatureWriter,
+    ops: list[StoreOp],
+    *,
+    give_up: Callable[[], bool] = lambda: False,
+    on_retry: Callable[[StoreError, float], None] | None = None,
+) -> ApplyResult:
+    """``apply_ops``, retrying retriable store failures with exponential backoff until they pass or
+    ``give_up()`` says stop. Operations are idempotent, so a partial first attempt is harmless."""
+    backoff = 0.1
+    while True:
+        try:
+            return await apply_ops(store, ops)
+        except StoreError as exc:
+            if not exc.retriable or give_up():
+                raise
+            if on_retry is not None:
+                on_retry(exc, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -12,6 +12,7 @@ from extractors.decode import INPUT_TOPICS
 from extractors.events import Timestamp
 from manager.auth import Operator
 from replay.registry import ReplayRegistry
+from replay.runner import ReplayJob
 from replay.window import ReplayWindowError, validate_window
 
 router = APIRouter(prefix="/v1")
@@ -48,22 +49,22 @@ async def start_replay(request: Request, _: Operator, body: ReplayRequest) -> di
     return {"id": job.progress.id, "state": job.progress.state}
 
 
-@router.get("/replays/{replay_id}")
-async def replay_status(
-    request: Request, _: Operator, replay_id: Annotated[str, Path(max_length=64)]
-) -> dict[str, Any]:
+ReplayId = Annotated[str, Path(max_length=64)]
+
+
+def _job(request: Request, replay_id: str) -> ReplayJob:
     job = _registry(request).get(replay_id)
     if job is None:
         raise HTTPException(status.HTTP_404_NOT_FOUND, f"no replay {replay_id}")
-    return job.progress.as_dict()
+    return job
+
+
+@router.get("/replays/{replay_id}")
+async def replay_status(request: Request, _: Operator, replay_id: ReplayId) -> dict[str, Any]:
+    return _job(request, replay_id).progress.as_dict()
 
 
 @router.delete("/replays/{replay_id}")
-async def cancel_replay(
-    request: Request, _: Operator, replay_id: Annotated[str, Path(max_length=64)]
-) -> dict[str, Any]:
-    job = _registry(request).get(replay_id)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no replay {replay_id}")
-    job.cancel()
+async def cancel_replay(request: Request, _: Operator, replay_id: ReplayId) -> dict[str, Any]:
+    _job(request, replay_id).cancel()
     return {"id": replay_id, "state": "cancelling"}

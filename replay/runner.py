@@ -20,9 +20,8 @@ from extractors.consumer import extract_batch
 from extractors.decode import INPUT_TOPICS
 from extractors.extract import ExtractionConfig
 from extractors.metrics import REPLAY_OFFSETS_DONE, REPLAY_OFFSETS_TOTAL
-from extractors.ops import AppendFeatures, ApplyResult, DeleteObject, ReplaceSource, StoreOp, apply_ops
+from extractors.ops import AppendFeatures, ApplyResult, DeleteObject, ReplaceSource, StoreOp, apply_ops_retrying
 from feature_store.client import FeatureStore
-from feature_store.errors import StoreError
 from replay.window import PartitionRange, offsets_for_window, partitions_of
 
 State = Literal["pending", "running", "done", "failed", "cancelled"]
@@ -165,15 +164,7 @@ class ReplayJob:
         p.replaces_ignored_older += result.replace_ignored
 
     async def _apply(self, ops: list[StoreOp]) -> ApplyResult:
-        backoff = 0.1
-        while True:
-            try:
-                return await apply_ops(self.store, ops)
-            except StoreError as exc:
-                if not exc.retriable or self._cancel.is_set():
-                    raise
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
+        return await apply_ops_retrying(self.store, ops, give_up=self._cancel.is_set)
 
     async def _throttle(self, started: float) -> None:
         if not self.max_events_per_s:
