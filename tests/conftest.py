@@ -75,7 +75,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
                 update={
                     "base_port": store_base,
                     "password": uuid.uuid4().hex,
-                    "memtx_memory_mb": 128,
+                    "memtx_memory_mb": 512,  # the session loads ~1M features across tests
                     "max_features_per_subject": 20000,
                     "expiry_interval_s": 0.5,
                     "deny_subjects": ["BANK"],
