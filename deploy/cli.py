@@ -46,32 +46,11 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
-    from extractors.consumer import ExtractorConsumer
-    from extractors.extract import ExtractionConfig
-    from feature_store.client import FeatureStore
-    from feature_store.ttl import TtlPolicy
+    from extractors.process import run_consumer_process
 
-    async def run() -> None:
-        async with FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
-            consumer = ExtractorConsumer(
-                settings, store, extraction=ExtractionConfig(home_currency=settings.consumer.home_currency)
-            )
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(sig, consumer.request_stop)
-            if settings.consumer.metrics_port and args.metrics:
-                from prometheus_client import start_http_server
-
-                start_http_server(settings.consumer.metrics_port + args.instance - 1, addr=settings.api.host)
-            lag_reporter = asyncio.create_task(consumer.report_lag())
-            try:
-                stats = await consumer.run(idle_exit_s=args.idle_exit)
-            finally:
-                lag_reporter.cancel()
-            logging.getLogger("rtrec.consume").info("consumer stopped: %s", stats)
-
-    asyncio.run(run())
-    return 0
+    return run_consumer_process(
+        settings, instance=args.instance, idle_exit_s=args.idle_exit, serve_metrics=args.metrics
+    )
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

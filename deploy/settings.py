@@ -93,6 +93,9 @@ class ConsumerSettings(BaseModel):
     home_currency: str = "RUB"
     # Prometheus endpoint of consumer i (1-based) is metrics_port + i - 1; 0 turns it off.
     metrics_port: int = 9102
+    # A stop request finishes the batch in hand; after this long (a batch held on a failing store) the
+    # process exits anyway and the uncommitted batch is redelivered.
+    stop_grace_s: float = 30.0
 
 
 class TtlSettings(BaseModel):

@@ -1,10 +1,18 @@
 """`rtrec consume`: a consumer group that reads the bank topics in batches, extracts, writes to the store,
-and commits offsets only after the store acknowledged the batch.
+and commits offsets only after the store (and the dead-letter topic) acknowledged the batch.
 
 At-least-once delivery plus idempotent writes gives exactly-once results in the store: a consumer killed
-mid-batch re-reads the uncommitted batch and rewrites the same features. Malformed, invalid or refused
-messages go to the dead-letter topic and the consumer keeps going. A stop request (SIGTERM) lets the batch
-in hand finish and commit.
+mid-batch re-reads the uncommitted batch and rewrites the same features.
+
+What can go wrong, and what happens:
+- a message that cannot be decoded, validated or extracted, or that the store refuses (a fat or denied
+  subject, a value it rejects): that message goes to the dead-letter topic with its reason; the rest goes on;
+- the store or the dead-letter topic fails (out of memory, a read-only or restarting master, a broker away):
+  the batch is *held* (see ``holding``): retried with backoff, loudly, uncommitted, until it passes;
+- a group rebalance (a consumer joins or leaves): batches fetched before it are still applied in order
+  (idempotent), but their offsets are not committed, since the partitions restart from the committed
+  offsets; nothing is skipped and re-applied messages change nothing;
+- a stop request (SIGTERM): the batch in hand finishes and commits; a held batch is abandoned uncommitted.
 """
 
 from __future__ import annotations
@@ -12,22 +20,29 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from deploy.settings import Settings
 from extractors import metrics
-from extractors.decode import INPUT_TOPICS, ExtractionError, decode_event
-from extractors.dlq import DeadLetter, send_dead_letters
-from extractors.extract import ExtractionConfig, extract
-from extractors.ops import ApplyResult, StoreOp, apply_ops_retrying
+from extractors.batch import ExtractedBatch, dead_letter, extract_batch
+from extractors.decode import INPUT_TOPICS
+from extractors.dlq import send_dead_letters
+from extractors.extract import ExtractionConfig
+from extractors.health import ConsumerHealth, final_state, heartbeat
+from extractors.holding import HoldAbandoned, hold_until_done
+from extractors.ops import ApplyResult, apply_ops
 from feature_store.client import FeatureStore
-from feature_store.errors import StoreError
 
 log = logging.getLogger(__name__)
+
+LAG_INTERVAL_S = 5.0
+KAFKA_STOP_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -36,7 +51,6 @@ class ConsumerStats:
     messages: int = 0
     dead_letters: int = 0
     features_written: int = 0
-    store_retries: int = 0
     # where the time goes (seconds, cumulative): Kafka fetch, decode + extract, store writes, offset commits
     seconds_fetch: float = 0.0
     seconds_extract: float = 0.0
@@ -45,49 +59,32 @@ class ConsumerStats:
 
 
 @dataclass(frozen=True, slots=True)
-class ExtractedBatch:
-    ops: list[StoreOp]
-    dead: list[DeadLetter]
-
-
-@dataclass(frozen=True, slots=True)
 class _Batch:
-    """A fetched and extracted batch on its way to the write stage, with the offsets to commit after it."""
+    """A fetched and extracted batch on its way to the write stage, with the offsets to commit after it and
+    the group generation it was fetched in (its offsets are committed only if no rebalance came since)."""
 
     records: list[ConsumerRecord]
     extracted: ExtractedBatch
     next_offsets: dict[TopicPartition, OffsetAndMetadata]
+    generation: int
 
 
-def extract_batch(
-    records: Sequence[ConsumerRecord],
-    config: ExtractionConfig,
-    canonical: Callable[[str], str] = str,
-) -> ExtractedBatch:
-    """Pure part of a batch: decode and extract every record; failures become dead letters.
-    ``canonical`` maps a (prefixed) topic to its DESIGN.md name, which decides the event type."""
-    ops: list[StoreOp] = []
-    dead: list[DeadLetter] = []
-    for origin, record in enumerate(records):
-        try:
-            event = decode_event(canonical(record.topic), record.value, record.headers)
-            ops.extend(extract(event, config, origin))
-        except ExtractionError as exc:
-            dead.append(_dead_letter(record, str(exc), exc.kind))
-    return ExtractedBatch(ops, dead)
+class _RebalanceCounter(ConsumerRebalanceListener):  # type: ignore[misc]
+    """Counts revocations: after one, the partitions restart from their committed offsets."""
 
+    def __init__(self, health: ConsumerHealth) -> None:
+        self.generation = 0
+        self._health = health
 
-def _dead_letter(record: ConsumerRecord, reason: str, kind: str) -> DeadLetter:
-    return DeadLetter(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        key=record.key,
-        value=record.value,
-        headers=tuple(record.headers or ()),
-        reason=reason,
-        error_kind=kind,
-    )
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.generation += 1
+        if revoked:
+            self._health.rebalances += 1
+            metrics.REBALANCES.inc()
+            log.info("partitions revoked by a rebalance: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
 
 
 class ExtractorConsumer:
@@ -99,6 +96,8 @@ class ExtractorConsumer:
         topics: Sequence[str] | None = None,
         group_id: str | None = None,
         extraction: ExtractionConfig | None = None,
+        health: ConsumerHealth | None = None,
+        state_file: Path | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -108,24 +107,27 @@ class ExtractorConsumer:
         self.dlq_topic = kafka.topic("dlq")
         self.extraction = extraction or ExtractionConfig()
         self.stats = ConsumerStats()
+        self.health = health or ConsumerHealth()
+        self.state_file = state_file
         self._stop = asyncio.Event()
+        self._rebalances = _RebalanceCounter(self.health)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
 
     def request_stop(self) -> None:
-        """Finish the batch in hand, commit, and return from ``run``."""
+        """Finish the batch in hand, commit, and return from ``run`` (a held batch is abandoned)."""
+        self.health.state = "stopping"
         self._stop.set()
 
     async def run(self, *, idle_exit_s: float | None = None) -> ConsumerStats:
         """Consume until stopped (or, with ``idle_exit_s``, until no message came for that long).
 
         Two stages overlap: while batch N is written to the store, batch N+1 is fetched and extracted (the
-        Python work and the store's work run side by side). Offsets are committed explicitly per batch,
-        in order, only after that batch's writes and dead letters were acknowledged.
+        Python work and the store's work run side by side). If either stage fails, the other is cancelled
+        and the error is raised here: the process exits and its supervisor restarts it.
         """
         bootstrap = self.settings.kafka.bootstrap
         self._consumer = AIOKafkaConsumer(
-            *self.topics,
             bootstrap_servers=bootstrap,
             group_id=self.group_id,
             enable_auto_commit=False,
@@ -133,103 +135,167 @@ class ExtractorConsumer:
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=self.settings.consumer.poll_timeout_ms,
         )
+        self._consumer.subscribe(self.topics, listener=self._rebalances)
         self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-        await self._producer.start()
-        await self._consumer.start()
+        beating = asyncio.create_task(heartbeat(self.health, self.state_file))
+        lag_watch = asyncio.create_task(self._watch_lag())
         handoff: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
         try:
-            fetcher = asyncio.create_task(self._fetch_stage(handoff, idle_exit_s))
-            await self._write_stage(handoff)
-            await fetcher  # re-raises a fetch-stage failure
+            # a store that is down at start is held like any other store failure, not a crash loop
+            await hold_until_done(self.store.start, stage="store", health=self.health, stop=self._stop)
+            await self._producer.start()
+            await self._consumer.start()
+            self.health.state = "running"
+            await self._run_stages(handoff, idle_exit_s)
+            self.health.state = "stopped"
+        except HoldAbandoned:
+            self.health.state = "stopped"
+        except BaseException as exc:
+            self.health.state = "failed"
+            self.health.error = f"{type(exc).__name__}: {exc}"
+            raise
         finally:
-            await self._consumer.stop()
-            await self._producer.stop()
+            beating.cancel()
+            lag_watch.cancel()
+            await self._stop_clients()
+            final_state(self.health, self.state_file)
         return self.stats
+
+    async def _run_stages(self, handoff: asyncio.Queue[_Batch | None], idle_exit_s: float | None) -> None:
+        """Both stages in one task group: a failure of either cancels the other and is raised here."""
+        try:
+            async with asyncio.TaskGroup() as stages:
+                stages.create_task(self._fetch_stage(handoff, idle_exit_s))
+                stages.create_task(self._write_stage(handoff))
+        except BaseExceptionGroup as failed:
+            raise failed.exceptions[0] from None
+
+    async def _stop_clients(self) -> None:
+        """Leave the group and close the producer, bounded in time (a broker that is away must not hang exit)."""
+        for client in (self._consumer, self._producer):
+            if client is None:
+                continue
+            try:
+                await asyncio.wait_for(client.stop(), KAFKA_STOP_TIMEOUT_S)
+            except (TimeoutError, KafkaError, OSError) as exc:
+                log.warning("closing the Kafka client did not finish cleanly: %s", exc)
 
     async def _fetch_stage(self, handoff: asyncio.Queue[_Batch | None], idle_exit_s: float | None) -> None:
         assert self._consumer is not None
         last_message_at = time.monotonic()
-        try:
-            while not self._stop.is_set():
-                started = time.perf_counter()
-                fetched = await self._consumer.getmany(
-                    timeout_ms=self.settings.consumer.poll_timeout_ms,
-                    max_records=self.settings.consumer.max_batch_records,
-                )
-                self.stats.seconds_fetch += time.perf_counter() - started
-                records = [r for partition_records in fetched.values() for r in partition_records]
-                if not records:
-                    if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
-                        break
-                    continue
-                last_message_at = time.monotonic()
-                started = time.perf_counter()
-                extracted = extract_batch(records, self.extraction, self.settings.kafka.canonical)
-                self.stats.seconds_extract += time.perf_counter() - started
-                next_offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in fetched.items() if rs}
-                await handoff.put(_Batch(records, extracted, next_offsets))
-        finally:
-            await handoff.put(None)
+        while not self._stop.is_set():
+            generation = self._rebalances.generation  # before the fetch: see _Batch
+            started = time.perf_counter()
+            fetched = await self._consumer.getmany(
+                timeout_ms=self.settings.consumer.poll_timeout_ms,
+                max_records=self.settings.consumer.max_batch_records,
+            )
+            self.health.last_poll_at = time.time()
+            self.stats.seconds_fetch += time.perf_counter() - started
+            records = [r for partition_records in fetched.values() for r in partition_records]
+            if not records:
+                if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
+                    break
+                continue
+            last_message_at = time.monotonic()
+            started = time.perf_counter()
+            extracted = extract_batch(records, self.extraction, self.settings.kafka.canonical)
+            self.stats.seconds_extract += time.perf_counter() - started
+            next_offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in fetched.items() if rs}
+            await handoff.put(_Batch(records, extracted, next_offsets, generation))
+        await handoff.put(None)
 
     async def _write_stage(self, handoff: asyncio.Queue[_Batch | None]) -> None:
-        assert self._consumer is not None
         while (batch := await handoff.get()) is not None:
-            await self._handle(batch.records, batch.extracted)
-            started = time.perf_counter()
-            await self._consumer.commit(batch.next_offsets)
-            self.stats.seconds_commit += time.perf_counter() - started
+            try:
+                await self._handle(batch)
+            except HoldAbandoned as exc:
+                log.warning("stopping with a batch uncommitted (it is redelivered on restart): %s", exc)
+                while await handoff.get() is not None:  # let the fetch stage see the stop and finish
+                    pass
+                return
+            await self._commit(batch)
 
-    async def _handle(self, records: list[ConsumerRecord], extracted: ExtractedBatch) -> None:
+    async def _handle(self, batch: _Batch) -> None:
         started = time.perf_counter()
-        applied = await self._apply_with_retry(extracted.ops)
+        applied: ApplyResult = await hold_until_done(
+            lambda: apply_ops(self.store, batch.extracted.ops), stage="store", health=self.health, stop=self._stop
+        )
         self.stats.seconds_store += time.perf_counter() - started
         metrics.BATCH_STORE_SECONDS.observe(time.perf_counter() - started)
-        dead = list(extracted.dead)
+        dead = list(batch.extracted.dead)
         for origin, reason in applied.refused.items():
-            dead.append(_dead_letter(records[origin], reason, "refused"))
+            dead.append(dead_letter(batch.records[origin], reason, "refused"))
         if dead:
             assert self._producer is not None
-            await send_dead_letters(self._producer, dead, self.dlq_topic)
+            producer = self._producer
+            await hold_until_done(
+                lambda: send_dead_letters(producer, dead, self.dlq_topic),
+                stage="dead_letters",
+                health=self.health,
+                stop=self._stop,
+            )
             for letter in dead:
                 log.warning("dead letter %s/%s@%s: %s", letter.topic, letter.partition, letter.offset, letter.reason)
         self.stats.batches += 1
-        self.stats.messages += len(records)
+        self.stats.messages += len(batch.records)
         self.stats.dead_letters += len(dead)
         self.stats.features_written += applied.features_changed
-        for record in records:
+        self.health.batches, self.health.messages = self.stats.batches, self.stats.messages
+        self.health.dead_letters, self.health.features_written = self.stats.dead_letters, self.stats.features_written
+        for record in batch.records:
             metrics.MESSAGES.labels(record.topic).inc()
         for letter in dead:
             metrics.DEAD_LETTERS.labels(letter.error_kind).inc()
         metrics.FEATURES_WRITTEN.inc(applied.features_changed)
 
-    async def _apply_with_retry(self, ops: list[StoreOp]) -> ApplyResult:
-        """Keep retrying retriable store failures (a master moving, a restart): the consumer must not skip."""
+    async def _commit(self, batch: _Batch) -> None:
+        """Commit the batch's offsets unless a rebalance came since it was fetched (the partitions then
+        restart from their committed offsets and the batch is simply redelivered: never skipped)."""
+        assert self._consumer is not None
+        if batch.generation != self._rebalances.generation:
+            log.info("not committing a batch fetched before a rebalance; it will be redelivered")
+            return
+        assigned = self._consumer.assignment()
+        offsets = {tp: offset for tp, offset in batch.next_offsets.items() if tp in assigned}
+        if not offsets:
+            return
+        started = time.perf_counter()
+        try:
+            await self._consumer.commit(offsets)
+        except KafkaError as exc:  # CommitFailedError on a rebalance, a coordinator moving, a broker away
+            self.health.commit_failures += 1
+            metrics.COMMIT_FAILURES.inc()
+            log.warning("offset commit failed (the batch is applied and will be redelivered): %s", exc)
+            return
+        self.stats.seconds_commit += time.perf_counter() - started
+        self.health.last_commit_at = time.time()
 
-        def count_retry(exc: StoreError, backoff: float) -> None:
-            self.stats.store_retries += 1
-            metrics.STORE_RETRIES.inc()
-            log.warning("store write failed (%s), retrying in %.1fs", exc, backoff)
-
-        return await apply_ops_retrying(self.store, ops, on_retry=count_retry)
-
-    async def report_lag(self, interval_s: float = 5.0) -> None:
-        """Keep the lag gauge current (run as a background task next to ``run``)."""
+    async def _watch_lag(self) -> None:
+        """Keep the lag gauge and the health's lag current (messages behind on this consumer's partitions)."""
         while True:
-            await asyncio.sleep(interval_s)
+            await asyncio.sleep(LAG_INTERVAL_S)
             if self._consumer is None:
                 continue
             try:
-                per_topic: dict[str, int] = {}
+                per_topic = {topic: 0 for topic in self.topics}
                 for tp, behind in (await self.lag()).items():
                     per_topic[tp.topic] = per_topic.get(tp.topic, 0) + behind
                 for topic, behind in per_topic.items():
                     metrics.LAG.labels(topic).set(behind)
-            except Exception as exc:  # metrics must never stop consumption
+                self.health.lag, self.health.lag_at = per_topic, time.time()
+            except (KafkaError, OSError, TimeoutError, AssertionError) as exc:  # metrics must never stop consumption
                 log.debug("lag not available: %s", exc)
 
     async def lag(self) -> dict[TopicPartition, int]:
-        """Messages not yet consumed per partition (end offset minus committed position)."""
+        """Messages not yet consumed per assigned partition (end offset minus committed offset)."""
         assert self._consumer is not None
-        partitions = self._consumer.assignment()
-        ends = await self._consumer.end_offsets(list(partitions))
-        return {tp: ends[tp] - (await self._consumer.position(tp)) for tp in partitions}
+        partitions = list(self._consumer.assignment())
+        if not partitions:
+            return {}
+        ends = await self._consumer.end_offsets(partitions)
+        lag = {}
+        for tp in partitions:
+            committed = await self._consumer.committed(tp)
+            lag[tp] = max(ends[tp] - (committed if committed is not None else 0), 0)
+        return lag

@@ -19,10 +19,17 @@ MAX_TS = 4102444800.0
 MIN_DATE_TS = -2208988800.0  # 1900-01-01
 
 
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:80]}..."
+
+
 def _to_epoch(value: Any, *, low: float = MIN_TS) -> float:
     if isinstance(value, bool):
         raise ValueError("timestamp must be ISO 8601 or epoch seconds, not a boolean")
     if isinstance(value, int | float):
+        if isinstance(value, int) and not -(2**53) <= value <= 2**53:
+            raise ValueError(f"timestamp {value} is out of the accepted range")
         ts = float(value)
     elif isinstance(value, datetime):
         ts = (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
@@ -36,14 +43,17 @@ def _to_epoch(value: Any, *, low: float = MIN_TS) -> float:
             try:
                 parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
             except ValueError as exc:
-                raise ValueError(f"timestamp {value!r} is neither ISO 8601 nor epoch seconds") from exc
+                raise ValueError(f"timestamp {_short(value)} is neither ISO 8601 nor epoch seconds") from exc
             if parsed.tzinfo is None:
                 parsed = parsed.replace(tzinfo=UTC)
-            ts = parsed.timestamp()
+            try:
+                ts = parsed.timestamp()
+            except (OverflowError, OSError) as exc:  # year 1 minus a timezone offset, and the like
+                raise ValueError(f"timestamp {_short(value)} is out of the accepted range") from exc
     else:
         raise ValueError("timestamp must be ISO 8601 or epoch seconds")
-    if not low <= ts <= MAX_TS:
-        raise ValueError(f"timestamp {value!r} is out of the accepted range")
+    if not low <= ts <= MAX_TS:  # also false for NaN
+        raise ValueError(f"timestamp {_short(value)} is out of the accepted range")
     return ts
 
 
@@ -52,7 +62,8 @@ DateTimestamp = Annotated[float, BeforeValidator(lambda v: _to_epoch(v, low=MIN_
 
 
 class _Event(BaseModel):
-    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True)
+    # NaN and infinities are never bank amounts or times (msgpack can carry them, JSON cannot).
+    model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
 
 
 class TransactionEvent(_Event):
@@ -66,7 +77,7 @@ class TransactionEvent(_Event):
     channel: str | None = Field(default=None, max_length=32, pattern=r"^[a-z0-9_]+$")
     counterparty: str | None = Field(default=None, max_length=128)
     # Optional account balance after the transaction (core banking sends it; Berka has it).
-    balance: float | None = None
+    balance: float | None = Field(default=None, gt=-1e15, lt=1e15)
 
 
 class TransactionDeleteEvent(_Event):

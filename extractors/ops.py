@@ -85,7 +85,10 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
     """Apply operations: appends in one batched write, then replaces, then deletes.
 
     Deletes go last so a deletion and its transaction in the same batch end deleted in either arrival
-    order (the tombstone covers later batches). Raises only retriable store errors; refusals are reported.
+    order (the tombstone covers later batches). An operation the store refuses for its own content (a fat
+    or denied subject, a rejected row: ``StoreError.refuses_input``) is reported in ``refused`` under its
+    origin and the rest goes on; any other store failure is raised (nothing is lost: every operation is an
+    idempotent upsert, so applying the whole list again after a failure is safe).
     """
     result = ApplyResult()
     appends = [op for op in ops if isinstance(op, AppendFeatures)]
@@ -98,13 +101,11 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
         for feature, code in written.refused:
             result.refused[origin_of[id(feature)]] = f"store refused the features: {code}"
 
-    replaces = [op for op in ops if isinstance(op, ReplaceSource)]
-
     async def replace(op: ReplaceSource) -> None:
         try:
             answer = await store.replace_source(op.subject, op.source, op.version, op.features)
         except StoreError as exc:
-            if exc.retriable:
+            if not exc.refuses_input:
                 raise
             result.refused[op.origin] = f"store refused the replace: {type(exc).__name__}: {exc}"
             return
@@ -116,11 +117,16 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
         else:
             result.replace_ignored += 1
 
-    await asyncio.gather(*(replace(op) for op in replaces))
+    async def delete(op: DeleteObject) -> None:
+        try:
+            result.deleted += await store.delete_object(op.subject, op.object_id)
+        except StoreError as exc:
+            if not exc.refuses_input:
+                raise
+            result.refused[op.origin] = f"store refused the delete: {type(exc).__name__}: {exc}"
 
-    deletes = [op for op in ops if isinstance(op, DeleteObject)]
-    counts = await asyncio.gather(*(store.delete_object(op.subject, op.object_id) for op in deletes))
-    result.deleted += sum(counts)
+    await asyncio.gather(*(replace(op) for op in ops if isinstance(op, ReplaceSource)))
+    await asyncio.gather(*(delete(op) for op in ops if isinstance(op, DeleteObject)))
     return result
 
 
@@ -132,7 +138,6 @@ async def apply_ops_retrying(
     ops: list[StoreOp],
     *,
     give_up: Callable[[], bool] = lambda: False,
-    on_retry: Callable[[StoreError, float], None] | None = None,
 ) -> ApplyResult:
     """``apply_ops``, retrying retriable store failures with exponential backoff until they pass or
     ``give_up()`` says stop. Operations are idempotent, so a partial first attempt is harmless."""
@@ -143,7 +148,5 @@ async def apply_ops_retrying(
         except StoreError as exc:
             if not exc.retriable or give_up():
                 raise
-            if on_retry is not None:
-                on_retry(exc, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -16,7 +16,7 @@ from typing import Any
 
 from deploy.settings import StoreSettings
 from feature_store.buckets import bucket_id_for, even_bucket_ranges
-from feature_store.errors import StoreError, StoreUnavailable, WrongBucket
+from feature_store.errors import BadArgument, StoreError, StoreUnavailable, WrongBucket
 from feature_store.records import Feature, StoredFeature, Value
 from feature_store.replicaset import ReplicaSetClient
 from feature_store.specs import AggregateSpec
@@ -224,15 +224,24 @@ class FeatureStore:
 
         async def put_chunk(chunk: list[tuple[Feature, list[Any]]]) -> tuple[WriteResult, list[Any]]:
             result = WriteResult()
-            try:
-                answer = await rs.call("put_features", [[row for _, row in chunk]])
-            except WrongBucket:
-                return result, chunk
-            result.written += answer["written"]
-            result.unchanged += answer["unchanged"]
-            result.tombstoned += answer["tombstoned"]
-            for index, code in answer["refused"]:
-                result.refused.append((chunk[index - 1][0], code))
+            while chunk:
+                try:
+                    answer = await rs.call("put_features", [[row for _, row in chunk]])
+                except WrongBucket:
+                    return result, chunk
+                except BadArgument as exc:  # one row is malformed: refuse it, write the others
+                    index = exc.fields.get("index")
+                    if not isinstance(index, int) or not 1 <= index <= len(chunk):
+                        raise
+                    result.refused.append((chunk[index - 1][0], f"BAD_ARGUMENT: {exc.message}"))
+                    chunk = chunk[: index - 1] + chunk[index:]
+                    continue
+                result.written += answer["written"]
+                result.unchanged += answer["unchanged"]
+                result.tombstoned += answer["tombstoned"]
+                for index, code in answer["refused"]:
+                    result.refused.append((chunk[index - 1][0], code))
+                break
             return result, []
 
         total = WriteResult()

@@ -6,9 +6,12 @@ from typing import Any
 
 
 class StoreError(Exception):
-    """Base class. ``retriable`` tells retry loops whether trying again can help."""
+    """Base class. ``retriable`` tells retry loops whether trying again can help; ``refuses_input`` says the
+    input itself was refused (the same request will never pass: a 4xx for HTTP, a dead letter for a consumer)
+    rather than the store failing (which a consumer holds and retries)."""
 
     retriable = False
+    refuses_input = False
     code = 0
 
     def __init__(self, message: str, **fields: Any) -> None:
@@ -27,6 +30,7 @@ class WrongBucket(StoreError):
 class SubjectTooFat(StoreError):
     """The subject reached its feature cap; its new features are refused."""
 
+    refuses_input = True
     code = 2
 
 
@@ -38,12 +42,16 @@ class ReadOnlyInstance(StoreError):
 
 
 class BadArgument(StoreError):
+    """The storage rejected the arguments (a malformed row)."""
+
+    refuses_input = True
     code = 4
 
 
 class SubjectDenied(StoreError):
     """The subject is on the deny list (e.g. the bank itself)."""
 
+    refuses_input = True
     code = 5
 
 
@@ -53,6 +61,14 @@ class BucketStateError(StoreError):
 
 class StoreInternalError(StoreError):
     code = 7
+
+
+class StoreOutOfMemory(StoreError):
+    """The instance reached its memtx memory limit. Nothing of the request was written; retrying passes once
+    memory is freed (expiry) or added (a restart with a larger ``memtx_memory_mb``)."""
+
+    retriable = True
+    code = 8
 
 
 class StoreUnavailable(StoreError):
@@ -77,6 +93,7 @@ _BY_CODE: dict[int, type[StoreError]] = {
         SubjectDenied,
         BucketStateError,
         StoreInternalError,
+        StoreOutOfMemory,
     )
 }
 

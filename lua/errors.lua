@@ -11,7 +11,11 @@ M.codes = {
     SUBJECT_DENIED = {code = 5, name = 'SUBJECT_DENIED', retriable = false},
     BUCKET_STATE = {code = 6, name = 'BUCKET_STATE', retriable = false},
     INTERNAL = {code = 7, name = 'INTERNAL', retriable = false},
+    OUT_OF_MEMORY = {code = 8, name = 'OUT_OF_MEMORY', retriable = true},
 }
+
+-- Out-of-memory failures seen by this instance (reported by `stats`, shown by `rtrec status`).
+M.memory_failures = {count = 0, last_at = box.NULL, last_message = box.NULL}
 
 -- Build an error table: errors.new('WRONG_BUCKET', 'bucket 5 is not here', {bucket_id = 5})
 function M.new(name, message, fields)
@@ -38,6 +42,12 @@ function M.protect(fn)
             end
             if message:find('read%-only') then
                 return nil, M.new('READ_ONLY', message)
+            end
+            if message:find('Failed to allocate') or message:find('not enough memory') then
+                M.memory_failures.count = M.memory_failures.count + 1
+                M.memory_failures.last_at = require('clock').time()
+                M.memory_failures.last_message = message
+                return nil, M.new('OUT_OF_MEMORY', message)
             end
             return nil, M.new('INTERNAL', message)
         end

@@ -18,6 +18,8 @@ function M.stats()
         replication = box.info.replication,
         expiry = expiry.status,
         memory = box.slab.info(),
+        memory_failures = require('errors').memory_failures,
+        now = require('clock').time(),
     }
 end
 

@@ -16,7 +16,7 @@ from typing import Any, Literal
 from aiokafka import AIOKafkaConsumer
 
 from deploy.settings import Settings
-from extractors.consumer import extract_batch
+from extractors.batch import extract_batch
 from extractors.decode import INPUT_TOPICS
 from extractors.extract import ExtractionConfig
 from extractors.metrics import REPLAY_OFFSETS_DONE, REPLAY_OFFSETS_TOTAL

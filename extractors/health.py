@@ -1,0 +1,110 @@
+"""What a consumer process says about itself: a small state file rewritten every second and the same facts as
+Prometheus gauges, so `rtrec status`, the supervisor and alerting see a consumer that is holding a batch,
+stalled, or no longer responding (a stale file) instead of a live-looking process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from extractors import metrics
+
+log = logging.getLogger(__name__)
+
+HEARTBEAT_INTERVAL_S = 1.0
+
+
+@dataclass
+class ConsumerHealth:
+    """Mutable health of one consumer, updated by its stages (one event loop, no locks needed)."""
+
+    instance: int = 1
+    state: str = "starting"  # starting | running | stopping | stopped | failed
+    started_at: float = field(default_factory=time.time)
+    last_poll_at: float | None = None  # the fetch loop asked Kafka for records
+    last_commit_at: float | None = None  # a batch was applied and its offsets committed
+    batches: int = 0
+    messages: int = 0
+    dead_letters: int = 0
+    features_written: int = 0
+    rebalances: int = 0
+    commit_failures: int = 0
+    holding_stage: str | None = None  # store | dead_letters, while a step is held
+    holding_since: float | None = None
+    holding_cause: str | None = None
+    hold_attempts: int = 0
+    lag: dict[str, int] = field(default_factory=dict)  # per topic, of this consumer's assignment
+    lag_at: float | None = None
+    error: str | None = None
+
+    def start_hold(self, stage: str, cause: str) -> None:
+        self.holding_stage, self.holding_since, self.holding_cause, self.hold_attempts = stage, time.time(), cause, 1
+
+    def note_hold_attempt(self, cause: str) -> None:
+        self.holding_cause = cause
+        self.hold_attempts += 1
+
+    def end_hold(self) -> float:
+        """Clear the hold; returns how long it lasted (seconds)."""
+        held = time.time() - (self.holding_since or time.time())
+        self.holding_stage = self.holding_since = self.holding_cause = None
+        self.hold_attempts = 0
+        return held
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "pid": os.getpid(), "updated_at": time.time()}
+
+
+def state_path(run_dir: Path, instance: int) -> Path:
+    """Where consumer ``instance`` of a local stack writes its health (read by `rtrec status`)."""
+    return run_dir / "procs" / f"consumer-{instance}.state.json"
+
+
+def read_state(path: Path) -> dict[str, Any] | None:
+    try:
+        loaded = json.loads(path.read_text())
+    except (FileNotFoundError, ValueError):
+        return None
+    return loaded if isinstance(loaded, dict) else None
+
+
+def write_state(path: Path, health: ConsumerHealth) -> None:
+    """Atomic replace, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(health.as_dict()))
+    tmp.replace(path)
+
+
+def publish_gauges(health: ConsumerHealth) -> None:
+    metrics.LAST_POLL.set(health.last_poll_at or 0)
+    metrics.LAST_COMMIT.set(health.last_commit_at or 0)
+    metrics.HOLDING_SECONDS.set(time.time() - health.holding_since if health.holding_since else 0)
+
+
+async def heartbeat(health: ConsumerHealth, path: Path | None, interval_s: float = HEARTBEAT_INTERVAL_S) -> None:
+    """Rewrite the state file and gauges every ``interval_s`` until cancelled. Runs on the consumer's event
+    loop on purpose: a loop that hangs stops the heartbeat, and the stale file shows it."""
+    while True:
+        publish_gauges(health)
+        if path is not None:
+            try:
+                write_state(path, health)
+            except OSError as exc:  # a full disk must not stop consumption; the stale file shows it
+                log.warning("cannot write consumer state %s: %s", path, exc)
+        await asyncio.sleep(interval_s)
+
+
+def final_state(health: ConsumerHealth, path: Path | None) -> None:
+    """Write the last state on exit (stopped or failed), so status tells a clean stop from a crash."""
+    if path is not None:
+        with contextlib.suppress(OSError):
+            write_state(path, health)

@@ -1,0 +1,86 @@
+"""The `rtrec consume` process: one consumer with its store client, signals, metrics endpoint and state file.
+
+Shutdown is bounded: the first SIGTERM/SIGINT finishes the batch in hand and commits; a second one, or the
+stop grace period running out (a batch held on a store that does not come back), ends the process at once.
+Nothing is lost either way: uncommitted batches are redelivered to the next consumer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import threading
+from collections.abc import Callable
+
+from deploy.settings import Settings
+from extractors.consumer import ExtractorConsumer
+from extractors.extract import ExtractionConfig
+from extractors.health import ConsumerHealth, state_path
+from feature_store.client import FeatureStore
+from feature_store.ttl import TtlPolicy
+
+log = logging.getLogger("rtrec.consume")
+
+EXIT_FORCED = 128 + signal.SIGTERM
+
+
+def run_consumer_process(
+    settings: Settings, *, instance: int = 1, idle_exit_s: float | None = None, serve_metrics: bool = True
+) -> int:
+    """Run until stopped; 0 after a clean stop (or idle exit), 1 after a failure (logged with its cause)."""
+    if settings.consumer.metrics_port and serve_metrics:
+        from prometheus_client import start_http_server
+
+        start_http_server(settings.consumer.metrics_port + instance - 1, addr=settings.api.host)
+
+    async def consume() -> None:
+        store = FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl))
+        consumer = ExtractorConsumer(
+            settings,
+            store,
+            extraction=ExtractionConfig(home_currency=settings.consumer.home_currency),
+            health=ConsumerHealth(instance=instance),
+            state_file=state_path(settings.run_dir, instance),
+        )
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, _stop_handler(consumer, settings.consumer.stop_grace_s))
+        try:
+            stats = await consumer.run(idle_exit_s=idle_exit_s)
+            log.info("consumer stopped: %s", stats)
+        finally:
+            await store.stop()
+
+    try:
+        asyncio.run(consume())
+    except Exception:
+        log.exception("consumer %d failed", instance)
+        return 1
+    return 0
+
+
+def _stop_handler(consumer: ExtractorConsumer, grace_s: float) -> Callable[[], None]:
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            log.warning("second stop signal: exiting now (the batch in hand is redelivered)")
+            os._exit(EXIT_FORCED)
+        log.info("stop requested: finishing the batch in hand (at most %.0fs)", grace_s)
+        consumer.request_stop()
+        # a thread, not a task: it fires even if the event loop is stuck
+        timer = threading.Timer(grace_s, _exit_after_grace, args=(grace_s,))
+        timer.daemon = True
+        timer.start()
+
+    return on_signal
+
+
+def _exit_after_grace(grace_s: float) -> None:
+    log.warning("stop did not finish within %.0fs: exiting now (uncommitted batches are redelivered)", grace_s)
+    logging.shutdown()
+    os._exit(EXIT_FORCED)
