@@ -45,6 +45,12 @@ def cmd_status(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_supervise(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.supervisor import ConsumerSupervisor
+
+    return ConsumerSupervisor(settings, args.config).run()
+
+
 def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
     from extractors.process import run_consumer_process
 
@@ -258,6 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
     consume.add_argument("--no-metrics", dest="metrics", action="store_false", help="no Prometheus endpoint")
     consume.set_defaults(fn=cmd_consume)
     sub.add_parser("serve", parents=[common], help="run the HTTP API").set_defaults(fn=cmd_serve)
+    supervise = sub.add_parser("supervise", parents=[common], help="keep the consumers running (started by up)")
+    supervise.set_defaults(fn=cmd_supervise)
 
     simulate = sub.add_parser("simulate", parents=[common], help="publish a simulated bank's events to Kafka")
     simulate.add_argument("--clients", type=int, default=1000)

@@ -290,31 +290,67 @@ class StoreCluster:
         return _ClusterClient(self, bootstrap)
 
     async def status(self) -> list[dict[str, Any]]:
-        """The shape of ``rtrec status --json`` store section."""
+        """The store section of ``rtrec status --json``: per instance whether its process runs, whether it
+        answers, its role, memory use and how its replication peers are followed (asked concurrently)."""
+        by_port = {spec.port: spec.name for spec in self.instances()}
+
+        async def one(spec: InstanceSpec) -> dict[str, Any]:
+            # asked over the network, not by pid file: status may run on another host than the instances
+            try:
+                stats: dict[str, Any] | None = await self.call_instance(spec, "stats", [], timeout=1.0)
+            except StoreError:
+                stats = None
+            pid = processes.read_pid(self.pid_path(spec))
+            return {
+                "name": spec.name,
+                "uri": spec.uri,
+                "pid": pid if processes.is_alive(pid) else None,
+                "alive": stats is not None,
+                **(instance_facts(stats, by_port) if stats is not None else {"role": None, "ro": None}),
+            }
+
         replicasets = []
         for rs in self.topology:
-            instances = []
-            for spec in rs.instances:
-                pid = processes.read_pid(self.pid_path(spec))
-                alive = processes.is_alive(pid)
-                ro: bool | None = None
-                if alive:
-                    try:
-                        ro = (await self.call_instance(spec, "ping", [], timeout=1.0))["ro"]
-                    except StoreError:
-                        ro = None
-                instances.append(
-                    {
-                        "name": spec.name,
-                        "uri": spec.uri,
-                        "role": "master" if ro is False else "replica",
-                        "pid": pid if alive else None,
-                        "ro": ro,
-                        "alive": alive,
-                    }
-                )
-            replicasets.append({"id": rs.id, "instances": instances})
+            instances = await asyncio.gather(*(one(spec) for spec in rs.instances))
+            replicasets.append({"id": rs.id, "instances": list(instances)})
         return replicasets
+
+
+def instance_facts(stats: dict[str, Any], name_by_port: dict[int, str]) -> dict[str, Any]:
+    """Status facts of one answering instance, from its ``stats`` procedure."""
+    memory = stats.get("memory") or {}
+    quota = memory.get("quota_size") or 0
+    failures = stats.get("memory_failures") or {}
+    last_at = failures.get("last_at")
+    upstreams = []
+    for peer in (stats.get("replication") or {}).values():
+        upstream = peer.get("upstream") if isinstance(peer, dict) else None
+        if not upstream:
+            continue
+        port = str(upstream.get("peer", "")).rsplit(":", 1)[-1]
+        upstreams.append(
+            {
+                "peer": name_by_port.get(int(port)) if port.isdigit() else upstream.get("peer"),
+                "status": upstream.get("status"),
+                "lag": upstream.get("lag"),
+                "message": upstream.get("message"),
+            }
+        )
+    return {
+        "role": "replica" if stats["ro"] else "master",
+        "ro": stats["ro"],
+        # memory in use by tuples and indexes over the memtx limit (arena_used: slabs in use; quota_used
+        # keeps its high-water mark after deletes, so it would not show expiry freeing space)
+        "memory_used_ratio": round(memory.get("arena_used", 0) / quota, 4) if quota else None,
+        "memory_limit_bytes": quota or None,
+        "features": stats.get("features"),
+        "memory_failures": {
+            "count": failures.get("count", 0),
+            "seconds_ago": round(stats["now"] - last_at, 1) if isinstance(last_at, int | float) else None,
+            "last": failures.get("last_message"),
+        },
+        "upstreams": upstreams,
+    }
 
 
 async def rebalance(store: FeatureStore, target_rs: int, *, concurrency: int = 4) -> list[MoveResult]:

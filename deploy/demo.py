@@ -17,7 +17,7 @@ from rich.table import Table
 
 from deploy.settings import Settings
 from deploy.stack import LocalStack
-from extractors.lag import consumer_lag
+from extractors.offsets import consumer_lag
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 

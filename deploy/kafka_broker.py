@@ -149,4 +149,9 @@ class KafkaBroker:
         return processes.stop(self.pid_path, timeout=30.0)
 
     def running(self) -> bool:
+        """This stack's broker process is alive."""
         return processes.is_alive(processes.read_pid(self.pid_path))
+
+    def reachable(self) -> bool:
+        """A broker answers on the configured port (whoever started it)."""
+        return processes.port_open(self.kafka.host, self.kafka.port)

@@ -96,6 +96,9 @@ class ConsumerSettings(BaseModel):
     # A stop request finishes the batch in hand; after this long (a batch held on a failing store) the
     # process exits anyway and the uncommitted batch is redelivered.
     stop_grace_s: float = 30.0
+    # `rtrec up` supervision: restart backoff cap, and how long a silent (no heartbeat) consumer may live.
+    restart_backoff_max_s: float = 60.0
+    hung_after_s: float = 30.0
 
 
 class TtlSettings(BaseModel):

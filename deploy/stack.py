@@ -1,5 +1,6 @@
 """The whole local stack behind `rtrec up|down|status`: the Tarantool cluster, the Kafka broker, the
-extractor consumers and the API server, each a background process with a pid file under ``run_dir``."""
+consumer supervisor (which keeps the extractor consumers running) and the API server, each a background
+process with a pid file under ``run_dir``."""
 
 from __future__ import annotations
 
@@ -14,8 +15,13 @@ import httpx
 from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.kafka_broker import KafkaBroker
+from deploy.problems import problems_of
 from deploy.settings import Settings
-from extractors.lag import consumer_lag
+from deploy.supervisor import read_supervisor_state, supervisor_alive
+from extractors.health import read_state, state_path
+from extractors.offsets import consumer_lag, dead_letters_since
+
+RECENT_S = 600.0
 
 
 class LocalStack:
@@ -37,14 +43,13 @@ class LocalStack:
         asyncio.run(self.cluster.start())
         log("starting the Kafka broker (KRaft) ...")
         self.broker.start()
-        for number, name in enumerate(self._consumer_names(), start=1):
-            pid_path = self.proc_dir / f"{name}.pid"
-            if not processes.is_alive(processes.read_pid(pid_path)):
-                processes.spawn(
-                    self._rtrec("consume", "--instance", str(number)),
-                    log_path=self.proc_dir / f"{name}.log",
-                    pid_path=pid_path,
-                )
+        if not supervisor_alive(self.settings.run_dir):
+            log("starting the consumer supervisor ...")
+            processes.spawn(
+                self._rtrec("supervise"),
+                log_path=self.proc_dir / "supervisor.log",
+                pid_path=self.proc_dir / "supervisor.pid",
+            )
         api_pid = self.proc_dir / "api.pid"
         if not processes.is_alive(processes.read_pid(api_pid)):
             log("starting the API ...")
@@ -68,25 +73,23 @@ class LocalStack:
     def down(self) -> dict[str, int]:
         """Stop everything, consumers first so they commit their batch. Safe to run twice."""
         stopped = {"api": int(processes.stop(self.proc_dir / "api.pid"))}
+        grace = self.settings.consumer.stop_grace_s + 10
+        supervisor = processes.stop(self.proc_dir / "supervisor.pid", timeout=grace)
+        # consumers started by hand (or left by a supervisor that was killed)
         stopped["consumers"] = sum(
-            processes.stop(self.proc_dir / f"{n}.pid", timeout=30) for n in self._consumer_names()
+            processes.stop(self.proc_dir / f"{n}.pid", timeout=grace) for n in self._consumer_names()
         )
+        stopped["supervisor"] = int(supervisor)
         stopped["kafka"] = int(self.broker.stop())
         stopped["store_instances"] = self.cluster.stop()
         return stopped
 
     def status(self) -> dict[str, Any]:
-        def proc(name: str) -> dict[str, Any]:
-            pid = processes.read_pid(self.proc_dir / f"{name}.pid")
-            alive = processes.is_alive(pid)
-            return {"name": name, "pid": pid if alive else None, "alive": alive}
-
-        lag: dict[str, int] | str
-        try:
-            lag = asyncio.run(asyncio.wait_for(consumer_lag(self.settings), 5.0)) if self.broker.running() else "n/a"
-        except Exception as exc:  # status must print even when Kafka misbehaves
-            lag = f"unavailable: {exc}"
-        return {
+        """``rtrec status --json`` (DESIGN.md): every part's facts and a ``problems`` list, empty only when
+        everything runs."""
+        now = time.time()
+        kafka_running = self.broker.reachable()
+        status: dict[str, Any] = {
             "store": {
                 "replicasets": asyncio.run(self.cluster.status()),
                 "space": "features",
@@ -94,9 +97,84 @@ class LocalStack:
             },
             "kafka": {
                 "bootstrap": self.settings.kafka.bootstrap,
-                "running": self.broker.running(),
+                "running": kafka_running,
                 "pid": processes.read_pid(self.broker.pid_path) if self.broker.running() else None,
             },
-            "consumers": {"processes": [proc(n) for n in self._consumer_names()], "lag": lag},
-            "api": {"url": self.settings.api.url, **proc("api")},
+            "consumers": self._consumers_status(now, kafka_running),
+            "api": self._api_status(),
         }
+        status["problems"] = problems_of(status, now)
+        return status
+
+    def _consumers_status(self, now: float, kafka_running: bool) -> dict[str, Any]:
+        supervised = read_supervisor_state(self.settings.run_dir) or {}
+        by_name = {c["name"]: c for c in supervised.get("consumers", [])}
+        lag: dict[str, int] | str = "n/a (the broker is not running)"
+        dead_recent: int | None = None
+        if kafka_running:
+            try:
+                lag = asyncio.run(asyncio.wait_for(consumer_lag(self.settings), 10.0))
+                dead_recent = asyncio.run(asyncio.wait_for(dead_letters_since(self.settings, RECENT_S), 10.0))
+            except Exception as exc:  # status must print even when Kafka misbehaves
+                lag = f"unavailable: {type(exc).__name__}: {exc}"
+        return {
+            "processes": [
+                self._consumer_status(n, i, by_name.get(n, {}), now) for i, n in enumerate(self._consumer_names(), 1)
+            ],
+            "lag": lag,
+            "dead_letters_recent": dead_recent,
+            "supervisor": {
+                "alive": supervisor_alive(self.settings.run_dir),
+                "pid": processes.read_pid(self.proc_dir / "supervisor.pid"),
+                "lag_samples": supervised.get("lag_samples", []),
+            },
+        }
+
+    def _consumer_status(self, name: str, instance: int, supervised: dict[str, Any], now: float) -> dict[str, Any]:
+        pid = processes.read_pid(self.proc_dir / f"{name}.pid")
+        alive = processes.is_alive(pid)
+        health = read_state(state_path(self.settings.run_dir, instance)) or {}
+        current = alive and health.get("pid") == pid
+        holding = None
+        if current and health.get("holding_since"):
+            holding = {
+                "stage": health.get("holding_stage"),
+                "seconds": round(now - health["holding_since"], 1),
+                "attempts": health.get("hold_attempts"),
+                "cause": health.get("holding_cause"),
+            }
+        return {
+            "name": name,
+            "pid": pid if alive else None,
+            "alive": alive,
+            "state": health.get("state") if current else ("not running" if not alive else "starting"),
+            "started_at": health.get("started_at") if current else None,
+            "heartbeat_age_s": round(now - health["updated_at"], 1) if current and health.get("updated_at") else None,
+            "last_commit_at": health.get("last_commit_at") if current else None,
+            "holding": holding,
+            "messages": health.get("messages") if current else None,
+            "dead_letters": health.get("dead_letters") if current else None,
+            "rebalances": health.get("rebalances") if current else None,
+            "restarts": supervised.get("restarts", 0),
+            "restart_times": supervised.get("restart_times", []),
+            "last_exit_reason": supervised.get("last_exit_reason"),
+        }
+
+    def _api_status(self) -> dict[str, Any]:
+        pid = processes.read_pid(self.proc_dir / "api.pid")
+        alive = processes.is_alive(pid)
+        api: dict[str, Any] = {
+            "url": self.settings.api.url,
+            "name": "api",
+            "pid": pid if alive else None,
+            "alive": alive,
+        }
+        if alive:
+            try:
+                answer = httpx.get(f"{self.settings.api.url}/ready", timeout=2.0)
+                api["ready"] = answer.status_code == 200
+                if not api["ready"]:
+                    api["ready_detail"] = answer.text[:300]
+            except httpx.HTTPError as exc:
+                api["ready"], api["ready_detail"] = False, f"{type(exc).__name__}: {exc}"
+        return api

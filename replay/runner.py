@@ -20,9 +20,10 @@ from extractors.batch import extract_batch
 from extractors.decode import INPUT_TOPICS
 from extractors.extract import ExtractionConfig
 from extractors.metrics import REPLAY_OFFSETS_DONE, REPLAY_OFFSETS_TOTAL
+from extractors.offsets import partitions_of
 from extractors.ops import AppendFeatures, ApplyResult, DeleteObject, ReplaceSource, StoreOp, apply_ops_retrying
 from feature_store.client import FeatureStore
-from replay.window import PartitionRange, offsets_for_window, partitions_of
+from replay.window import PartitionRange, offsets_for_window
 
 State = Literal["pending", "running", "done", "failed", "cancelled"]
 BATCH = 2000

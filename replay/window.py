@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from aiokafka import AIOKafkaConsumer
-from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
 # Clocks of producers and brokers differ a little; a window may end this far in the future.
@@ -33,21 +32,6 @@ class PartitionRange:
     @property
     def size(self) -> int:
         return max(self.end - self.start, 0)
-
-
-async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPartition]:
-    """Every partition of ``topics`` (a consumer without a subscription has no metadata for them)."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
-    await admin.start()
-    try:
-        described = await admin.describe_topics(list(topics))
-    finally:
-        await admin.close()
-    return [
-        TopicPartition(t["topic"], p["partition"])
-        for t in described
-        for p in sorted(t["partitions"], key=lambda p: p["partition"])
-    ]
 
 
 async def offsets_for_window(

@@ -3,82 +3,30 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
 import time
 
 import msgpack
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from extractors.consumer import ExtractorConsumer
 from extractors.dlq import header
-from extractors.lag import consumer_lag
+from extractors.offsets import consumer_lag
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
-from feature_store.fake import InMemoryFeatureStore
-from tests.conftest import ROOT, reference_state, settings_env
-
-
-async def _produce(settings: Settings, messages: list[tuple[str, bytes | None, list[tuple[str, bytes]]]]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap, acks="all")
-    await producer.start()
-    try:
-        for topic_key, value, headers in messages:
-            await producer.send_and_wait(settings.kafka.topic(topic_key), value=value, key=b"k", headers=headers)
-    finally:
-        await producer.stop()
-
-
-async def _read_all(settings: Settings, topic: str, expected: int, timeout: float = 20.0) -> list:
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=settings.kafka.bootstrap,
-        auto_offset_reset="earliest",
-        group_id=None,
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    records = []
-    try:
-        deadline = time.monotonic() + timeout
-        while len(records) < expected and time.monotonic() < deadline:
-            batch = await consumer.getmany(timeout_ms=500)
-            records.extend(r for rs in batch.values() for r in rs)
-    finally:
-        await consumer.stop()
-    return records
-
-
-async def _expected_state(settings: Settings, events: list[tuple[str, str, dict]]) -> InMemoryFeatureStore:
-    """The store an uninterrupted, exactly-once run would produce (same extractors, in-memory semantics)."""
-    return await reference_state(settings, events)
-
-
-async def _assert_store_equals(store: FeatureStore, expected: InMemoryFeatureStore, subjects: list[str]) -> None:
-    for subject in subjects:
-        rows = await store.get_features(subject, limit=100_000)
-        got = {(r.source, r.name, r.object, r.value, r.time_use) for r in rows}
-        want = expected.snapshot(subject)
-        assert got == want, (subject, len(got), len(want), list(got ^ want)[:5])
-
-
-async def _publish_simulated(settings: Settings, prefix: str, *, clients: int, days: int, seed: int) -> list:
-    """Publish a small simulated bank whose client ids start with ``prefix``; returns its events."""
-    events = list(BankSimulator(SimulationConfig(clients=clients, days=days, seed=seed, client_prefix=prefix)).events())
-    await publish_events(settings, events, progress=False)
-    return events
-
-
-def _consume_command(settings: Settings) -> tuple[list[str], dict[str, str]]:
-    """`rtrec consume` as a separate process pointed at the test stack (command, environment)."""
-    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT)}
-    return [sys.executable, "-m", "deploy.cli", "consume", "--config", str(ROOT / "deploy" / "local.toml")], env
+from tests.conftest import ROOT
+from tests.integration.kafka_helpers import (
+    assert_store_equals,
+    consume_command,
+    expected_state,
+    produce,
+    publish_simulated,
+    read_all,
+)
 
 
 async def test_bad_messages_go_to_the_dlq_and_the_consumer_keeps_going(
@@ -104,7 +52,7 @@ async def test_bad_messages_go_to_the_dlq_and_the_consumer_keeps_going(
         ("applications", orjson.dumps({"client_id": f"{uid}-c"}), []),  # missing fields
         ("transactions", orjson.dumps(["not", "an", "object"]), []),
     ]
-    await _produce(
+    await produce(
         s,
         [
             *bad,
@@ -116,7 +64,7 @@ async def test_bad_messages_go_to_the_dlq_and_the_consumer_keeps_going(
     stats = await consumer.run(idle_exit_s=2.0)
     assert stats.dead_letters == 5 and stats.messages == 7
 
-    letters = await _read_all(s, s.kafka.topic("dlq"), expected=5)
+    letters = await read_all(s, s.kafka.topic("dlq"), expected=5)
     assert len(letters) == 5
     by_value = {r.value: r for r in letters}
     for topic_key, value, _ in bad:
@@ -150,8 +98,8 @@ async def test_simulated_bank_lands_exactly_with_every_event_kind(
     await publish_events(s, events, progress=False)
     stats = await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
     assert stats.messages == len(events) and stats.dead_letters == 0
-    expected = await _expected_state(s, events)
-    await _assert_store_equals(store, expected, sorted({key for _, key, _ in events}))
+    expected = await expected_state(s, events)
+    await assert_store_equals(store, expected, sorted({key for _, key, _ in events}))
 
 
 async def test_consumer_killed_mid_stream_and_restarted_leaves_the_same_store(
@@ -161,8 +109,8 @@ async def test_consumer_killed_mid_stream_and_restarted_leaves_the_same_store(
     uid: str,
 ) -> None:
     s = kafka_settings
-    events = await _publish_simulated(s, f"{uid}k", clients=40, days=120, seed=11)
-    cmd, env = _consume_command(s)
+    events = await publish_simulated(s, f"{uid}k", clients=40, days=120, seed=11)
+    cmd, env = consume_command(s)
 
     subjects = sorted({key for _, key, _ in events})
     async with FeatureStore(s.store, topology=cluster.topology) as store:
@@ -180,10 +128,10 @@ async def test_consumer_killed_mid_stream_and_restarted_leaves_the_same_store(
         landed = sum([len(await store.get_features(x, limit=100_000)) for x in subjects])
         second = subprocess.run([*cmd, "--idle-exit", "3"], env=env, cwd=ROOT, timeout=240)  # noqa: ASYNC221
         assert second.returncode == 0
-        expected = await _expected_state(s, events)
+        expected = await expected_state(s, events)
         total_expected = sum(len(expected.snapshot(x)) for x in subjects)
         assert 0 < landed < total_expected  # the kill really happened mid-stream
-        await _assert_store_equals(store, expected, subjects)
+        await assert_store_equals(store, expected, subjects)
 
 
 async def test_sigterm_finishes_the_batch_in_hand_and_commits(
@@ -192,8 +140,8 @@ async def test_sigterm_finishes_the_batch_in_hand_and_commits(
     uid: str,
 ) -> None:
     s = kafka_settings
-    events = await _publish_simulated(s, f"{uid}t", clients=20, days=90, seed=13)
-    cmd, env = _consume_command(s)
+    events = await publish_simulated(s, f"{uid}t", clients=20, days=90, seed=13)
+    cmd, env = consume_command(s)
     from tests.conftest import free_port_block
 
     metrics_port = free_port_block(1)
@@ -216,4 +164,4 @@ async def test_sigterm_finishes_the_batch_in_hand_and_commits(
         rest = subprocess.run([*cmd, "--idle-exit", "3"], env=env, cwd=ROOT, timeout=240)  # noqa: ASYNC221
         assert rest.returncode == 0
         assert sum((await consumer_lag(s)).values()) == 0
-        await _assert_store_equals(store, await _expected_state(s, events), subjects)
+        await assert_store_equals(store, await expected_state(s, events), subjects)

@@ -1,0 +1,168 @@
+"""What is wrong with a running stack, in words: pure rules over the facts `rtrec status` gathered.
+
+The list is empty only when everything runs. Each rule names the part, what is wrong, and where it matters
+(docs/operations.md says what to do for each); the same conditions are Prometheus alert rules in
+deploy/prometheus-alerts.yml for stacks that are not run by `rtrec up`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    memory_warning_ratio: float = 0.80
+    memory_full_ratio: float = 0.95
+    recent_s: float = 600.0  # memory failures, restarts and dead letters this recent are reported
+    heartbeat_stale_s: float = 15.0
+    hold_reported_after_s: float = 2.0
+    stalled_after_s: float = 60.0
+    replication_lag_s: float = 5.0
+    lag_growing_samples: int = 4
+
+
+def problems_of(status: dict[str, Any], now: float, limits: Thresholds | None = None) -> list[str]:
+    limits = limits or Thresholds()
+    return [
+        *store_problems(status.get("store", {}), limits),
+        *kafka_problems(status.get("kafka", {})),
+        *consumer_problems(status.get("consumers", {}), now, limits),
+        *api_problems(status.get("api", {})),
+    ]
+
+
+def store_problems(store: dict[str, Any], limits: Thresholds) -> list[str]:
+    found: list[str] = []
+    for rs in store.get("replicasets", []):
+        instances = rs.get("instances", [])
+        answering = [i for i in instances if i.get("alive")]
+        for inst in instances:
+            name = inst["name"]
+            if not inst.get("alive"):
+                if inst.get("pid") is None:
+                    found.append(f"store instance {name} is not running (or not reachable at {inst.get('uri')})")
+                else:
+                    found.append(
+                        f"store instance {name} does not answer (process {inst['pid']} exists: stopped or hung)"
+                    )
+                continue
+            found.extend(_memory_problems(inst, limits))
+            found.extend(_replication_problems(inst, {i["name"] for i in answering}, limits))
+        masters = [i["name"] for i in answering if i.get("ro") is False]
+        if answering and not masters:
+            found.append(f"replica set {rs['id']} has no writable master: writes to its buckets are held")
+        elif len(masters) > 1:
+            found.append(f"replica set {rs['id']} has {len(masters)} writable masters ({', '.join(masters)})")
+    return found
+
+
+def _memory_problems(inst: dict[str, Any], limits: Thresholds) -> list[str]:
+    found = []
+    ratio = inst.get("memory_used_ratio")
+    limit_mb = (inst.get("memory_limit_bytes") or 0) / MB
+    if ratio is not None and ratio >= limits.memory_full_ratio:
+        found.append(
+            f"store instance {inst['name']} is at its memory limit ({ratio:.0%} of {limit_mb:.0f} MB): "
+            "writes fail; raise store.memtx_memory_mb or shorten TTLs"
+        )
+    elif ratio is not None and ratio >= limits.memory_warning_ratio:
+        found.append(f"store instance {inst['name']} is near its memory limit ({ratio:.0%} of {limit_mb:.0f} MB)")
+    failures = inst.get("memory_failures") or {}
+    ago = failures.get("seconds_ago")
+    if failures.get("count") and ago is not None and ago <= limits.recent_s:
+        found.append(
+            f"store instance {inst['name']} refused writes for lack of memory "
+            f"({failures['count']} times, the last {ago:.0f}s ago)"
+        )
+    return found
+
+
+def _replication_problems(inst: dict[str, Any], answering: set[str], limits: Thresholds) -> list[str]:
+    found = []
+    for peer in inst.get("upstreams", []):
+        if peer.get("peer") not in answering:
+            continue  # a dead peer is reported as such
+        if peer.get("status") != "follow":
+            detail = f": {peer['message']}" if peer.get("message") else ""
+            found.append(f"store instance {inst['name']} does not follow {peer['peer']} ({peer.get('status')}{detail})")
+        elif (peer.get("lag") or 0) > limits.replication_lag_s:
+            found.append(f"store instance {inst['name']} lags {peer['lag']:.1f}s behind {peer['peer']}")
+    return found
+
+
+def kafka_problems(kafka: dict[str, Any]) -> list[str]:
+    return [] if kafka.get("running") else ["the Kafka broker is not running: producers and consumers wait"]
+
+
+def consumer_problems(consumers: dict[str, Any], now: float, limits: Thresholds) -> list[str]:
+    found: list[str] = []
+    supervisor = consumers.get("supervisor") or {}
+    if not supervisor.get("alive"):
+        found.append("the consumer supervisor is not running: consumers that exit are not restarted (rtrec up)")
+    for proc in consumers.get("processes", []):
+        found.extend(_one_consumer(proc, now, limits))
+    lag = consumers.get("lag")
+    if isinstance(lag, str):
+        found.append(f"consumer lag is unknown: {lag}")
+        lag_total = None
+    else:
+        lag_total = sum((lag or {}).values())
+    processes = consumers.get("processes", [])
+    if lag_total and processes and not any(p.get("holding") for p in processes):
+        commits = [p.get("last_commit_at") or 0 for p in processes]
+        starts = [p.get("started_at") or now for p in processes]
+        quiet_for = now - max([*commits, min(starts)])
+        if quiet_for > limits.stalled_after_s:
+            found.append(
+                f"ingest is stalled: {lag_total:,} messages behind and no batch committed for {quiet_for:.0f}s"
+            )
+    samples = supervisor.get("lag_samples") or []
+    recent = [total for _, total in samples[-limits.lag_growing_samples :]]
+    if len(recent) == limits.lag_growing_samples and all(b > a for a, b in itertools.pairwise(recent)):
+        span = samples[-1][0] - samples[-limits.lag_growing_samples][0]
+        found.append(
+            f"consumer lag is growing: {recent[-1]:,} messages behind, +{recent[-1] - recent[0]:,} in {span:.0f}s"
+        )
+    dead = consumers.get("dead_letters_recent")
+    if isinstance(dead, int) and dead > 0:
+        found.append(
+            f"{dead:,} dead letters arrived in the last {limits.recent_s / 60:.0f} minutes "
+            "(messages that could not be used; see the dead-letter topic)"
+        )
+    return found
+
+
+def _one_consumer(proc: dict[str, Any], now: float, limits: Thresholds) -> list[str]:
+    name = proc["name"]
+    found = []
+    recent_restarts = [t for t in proc.get("restart_times", []) if now - t <= limits.recent_s]
+    if not proc.get("alive"):
+        exit_note = f" (last {proc['last_exit_reason']})" if proc.get("last_exit_reason") else ""
+        found.append(f"{name} is not running{exit_note}")
+    elif (proc.get("heartbeat_age_s") or 0) > limits.heartbeat_stale_s:
+        found.append(f"{name} is not responding (no heartbeat for {proc['heartbeat_age_s']:.0f}s)")
+    holding = proc.get("holding")
+    if proc.get("alive") and holding and holding.get("seconds", 0) >= limits.hold_reported_after_s:
+        found.append(
+            f"{name} has held a batch for {holding['seconds']:.0f}s because the {holding['stage']} step fails "
+            f"({holding['attempts']} attempts): {holding['cause']}"
+        )
+    if recent_restarts:
+        found.append(
+            f"{name} restarted {len(recent_restarts)} times in the last {limits.recent_s / 60:.0f} minutes"
+            + (f" (last {proc['last_exit_reason']})" if proc.get("last_exit_reason") else "")
+        )
+    return found
+
+
+def api_problems(api: dict[str, Any]) -> list[str]:
+    if not api.get("alive"):
+        return ["the API is not running"]
+    if api.get("ready") is False:
+        return [f"the API is not ready: {api.get('ready_detail', 'unknown reason')}"]
+    return []

@@ -1,0 +1,358 @@
+"""Ingest never stops silently: fault drills against the real broker and a real cluster.
+
+Hostile messages on every topic, a dead-letter topic that refuses writes, a store that runs out of memory,
+consumers joining and leaving the group, killed and hung consumers under the supervisor; in each case the
+drill asserts what `rtrec status` says and that the store ends equal to an exactly-once reference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import orjson
+from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+
+from deploy.cluster import StoreCluster
+from deploy.settings import Settings
+from deploy.stack import LocalStack
+from extractors.consumer import ExtractorConsumer
+from extractors.dlq import header
+from extractors.health import read_state, state_path
+from extractors.offsets import consumer_lag
+from extractors.publish import publish_events
+from extractors.simulate import BankSimulator, SimulationConfig
+from feature_store.client import FeatureStore
+from tests.conftest import ROOT, free_port_block, settings_env
+from tests.integration.kafka_helpers import (
+    assert_store_equals,
+    consume_command,
+    expected_state,
+    produce,
+    read_all,
+    wait_for,
+)
+
+MSGPACK = [("content-type", b"application/msgpack")]
+CONFIG = str(ROOT / "deploy" / "local.toml")
+
+
+def hostile_messages() -> list[tuple[str, bytes | None, list[tuple[str, bytes]]]]:
+    """(label, payload, headers): one of every shape the issue names."""
+    return [
+        ("unhashable type", b'{"type": [], "client_id": "x"}', []),
+        ("msgpack array as key", b"\x81\x91\x01\x01", MSGPACK),
+        ("msgpack integer keys", msgpack.packb({1: "a"}), MSGPACK),
+        ("nesting bomb", b"[" * 50_000 + b"]" * 50_000, []),
+        ("integer beyond range", b'{"client_id": "x", "ts": ' + b"9" * 400 + b"}", []),
+        ("ts 1e300", b'{"client_id": "x", "tx_id": "t", "ts": 1e300}', []),
+        ("negative epoch", b'{"client_id": "x", "tx_id": "t", "ts": -86400}', []),
+        ("NaN through msgpack", msgpack.packb({"client_id": "x", "amount": math.nan, "ts": math.nan}), MSGPACK),
+        ("invalid utf-8", b'{"client_id": "\xff\xfe"}', []),
+        ("null value", None, []),
+        ("empty object", b"{}", []),
+        ("wrong content type", b'{"client_id": "x"}', [("content-type", b"text/xml")]),
+        ("near the size limit", b'{"client_id": "' + b"x" * 1_000_000 + b'"}', []),
+    ]
+
+
+GOOD: dict[str, dict[str, Any]] = {
+    "transactions": {"tx_id": "t1", "ts": 1790000000, "amount": 7.5, "currency": "RUB", "direction": "out"},
+    "transaction_deletes": {"tx_id": "t-never", "ts": 1790000000},
+    "clients": {"ts": 1790000000, "segment": "retail"},
+    "applications": {"application_id": "a1", "product": "deposit", "status": "submitted", "ts": 1790000000},
+    "products": {"product": "deposit", "action": "opened", "ts": 1790000000},
+}
+
+
+async def test_every_hostile_shape_on_every_topic_goes_to_the_dlq_and_the_next_event_lands(
+    kafka_settings: Settings, store: FeatureStore, uid: str
+) -> None:
+    s = kafka_settings
+    hostile = hostile_messages()
+    messages: list[tuple[str, bytes | None, list[tuple[str, bytes]]]] = []
+    for topic_key, good in GOOD.items():
+        messages += [(topic_key, payload, headers) for _, payload, headers in hostile]
+        messages.append((topic_key, orjson.dumps({**good, "client_id": f"{uid}-{topic_key}"}), []))
+    await produce(s, messages)
+
+    consumer = ExtractorConsumer(s, store)
+    stats = await consumer.run(idle_exit_s=2.0)
+    assert stats.messages == len(messages) and stats.dead_letters == len(hostile) * len(GOOD)
+
+    letters = await read_all(s, s.kafka.topic("dlq"), expected=len(hostile) * len(GOOD))
+    assert len(letters) == len(hostile) * len(GOOD)
+    for letter in letters:
+        reason, kind = header(letter.headers, "dlq.reason"), header(letter.headers, "dlq.error")
+        assert reason and kind in {"malformed", "invalid", "unknown_type", "unsupported_content_type"}, (kind, reason)
+        assert header(letter.headers, "dlq.topic") in {s.kafka.topic(t) for t in GOOD}
+        assert header(letter.headers, "dlq.offset") is not None and header(letter.headers, "dlq.sha256")
+    truncated = [r for r in letters if header(r.headers, "dlq.truncated") == "payload"]
+    assert len(truncated) == len(GOOD) and all("exceeds" in (header(r.headers, "dlq.reason") or "") for r in truncated)
+
+    assert await store.get_features(f"{uid}-transactions")
+    assert await store.get_features(f"{uid}-clients")
+    assert await store.get_features(f"{uid}-applications")
+    assert await store.get_features(f"{uid}-products")
+    assert sum((await consumer_lag(s)).values()) == 0
+
+
+async def _set_topic_config(settings: Settings, topic: str, configs: dict[str, str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap)
+    await admin.start()
+    try:
+        await admin.alter_configs([ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)])
+    finally:
+        await admin.close()
+
+
+async def test_a_dead_letter_topic_that_refuses_writes_holds_the_batch_loudly_then_resumes(
+    kafka_settings: Settings, store: FeatureStore, uid: str
+) -> None:
+    s = kafka_settings
+    dlq = s.kafka.topic("dlq")
+    await _set_topic_config(s, dlq, {"max.message.bytes": "100"})  # every dead letter is now too large
+    good = {**GOOD["transactions"], "client_id": f"{uid}-c"}
+    await produce(s, [("transactions", b"not json at all", []), ("transactions", orjson.dumps(good), [])])
+
+    consumer = ExtractorConsumer(s, store)
+    running = asyncio.create_task(consumer.run(idle_exit_s=3.0))
+    try:
+
+        async def held() -> bool:
+            return consumer.health.holding_stage == "dead_letters" and consumer.health.hold_attempts >= 2
+
+        await wait_for(held, timeout=30, what="the dead-letter step to be held")
+        assert "MessageSizeTooLarge" in (consumer.health.holding_cause or "")
+        assert sum((await consumer_lag(s)).values()) == 2  # nothing committed while held
+        assert not running.done()
+
+        await _set_topic_config(s, dlq, {"max.message.bytes": "1048588"})
+        stats = await asyncio.wait_for(running, 60)
+    finally:
+        consumer.request_stop()
+        await asyncio.gather(running, return_exceptions=True)
+    assert stats.dead_letters == 1 and consumer.health.holding_stage is None
+    letters = await read_all(s, dlq, expected=1)
+    assert [header(r.headers, "dlq.error") for r in letters] == ["malformed"]
+    assert sum((await consumer_lag(s)).values()) == 0
+    assert [f.name for f in await store.get_features(f"{uid}-c")] == ["tx.out.amount"]
+
+
+def _status(settings: Settings) -> dict[str, Any]:
+    return LocalStack(settings, ROOT / "deploy" / "local.toml").status()
+
+
+def _supervise(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
+    environment = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT), **env}
+    log = open(settings.run_dir / "supervise-test.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "supervise", "--config", CONFIG],
+        env=environment,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def _stop(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    return process.wait(timeout)
+
+
+async def test_a_store_out_of_memory_is_held_shown_in_status_and_lands_exactly_once_after_more_memory(
+    kafka_settings: Settings, tmp_path_factory: Any, uid: str
+) -> None:
+    small = kafka_settings.model_copy(
+        update={
+            "run_dir": tmp_path_factory.mktemp("oom"),
+            "store": kafka_settings.store.model_copy(update={"base_port": free_port_block(40), "memtx_memory_mb": 32}),
+        }
+    )
+    cluster = StoreCluster(small)
+    await cluster.start()
+    supervisor = None
+    try:
+        events = list(BankSimulator(SimulationConfig(clients=150, days=180, seed=31, client_prefix=f"{uid}m")).events())
+        await publish_events(small, events, progress=False)
+        supervisor = _supervise(small)
+
+        async def out_of_memory_shown() -> dict[str, Any] | None:
+            status = await asyncio.to_thread(_status, small)
+            problems = " | ".join(status["problems"])
+            held = "held a batch" in problems and "StoreOutOfMemory" in problems
+            return status if held and "refused writes for lack of memory" in problems else None
+
+        status = await wait_for(out_of_memory_shown, timeout=120, what="status to show the full store", interval=1)
+        consumer = status["consumers"]["processes"][0]
+        assert consumer["alive"] and consumer["holding"]["stage"] == "store" and consumer["restarts"] == 0
+        assert sum(status["consumers"]["lag"].values()) > 0
+
+        # the operator restarts the store with more memory; the consumer goes on by itself
+        cluster.stop()
+        bigger = small.model_copy(update={"store": small.store.model_copy(update={"memtx_memory_mb": 160})})
+        await StoreCluster(bigger).start()
+
+        async def caught_up() -> bool:
+            return sum((await consumer_lag(small)).values()) == 0
+
+        await wait_for(caught_up, timeout=180, what="the consumer to catch up", interval=1)
+        status = await asyncio.to_thread(_status, small)
+        assert not [p for p in status["problems"] if "memory" in p or "held" in p or "consumer-1" in p]
+        assert status["consumers"]["processes"][0]["restarts"] == 0
+        subjects = sorted({key for _, key, _ in events})
+        async with FeatureStore(bigger.store, topology=cluster.topology) as store:
+            await assert_store_equals(store, await expected_state(small, events), subjects)
+        assert _stop(supervisor) == 0
+        supervisor = None
+    finally:
+        if supervisor is not None:
+            supervisor.kill()
+        StoreCluster(small).stop()
+
+
+def _health(settings: Settings, instance: int) -> dict[str, Any]:
+    return read_state(state_path(settings.run_dir, instance)) or {}
+
+
+async def test_consumers_joining_and_leaving_the_group_during_ingest_lose_and_double_nothing(
+    kafka_settings: Settings, cluster: StoreCluster, uid: str, tmp_path: Path
+) -> None:
+    s = kafka_settings.model_copy(update={"run_dir": tmp_path})  # state files of this test's consumers only
+    events = list(BankSimulator(SimulationConfig(clients=60, days=150, seed=17, client_prefix=f"{uid}g")).events())
+    thirds = [
+        events[: len(events) // 3],
+        events[len(events) // 3 : 2 * len(events) // 3],
+        events[2 * len(events) // 3 :],
+    ]
+    cmd, env = consume_command(s)
+    await publish_events(s, thirds[0], progress=False)
+    first = subprocess.Popen([*cmd, "--instance", "1"], env=env, cwd=ROOT)  # noqa: ASYNC220
+    second = None
+    try:
+
+        async def first_working() -> bool:
+            return _health(s, 1).get("pid") == first.pid and (_health(s, 1).get("messages") or 0) > 0
+
+        await wait_for(first_working, timeout=60, what="the first consumer to apply a batch")
+        second = subprocess.Popen([*cmd, "--instance", "2"], env=env, cwd=ROOT)  # noqa: ASYNC220
+
+        async def both_in_group() -> bool:
+            assert second is not None
+            joined = _health(s, 2).get("pid") == second.pid and _health(s, 2).get("state") == "running"
+            return joined and (_health(s, 1).get("rebalances") or 0) >= 1
+
+        await wait_for(both_in_group, timeout=60, what="the second consumer to join")
+        await publish_events(s, thirds[1], progress=False)
+
+        async def second_working() -> bool:
+            return (_health(s, 2).get("messages") or 0) > 0
+
+        await wait_for(second_working, timeout=60, what="the second consumer to apply a batch")
+        rebalances_before_leave = _health(s, 1)["rebalances"]
+        assert await asyncio.to_thread(_stop, second) == 0  # leaves the group cleanly
+        second = None
+        await publish_events(s, thirds[2], progress=False)
+
+        async def caught_up() -> bool:
+            return sum((await consumer_lag(s)).values()) == 0
+
+        await wait_for(caught_up, timeout=120, what="the group to catch up", interval=0.5)
+        assert _health(s, 1)["rebalances"] > rebalances_before_leave
+        assert first.poll() is None  # survived every rebalance
+        assert await asyncio.to_thread(_stop, first) == 0
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+    subjects = sorted({key for _, key, _ in events})
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        await assert_store_equals(store, await expected_state(s, events), subjects)
+
+
+def _status_cli(settings: Settings) -> dict[str, Any]:
+    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT)}
+    done = subprocess.run(
+        [sys.executable, "-m", "deploy.cli", "status", "--json", "--config", CONFIG],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        timeout=60,
+        check=True,
+    )
+    return json.loads(done.stdout)
+
+
+async def test_status_shows_the_true_lag_of_a_backlog_and_zero_once_applied(
+    kafka_settings: Settings, store: FeatureStore, uid: str, tmp_path: Path
+) -> None:
+    s = kafka_settings.model_copy(update={"run_dir": tmp_path})
+    events = list(BankSimulator(SimulationConfig(clients=5, days=30, seed=3, client_prefix=f"{uid}l")).events())
+    counts = await publish_events(s, events, progress=False)
+    before = await asyncio.to_thread(_status_cli, s)
+    assert before["consumers"]["lag"] == {s.kafka.topic(key): n for key, n in counts.items()}
+    assert any("consumer-1 is not running" in p for p in before["problems"])
+    await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
+    after = await asyncio.to_thread(_status_cli, s)
+    assert set(after["consumers"]["lag"].values()) == {0}
+    instance = after["store"]["replicasets"][0]["instances"][0]
+    assert instance["alive"] and 0 < instance["memory_used_ratio"] < 1 and instance["role"] in {"master", "replica"}
+
+
+async def test_the_supervisor_restarts_a_killed_and_a_hung_consumer(
+    kafka_settings: Settings, store: FeatureStore, uid: str, tmp_path: Path
+) -> None:
+    s = kafka_settings.model_copy(update={"run_dir": tmp_path})
+    supervisor = _supervise(
+        s, RTREC_CONSUMER__HUNG_AFTER_S="4", RTREC_CONSUMER__RESTART_BACKOFF_MAX_S="1", RTREC_CONSUMER__INSTANCES="1"
+    )
+    try:
+
+        async def running_pid() -> int | None:
+            health = _health(s, 1)
+            pid_file = s.run_dir / "procs" / "consumer-1.pid"
+            pid = int(pid_file.read_text()) if pid_file.exists() else None
+            fresh = health.get("pid") == pid and time.time() - health.get("updated_at", 0) < 2
+            return pid if fresh and health.get("state") == "running" else None
+
+        first = await wait_for(running_pid, timeout=60, what="the consumer to run")
+        os.kill(first, signal.SIGKILL)
+
+        async def replaced(old: int) -> int | None:
+            pid = await running_pid()
+            return pid if pid not in (None, old) else None
+
+        second = await wait_for(lambda: replaced(first), timeout=60, what="a restart after SIGKILL")
+        os.kill(second, signal.SIGSTOP)  # hung: alive, silent
+        third = await wait_for(lambda: replaced(second), timeout=60, what="a restart of the hung consumer")
+
+        supervised = json.loads((s.run_dir / "procs" / "supervisor.json").read_text())["consumers"][0]
+        assert supervised["restarts"] == 2 and "not responding" in supervised["last_exit_reason"]
+        status = await asyncio.to_thread(_status, s)
+        assert any("consumer-1 restarted 2 times" in p for p in status["problems"]), status["problems"]
+
+        await produce(s, [("transactions", orjson.dumps({**GOOD["transactions"], "client_id": f"{uid}-s"}), [])])
+
+        async def landed() -> bool:
+            return bool(await store.get_features(f"{uid}-s"))
+
+        await wait_for(landed, timeout=60, what="an event to land through the restarted consumer")
+        assert _stop(supervisor) == 0
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(third, 0)
+            raise AssertionError("the supervisor left its consumer running")
+    finally:
+        if supervisor.poll() is None:
+            supervisor.kill()

@@ -1,0 +1,270 @@
+"""No message can stop a consumer: whatever bytes and headers a record carries, extraction ends in store
+operations or in exactly one dead letter with a reason, and the dead letter always fits in the broker."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgpack
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from extractors.batch import extract_batch
+from extractors.decode import INPUT_TOPICS, MAX_EVENT_BYTES
+from extractors.dlq import MAX_PAYLOAD_BYTES, DeadLetter
+from extractors.extract import ExtractionConfig
+
+# What the broker accepts by default (message.max.bytes); a dead letter must stay under it.
+BROKER_MAX_MESSAGE_BYTES = 1_048_588
+# "extractor_error" (the safety net for bugs) is not among them: validation must name every hostile shape.
+KNOWN_KINDS = {"malformed", "invalid", "unknown_type", "unsupported_content_type"}
+MSGPACK = [("content-type", b"application/msgpack")]
+
+VALID: dict[str, dict[str, Any]] = {
+    "bank.transactions": {
+        "tx_id": "t1",
+        "client_id": "c1",
+        "ts": 1790000000,
+        "amount": 12.5,
+        "currency": "RUB",
+        "direction": "out",
+        "mcc": 5411,
+    },
+    "bank.transaction-deletes": {"tx_id": "t1", "client_id": "c1", "ts": 1790000000},
+    "bank.clients": {"client_id": "c1", "ts": 1790000000, "segment": "retail", "birth_date": "1980-05-01"},
+    "bank.applications": {
+        "application_id": "a1",
+        "client_id": "c1",
+        "product": "deposit",
+        "status": "submitted",
+        "ts": 1790000000,
+    },
+    "bank.products": {"client_id": "c1", "product": "deposit", "action": "opened", "ts": 1790000000},
+}
+
+
+@dataclass
+class Record:
+    topic: str
+    value: bytes | None
+    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
+    partition: int = 0
+    offset: int = 7
+    key: bytes | None = b"k"
+
+
+def outcome(record: Record) -> tuple[int, list[DeadLetter]]:
+    """Run extraction on one record; it must not raise and must end in ops or one dead letter."""
+    extracted = extract_batch([record], ExtractionConfig())  # type: ignore[list-item]
+    assert (len(extracted.ops) > 0) != (len(extracted.dead) == 1), (extracted.ops, extracted.dead)
+    for letter in extracted.dead:
+        assert letter.reason and letter.error_kind in KNOWN_KINDS
+        assert len(letter.reason) < 2000
+        assert (letter.topic, letter.partition, letter.offset) == (record.topic, record.partition, record.offset)
+        assert dead_letter_size(letter) < BROKER_MAX_MESSAGE_BYTES - 4096
+    return len(extracted.ops), extracted.dead
+
+
+def dead_letter_size(letter: DeadLetter) -> int:
+    headers = sum(len(k.encode()) + len(v) for k, v in letter.kafka_headers())
+    return len(letter.kafka_value() or b"") + len(letter.kafka_key() or b"") + headers
+
+
+# ---- the shapes named in the field report and the issue -------------------------------------------------
+HOSTILE_JSON: list[tuple[str, bytes]] = [
+    ("unhashable type", b'{"type": [], "tx_id": "x"}'),
+    ("object as type", b'{"type": {"a": 1}}'),
+    ("integer beyond any range", b'{"ts": ' + b"1" * 400 + b"}"),
+    ("float overflow", b'{"amount": 1e400}'),
+    ("nesting bomb", b"[" * 100_000 + b"]" * 100_000),
+    ("object nesting bomb", b'{"a":' * 5000 + b"1" + b"}" * 5000),
+    ("invalid utf-8", b'{"tx_id": "\xff\xfe", "client_id": "c"}'),
+    ("null", b"null"),
+    ("empty object", b"{}"),
+    ("empty bytes", b""),
+    ("a bare string", b'"transaction"'),
+    ("truncated", b'{"tx_id": "x", "client_id": '),
+]
+
+
+@pytest.mark.parametrize("topic", INPUT_TOPICS)
+@pytest.mark.parametrize(("label", "payload"), HOSTILE_JSON, ids=[label for label, _ in HOSTILE_JSON])
+def test_hostile_json_becomes_one_dead_letter(topic: str, label: str, payload: bytes) -> None:
+    ops, dead = outcome(Record(topic, payload))
+    assert ops == 0 and len(dead) == 1, label
+
+
+@pytest.mark.parametrize("topic", INPUT_TOPICS)
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"ts": 1e300},
+        {"ts": -1e12},
+        {"ts": -1},
+        {"ts": "10000-01-01T00:00:00"},
+        {"ts": "0001-01-01T00:00:00+14:00"},
+        {"ts": "nan"},
+        {"ts": True},
+        {"ts": None},
+        {"client_id": ""},
+        {"client_id": ["c1"]},
+        {"client_id": {"$gt": ""}},
+        {"client_id": "x" * 10_000},
+        {"type": "refund"},
+        {"type": 1},
+    ],
+    ids=repr,
+)
+def test_out_of_range_and_wrong_typed_fields_are_dead_letters(topic: str, change: dict[str, Any]) -> None:
+    payload = orjson.dumps({**VALID[topic], **change})
+    ops, dead = outcome(Record(topic, payload))
+    assert ops == 0 and dead[0].error_kind in {"invalid", "unknown_type"}
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e300, -5.0, 0.0])
+def test_amounts_that_are_not_money_are_refused_even_through_msgpack(value: float) -> None:
+    payload = msgpack.packb({**VALID["bank.transactions"], "amount": value})
+    ops, dead = outcome(Record("bank.transactions", payload, MSGPACK))
+    assert ops == 0 and dead[0].error_kind == "invalid"
+    balance = msgpack.packb({**VALID["bank.transactions"], "balance": math.nan})
+    assert outcome(Record("bank.transactions", balance, MSGPACK))[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("label", "payload"),
+    [
+        ("array as a map key", b"\x81\x91\x01\x01"),
+        ("map as a map key", b"\x81\x81\x01\x01\x01"),
+        ("integer keys", msgpack.packb({1: "a", 2: "b"})),
+        ("nested array key", b"\x81\xa1a\x81\x91\x01\x01"),
+        ("array nesting bomb", b"\x91" * 100_000 + b"\x01"),
+        ("ext type", msgpack.packb(msgpack.ExtType(5, b"xyz"))),
+        ("truncated", msgpack.packb(VALID["bank.transactions"])[:-3]),
+        ("trailing bytes", msgpack.packb(VALID["bank.transactions"]) + b"\x01"),
+        ("invalid utf-8 string", b"\x81\xa6tx_id\xa2\xff\xfe"),
+        ("huge declared length", b"\xdb\xff\xff\xff\xff"),
+    ],
+)
+def test_hostile_msgpack_becomes_one_dead_letter(label: str, payload: bytes) -> None:
+    ops, dead = outcome(Record("bank.transactions", payload, MSGPACK))
+    assert ops == 0 and dead[0].error_kind == "malformed", label
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        [("content-type", b"text/xml")],
+        [("content-type", b"application/octet-stream")],
+        [("content-type", b"\xff\xfe")],
+        [("Content-Type", b"APPLICATION/MSGPACK; charset=binary")],  # msgpack header on JSON bytes
+    ],
+    ids=repr,
+)
+def test_wrong_content_types_are_dead_letters(headers: list[tuple[str, bytes | None]]) -> None:
+    ops, dead = outcome(Record("bank.transactions", orjson.dumps(VALID["bank.transactions"]), headers))
+    assert ops == 0 and dead[0].error_kind in {"unsupported_content_type", "malformed"}
+
+
+def test_parameters_and_null_headers_do_not_stop_a_good_message() -> None:
+    headers = [("content-type", b"application/json; charset=utf-8"), ("trace", None), ("content-type", None)]
+    ops, dead = outcome(Record("bank.transactions", orjson.dumps(VALID["bank.transactions"]), headers))
+    assert ops == 1 and not dead
+
+
+def test_a_message_near_the_broker_limit_gives_a_dead_letter_that_fits() -> None:
+    payload = b'{"tx_id": "' + b"x" * (BROKER_MAX_MESSAGE_BYTES - 2000) + b'"}'
+    headers = [("h", b"v" * 50_000)]  # a header larger than the copied-headers cap
+    ops, dead = outcome(Record("bank.transactions", payload, headers, key=b"k" * 5000))
+    letter = dead[0]
+    assert ops == 0 and len(payload) > MAX_EVENT_BYTES
+    kafka_headers = dict(letter.kafka_headers())
+    assert kafka_headers["dlq.truncated"] == b"payload" and kafka_headers["dlq.size"] == str(len(payload)).encode()
+    assert len(kafka_headers["dlq.sha256"]) == 64 and kafka_headers["dlq.headers_dropped"] == b"1"
+    assert letter.kafka_value() == payload[:MAX_PAYLOAD_BYTES]
+
+
+def test_a_bug_in_an_extractor_parks_the_message_and_the_batch_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    import extractors.batch
+
+    real_extract = extractors.batch.extract
+
+    def flaky(event: Any, config: ExtractionConfig, origin: int = -1) -> Any:
+        if origin == 0:
+            raise KeyError("a bug")
+        return real_extract(event, config, origin)
+
+    monkeypatch.setattr(extractors.batch, "extract", flaky)
+    good = Record("bank.transactions", orjson.dumps(VALID["bank.transactions"]))
+    extracted = extract_batch([good, good], ExtractionConfig())  # type: ignore[list-item]
+    assert [letter.error_kind for letter in extracted.dead] == ["extractor_error"]
+    assert "KeyError" in extracted.dead[0].reason and {op.origin for op in extracted.ops} == {1}
+
+
+def test_a_null_message_is_a_dead_letter() -> None:
+    assert outcome(Record("bank.clients", None))[0] == 0
+
+
+def test_the_valid_events_used_above_really_are_valid() -> None:
+    for topic, event in VALID.items():
+        assert outcome(Record(topic, orjson.dumps(event)))[0] >= 1
+        assert outcome(Record(topic, msgpack.packb(event), MSGPACK))[0] >= 1
+
+
+# ---- property tests: any shape at all -------------------------------------------------------------------
+json_scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20)
+msgpack_keys = (
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.text(max_size=8) | st.binary(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=20,
+)
+msgpack_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(msgpack_keys, inner, max_size=4),
+    max_leaves=20,
+)
+FIELDS = sorted({name for event in VALID.values() for name in event} | {"type", "balance", "segment"})
+PROPERTY_SETTINGS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+@PROPERTY_SETTINGS
+@given(topic=st.sampled_from(INPUT_TOPICS), payload=st.binary(max_size=300), content_type=st.binary(max_size=30))
+def test_any_bytes_with_any_content_type(topic: str, payload: bytes, content_type: bytes) -> None:
+    outcome(Record(topic, payload, [("content-type", content_type)]))
+
+
+@PROPERTY_SETTINGS
+@given(
+    topic=st.sampled_from(INPUT_TOPICS),
+    changes=st.dictionaries(st.sampled_from(FIELDS), json_values, max_size=4),
+)
+def test_valid_events_with_any_fields_replaced_by_any_json(topic: str, changes: dict[str, Any]) -> None:
+    try:
+        payload = orjson.dumps({**VALID[topic], **changes})
+    except orjson.JSONEncodeError:  # integers beyond 64 bits: JSON producers can send them as text
+        payload = repr({**VALID[topic], **changes}).encode()
+    outcome(Record(topic, payload))
+
+
+@PROPERTY_SETTINGS
+@given(
+    topic=st.sampled_from(INPUT_TOPICS),
+    changes=st.dictionaries(st.sampled_from(FIELDS), msgpack_values, max_size=4),
+    extra=st.dictionaries(msgpack_keys, msgpack_values, max_size=3),
+)
+def test_valid_events_with_any_msgpack_values_and_keys(
+    topic: str, changes: dict[Any, Any], extra: dict[Any, Any]
+) -> None:
+    body: dict[Any, Any] = {**VALID[topic], **changes, **extra}
+    outcome(Record(topic, msgpack.packb(body, use_bin_type=True), MSGPACK))

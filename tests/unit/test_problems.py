@@ -1,0 +1,174 @@
+"""`rtrec status` problems: the list is empty only when everything runs, and each fault is named in words."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from typing import Any
+
+import pytest
+
+from deploy.problems import problems_of
+from extractors.health import ConsumerHealth
+from extractors.holding import HoldAbandoned, hold_until_done
+from feature_store.errors import StoreOutOfMemory
+
+NOW = 1_800_000_000.0
+
+
+def instance(name: str, *, ro: bool, **overrides: Any) -> dict[str, Any]:
+    peers = [p for p in ("s-1-a", "s-1-b", "s-1-c") if p != name]
+    return {
+        "name": name,
+        "pid": 100,
+        "alive": True,
+        "ro": ro,
+        "memory_used_ratio": 0.3,
+        "memory_limit_bytes": 256 * 1024 * 1024,
+        "memory_failures": {"count": 0, "seconds_ago": None},
+        "upstreams": [{"peer": p, "status": "follow", "lag": 0.001} for p in peers],
+        **overrides,
+    }
+
+
+def healthy() -> dict[str, Any]:
+    return {
+        "store": {
+            "replicasets": [
+                {
+                    "id": 1,
+                    "instances": [
+                        instance("s-1-a", ro=False),
+                        instance("s-1-b", ro=True),
+                        instance("s-1-c", ro=True),
+                    ],
+                }
+            ]
+        },
+        "kafka": {"running": True},
+        "consumers": {
+            "processes": [
+                {
+                    "name": "consumer-1",
+                    "pid": 5,
+                    "alive": True,
+                    "started_at": NOW - 3600,
+                    "heartbeat_age_s": 0.5,
+                    "last_commit_at": NOW - 1,
+                    "holding": None,
+                    "restart_times": [],
+                }
+            ],
+            "lag": {"bank.transactions": 0},
+            "dead_letters_recent": 0,
+            "supervisor": {"alive": True, "lag_samples": [[NOW - 30, 10], [NOW - 20, 0], [NOW - 10, 0], [NOW, 0]]},
+        },
+        "api": {"alive": True, "ready": True},
+    }
+
+
+def test_a_healthy_stack_has_no_problems() -> None:
+    assert problems_of(healthy(), NOW) == []
+
+
+def with_change(path: list[Any], value: Any) -> dict[str, Any]:
+    status = copy.deepcopy(healthy())
+    target: Any = status
+    for step in path[:-1]:
+        target = target[step]
+    target[path[-1]] = value
+    return status
+
+
+STORE = ["store", "replicasets", 0, "instances"]
+CONSUMER = ["consumers", "processes", 0]
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "expected"),
+    [
+        ([*STORE, 1, "alive"], False, "s-1-b does not answer (process 100 exists"),
+        (
+            [*STORE, 1],
+            {"name": "s-1-b", "uri": "h:1", "alive": False, "pid": None},
+            "s-1-b is not running (or not reachable at h:1)",
+        ),
+        ([*STORE, 0, "ro"], True, "no writable master"),
+        ([*STORE, 1, "ro"], False, "2 writable masters"),
+        ([*STORE, 0, "memory_used_ratio"], 0.85, "near its memory limit (85% of 256 MB)"),
+        ([*STORE, 0, "memory_used_ratio"], 0.97, "at its memory limit"),
+        ([*STORE, 2, "memory_failures"], {"count": 3, "seconds_ago": 12.0}, "refused writes for lack of memory"),
+        ([*STORE, 1, "upstreams", 0, "status"], "stopped", "s-1-b does not follow s-1-a (stopped"),
+        ([*STORE, 1, "upstreams", 0, "lag"], 30.0, "lags 30.0s behind s-1-a"),
+        (["kafka", "running"], False, "Kafka broker is not running"),
+        (["consumers", "supervisor", "alive"], False, "supervisor is not running"),
+        ([*CONSUMER, "alive"], False, "consumer-1 is not running"),
+        ([*CONSUMER, "heartbeat_age_s"], 42.0, "consumer-1 is not responding (no heartbeat for 42s)"),
+        (
+            [*CONSUMER, "holding"],
+            {"stage": "store", "seconds": 35.0, "attempts": 9, "cause": "StoreOutOfMemory: Failed to allocate"},
+            "has held a batch for 35s because the store step fails (9 attempts): StoreOutOfMemory",
+        ),
+        ([*CONSUMER, "restart_times"], [NOW - 30, NOW - 5], "consumer-1 restarted 2 times"),
+        (["consumers", "dead_letters_recent"], 4, "4 dead letters arrived"),
+        (["consumers", "lag"], "unavailable: timeout", "consumer lag is unknown"),
+        (["api", "alive"], False, "the API is not running"),
+        (["api", "ready"], False, "the API is not ready"),
+    ],
+)
+def test_each_fault_is_named(path: list[Any], value: Any, expected: str) -> None:
+    found = problems_of(with_change(path, value), NOW)
+    assert any(expected in problem for problem in found), found
+
+
+def test_a_dead_peer_is_reported_once_not_as_replication_of_every_follower() -> None:
+    status = with_change([*STORE, 0, "alive"], False)
+    for peer in status["store"]["replicasets"][0]["instances"][1:]:
+        peer["upstreams"][0]["status"] = "disconnected"
+    found = problems_of(status, NOW)
+    assert [p for p in found if "s-1-a" in p] == [
+        "store instance s-1-a does not answer (process 100 exists: stopped or hung)"
+    ]
+
+
+def test_stalled_and_growing_lag() -> None:
+    stalled = with_change(["consumers", "lag"], {"bank.transactions": 500})
+    stalled["consumers"]["processes"][0]["last_commit_at"] = NOW - 300
+    assert any("ingest is stalled: 500 messages behind" in p for p in problems_of(stalled, NOW))
+    working = with_change(["consumers", "lag"], {"bank.transactions": 500})
+    assert not any("stalled" in p for p in problems_of(working, NOW))
+    growing = with_change(
+        ["consumers", "supervisor", "lag_samples"], [[NOW - 30, 10], [NOW - 20, 50], [NOW - 10, 90], [NOW, 200]]
+    )
+    assert any("lag is growing: 200 messages behind, +190 in 30s" in p for p in problems_of(growing, NOW))
+
+
+async def test_a_held_step_retries_until_it_passes_and_shows_in_health() -> None:
+    health, stop = ConsumerHealth(), asyncio.Event()
+    failures = [StoreOutOfMemory("Failed to allocate 130 bytes"), ConnectionResetError("peer gone")]
+    seen: list[tuple[str | None, str | None]] = []
+
+    async def step() -> str:
+        seen.append((health.holding_stage, health.holding_cause))
+        if failures:
+            raise failures.pop(0)
+        return "written"
+
+    assert await hold_until_done(step, stage="store", health=health, stop=stop, max_backoff_s=0.01) == "written"
+    assert seen == [
+        (None, None),
+        ("store", "StoreOutOfMemory: Failed to allocate 130 bytes"),
+        ("store", "ConnectionResetError: peer gone"),
+    ]
+    assert health.holding_stage is None and health.hold_attempts == 0
+
+
+async def test_a_stop_ends_a_hold_without_success() -> None:
+    health, stop = ConsumerHealth(), asyncio.Event()
+
+    async def step() -> None:
+        stop.set()
+        raise StoreOutOfMemory("full")
+
+    with pytest.raises(HoldAbandoned, match="full"):
+        await hold_until_done(step, stage="store", health=health, stop=stop)
