@@ -131,7 +131,7 @@ def consumer_problems(consumers: dict[str, Any], now: float, limits: Thresholds)
     dead = consumers.get("dead_letters_recent")
     if isinstance(dead, int) and dead > 0:
         found.append(
-            f"{dead:,} dead letters arrived in the last {limits.recent_s / 60:.0f} minutes "
+            f"{dead:,} dead letter{'s' if dead != 1 else ''} arrived in the last {limits.recent_s / 60:.0f} minutes "
             "(messages that could not be used; see the dead-letter topic)"
         )
     return found

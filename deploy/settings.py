@@ -45,7 +45,7 @@ class StoreSettings(BaseModel):
     user: str = "rtrec"
     password: str = "change-me"
     bucket_count: int = 3000
-    memtx_memory_mb: int = 256
+    memtx_memory_mb: int = 1024
     max_features_per_subject: int = 100_000
     deny_subjects: list[str] = Field(default_factory=list)
     expiry_interval_s: float = 60.0

@@ -14,6 +14,8 @@ in production, see deploy/systemd).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -120,7 +122,12 @@ class ConsumerSupervisor:
         command += ["--config", str(self.config_path)]
         with open(log_path, "ab") as log_file:
             child = subprocess.Popen(  # noqa: S603 - the project's own command
-                command, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=dict(os.environ)
+                command,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=dict(os.environ),
+                preexec_fn=_stop_when_parent_dies,
             )
         self._children[consumer.instance] = child
         consumer.pid, consumer.started_at = child.pid, now
@@ -175,6 +182,14 @@ class ConsumerSupervisor:
         tmp = self.state_file.with_suffix(".tmp")
         tmp.write_text(json.dumps(document))
         tmp.replace(self.state_file)
+
+
+def _stop_when_parent_dies() -> None:
+    """In the child before exec: SIGTERM it if the supervisor dies, even by SIGKILL (Linux prctl), so a
+    killed supervisor never leaves consumers running that a new one would duplicate."""
+    pr_set_pdeathsig = 1
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def read_supervisor_state(run_dir: Path) -> dict[str, Any] | None:

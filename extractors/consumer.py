@@ -6,7 +6,8 @@ mid-batch re-reads the uncommitted batch and rewrites the same features.
 
 What can go wrong, and what happens:
 - a message that cannot be decoded, validated or extracted, or that the store refuses (a fat or denied
-  subject, a value it rejects): that message goes to the dead-letter topic with its reason; the rest goes on;
+  subject, a value it rejects), or that the Kafka client itself cannot parse (see ``unreadable``): that
+  message goes to the dead-letter topic with its reason; the rest goes on;
 - the store or the dead-letter topic fails (out of memory, a read-only or restarting master, a broker away):
   the batch is *held* (see ``holding``): retried with backoff, loudly, uncommitted, until it passes;
 - a group rebalance (a consumer joins or leaves): batches fetched before it are still applied in order
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
-from aiokafka.errors import KafkaError
+from aiokafka.errors import ConsumerStoppedError, KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from deploy.settings import Settings
@@ -37,6 +38,7 @@ from extractors.extract import ExtractionConfig
 from extractors.health import ConsumerHealth, final_state, heartbeat
 from extractors.holding import HoldAbandoned, hold_until_done
 from extractors.ops import ApplyResult, apply_ops
+from extractors.unreadable import FetchPositions, UnreadableRecord, fetch_around_unreadable
 from feature_store.client import FeatureStore
 
 log = logging.getLogger(__name__)
@@ -74,10 +76,12 @@ class _RebalanceCounter(ConsumerRebalanceListener):  # type: ignore[misc]
 
     def __init__(self, health: ConsumerHealth) -> None:
         self.generation = 0
+        self.positions = FetchPositions()
         self._health = health
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.generation += 1
+        self.positions.forget()
         if revoked:
             self._health.rebalances += 1
             metrics.REBALANCES.inc()
@@ -186,24 +190,47 @@ class ExtractorConsumer:
         while not self._stop.is_set():
             generation = self._rebalances.generation  # before the fetch: see _Batch
             started = time.perf_counter()
-            fetched = await self._consumer.getmany(
-                timeout_ms=self.settings.consumer.poll_timeout_ms,
-                max_records=self.settings.consumer.max_batch_records,
-            )
+            fetched, unreadable = await self._fetch()
             self.health.last_poll_at = time.time()
             self.stats.seconds_fetch += time.perf_counter() - started
             records = [r for partition_records in fetched.values() for r in partition_records]
-            if not records:
+            if not records and not unreadable:
                 if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
                     break
                 continue
             last_message_at = time.monotonic()
             started = time.perf_counter()
             extracted = extract_batch(records, self.extraction, self.settings.kafka.canonical)
+            if unreadable:
+                extracted = ExtractedBatch(extracted.ops, [*extracted.dead, *(u.dead_letter() for u in unreadable)])
             self.stats.seconds_extract += time.perf_counter() - started
-            next_offsets = {tp: OffsetAndMetadata(rs[-1].offset + 1, "") for tp, rs in fetched.items() if rs}
+            ends = {tp: rs[-1].offset + 1 for tp, rs in fetched.items() if rs}
+            for record in unreadable:
+                ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+            for tp, end in ends.items():
+                self._rebalances.positions.advance(tp, end)
+            next_offsets = {tp: OffsetAndMetadata(end, "") for tp, end in ends.items()}
             await handoff.put(_Batch(records, extracted, next_offsets, generation))
         await handoff.put(None)
+
+    async def _fetch(self) -> tuple[dict[TopicPartition, list[ConsumerRecord]], list[UnreadableRecord]]:
+        """The next records, and the records found unreadable by the Kafka client (see ``unreadable``)."""
+        assert self._consumer is not None
+        consumer = self.settings.consumer
+        try:
+            return await self._consumer.getmany(
+                timeout_ms=consumer.poll_timeout_ms, max_records=consumer.max_batch_records
+            ), []
+        except ConsumerStoppedError:
+            raise
+        except Exception as exc:  # a record aiokafka cannot parse; it would fail the same way forever
+            return await fetch_around_unreadable(
+                self._consumer,
+                self._rebalances.positions,
+                exc,
+                timeout_ms=consumer.poll_timeout_ms,
+                max_records=consumer.max_batch_records,
+            )
 
     async def _write_stage(self, handoff: asyncio.Queue[_Batch | None]) -> None:
         while (batch := await handoff.get()) is not None:

@@ -39,8 +39,10 @@ class DeadLetter:
     def truncated(self) -> bool:
         return self.value is not None and len(self.value) > MAX_PAYLOAD_BYTES
 
-    def kafka_value(self) -> bytes | None:
-        return self.value[:MAX_PAYLOAD_BYTES] if self.value is not None else None
+    def kafka_value(self) -> bytes:
+        """The payload as sent (capped). A null value (or one the client could not read) is sent empty, with
+        ``dlq.value: null`` saying so: Kafka refuses a message with neither key nor value."""
+        return self.value[:MAX_PAYLOAD_BYTES] if self.value is not None else b""
 
     def kafka_key(self) -> bytes | None:
         return self.key[:MAX_KEY_BYTES] if self.key is not None else None
@@ -58,6 +60,8 @@ class DeadLetter:
         ]
         if self.truncated:
             origin.append(("dlq.truncated", b"payload"))
+        if self.value is None:
+            origin.append(("dlq.value", b"null"))
         copied = [(k, v if v is not None else b"") for k, v in self.headers]
         if sum(len(k.encode("utf-8", errors="replace")) + len(v) for k, v in copied) > MAX_COPIED_HEADER_BYTES:
             origin.append(("dlq.headers_dropped", str(len(copied)).encode()))

@@ -8,7 +8,6 @@ drill asserts what `rtrec status` says and that the store ends equal to an exact
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import math
 import os
@@ -150,6 +149,42 @@ async def test_a_dead_letter_topic_that_refuses_writes_holds_the_batch_loudly_th
     assert [f.name for f in await store.get_features(f"{uid}-c")] == ["tx.out.amount"]
 
 
+class _UndecodableKey(str):
+    """A header key whose bytes are not UTF-8, as a librdkafka producer can send (aiokafka cannot read it)."""
+
+    __slots__ = ()
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return b"trace\xff\xfe"
+
+
+async def test_a_record_the_kafka_client_cannot_parse_is_a_dead_letter_and_the_partition_goes_on(
+    kafka_settings: Settings, store: FeatureStore, uid: str, monkeypatch: Any
+) -> None:
+    import aiokafka.producer.message_accumulator as accumulator
+    import aiokafka.producer.producer as producer_module
+    from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
+
+    s = kafka_settings
+    before, after = ({**GOOD["transactions"], "tx_id": t, "client_id": f"{uid}-{t}"} for t in ("t1", "t2"))
+    await produce(s, [("transactions", orjson.dumps(before), [])])
+    for module in (accumulator, producer_module):  # the pure-Python builder writes the key's own bytes
+        monkeypatch.setattr(module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
+    await produce(s, [("transactions", orjson.dumps({"client_id": "x"}), [(_UndecodableKey("k"), b"v")])])
+    monkeypatch.undo()
+    await produce(s, [("transactions", orjson.dumps(after), [])])  # same key: same partition, after the bad one
+
+    stats = await ExtractorConsumer(s, store).run(idle_exit_s=3.0)
+    assert stats.dead_letters == 1
+    letters = await read_all(s, s.kafka.topic("dlq"), expected=1)
+    assert [header(r.headers, "dlq.error") for r in letters] == ["unreadable"]
+    assert header(letters[0].headers, "dlq.offset") == "1" and "UnicodeDecodeError" in header(
+        letters[0].headers, "dlq.reason"
+    )
+    assert await store.get_features(f"{uid}-t1") and await store.get_features(f"{uid}-t2")
+    assert sum((await consumer_lag(s)).values()) == 0
+
+
 def _status(settings: Settings) -> dict[str, Any]:
     return LocalStack(settings, ROOT / "deploy" / "local.toml").status()
 
@@ -167,9 +202,14 @@ def _supervise(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
 
 
 def _stop(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """SIGTERM and wait (a supervisor stops its consumers first); SIGKILL only if that hangs."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
-    return process.wait(timeout)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()
 
 
 async def test_a_store_out_of_memory_is_held_shown_in_status_and_lands_exactly_once_after_more_memory(
@@ -219,7 +259,7 @@ async def test_a_store_out_of_memory_is_held_shown_in_status_and_lands_exactly_o
         supervisor = None
     finally:
         if supervisor is not None:
-            supervisor.kill()
+            _stop(supervisor)
         StoreCluster(small).stop()
 
 
@@ -349,10 +389,15 @@ async def test_the_supervisor_restarts_a_killed_and_a_hung_consumer(
             return bool(await store.get_features(f"{uid}-s"))
 
         await wait_for(landed, timeout=60, what="an event to land through the restarted consumer")
-        assert _stop(supervisor) == 0
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(third, 0)
-            raise AssertionError("the supervisor left its consumer running")
+        supervisor.kill()  # even a supervisor killed outright takes its consumer with it
+
+        async def consumer_gone() -> bool:
+            try:
+                os.kill(third, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        await wait_for(consumer_gone, timeout=40, what="the orphaned consumer to stop")
     finally:
-        if supervisor.poll() is None:
-            supervisor.kill()
+        _stop(supervisor)
