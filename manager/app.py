@@ -4,6 +4,7 @@ to HTTP statuses at one place. OpenAPI at /docs."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -28,6 +29,7 @@ from manager.recommend import RecommendationService
 from manager.recommendations_api import router as recommendations_router
 from manager.remote import remote_scorers
 from manager.replays_api import router as replays_router
+from manager.store_watch import StoreWatch
 from recommenders.catalogue import CatalogueFile
 from recommenders.profile import FeatureSpace
 from recommenders.registry import ModelRegistry
@@ -48,10 +50,15 @@ def create_app(settings: Settings) -> FastAPI:
         registry = ModelRegistry(rec.models_dir, space, catalogue())
         registry.reload_if_changed()
         watcher = asyncio.create_task(registry.watch(rec.reload_interval_s, catalogue))
+        store_watch = StoreWatch(store)
+        watching_store = asyncio.create_task(store_watch.run())
+        with contextlib.suppress(TimeoutError):  # serve with gauges filled, unless the store is slow to answer
+            await asyncio.wait_for(store_watch.first_round_done.wait(), timeout=3.0)
         audit = AuditLog(settings) if rec.audit_to_kafka else None
         if audit is not None:
             await audit.start()
         app.state.store = store
+        app.state.store_watch = store_watch
         app.state.catalogue = catalogue
         app.state.registry = registry
         app.state.replays = ReplayRegistry(settings, store)
@@ -69,6 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             await app.state.replays.stop()
             watcher.cancel()
+            watching_store.cancel()
             if audit is not None:
                 await audit.stop()
             await store.stop()
@@ -104,17 +112,20 @@ def create_app(settings: Settings) -> FastAPI:
 
     @app.get("/ready", tags=["ops"])
     async def ready(request: Request) -> JSONResponse:
-        """Every replica set has a reachable master (readiness)."""
+        """Every replica set has a reachable master (readiness). ``warnings`` lists store problems seen by
+        the last health round (memory near its limit, a replica not following) that do not stop serving."""
         store: FeatureStore = request.app.state.store
-        problems = {}
+        unreachable = {}
         for rs in store.replicasets.values():
             try:
                 await rs.call("ping", [], timeout=1.0)
             except StoreError as exc:
-                problems[str(rs.id)] = str(exc)
-        if problems:
-            return JSONResponse({"status": "not ready", "replicasets": problems}, status_code=503)
-        return JSONResponse({"status": "ready"})
+                unreachable[str(rs.id)] = str(exc)
+        warnings = request.app.state.store_watch.problems
+        if unreachable:
+            body = {"status": "not ready", "replicasets": unreachable, "warnings": warnings}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ready", "warnings": warnings})
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:

@@ -51,10 +51,16 @@ def _tx(uid: str, i: int, ts: float, amount: float, direction: str = "out", **ex
 
 async def test_ops_endpoints_need_no_key(api: httpx.AsyncClient) -> None:
     assert (await api.get("/health")).json() == {"status": "ok"}
-    assert (await api.get("/ready")).json() == {"status": "ready"}
+    assert (await api.get("/ready")).json() == {"status": "ready", "warnings": []}
     await api.get("/v1/subjects/x/features", headers=READER)
     metrics = await api.get("/metrics")
     assert metrics.status_code == 200 and "rtrec_http_request_seconds" in metrics.text
+    # the store's health as gauges, one per instance (the first round runs at startup)
+    assert metrics.text.count("rtrec_store_instance_up{") == 6
+    assert 'rtrec_store_replication_following{instance="storage-1-b",peer="storage-1-a",replicaset="1"} 1.0' in (
+        metrics.text
+    )
+    assert "rtrec_store_memory_used_ratio{" in metrics.text
     assert (await api.get("/openapi.json")).status_code == 200
 
 
