@@ -138,6 +138,8 @@ class RecommendationSettings(BaseModel):
     scorer_timeouts_s: dict[str, float] = Field(default_factory=lambda: {"xgboost": 0.3, "als": 0.1, "expert": 0.1})
     # Products whose XGBoost scorer runs as its own service (`rtrec serve-scorer --product P`): product -> URL.
     remote_scorers: dict[str, str] = Field(default_factory=dict)
+    # A master that has not answered a client read after this long is raced by its replicas (fresh ones only).
+    hedge_after_s: float = 0.05
     audit_to_kafka: bool = True
 
 

@@ -160,13 +160,15 @@ class FeatureStore:
     def bucket_map(self) -> dict[int, int]:
         return dict(self._bucket_owner)
 
-    async def _routed(self, subject: str, fn: str, args_after_bucket: list[Any], *, write: bool) -> Any:
+    async def call_routed(
+        self, subject: str, fn: str, args_after_bucket: list[Any], *, write: bool, timeout: float | None = None
+    ) -> Any:
         """Call a per-subject procedure on the subject's replica set, following moved buckets."""
         bucket = self.bucket_id_for(subject)
         for attempt in range(ROUTING_ATTEMPTS):
             rs = self.replicaset_of_bucket(bucket)
             try:
-                return await rs.call(fn, [bucket, *args_after_bucket], write=write)
+                return await rs.call(fn, [bucket, *args_after_bucket], write=write, timeout=timeout)
             except WrongBucket:
                 if attempt == ROUTING_ATTEMPTS - 1:
                     raise
@@ -260,7 +262,7 @@ class FeatureStore:
     ) -> ReplaceResult:
         """Atomically make ``features`` the subject's whole ``source``, unless a newer version is stored."""
         rows = [self._row(f) for f in features]
-        answer = await self._routed(subject, "replace_source", [subject, source, float(version), rows], write=True)
+        answer = await self.call_routed(subject, "replace_source", [subject, source, float(version), rows], write=True)
         return ReplaceResult(
             applied=answer["applied"],
             written=answer.get("written", 0),
@@ -274,11 +276,11 @@ class FeatureStore:
         expires = (
             tombstone_expires_at if tombstone_expires_at is not None else (time.time() + self.settings.tombstone_ttl_s)
         )
-        answer = await self._routed(subject, "delete_object", [subject, object_id, expires], write=True)
+        answer = await self.call_routed(subject, "delete_object", [subject, object_id, expires], write=True)
         return int(answer["deleted"])
 
     async def purge_subject(self, subject: str) -> int:
-        answer = await self._routed(subject, "purge_subject", [subject], write=True)
+        answer = await self.call_routed(subject, "purge_subject", [subject], write=True)
         return int(answer["deleted"])
 
     # ---- reads -----------------------------------------------------------------------------------------
@@ -300,7 +302,7 @@ class FeatureStore:
             opts["name"] = name
         if limit is not None:
             opts["limit"] = limit
-        tuples = await self._routed(subject, "get_features", [subject, opts], write=False)
+        tuples = await self.call_routed(subject, "get_features", [subject, opts], write=False)
         return [StoredFeature.from_tuple(t) for t in tuples]
 
     async def aggregate(
@@ -311,19 +313,8 @@ class FeatureStore:
     ) -> list[Value | None]:
         """Values of ``specs`` for ``subject`` as of ``now`` (default: the current time), in spec order."""
         at = float(now) if now is not None else time.time()
-        values = await self._routed(subject, "aggregate", [subject, at, [s.wire for s in specs]], write=False)
+        values = await self.call_routed(subject, "aggregate", [subject, at, [s.wire for s in specs]], write=False)
         return list(values)
-
-    # ---- recommendation cache ----------------------------------------------------------------------------
-    async def cache_get(self, subject: str, now: float | None = None) -> Any:
-        """The cached answer for ``subject`` or None (missing or expired)."""
-        return await self._routed(subject, "cache_get", [subject, now if now is not None else time.time()], write=False)
-
-    async def cache_put(self, subject: str, payload: Any, ttl_s: float) -> None:
-        await self._routed(subject, "cache_put", [subject, time.time() + ttl_s, payload], write=True)
-
-    async def cache_invalidate(self, subject: str) -> None:
-        await self._routed(subject, "cache_invalidate", [subject], write=True)
 
     # ---- listings (training, ALS) ----------------------------------------------------------------------
     async def list_subjects(self, page: int = 1000) -> list[str]:

@@ -46,10 +46,12 @@ function M.start(settings)
     local stats = require('stats')
     local cache = require('cache')
     local subjects = require('subjects')
+    local client_read = require('client_read')
     register({
         cache_get = cache.cache_get,
         cache_put = cache.cache_put,
         cache_invalidate = cache.cache_invalidate,
+        client_read = client_read.client_read,
         list_subjects = subjects.list_subjects,
         interactions = subjects.interactions,
         put_features = put.put_features,

@@ -32,7 +32,7 @@ function M.upsert_row(row, headroom)
     local features = box.space.features
     local subject, source, name, object = row[C.R_SUBJECT], row[C.R_SOURCE], row[C.R_NAME], row[C.R_OBJECT]
     if cache.INVALIDATING_SOURCES[source] then
-        cache.invalidate(subject)
+        cache.invalidate(subject, row[C.R_BUCKET_ID])
     end
     local existing = features.index.natural:get({subject, source, object, name})
     if existing ~= nil then

@@ -67,7 +67,7 @@ function M.replace_source(bucket_id, subject, source, version, rows)
     end
     box.space.source_versions:replace({subject, source, bucket_id, version})
     -- client data decides eligibility: the cached answer may no longer hold
-    require('cache').invalidate(subject)
+    require('cache').invalidate(subject, bucket_id)
     counts.commit()
     return result
 end

@@ -101,15 +101,17 @@ local function create_support_spaces()
     topo:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
 
     -- Cached recommendation answers per client (see cache.lua).
-    local r = box.schema.space.create('rec_cache', {
-        if_not_exists = true,
-        format = {
-            {name = 'subject', type = 'string'},
-            {name = 'bucket_id', type = 'unsigned'},
-            {name = 'expires_at', type = 'number'},
-            {name = 'payload', type = 'any'},
-        },
-    })
+    local cache_format = {
+        {name = 'subject', type = 'string'},
+        {name = 'bucket_id', type = 'unsigned'},
+        {name = 'expires_at', type = 'number'},
+        {name = 'payload', type = 'any', is_nullable = true},
+        {name = 'gen', type = 'unsigned', is_nullable = true},
+    }
+    local r = box.schema.space.create('rec_cache', {if_not_exists = true, format = cache_format})
+    if #r:format() < #cache_format then
+        r:format(cache_format)  -- a store made before status generations: the new fields are nullable
+    end
     r:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
     r:create_index('bucket_id', {parts = {{2, 'unsigned'}}, unique = false, if_not_exists = true})
     r:create_index('expires', {parts = {{3, 'number'}}, unique = false, if_not_exists = true})

@@ -20,6 +20,7 @@ from feature_store.errors import (
     SubjectDenied,
     SubjectTooFat,
 )
+from feature_store.serving import ServingStore
 from feature_store.ttl import TtlPolicy
 from manager.audit import AuditLog
 from manager.features_api import compile_views
@@ -63,7 +64,7 @@ def create_app(settings: Settings) -> FastAPI:
         app.state.registry = registry
         app.state.replays = ReplayRegistry(settings, store)
         app.state.recommendations = RecommendationService(
-            store,
+            ServingStore(store, hedge_after_s=rec.hedge_after_s),
             registry,
             catalogue,
             space,

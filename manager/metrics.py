@@ -34,6 +34,10 @@ SCORER_LATENCY = Histogram(
 )
 SCORER_FAILURES = Counter("rtrec_scorer_failures_total", "Scorers that timed out or failed", ["scorer", "kind"])
 DEGRADED_ANSWERS = Counter("rtrec_degraded_answers_total", "Answers given without every scorer")
+FACTS_UNAVAILABLE_ANSWERS = Counter(
+    "rtrec_facts_unavailable_answers_total",
+    "Empty answers because no copy of the store gave the client's status in time (fail closed)",
+)
 AUDIT_DROPPED = Counter("rtrec_audit_dropped_total", "Recommendation audit messages not sent to Kafka")
 
 

@@ -1,11 +1,17 @@
 """One recommendation request under a deadline (default 0.5 s, from the catalogue's [decision] budget_s):
 
-1. cache check (Tarantool, the client's replica set);
-2. one aggregate call to the client's shard: the feature view plus product status;
+1. cache check (Tarantool, the client's master: the cache is cleared there with every status change);
+2. one read of the client's facts: the feature view plus product status, from the master or, when the
+   master is slow or down, from a replica that shows it is fresh (``feature_store.serving``);
 3. every scorer concurrently, each with its own timeout inside what is left of the budget; whatever has not
    answered by then is left out and named (``degraded``, ``missing_scorers``);
 4. the decision block (no held / applied-for / ineligible products, blend with fallbacks, rules, top-k);
-5. the answer is cached and logged to Kafka in the background (never delaying it).
+5. the answer is cached (a conditional put: refused if the client's status changed since the read) and
+   logged to Kafka in the background (never delaying it).
+
+Fail closed: when no copy of the store gives the client's holdings, applications and eligibility facts in
+time, the answer is empty and ``degraded`` with a reason. A guess ("holds nothing", "eligible for everything")
+is the one answer the product must never give.
 """
 
 from __future__ import annotations
@@ -16,19 +22,20 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from feature_store.client import FeatureStore
 from feature_store.errors import StoreError
+from feature_store.serving import ClientRead, ServingStore
 from feature_store.specs import AggregateSpec
 from manager.audit import AuditLog
 from manager.metrics import (
     DEGRADED_ANSWERS,
+    FACTS_UNAVAILABLE_ANSWERS,
     RECOMMENDATION_LATENCY,
     SCORER_FAILURES,
     SCORER_LATENCY,
     SHED_ANSWERS,
 )
 from recommenders.catalogue import Catalogue
-from recommenders.decision import allowed_products, decide
+from recommenders.decision import Item, allowed_products, decide
 from recommenders.profile import (
     NON_NUMERIC,
     ClientSnapshot,
@@ -50,12 +57,16 @@ DECISION_RESERVE_S = 0.03
 # thus keeps answering within the budget instead of queueing every request past it.
 FAST_PATH_BELOW_S = 0.15
 MAX_IN_FLIGHT = 64
+FACTS_UNAVAILABLE = (
+    "the client's holdings, applications and eligibility facts could not be read from any copy of the store "
+    "in time; nothing is offered rather than a guess"
+)
 
 
 class RecommendationService:
     def __init__(
         self,
-        store: FeatureStore,
+        store: ServingStore,
         registry: ModelRegistry,
         catalogue: Callable[[], Catalogue],
         space: FeatureSpace,
@@ -64,7 +75,7 @@ class RecommendationService:
         extra_scorers: Sequence[Scorer] = (),
         audit: AuditLog | None = None,
     ) -> None:
-        self.store = store
+        self.serving = store
         self.registry = registry
         self.catalogue = catalogue
         self.space = space
@@ -102,39 +113,58 @@ class RecommendationService:
         deadline = started + budget
         limit = limit or catalogue.decision.default_limit
         missing: list[str] = []
+        reasons: list[str] = []
 
         cached = await self._cached(client_id, deadline)
         if cached is not None:
             elapsed = time.perf_counter() - started
             RECOMMENDATION_LATENCY.labels("true").observe(elapsed)
-            return {**cached, "items": cached["items"][:limit], "cached": True, "elapsed_ms": round(elapsed * 1e3, 3)}
+            return {
+                **cached,
+                "items": cached["items"][:limit],
+                "cached": True,
+                "facts_source": "cache",
+                "elapsed_ms": round(elapsed * 1e3, 3),
+            }
 
         now = time.time()
         shed = self._shed_reason(deadline)
-        if shed is not None:
-            SHED_ANSWERS.labels(shed).inc()
-            missing.extend(s.name for s in self.scorers())
-            snapshot = await self._snapshot(client_id, now, catalogue, deadline, missing, status_only=True)
-            results: dict[str, dict[str, ProductScore]] = {}
+        status_only = shed is not None
+        read = await self._read(client_id, now, catalogue, deadline, status_only=status_only)
+        results: dict[str, dict[str, ProductScore]] = {}
+        ranked: list[Item] = []
+        if read is None:
+            FACTS_UNAVAILABLE_ANSWERS.inc()
+            missing.append("feature_store")
+            reasons.append(FACTS_UNAVAILABLE)
         else:
-            snapshot = await self._snapshot(client_id, now, catalogue, deadline, missing)
-            candidates = [p for p, why in allowed_products(snapshot, catalogue).items() if why is None]
-            results = await self._fan_out(snapshot, candidates, deadline, missing)
-        models = self.registry.current
-        ranked = decide(snapshot, catalogue, results, models.popularity, limit=len(catalogue.products))
-        versions = self._served_versions()
+            snapshot = self._snapshot(client_id, now, catalogue, read, status_only=status_only)
+            if shed is not None:
+                SHED_ANSWERS.labels(shed).inc()
+                missing.extend(s.name for s in self.scorers())
+                reasons.append(f"fast path ({shed}): ranked by popularity, no models")
+            else:
+                candidates = [p for p, why in allowed_products(snapshot, catalogue).items() if why is None]
+                results = await self._fan_out(snapshot, candidates, deadline, missing)
+                if missing:
+                    reasons.append(f"scorers without an answer in time: {', '.join(missing)}")
+            ranked = decide(
+                snapshot, catalogue, results, self.registry.current.popularity, limit=len(catalogue.products)
+            )
         answer: dict[str, Any] = {
             "client_id": client_id,
             "items": [item.as_dict() for item in ranked],
             "degraded": bool(missing),
+            "degraded_reason": "; ".join(reasons) or None,
             "missing_scorers": missing,
-            "model_versions": versions,
+            "model_versions": self._served_versions(),
             "cached": False,
+            "facts_source": read.source if read is not None else None,
         }
         if missing:
             DEGRADED_ANSWERS.inc()  # a partial answer is not cached: the next request tries again in full
-        else:
-            self._in_background(self.store.cache_put(client_id, answer, catalogue.decision.cache_ttl_s))
+        elif read is not None:
+            self._in_background(self.serving.cache_put(client_id, answer, catalogue.decision.cache_ttl_s, read))
         elapsed = time.perf_counter() - started
         RECOMMENDATION_LATENCY.labels("false").observe(elapsed)
         response = {**answer, "items": answer["items"][:limit], "elapsed_ms": round(elapsed * 1e3, 3)}
@@ -143,9 +173,11 @@ class RecommendationService:
         return response
 
     async def _cached(self, client_id: str, deadline: float) -> dict[str, Any] | None:
-        """A cached answer, if it was produced by the models served now (a new version makes it stale)."""
+        """A cached answer, if it was produced by the models served now (a new version makes it stale).
+        Asked of the master only, and only briefly: a slow master is a miss, the read below hedges."""
+        timeout = min(self._left(deadline) / 4, self.serving.hedge_after_s)
         try:
-            cached = await asyncio.wait_for(self.store.cache_get(client_id), timeout=self._left(deadline) / 4)
+            cached = await asyncio.wait_for(self.serving.cache_get(client_id, timeout=timeout), timeout=timeout)
         except (StoreError, TimeoutError):
             return None  # a cache that does not answer is a miss
         if cached is None or cached.get("model_versions") != self._served_versions():
@@ -162,28 +194,30 @@ class RecommendationService:
             return "load"
         return None
 
-    async def _snapshot(
-        self,
-        client_id: str,
-        now: float,
-        catalogue: Catalogue,
-        deadline: float,
-        missing: list[str],
-        *,
-        status_only: bool = False,
-    ) -> ClientSnapshot:
+    async def _read(
+        self, client_id: str, now: float, catalogue: Catalogue, deadline: float, *, status_only: bool
+    ) -> ClientRead | None:
+        """The client's facts from a copy that can be trusted, or None (then nothing may be offered)."""
         specs = self._status_specs(catalogue) if status_only else self._specs(catalogue)
+        timeout = self._left(deadline) - DECISION_RESERVE_S
         try:
-            values = await asyncio.wait_for(
-                self.store.aggregate(client_id, specs, now), timeout=self._left(deadline) - DECISION_RESERVE_S
-            )
+            return await self.serving.read_client(client_id, specs, now, timeout=max(timeout, 0.001))
         except (StoreError, TimeoutError) as exc:
-            log.warning("features of %s unavailable: %s", client_id, exc)
-            missing.append("feature_store")
-            values = [None] * len(specs)
+            log.warning("facts of %s unavailable: %s", client_id, exc)
+            return None
+
+    async def facts(self, client_id: str, timeout: float = 2.0) -> ClientSnapshot | None:
+        """The client as a full (non-cached) answer would see it now, or None when no copy can be trusted."""
+        catalogue, now = self.catalogue(), time.time()
+        read = await self._read(client_id, now, catalogue, time.perf_counter() + timeout, status_only=False)
+        return None if read is None else self._snapshot(client_id, now, catalogue, read, status_only=False)
+
+    def _snapshot(
+        self, client_id: str, now: float, catalogue: Catalogue, read: ClientRead, *, status_only: bool
+    ) -> ClientSnapshot:
         if status_only:
-            return status_snapshot(client_id, now, catalogue, values, specs)
-        return snapshot_from(client_id, now, self.space, catalogue, values, specs)
+            return status_snapshot(client_id, now, catalogue, read.values, self._status_specs(catalogue))
+        return snapshot_from(client_id, now, self.space, catalogue, read.values, self._specs(catalogue))
 
     async def _fan_out(
         self, snapshot: ClientSnapshot, candidates: list[str], deadline: float, missing: list[str]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from manager.auth import Reader
 from manager.recommend import RecommendationService
@@ -26,9 +26,15 @@ class RecommendationsResponse(BaseModel):
     client_id: str
     items: list[Recommendation]
     degraded: bool
+    degraded_reason: str | None = Field(
+        default=None, description="why the answer is degraded; an empty degraded answer means: show no offer"
+    )
     missing_scorers: list[str]
     model_versions: dict[str, str]
     cached: bool
+    facts_source: str | None = Field(
+        default=None, description="where the client's status came from: master, replica <name>, or cache"
+    )
     elapsed_ms: float
 
 

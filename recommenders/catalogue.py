@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 DEFAULT_CATALOGUE = Path("deploy/products.toml")
+SEGMENTS = ("retail", "sme", "corporate")
 
 
 class Eligibility(BaseModel):
@@ -18,13 +19,21 @@ class Eligibility(BaseModel):
     min_tenure_days: float | None = None
 
     def refusal(self, segment: str | None, age_years: float | None, tenure_days: float | None) -> str | None:
-        """Why the client cannot get the product, or None when eligible. Unknown facts do not refuse."""
+        """Why the client cannot get the product, or None when eligible. A rule that needs a fact the store
+        does not have refuses (fail closed): a client of unknown age is never offered a product with an age
+        limit, one of unknown segment only products open to every segment."""
+        if segment is None and not set(SEGMENTS) <= set(self.segments):
+            return "segment unknown"
         if segment is not None and segment not in self.segments:
             return f"segment {segment} not served"
+        if (self.min_age is not None or self.max_age is not None) and age_years is None:
+            return "age unknown"
         if age_years is not None and self.min_age is not None and age_years < self.min_age:
             return f"younger than {self.min_age:g}"
         if age_years is not None and self.max_age is not None and age_years > self.max_age:
             return f"older than {self.max_age:g}"
+        if self.min_tenure_days is not None and tenure_days is None:
+            return "time with the bank unknown"
         if tenure_days is not None and self.min_tenure_days is not None and tenure_days < self.min_tenure_days:
             return f"client for less than {self.min_tenure_days:g} days"
         return None

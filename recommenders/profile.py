@@ -15,7 +15,6 @@ from feature_store.specs import AggregateSpec, parse_view
 from recommenders.catalogue import Catalogue
 
 DAY = 86400.0
-SEGMENTS = ("retail", "sme", "corporate")
 # Raw view labels that are not model inputs as such (they become derived features below).
 NON_NUMERIC = {"last(profile.segment)", "last(profile.birth_date)", "last(profile.registered_at)"}
 DERIVED = ("age_years", "tenure_years", "segment_retail", "segment_sme", "segment_corporate", "month_sin", "month_cos")

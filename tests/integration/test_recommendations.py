@@ -23,6 +23,7 @@ from extractors.consumer import ExtractorConsumer
 from extractors.direct import load_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
+from feature_store.serving import ServingStore
 from manager.app import create_app
 from manager.recommend import RecommendationService
 from recommenders.catalogue import CatalogueFile
@@ -102,7 +103,7 @@ async def service(
     catalogue = CatalogueFile(rec_dir / "products.toml")
     registry = ModelRegistry(rec_dir / "models", space, catalogue())
     registry.reload_if_changed()
-    return RecommendationService(store, registry, catalogue, space)
+    return RecommendationService(ServingStore(store), registry, catalogue, space)
 
 
 async def test_training_beats_the_popularity_baseline(trained: dict[str, Any], rec_dir: Path) -> None:
@@ -128,7 +129,7 @@ async def test_answers_never_contain_held_applied_or_ineligible_products(
     for client_id in bank[:60]:
         answer = await service.recommend(client_id, limit=9)
         assert not answer["degraded"] and answer["items"]
-        snapshot = await service._snapshot(client_id, time.time(), service.catalogue(), time.perf_counter() + 1, [])
+        snapshot = await service.facts(client_id)
         verdicts = allowed_products(snapshot, service.catalogue())
         for item in answer["items"]:
             assert verdicts[item["product"]] is None, (client_id, item["product"], verdicts[item["product"]])
@@ -160,10 +161,22 @@ async def test_fallback_when_every_model_is_missing(service: RecommendationServi
     assert answer["items"] and all(i["sources"] == ["popularity"] for i in answer["items"])
 
 
-async def test_unknown_client_gets_a_cold_start_answer(service: RecommendationService) -> None:
-    answer = await service.recommend(f"never-seen-{uuid.uuid4().hex[:6]}", limit=3)
-    assert len(answer["items"]) == 3 and not answer["degraded"]
+async def test_a_client_with_a_profile_and_no_history_gets_a_cold_start_answer(
+    service: RecommendationService, store: FeatureStore
+) -> None:
+    client_id = f"new-{uuid.uuid4().hex[:6]}"
+    profile = {"client_id": client_id, "ts": time.time() - 86400, "segment": "retail"}
+    profile |= {"birth_date": "1985-04-01", "registered_at": "2020-01-15"}
+    await load_events(store, [("clients", client_id, profile)])
+    answer = await service.recommend(client_id, limit=3)
+    assert len(answer["items"]) == 3 and not answer["degraded"] and answer["facts_source"] == "master"
     assert all("expert" in i["sources"] or "als" in i["sources"] for i in answer["items"])
+
+
+async def test_a_client_the_store_knows_nothing_about_is_offered_nothing(service: RecommendationService) -> None:
+    """Every product has an age limit: with no birth date on record nothing may be offered (fail closed)."""
+    answer = await service.recommend(f"never-seen-{uuid.uuid4().hex[:6]}", limit=3)
+    assert answer["items"] == [] and not answer["degraded"] and answer["facts_source"] == "master"
 
 
 async def test_answers_are_cached_and_an_application_invalidates_at_once(
@@ -259,7 +272,7 @@ async def test_a_new_model_version_is_served_without_restart(
             assert after["model_versions"]["xgboost"] == new_version
             assert (await api.get("/v1/recommendations/bad%20id!")).status_code == 422
             unknown = await api.get(f"/v1/recommendations/nobody-{uuid.uuid4().hex[:6]}")
-            assert unknown.status_code == 200 and unknown.json()["items"]
+            assert unknown.status_code == 200 and unknown.json()["items"] == []  # no facts: nothing offered
             assert (await api.get(f"/v1/recommendations/{bank[7]}", headers={"Authorization": ""})).status_code == 401
             matrix = (await api.get("/v1/als/matrix")).json()
             assert set(matrix["products"]) >= {"deposit", "credit_card"}
@@ -278,7 +291,7 @@ async def test_overload_fast_path_still_filters_and_answers(service: Recommendat
         answer = await service.recommend(client_id, limit=9)
         assert answer["degraded"] and {"xgboost", "als", "expert"} <= set(answer["missing_scorers"])
         assert answer["items"] and all(i["sources"][0] == "popularity" for i in answer["items"])
-        snapshot = await service._snapshot(client_id, time.time(), service.catalogue(), time.perf_counter() + 1, [])
+        snapshot = await service.facts(client_id)
         verdicts = allowed_products(snapshot, service.catalogue())
         assert all(verdicts[i["product"]] is None for i in answer["items"]), client_id
     # a request that arrives with its budget nearly spent (queued in the process) takes the fast path too
@@ -315,7 +328,7 @@ async def test_a_product_scorer_can_run_as_its_own_service(
     try:
         async with httpx.AsyncClient(timeout=2) as client:
             remote = RemoteScorer(product, f"http://127.0.0.1:{port}", space, client)
-            snapshot = await service._snapshot(bank[260], time.time(), service.catalogue(), time.perf_counter() + 1, [])
+            snapshot = await service.facts(bank[260])
             local = await service.registry.current.xgboost.score(snapshot, [product])  # type: ignore[union-attr]
             answer = await remote.score(snapshot, [product])
             assert answer[product].score == pytest.approx(local[product].score, rel=1e-5)
@@ -325,7 +338,7 @@ async def test_a_product_scorer_can_run_as_its_own_service(
             from recommenders.decision import allowed_products
 
             for candidate in bank[261:300]:  # a client for whom the product is a candidate, so it is asked
-                snap = await service._snapshot(candidate, time.time(), service.catalogue(), time.perf_counter() + 1, [])
+                snap = await service.facts(candidate)
                 if allowed_products(snap, service.catalogue())[product] is None:
                     break
             degraded = await service.recommend(candidate, limit=3)

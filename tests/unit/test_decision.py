@@ -50,8 +50,12 @@ def test_a_rule_without_targets_applies_to_nobody() -> None:
 def test_tenure_and_age_limits(catalogue: Catalogue) -> None:
     assert allowed_products(client(tenure=10), catalogue)["credit_card"] == "client for less than 30 days"
     assert allowed_products(client(age=75), catalogue)["consumer_loan"] == "older than 70"
-    # unknown facts do not refuse (cold start)
-    assert allowed_products(client(age=None, tenure=None), catalogue)["credit_card"] is None
+    # fail closed: a rule that needs a fact the store does not have refuses
+    unknown = allowed_products(client(segment=None, age=None, tenure=None), catalogue)  # type: ignore[arg-type]
+    assert unknown["credit_card"] == "segment unknown"
+    assert unknown["deposit"] == "age unknown"  # open to every segment, but only from 18
+    assert allowed_products(client(tenure=None), catalogue)["credit_card"] == "time with the bank unknown"
+    assert all(verdict is not None for verdict in unknown.values())
 
 
 def test_manual_rules_force_boost_suppress(catalogue: Catalogue) -> None:

@@ -1,0 +1,135 @@
+"""What the recommendation manager asks of the store, as one small object: a client's facts read under a
+deadline from the master or, when the master is slow or down, from a replica that can show it is fresh
+(``freshness``), and the recommendation cache with conditional puts (``lua/cache.lua``).
+
+Hedged read: the master is asked first; if it has not answered after ``hedge_after_s``, every other copy of
+the replica set is asked too (with freshness), and the first trustworthy answer wins. No trustworthy answer
+before the deadline raises ``NoTrustedCopy``: the caller must then not guess (fail closed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from feature_store.client import FeatureStore
+from feature_store.errors import StoreError, StoreUnavailable
+from feature_store.freshness import CopyRead, trusted_copy
+from feature_store.records import Value
+from feature_store.replicaset import InstanceConnection
+from feature_store.specs import AggregateSpec
+
+
+class NoTrustedCopy(StoreUnavailable):
+    """No copy of the client's replica set answered with facts that can be trusted within the deadline."""
+
+
+@dataclass(frozen=True)
+class ClientRead:
+    values: list[Value | None]
+    status_gen: int  # the client's status generation at the read (for the conditional cache put)
+    read_at: float  # the answering instance's clock at the read
+    source: str  # "master" or "replica <name>"
+
+
+class ServingStore:
+    def __init__(self, store: FeatureStore, *, hedge_after_s: float = 0.05) -> None:
+        self.store = store
+        self.hedge_after_s = hedge_after_s
+
+    # ---- a client's facts ------------------------------------------------------------------------------
+    async def read_client(
+        self, subject: str, specs: Sequence[AggregateSpec], now: float, *, timeout: float
+    ) -> ClientRead:
+        wire = [s.wire for s in specs]
+        deadline = time.monotonic() + timeout
+        master = asyncio.ensure_future(
+            self.store.call_routed(subject, "client_read", [subject, now, wire, False], write=False, timeout=timeout)
+        )
+        replicas: asyncio.Future[list[CopyRead]] | None = None
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(master), timeout=min(self.hedge_after_s, timeout))
+            while True:
+                if master.done() and master.exception() is None:
+                    answer = master.result()
+                    return ClientRead(
+                        list(answer["values"]), int(answer["status_gen"] or 0), answer["read_at"], "master"
+                    )
+                if replicas is None:
+                    replicas = asyncio.ensure_future(self._other_copies(subject, now, wire, deadline))
+                if replicas.done():
+                    trusted = trusted_copy(replicas.result())
+                    if trusted is not None:
+                        source = "master" if not trusted.ro else f"replica {trusted.instance}"
+                        return ClientRead(trusted.values, trusted.status_gen, trusted.read_at, source)
+                    if master.done():
+                        raise NoTrustedCopy(f"no copy of {subject}'s replica set answered with fresh facts")
+                pending = [f for f in (master, replicas) if not f.done()]
+                left = deadline - time.monotonic()
+                if left <= 0 or not pending:
+                    raise NoTrustedCopy(f"no copy of {subject}'s replica set answered in time")
+                await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for future in (master, replicas):
+                if future is not None and not future.done():
+                    future.cancel()
+            if master.done() and not master.cancelled():
+                master.exception()  # retrieved: a failed master read is expected here, not an error to log
+
+    async def _other_copies(self, subject: str, now: float, wire: list[Any], deadline: float) -> list[CopyRead]:
+        """Every instance of the replica set but the one we take for the master, asked with freshness. Waits
+        for all of them, but no longer than ``hedge_after_s`` after the first answer (a stalled sibling must
+        not eat the budget) and never past the deadline."""
+        bucket = self.store.bucket_id_for(subject)
+        rs = self.store.replicaset_of_bucket(bucket)
+        others = [i for i in rs.instances if i.spec.name != rs.master_name]
+
+        async def one(instance: InstanceConnection) -> CopyRead | None:
+            left = max(deadline - time.monotonic(), 0.001)
+            try:  # the bound covers connecting too: a stalled instance accepts TCP but never greets
+                answer = await asyncio.wait_for(
+                    instance.call("client_read", [bucket, subject, now, wire, True], timeout=left), timeout=left
+                )
+            except (StoreError, TimeoutError):
+                return None
+            return CopyRead.from_wire(instance.spec.name, answer)
+
+        pending = {asyncio.ensure_future(one(i)) for i in others}
+        copies: list[CopyRead] = []
+        grace_until: float | None = None
+        try:
+            while pending:
+                until = deadline if grace_until is None else min(deadline, grace_until)
+                left = until - time.monotonic()
+                if left <= 0:
+                    break
+                done, pending = await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    copy = future.result()
+                    if copy is not None:
+                        copies.append(copy)
+                        grace_until = grace_until or time.monotonic() + self.hedge_after_s
+        finally:
+            for future in pending:
+                future.cancel()
+        return copies
+
+    # ---- the recommendation cache ------------------------------------------------------------------------
+    async def cache_get(self, subject: str, *, timeout: float) -> Any:
+        """The cached answer for ``subject`` or None (missing, cleared or expired). Master only: the cache is
+        cleared on the master in the same transaction as a status change."""
+        return await self.store.call_routed(subject, "cache_get", [subject, time.time()], write=False, timeout=timeout)
+
+    async def cache_put(self, subject: str, payload: Any, ttl_s: float, read: ClientRead) -> bool:
+        """Store an answer computed from ``read``; False when refused because the client's status changed
+        since that read (or the read is too old)."""
+        args = [subject, time.time() + ttl_s, payload, read.status_gen, read.read_at]
+        return bool(await self.store.call_routed(subject, "cache_put", args, write=True))
+
+    async def cache_invalidate(self, subject: str) -> None:
+        await self.store.call_routed(subject, "cache_invalidate", [subject], write=True)

@@ -1,0 +1,47 @@
+-- What the recommendation manager reads of one client in one call: the aggregates it asks for (the feature
+-- view plus the product-status facts), the client's status generation and the read time (for the
+-- conditional cache put, see cache.lua), and, when asked, how fresh this copy is: a replica answering for a
+-- slow or dead master must show that it is not behind (its vclock, and whether its replication works), or
+-- the manager must not trust the holdings and applications it reports.
+local aggregate = require('aggregate')
+local cache = require('cache')
+local fiber = require('fiber')
+
+local M = {}
+
+-- Replication as seen by this instance: how many upstreams it has, follows, and has stopped on an error.
+local function replication_summary()
+    local configured, following, stopped = 0, 0, 0
+    for _, peer in pairs(box.info.replication) do
+        local upstream = peer.upstream
+        if upstream ~= nil then
+            configured = configured + 1
+            if upstream.status == 'follow' then
+                following = following + 1
+            elseif upstream.status == 'stopped' then
+                stopped = stopped + 1
+            end
+        end
+    end
+    return {configured = configured, following = following, stopped = stopped}
+end
+
+function M.client_read(bucket_id, subject, now, specs, with_freshness)
+    local values, err = aggregate.aggregate(bucket_id, subject, now, specs)
+    if values == nil then
+        return nil, err
+    end
+    local result = {values = values, status_gen = cache.gen_of(subject), read_at = fiber.time()}
+    if with_freshness then
+        local vclock = {}
+        for id, lsn in pairs(box.info.vclock) do
+            vclock[tostring(id)] = lsn  -- string keys: a sparse vclock must not turn into an array
+        end
+        result.ro = box.info.ro
+        result.vclock = vclock
+        result.replication = replication_summary()
+    end
+    return result
+end
+
+return M
