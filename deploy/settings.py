@@ -20,7 +20,7 @@ from pydantic_settings import (
 
 DEFAULT_CONFIG = Path("deploy/local.toml")
 
-Role = Literal["reader", "writer", "operator"]
+Role = Literal["reader", "writer", "operator", "scorer"]
 
 TOPICS = {
     "transactions": "bank.transactions",
@@ -121,6 +121,8 @@ class ApiSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 8080
     keys: dict[str, Role] = Field(default_factory=dict)
+    # Larger request bodies get 413 before they are read (a batch of 10,000 transactions is about 3 MB).
+    max_body_bytes: int = 4 * 1024 * 1024
 
     @property
     def url(self) -> str:

@@ -1,5 +1,5 @@
-"""The FastAPI application: lifespan opens the store client, routers hold the endpoints, store errors map
-to HTTP statuses at one place. OpenAPI at /docs."""
+"""The FastAPI application: lifespan opens the store client, routers hold the endpoints, errors map to HTTP
+statuses at one place (``manager.errors``). OpenAPI at /docs."""
 
 from __future__ import annotations
 
@@ -14,18 +14,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from deploy.settings import Settings
 from feature_store.client import FeatureStore
-from feature_store.errors import (
-    BadArgument,
-    StoreError,
-    SubjectDenied,
-    SubjectTooFat,
-)
+from feature_store.errors import StoreError
 from feature_store.serving import ServingStore
 from feature_store.ttl import TtlPolicy
 from manager.audit import AuditLog
+from manager.errors import install_error_handlers
 from manager.features_api import compile_views
 from manager.features_api import router as features_router
 from manager.metrics import LatencyMiddleware
+from manager.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from manager.recommend import RecommendationService
 from manager.recommendations_api import router as recommendations_router
 from manager.remote import remote_scorers
@@ -89,22 +86,15 @@ def create_app(settings: Settings) -> FastAPI:
         description="Feature store and recommendation API for the mobile banking backend. "
         "Authorization: Bearer <key>; roles reader < writer < operator.",
     )
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(LatencyMiddleware)
+    app.add_middleware(RequestIdMiddleware)  # outermost: every response and log line has the id
+    install_error_handlers(app)
     app.state.settings = settings
     app.state.views = views
     app.include_router(features_router)
     app.include_router(recommendations_router)
     app.include_router(replays_router)
-
-    @app.exception_handler(StoreError)
-    async def store_error(_: Request, exc: StoreError) -> JSONResponse:
-        if isinstance(exc, SubjectTooFat | SubjectDenied):
-            code = 409
-        elif isinstance(exc, BadArgument):
-            code = 422
-        else:
-            code = 503
-        return JSONResponse({"detail": f"{type(exc).__name__}: {exc.message}"}, status_code=code)
 
     @app.get("/health", tags=["ops"])
     async def health() -> dict[str, str]:

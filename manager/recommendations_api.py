@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
-from manager.auth import Reader
+from manager.auth import Reader, Scorer
 from manager.recommend import RecommendationService
 
 router = APIRouter(prefix="/v1")
@@ -52,8 +52,9 @@ async def recommendations(
 
 
 @router.get("/als/matrix")
-async def als_matrix(request: Request, _: Reader) -> dict[str, Any]:
-    """The client x product interaction matrix the ALS scorer learns from (held = 1.0, applied = 0.5)."""
+async def als_matrix(request: Request, _: Scorer) -> dict[str, Any]:
+    """The client x product interaction matrix the ALS scorer learns from (held = 1.0, applied = 0.5). Every
+    client's holdings: only keys of the ``scorer`` role may read it."""
     rows = await request.app.state.store.interactions()
     products = request.app.state.catalogue().ids
     return {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -17,6 +18,7 @@ from manager.app import create_app
 READER = {"Authorization": "Bearer dev-reader-key"}
 WRITER = {"Authorization": "Bearer dev-writer-key"}
 OPERATOR = {"Authorization": "Bearer dev-operator-key"}
+SCORER = {"Authorization": "Bearer dev-scorer-key"}
 
 
 @pytest.fixture(scope="module")
@@ -76,6 +78,57 @@ async def test_auth_roles(api: httpx.AsyncClient, uid: str) -> None:
     assert (await api.delete(f"/v1/subjects/{uid}-c/objects/{uid}-1", headers=READER)).status_code == 403
     assert (await api.get(f"/v1/subjects/{uid}-c/features", headers=OPERATOR)).status_code == 200
     assert (await api.get(f"/v1/subjects/{uid}-c/features")).status_code == 401
+    # least privilege: the client x product matrix is the scorer's alone, and the scorer reads nothing else
+    for role in (READER, WRITER, OPERATOR):
+        assert (await api.get("/v1/als/matrix", headers=role)).status_code == 403
+    assert (await api.get("/v1/als/matrix", headers=SCORER)).status_code == 200
+    assert (await api.get(f"/v1/subjects/{uid}-c/features", headers=SCORER)).status_code == 403
+    assert (await api.get(f"/v1/recommendations/{uid}-c", headers=SCORER)).status_code == 403
+
+
+async def test_a_rejected_key_is_logged_without_the_key(
+    api: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    secret = "sk-live-0123456789abcdef"
+    with caplog.at_level("WARNING", logger="rtrec.auth"):
+        answer = await api.get("/v1/subjects/x/features", headers={"Authorization": f"Bearer {secret}"})
+    assert answer.status_code == 401
+    logged = " ".join(record.getMessage() for record in caplog.records)
+    assert "rejected API key" in logged and secret not in logged and secret[:8] not in logged
+
+
+async def test_hostile_http_input_is_a_4xx_with_a_message_and_a_request_id(api: httpx.AsyncClient, uid: str) -> None:
+    tx = _tx(uid, 1, time.time(), 10)
+    nan = await api.post(
+        "/v1/features/transactions",
+        content=f'[{{"tx_id": "a", "client_id": "{uid}", "ts": 1790000000, "amount": NaN, '
+        '"currency": "RUB", "direction": "out"}]',
+        headers={**WRITER, "Content-Type": "application/json"},
+    )
+    assert nan.status_code == 422 and "amount" in str(nan.json()["detail"]) and nan.json()["request_id"]
+    assert nan.headers["x-request-id"] == nan.json()["request_id"]
+    huge_now = await api.post(
+        f"/v1/subjects/{uid}/aggregate",
+        content='{"now": 1' + "0" * 400 + ', "specs": [{"feature": "x", "fn": "sum"}]}',
+        headers={**READER, "Content-Type": "application/json"},
+    )
+    assert huge_now.status_code == 422 and "now" in str(huge_now.json()["detail"])
+    for query in ({"from": "1e400"}, {"to": "-inf"}, {"from": "nan"}, {"limit": "99999999999999999999"}):
+        answer = await api.get(f"/v1/subjects/{uid}/features", params=query, headers=READER)
+        assert answer.status_code == 422, (query, answer.text)
+    deep = await api.post(f"/v1/subjects/{uid}/aggregate", content="[" * 100_000, headers=READER)
+    assert 400 <= deep.status_code < 500
+    too_big = await api.post("/v1/features/transactions", json=[tx] * 40_000, headers=WRITER)  # ~5 MB
+    assert too_big.status_code == 413 and "larger than" in too_big.json()["detail"]
+
+    async def chunks() -> Any:
+        for _ in range(10):
+            yield b"[" + b" " * (1024 * 1024) + b"]"
+
+    streamed = await api.post("/v1/features/transactions", content=chunks(), headers=WRITER)
+    assert streamed.status_code == 413
+    echoed = await api.post("/v1/features/transactions", json=[{**tx, "amount": "x" * 100_000}], headers=WRITER)
+    assert echoed.status_code == 422 and len(echoed.content) < 2000  # the input is not echoed back
 
 
 async def test_validation_errors_are_422_with_a_message(api: httpx.AsyncClient, uid: str) -> None:

@@ -274,7 +274,9 @@ async def test_a_new_model_version_is_served_without_restart(
             unknown = await api.get(f"/v1/recommendations/nobody-{uuid.uuid4().hex[:6]}")
             assert unknown.status_code == 200 and unknown.json()["items"] == []  # no facts: nothing offered
             assert (await api.get(f"/v1/recommendations/{bank[7]}", headers={"Authorization": ""})).status_code == 401
-            matrix = (await api.get("/v1/als/matrix")).json()
+            assert (await api.get("/v1/als/matrix")).status_code == 403  # the mobile backend's key: not its data
+            scorer = {"Authorization": "Bearer dev-scorer-key"}
+            matrix = (await api.get("/v1/als/matrix", headers=scorer)).json()
             assert set(matrix["products"]) >= {"deposit", "credit_card"}
             assert any(row["client_id"] in set(bank) for row in matrix["interactions"])
     finally:
