@@ -109,18 +109,6 @@ def consumer_problems(consumers: dict[str, Any], now: float, limits: Thresholds)
     lag = consumers.get("lag")
     if isinstance(lag, str):
         found.append(f"consumer lag is unknown: {lag}")
-        lag_total = None
-    else:
-        lag_total = sum((lag or {}).values())
-    processes = consumers.get("processes", [])
-    if lag_total and processes and not any(p.get("holding") for p in processes):
-        commits = [p.get("last_commit_at") or 0 for p in processes]
-        starts = [p.get("started_at") or now for p in processes]
-        quiet_for = now - max([*commits, min(starts)])
-        if quiet_for > limits.stalled_after_s:
-            found.append(
-                f"ingest is stalled: {lag_total:,} messages behind and no batch committed for {quiet_for:.0f}s"
-            )
     samples = supervisor.get("lag_samples") or []
     recent = [total for _, total in samples[-limits.lag_growing_samples :]]
     if len(recent) == limits.lag_growing_samples and all(b > a for a, b in itertools.pairwise(recent)):
@@ -147,6 +135,15 @@ def _one_consumer(proc: dict[str, Any], now: float, limits: Thresholds) -> list[
     elif (proc.get("heartbeat_age_s") or 0) > limits.heartbeat_stale_s:
         found.append(f"{name} is not responding (no heartbeat for {proc['heartbeat_age_s']:.0f}s)")
     holding = proc.get("holding")
+    behind = proc.get("lag") or 0
+    if proc.get("alive") and not holding and behind > 0:
+        quiet_for = now - (proc.get("last_commit_at") or proc.get("started_at") or now)
+        if quiet_for > limits.stalled_after_s:
+            found.append(
+                f"{name} is stalled: {behind:,} messages behind on its partitions and no batch committed "
+                f"for {quiet_for:.0f}s"
+                + (f" ({proc['commit_failures']} commits failed)" if proc.get("commit_failures") else "")
+            )
     if proc.get("alive") and holding and holding.get("seconds", 0) >= limits.hold_reported_after_s:
         found.append(
             f"{name} has held a batch for {holding['seconds']:.0f}s because the {holding['stage']} step fails "

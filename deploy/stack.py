@@ -155,6 +155,9 @@ class LocalStack:
             "messages": health.get("messages") if current else None,
             "dead_letters": health.get("dead_letters") if current else None,
             "rebalances": health.get("rebalances") if current else None,
+            "commit_failures": health.get("commit_failures") if current else None,
+            # messages behind on this consumer's own partitions (refreshed every few seconds by the consumer)
+            "lag": sum((health.get("lag") or {}).values()) if current else None,
             "restarts": supervised.get("restarts", 0),
             "restart_times": supervised.get("restart_times", []),
             "last_exit_reason": supervised.get("last_exit_reason"),

@@ -78,16 +78,22 @@ class ConsumerSupervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         log.info("supervising %d consumer(s)", len(self.consumers))
         while not self._stopping:
-            now = time.time()
-            for consumer in self.consumers:
-                self._check(consumer, now)
-            if now - self._last_lag_sample >= LAG_SAMPLE_INTERVAL_S:
-                self._sample_lag(now)
-            self._write_state()
+            try:
+                self._round(time.time())
+            except Exception:  # the supervisor must outlive anything one round meets (a full disk, a fork error)
+                log.exception("supervision round failed; trying again")
             time.sleep(POLL_INTERVAL_S)
         self._stop_all()
-        self._write_state()
+        with contextlib.suppress(OSError):
+            self._write_state()
         return 0
+
+    def _round(self, now: float) -> None:
+        for consumer in self.consumers:
+            self._check(consumer, now)
+        if now - self._last_lag_sample >= LAG_SAMPLE_INTERVAL_S:
+            self._sample_lag(now)
+        self._write_state()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
         log.info("signal %d: stopping the consumers", signum)
@@ -138,7 +144,8 @@ class ConsumerSupervisor:
         del self._children[consumer.instance]
         ran_for = now - (consumer.started_at or now)
         consumer.consecutive_failures = 1 if ran_for >= HEALTHY_RUN_S else consumer.consecutive_failures + 1
-        backoff = min(2.0 ** (consumer.consecutive_failures - 1), self.settings.consumer.restart_backoff_max_s)
+        doublings = min(consumer.consecutive_failures - 1, 16)  # 2**1024 would overflow a float
+        backoff = min(2.0**doublings, self.settings.consumer.restart_backoff_max_s)
         consumer.pid, consumer.started_at = None, None
         consumer.last_exit_code, consumer.last_exit_at, consumer.last_exit_reason = code, now, reason
         consumer.restarts += 1

@@ -19,6 +19,7 @@ What can go wrong, and what happens:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -26,25 +27,28 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
-from aiokafka.errors import ConsumerStoppedError, KafkaError
+from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
 from deploy.settings import Settings
 from extractors import metrics
 from extractors.batch import ExtractedBatch, dead_letter, extract_batch
 from extractors.decode import INPUT_TOPICS
-from extractors.dlq import send_dead_letters
+from extractors.dlq import DeadLetterSender
 from extractors.extract import ExtractionConfig
 from extractors.health import ConsumerHealth, final_state, heartbeat
 from extractors.holding import HoldAbandoned, hold_until_done
 from extractors.ops import ApplyResult, apply_ops
-from extractors.unreadable import FetchPositions, UnreadableRecord, fetch_around_unreadable
+from extractors.unreadable import PARSE_ERRORS, FetchPositions, UnreadableRecord, fetch_around_unreadable
 from feature_store.client import FeatureStore
 
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 5.0
 KAFKA_STOP_TIMEOUT_S = 10.0
+# Well under max.poll.interval.ms (5 minutes): how often a consumer whose write stage holds a batch polls.
+KEEP_MEMBERSHIP_S = 10.0
+COMMIT_TIMEOUT_S = 30.0
 
 
 @dataclass
@@ -130,25 +134,13 @@ class ExtractorConsumer:
         Python work and the store's work run side by side). If either stage fails, the other is cancelled
         and the error is raised here: the process exits and its supervisor restarts it.
         """
-        bootstrap = self.settings.kafka.bootstrap
-        self._consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=self.group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            max_partition_fetch_bytes=4 * 1024 * 1024,
-            fetch_max_wait_ms=self.settings.consumer.poll_timeout_ms,
-        )
-        self._consumer.subscribe(self.topics, listener=self._rebalances)
-        self._producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
         beating = asyncio.create_task(heartbeat(self.health, self.state_file))
         lag_watch = asyncio.create_task(self._watch_lag())
         handoff: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
         try:
             # a store that is down at start is held like any other store failure, not a crash loop
             await hold_until_done(self.store.start, stage="store", health=self.health, stop=self._stop)
-            await self._producer.start()
-            await self._consumer.start()
+            await hold_until_done(self._start_kafka, stage="kafka", health=self.health, stop=self._stop)
             self.health.state = "running"
             await self._run_stages(handoff, idle_exit_s)
             self.health.state = "stopped"
@@ -164,6 +156,30 @@ class ExtractorConsumer:
             await self._stop_clients()
             final_state(self.health, self.state_file)
         return self.stats
+
+    async def _start_kafka(self) -> None:
+        """Start the producer and the group consumer; a broker away at start is held like a store outage
+        (new clients on every attempt: a client whose start failed is not started twice)."""
+        bootstrap = self.settings.kafka.bootstrap
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=self.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=4 * 1024 * 1024,
+            fetch_max_wait_ms=self.settings.consumer.poll_timeout_ms,
+        )
+        consumer.subscribe(self.topics, listener=self._rebalances)
+        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+        try:
+            await producer.start()
+            await consumer.start()
+        except BaseException:
+            for client in (consumer, producer):
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(client.stop(), KAFKA_STOP_TIMEOUT_S)
+            raise
+        self._consumer, self._producer = consumer, producer
 
     async def _run_stages(self, handoff: asyncio.Queue[_Batch | None], idle_exit_s: float | None) -> None:
         """Both stages in one task group: a failure of either cancels the other and is raised here."""
@@ -210,27 +226,37 @@ class ExtractorConsumer:
             for tp, end in ends.items():
                 self._rebalances.positions.advance(tp, end)
             next_offsets = {tp: OffsetAndMetadata(end, "") for tp, end in ends.items()}
-            await handoff.put(_Batch(records, extracted, next_offsets, generation))
+            await self._hand_over(handoff, _Batch(records, extracted, next_offsets, generation))
         await handoff.put(None)
 
     async def _fetch(self) -> tuple[dict[TopicPartition, list[ConsumerRecord]], list[UnreadableRecord]]:
         """The next records, and the records found unreadable by the Kafka client (see ``unreadable``)."""
         assert self._consumer is not None
-        consumer = self.settings.consumer
+        timeout_ms, max_records = self.settings.consumer.poll_timeout_ms, self.settings.consumer.max_batch_records
         try:
-            return await self._consumer.getmany(
-                timeout_ms=consumer.poll_timeout_ms, max_records=consumer.max_batch_records
-            ), []
-        except ConsumerStoppedError:
-            raise
-        except Exception as exc:  # a record aiokafka cannot parse; it would fail the same way forever
+            return await self._consumer.getmany(timeout_ms=timeout_ms, max_records=max_records), []
+        except PARSE_ERRORS as exc:  # a record aiokafka cannot parse; it would fail the same way forever
+            positions = self._rebalances.positions
             return await fetch_around_unreadable(
-                self._consumer,
-                self._rebalances.positions,
-                exc,
-                timeout_ms=consumer.poll_timeout_ms,
-                max_records=consumer.max_batch_records,
+                self._consumer, positions, exc, timeout_ms=timeout_ms, max_records=max_records
             )
+
+    async def _hand_over(self, handoff: asyncio.Queue[_Batch | None], batch: _Batch) -> None:
+        """Queue ``batch`` for the write stage. While the write stage holds a batch (a store outage), keep
+        polling Kafka with every partition paused: a consumer that does not poll for ``max.poll.interval.ms``
+        is evicted from the group, and its partitions would bounce from consumer to consumer."""
+        assert self._consumer is not None
+        while True:
+            try:
+                await asyncio.wait_for(handoff.put(batch), timeout=KEEP_MEMBERSHIP_S)
+                return
+            except TimeoutError:
+                assigned = self._consumer.assignment()
+                self._consumer.pause(*assigned)
+                try:
+                    await self._consumer.getmany(timeout_ms=0)
+                finally:
+                    self._consumer.resume(*(tp for tp in assigned if tp in self._consumer.assignment()))
 
     async def _write_stage(self, handoff: asyncio.Queue[_Batch | None]) -> None:
         while (batch := await handoff.get()) is not None:
@@ -255,13 +281,8 @@ class ExtractorConsumer:
             dead.append(dead_letter(batch.records[origin], reason, "refused"))
         if dead:
             assert self._producer is not None
-            producer = self._producer
-            await hold_until_done(
-                lambda: send_dead_letters(producer, dead, self.dlq_topic),
-                stage="dead_letters",
-                health=self.health,
-                stop=self._stop,
-            )
+            sender = DeadLetterSender(self._producer, dead, self.dlq_topic)
+            await hold_until_done(sender.send, stage="dead_letters", health=self.health, stop=self._stop)
             for letter in dead:
                 log.warning("dead letter %s/%s@%s: %s", letter.topic, letter.partition, letter.offset, letter.reason)
         self.stats.batches += 1
@@ -288,9 +309,9 @@ class ExtractorConsumer:
         if not offsets:
             return
         started = time.perf_counter()
-        try:
-            await self._consumer.commit(offsets)
-        except KafkaError as exc:  # CommitFailedError on a rebalance, a coordinator moving, a broker away
+        try:  # bounded: aiokafka retries a commit for as long as the coordinator is away
+            await asyncio.wait_for(self._consumer.commit(offsets), COMMIT_TIMEOUT_S)
+        except (KafkaError, TimeoutError) as exc:  # a rebalance, a coordinator moving, a broker away
             self.health.commit_failures += 1
             metrics.COMMIT_FAILURES.inc()
             log.warning("offset commit failed (the batch is applied and will be redelivered): %s", exc)

@@ -22,6 +22,8 @@ MAX_PAYLOAD_BYTES = 512 * 1024
 MAX_KEY_BYTES = 1024
 MAX_REASON_BYTES = 2000
 MAX_COPIED_HEADER_BYTES = 16 * 1024
+MAX_COPIED_HEADERS = 64
+HEADER_WIRE_OVERHEAD = 10  # the varint lengths of one header on the wire, counted against the cap
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,35 +50,71 @@ class DeadLetter:
         return self.key[:MAX_KEY_BYTES] if self.key is not None else None
 
     def kafka_headers(self) -> list[tuple[str, bytes]]:
-        value = self.value or b""
         origin = [
             ("dlq.reason", self.reason.encode("utf-8", errors="replace")[:MAX_REASON_BYTES]),
             ("dlq.error", self.error_kind.encode()),
-            ("dlq.topic", self.topic.encode()),
+            ("dlq.topic", _printable(self.topic).encode()),
             ("dlq.partition", str(self.partition).encode()),
             ("dlq.offset", str(self.offset).encode()),
-            ("dlq.size", str(len(value)).encode()),
-            ("dlq.sha256", hashlib.sha256(value).hexdigest().encode()),
         ]
+        if self.value is None:  # null, or bytes this client could not read: no digest of bytes never seen
+            origin.append(("dlq.value", b"null"))
+        else:
+            origin.append(("dlq.size", str(len(self.value)).encode()))
+            origin.append(("dlq.sha256", hashlib.sha256(self.value).hexdigest().encode()))
         if self.truncated:
             origin.append(("dlq.truncated", b"payload"))
-        if self.value is None:
-            origin.append(("dlq.value", b"null"))
-        copied = [(k, v if v is not None else b"") for k, v in self.headers]
-        if sum(len(k.encode("utf-8", errors="replace")) + len(v) for k, v in copied) > MAX_COPIED_HEADER_BYTES:
+        copied = [(_printable(k), v if v is not None else b"") for k, v in self.headers]
+        wire_size = sum(len(k.encode()) + len(v) + HEADER_WIRE_OVERHEAD for k, v in copied)
+        if len(copied) > MAX_COPIED_HEADERS or wire_size > MAX_COPIED_HEADER_BYTES:
             origin.append(("dlq.headers_dropped", str(len(copied)).encode()))
             copied = []
         return [*origin, *copied]
 
 
+def _printable(key: str) -> str:
+    """A header key as valid UTF-8 (one read leniently may carry undecodable bytes as surrogates)."""
+    return key.encode("utf-8", errors="surrogateescape").decode("utf-8", errors="replace")
+
+
+class DeadLetterSender:
+    """Sends one batch's dead letters until the broker acknowledged every one; a retry after a partial
+    failure sends only the letters not yet acknowledged (no duplicates from the retry itself)."""
+
+    def __init__(self, producer: AIOKafkaProducer, letters: list[DeadLetter], topic: str | None = None) -> None:
+        self.producer = producer
+        self.pending = list(letters)
+        self.topic = topic or TOPICS["dlq"]
+
+    async def send(self) -> None:
+        """One attempt; raises the first failure after every letter of the attempt was tried."""
+        attempts: list[tuple[DeadLetter, asyncio.Future[object] | BaseException]] = []
+        for letter in self.pending:
+            try:
+                future = await self.producer.send(
+                    self.topic, value=letter.kafka_value(), key=letter.kafka_key(), headers=letter.kafka_headers()
+                )
+            except Exception as exc:  # refused before sending (size, metadata): this letter only
+                attempts.append((letter, exc))
+                continue
+            attempts.append((letter, future))
+        outcomes = await asyncio.gather(
+            *(a for _, a in attempts if isinstance(a, asyncio.Future)), return_exceptions=True
+        )
+        results = iter(outcomes)
+        failures: list[tuple[DeadLetter, BaseException]] = []
+        for letter, attempt in attempts:
+            outcome = attempt if isinstance(attempt, BaseException) else next(results)
+            if isinstance(outcome, BaseException):
+                failures.append((letter, outcome))
+        self.pending = [letter for letter, _ in failures]
+        if failures:
+            raise failures[0][1]
+
+
 async def send_dead_letters(producer: AIOKafkaProducer, letters: list[DeadLetter], topic: str | None = None) -> None:
-    """Publish dead letters and wait until the broker acknowledged all of them (raises on any failure)."""
-    target = topic or TOPICS["dlq"]
-    futures = [
-        await producer.send(target, value=letter.kafka_value(), key=letter.kafka_key(), headers=letter.kafka_headers())
-        for letter in letters
-    ]
-    await asyncio.gather(*futures)
+    """Publish dead letters once and wait until the broker acknowledged all of them (raises on any failure)."""
+    await DeadLetterSender(producer, letters, topic).send()
 
 
 def header(headers: list[tuple[str, bytes]] | tuple[tuple[str, bytes], ...], name: str) -> str | None:

@@ -3,6 +3,7 @@ timestamps may be ISO 8601 strings or epoch seconds and are normalised to epoch 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal
 
@@ -57,6 +58,28 @@ def _to_epoch(value: Any, *, low: float = MIN_TS) -> float:
     return ts
 
 
+_DECIMAL = re.compile(r"^\s*-?\d+(\.\d+)?([eE][-+]?\d+)?\s*$")
+
+
+def _number(value: Any) -> Any:
+    """A number as JSON or msgpack carries it, or a plain decimal string; never a boolean (``true`` is not an
+    amount) nor ``1_000``-style text."""
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not a boolean")
+    if isinstance(value, str) and not _DECIMAL.match(value):
+        raise ValueError("must be a number")
+    return value
+
+
+def _blank_is_missing(value: Any) -> Any:
+    """An optional text field sent empty or blank is absent, not an empty feature value."""
+    return None if isinstance(value, str) and not value.strip() else value
+
+
+Number = Annotated[float, BeforeValidator(_number)]
+WholeNumber = Annotated[int, BeforeValidator(_number)]
+OptionalText = BeforeValidator(_blank_is_missing)
+
 Timestamp = Annotated[float, BeforeValidator(_to_epoch)]
 DateTimestamp = Annotated[float, BeforeValidator(lambda v: _to_epoch(v, low=MIN_DATE_TS))]
 
@@ -70,14 +93,14 @@ class TransactionEvent(_Event):
     tx_id: ObjectId
     client_id: ClientId
     ts: Timestamp
-    amount: float = Field(gt=0, lt=1e12)
+    amount: Number = Field(gt=0, lt=1e12)
     currency: str = Field(pattern=r"^[A-Z]{3}$")
     direction: Literal["in", "out"]
-    mcc: int | None = Field(default=None, ge=0, le=9999)
-    channel: str | None = Field(default=None, max_length=32, pattern=r"^[a-z0-9_]+$")
-    counterparty: str | None = Field(default=None, max_length=128)
+    mcc: WholeNumber | None = Field(default=None, ge=0, le=9999)
+    channel: Annotated[str | None, OptionalText] = Field(default=None, max_length=32, pattern=r"^[a-z0-9_]+$")
+    counterparty: Annotated[str | None, OptionalText] = Field(default=None, max_length=128)
     # Optional account balance after the transaction (core banking sends it; Berka has it).
-    balance: float | None = Field(default=None, gt=-1e15, lt=1e15)
+    balance: Number | None = Field(default=None, gt=-1e15, lt=1e15)
 
 
 class TransactionDeleteEvent(_Event):
@@ -91,9 +114,9 @@ class ClientEvent(_Event):
     ts: Timestamp
     segment: Literal["retail", "sme", "corporate"]
     birth_date: DateTimestamp | None = None
-    region: str | None = Field(default=None, max_length=64)
+    region: Annotated[str | None, OptionalText] = Field(default=None, max_length=64)
     registered_at: DateTimestamp | None = None
-    industry_code: str | None = Field(default=None, max_length=16)
+    industry_code: Annotated[str | None, OptionalText] = Field(default=None, max_length=16)
     director_birth_date: DateTimestamp | None = None
 
 

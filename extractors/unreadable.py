@@ -1,28 +1,45 @@
-"""Records the Kafka client itself cannot read: a header key that is not UTF-8 (librdkafka producers can
-send one), a corrupt batch, an unknown compression codec. aiokafka raises while parsing them inside
-``getmany``, before our decoder sees anything, and raises again on every retry: without this module one such
-record stops a partition for good.
+"""Records the Kafka client itself cannot read: a header key that is not UTF-8 (librdkafka producers can send
+one), a corrupt batch. aiokafka raises while parsing them inside ``getmany``, before our decoder sees
+anything, and raises again on every retry: without this module one such record stops a partition for good.
 
-After such a failure the positions aiokafka keeps are not trustworthy either: a ``getmany`` that drained one
-partition and then failed on another has already moved the first partition past records it never returned.
-So the consumer keeps its own ``FetchPositions`` (the next offset the pipeline expects per partition), rewinds
-every partition to it, and reads one record at a time per partition until the unreadable one fails on its
-own. That record becomes a dead letter with its coordinates (its bytes cannot be read by this client; any
-other client can fetch them there) and the partition moves on past it. Nothing readable is skipped.
+Recovery, when ``getmany`` raises a parse error:
+
+1. Rewind. aiokafka's own positions are not trustworthy after the failure (a ``getmany`` that drained one
+   partition and then failed on another has moved the first past records it never returned), so every
+   partition goes back to the consumer's own ``FetchPositions``: one past the last record handed on.
+2. Read again with a lenient parser (pure Python, header keys decoded with ``surrogateescape``). A bad header
+   key is harmless to us, so the record and every other record of its batch are read and processed normally;
+   the fast C parser is used again from the next fetch on.
+3. Only if even that fails (a corrupt batch), read each partition one record at a time; a record that still
+   fails becomes a dead letter by its coordinates (its bytes cannot be read by any parser here; any other
+   client can fetch them there), and the partition moves on past it.
+
+Errors that are not about parsing (authorization, a broker gone) are not handled here: they propagate, the
+process exits and its supervisor restarts it, loudly.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import struct
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
+import aiokafka.consumer.fetcher as fetcher_module
 from aiokafka import AIOKafkaConsumer, ConsumerRecord
+from aiokafka.errors import CorruptRecordException, IllegalStateError, UnsupportedCodecError
+from aiokafka.record.default_records import _DefaultRecordBatchPy
+from aiokafka.record.memory_records import _MemoryRecordsPy
 from aiokafka.structs import TopicPartition
 
 from extractors.dlq import DeadLetter
 from extractors.holding import describe
 
 log = logging.getLogger(__name__)
+
+PARSE_ERRORS = (UnicodeError, struct.error, ValueError, IndexError, CorruptRecordException, UnsupportedCodecError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,17 +74,62 @@ class FetchPositions:
         """After a rebalance aiokafka restarts every partition from its committed offset."""
         self._next.clear()
 
-    async def rewind(self, consumer: AIOKafkaConsumer, partitions: set[TopicPartition]) -> None:
-        """Put every partition back where the pipeline stopped (or at its committed offset)."""
-        for tp in partitions:
-            if tp in self._next:
-                consumer.seek(tp, self._next[tp])
-                continue
-            committed = await consumer.committed(tp)
-            if committed is None:
-                await consumer.seek_to_beginning(tp)
-            else:
-                consumer.seek(tp, committed)
+    async def rewind(self, consumer: AIOKafkaConsumer) -> None:
+        """Put every assigned partition back where the pipeline stopped (or at its committed offset)."""
+        for tp in consumer.assignment():
+            with contextlib.suppress(IllegalStateError):  # revoked by a rebalance meanwhile
+                if tp in self._next:
+                    consumer.seek(tp, self._next[tp])
+                    continue
+                committed = await consumer.committed(tp)
+                if committed is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, committed)
+
+
+# ---- a lenient record parser -------------------------------------------------------------------------------
+class _LenientBytes(bytearray):
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return bytearray.decode(self, encoding, "surrogateescape")
+
+
+class _LenientBuffer(bytearray):
+    """Slices decode leniently: the pure-Python parser reads header keys as ``buffer[a:b].decode("utf-8")``."""
+
+    def __getitem__(self, index: Any) -> Any:
+        item = bytearray.__getitem__(self, index)
+        return _LenientBytes(item) if isinstance(index, slice) else item
+
+
+class _LenientRecordBatch(_DefaultRecordBatchPy):
+    def __init__(self, buffer: bytes | bytearray | memoryview) -> None:
+        super().__init__(buffer)
+        self._buffer = _LenientBuffer(self._buffer)  # type: ignore[has-type]
+
+
+class _LenientMemoryRecords(_MemoryRecordsPy):
+    def next_batch(self, *args: Any) -> Any:
+        raw = self._next_slice
+        batch = super().next_batch(*args)
+        if batch is not None and raw is not None and raw[self.MAGIC_OFFSET] >= 2:
+            return _LenientRecordBatch(raw)
+        return batch
+
+
+@contextlib.contextmanager
+def lenient_parsing() -> Iterator[None]:
+    """Fetches processed inside use the lenient parser (the consumer's process has one consumer)."""
+    original = fetcher_module.MemoryRecords
+    fetcher_module.MemoryRecords = _LenientMemoryRecords  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        fetcher_module.MemoryRecords = original  # type: ignore[misc]
+
+
+# ---- recovery -------------------------------------------------------------------------------------------
+Fetched = dict[TopicPartition, list[ConsumerRecord]]
 
 
 async def fetch_around_unreadable(
@@ -77,27 +139,41 @@ async def fetch_around_unreadable(
     *,
     timeout_ms: int,
     max_records: int,
-) -> tuple[dict[TopicPartition, list[ConsumerRecord]], list[UnreadableRecord]]:
-    """After ``getmany`` raised ``failure``: the readable records up to ``max_records`` and the unreadable ones
-    found, each partition rewound first and read one record at a time."""
-    log.warning("a fetched record cannot be read (%s): reading partitions one record at a time", describe(failure))
-    assigned = set(consumer.assignment())
-    await positions.rewind(consumer, assigned)
-    readable: dict[TopicPartition, list[ConsumerRecord]] = {}
+) -> tuple[Fetched, list[UnreadableRecord]]:
+    """After ``getmany`` raised a parse error: the records from where the pipeline stopped, read leniently,
+    and the records that cannot be read at all."""
+    log.warning("a fetched record cannot be parsed (%s): reading again with the lenient parser", describe(failure))
+    await positions.rewind(consumer)
+    with lenient_parsing():
+        try:
+            return await consumer.getmany(timeout_ms=timeout_ms, max_records=max_records), []
+        except PARSE_ERRORS as exc:
+            log.warning("the lenient parser failed too (%s): reading one record at a time", describe(exc))
+        await positions.rewind(consumer)
+        return await _one_record_at_a_time(consumer, timeout_ms, max_records)
+
+
+async def _one_record_at_a_time(
+    consumer: AIOKafkaConsumer, timeout_ms: int, max_records: int
+) -> tuple[Fetched, list[UnreadableRecord]]:
+    readable: Fetched = {}
     unreadable: list[UnreadableRecord] = []
     budget = max_records
-    for tp in sorted(assigned):
+    for tp in sorted(consumer.assignment()):
         while budget > 0:
+            budget -= 1
             try:
                 got = await consumer.getmany(tp, timeout_ms=timeout_ms, max_records=1)
-            except Exception as exc:  # this partition's next record is the one
-                offset = await consumer.position(tp)
+            except PARSE_ERRORS as exc:  # this partition's next record is the one
+                try:
+                    offset = await consumer.position(tp)
+                except IllegalStateError:
+                    break
                 unreadable.append(UnreadableRecord(tp, offset, describe(exc)))
                 log.warning("record %s/%s@%s cannot be read: %s", tp.topic, tp.partition, offset, describe(exc))
                 consumer.seek(tp, offset + 1)
-                break
+                continue
             if not got:
                 break
             readable.setdefault(tp, []).extend(got.get(tp, []))
-            budget -= 1
     return readable, unreadable

@@ -96,7 +96,8 @@ async def test_every_hostile_shape_on_every_topic_goes_to_the_dlq_and_the_next_e
         reason, kind = header(letter.headers, "dlq.reason"), header(letter.headers, "dlq.error")
         assert reason and kind in {"malformed", "invalid", "unknown_type", "unsupported_content_type"}, (kind, reason)
         assert header(letter.headers, "dlq.topic") in {s.kafka.topic(t) for t in GOOD}
-        assert header(letter.headers, "dlq.offset") is not None and header(letter.headers, "dlq.sha256")
+        assert header(letter.headers, "dlq.offset") is not None
+        assert header(letter.headers, "dlq.sha256") or header(letter.headers, "dlq.value") == "null"
     truncated = [r for r in letters if header(r.headers, "dlq.truncated") == "payload"]
     assert len(truncated) == len(GOOD) and all("exceeds" in (header(r.headers, "dlq.reason") or "") for r in truncated)
 
@@ -158,30 +159,42 @@ class _UndecodableKey(str):
         return b"trace\xff\xfe"
 
 
-async def test_a_record_the_kafka_client_cannot_parse_is_a_dead_letter_and_the_partition_goes_on(
+async def test_records_with_a_header_key_the_kafka_client_cannot_decode_are_read_and_nothing_is_skipped(
     kafka_settings: Settings, store: FeatureStore, uid: str, monkeypatch: Any
 ) -> None:
+    """One batch of four records, two of them with a non-UTF-8 header key (as librdkafka can send): aiokafka's
+    parser fails on the whole batch, the consumer re-reads it leniently and uses every record."""
     import aiokafka.producer.message_accumulator as accumulator
     import aiokafka.producer.producer as producer_module
+    from aiokafka import AIOKafkaProducer
     from aiokafka.record.default_records import _DefaultRecordBatchBuilderPy
 
     s = kafka_settings
-    before, after = ({**GOOD["transactions"], "tx_id": t, "client_id": f"{uid}-{t}"} for t in ("t1", "t2"))
-    await produce(s, [("transactions", orjson.dumps(before), [])])
+    tx = {t: {**GOOD["transactions"], "tx_id": t, "client_id": f"{uid}-{t}"} for t in ("t1", "t2", "t4")}
+    bad_key = [(_UndecodableKey("k"), b"v")]
+    batch = [(tx["t1"], []), (tx["t2"], bad_key), ({"client_id": "x"}, bad_key), (tx["t4"], [])]
     for module in (accumulator, producer_module):  # the pure-Python builder writes the key's own bytes
         monkeypatch.setattr(module, "DefaultRecordBatchBuilder", _DefaultRecordBatchBuilderPy)
-    await produce(s, [("transactions", orjson.dumps({"client_id": "x"}), [(_UndecodableKey("k"), b"v")])])
-    monkeypatch.undo()
-    await produce(s, [("transactions", orjson.dumps(after), [])])  # same key: same partition, after the bad one
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all", linger_ms=200)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(s.kafka.topic("transactions"), orjson.dumps(event), key=b"one", headers=headers)
+            for event, headers in batch
+        ]
+        sent = await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+        monkeypatch.undo()
+    assert len({(m.partition, m.offset - i) for i, m in enumerate(sent)}) == 1  # one partition, consecutive
 
     stats = await ExtractorConsumer(s, store).run(idle_exit_s=3.0)
-    assert stats.dead_letters == 1
+    assert stats.messages == 4 and stats.dead_letters == 1
     letters = await read_all(s, s.kafka.topic("dlq"), expected=1)
-    assert [header(r.headers, "dlq.error") for r in letters] == ["unreadable"]
-    assert header(letters[0].headers, "dlq.offset") == "1" and "UnicodeDecodeError" in header(
-        letters[0].headers, "dlq.reason"
-    )
-    assert await store.get_features(f"{uid}-t1") and await store.get_features(f"{uid}-t2")
+    assert [header(r.headers, "dlq.error") for r in letters] == ["invalid"]  # its payload, not its header
+    assert "trace\ufffd\ufffd" in [key for key, _ in letters[0].headers]
+    for t in tx:
+        assert await store.get_features(f"{uid}-{t}"), t
     assert sum((await consumer_lag(s)).values()) == 0
 
 

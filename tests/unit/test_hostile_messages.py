@@ -116,6 +116,7 @@ def test_hostile_json_becomes_one_dead_letter(topic: str, label: str, payload: b
         {"client_id": "x" * 10_000},
         {"type": "refund"},
         {"type": 1},
+        {"client_id": True},
     ],
     ids=repr,
 )
@@ -169,6 +170,19 @@ def test_wrong_content_types_are_dead_letters(headers: list[tuple[str, bytes | N
     assert ops == 0 and dead[0].error_kind in {"unsupported_content_type", "malformed"}
 
 
+@pytest.mark.parametrize("change", [{"amount": True}, {"amount": "1_000"}, {"mcc": True}, {"balance": False}], ids=repr)
+def test_booleans_and_odd_numerals_are_not_numbers(change: dict[str, Any]) -> None:
+    ops, dead = outcome(Record("bank.transactions", orjson.dumps({**VALID["bank.transactions"], **change})))
+    assert ops == 0 and dead[0].error_kind == "invalid"
+
+
+def test_blank_optional_text_is_absent_not_an_empty_feature() -> None:
+    client = {**VALID["bank.clients"], "region": "   ", "industry_code": ""}
+    extracted = extract_batch([Record("bank.clients", orjson.dumps(client))], ExtractionConfig())  # type: ignore[list-item]
+    names = {f.name for op in extracted.ops for f in op.features}  # type: ignore[union-attr]
+    assert "profile.segment" in names and not names & {"profile.region", "registry.industry_code"}
+
+
 def test_parameters_and_null_headers_do_not_stop_a_good_message() -> None:
     headers = [("content-type", b"application/json; charset=utf-8"), ("trace", None), ("content-type", None)]
     ops, dead = outcome(Record("bank.transactions", orjson.dumps(VALID["bank.transactions"]), headers))
@@ -202,6 +216,18 @@ def test_a_bug_in_an_extractor_parks_the_message_and_the_batch_goes_on(monkeypat
     extracted = extract_batch([good, good], ExtractionConfig())  # type: ignore[list-item]
     assert [letter.error_kind for letter in extracted.dead] == ["extractor_error"]
     assert "KeyError" in extracted.dead[0].reason and {op.origin for op in extracted.ops} == {1}
+
+
+def test_a_letter_with_many_tiny_headers_still_fits() -> None:
+    payload = b'{"tx_id": "' + b"x" * (MAX_PAYLOAD_BYTES - 100) + b'"}'
+    _, dead = outcome(Record("bank.transactions", payload, [("h", b"")] * 200_000))
+    assert dict(dead[0].kafka_headers())["dlq.headers_dropped"] == b"200000"
+
+
+def test_a_header_key_read_leniently_is_sent_as_valid_utf8() -> None:
+    letter = outcome(Record("bank.transactions", b"{}", [("bad\udcffkey", b"v")]))[1][0]
+    keys = [key for key, _ in letter.kafka_headers()]
+    assert "bad\ufffdkey" in keys and all(key.encode() for key in keys)
 
 
 def test_a_null_message_is_a_dead_letter() -> None:

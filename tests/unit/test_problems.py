@@ -132,11 +132,15 @@ def test_a_dead_peer_is_reported_once_not_as_replication_of_every_follower() -> 
 
 
 def test_stalled_and_growing_lag() -> None:
-    stalled = with_change(["consumers", "lag"], {"bank.transactions": 500})
+    stalled = with_change([*CONSUMER, "lag"], 500)
     stalled["consumers"]["processes"][0]["last_commit_at"] = NOW - 300
-    assert any("ingest is stalled: 500 messages behind" in p for p in problems_of(stalled, NOW))
-    working = with_change(["consumers", "lag"], {"bank.transactions": 500})
+    assert any("consumer-1 is stalled: 500 messages behind" in p for p in problems_of(stalled, NOW))
+    working = with_change([*CONSUMER, "lag"], 500)
     assert not any("stalled" in p for p in problems_of(working, NOW))
+    # one healthy consumer does not hide a stalled one
+    two = copy.deepcopy(stalled)
+    two["consumers"]["processes"].append({**healthy()["consumers"]["processes"][0], "name": "consumer-2"})
+    assert any("consumer-1 is stalled" in p for p in problems_of(two, NOW))
     growing = with_change(
         ["consumers", "supervisor", "lag_samples"], [[NOW - 30, 10], [NOW - 20, 50], [NOW - 10, 90], [NOW, 200]]
     )
