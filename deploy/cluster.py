@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy import processes
+from deploy.masters import MasterRecord, MasterRecords
 from deploy.settings import Settings
 from feature_store.client import FeatureStore
 from feature_store.errors import StoreError
@@ -68,36 +69,26 @@ class StoreCluster:
         return f"{self.store.user}:{self.store.password}@{spec.uri}"
 
     @property
-    def masters_path(self) -> Path:
-        return self.base_dir / "masters.json"
+    def masters(self) -> MasterRecords:
+        return MasterRecords(self.base_dir / "masters.json")
+
+    def master_record(self, rs: ReplicaSetSpec) -> MasterRecord:
+        """The replica set's master as recorded by the last failover (the bootstrap master before any)."""
+        return self.masters.get(rs.id, rs.bootstrap_master.name)
 
     def master_name(self, rs: ReplicaSetSpec) -> str:
-        """The replica set's master as recorded by the last failover (the bootstrap master before any)."""
-        try:
-            recorded = json.loads(self.masters_path.read_text())
-        except (FileNotFoundError, ValueError):
-            recorded = {}
-        return str(recorded.get(str(rs.id), rs.bootstrap_master.name))
-
-    def _record_master(self, rs: ReplicaSetSpec, name: str) -> None:
-        try:
-            recorded = json.loads(self.masters_path.read_text())
-        except (FileNotFoundError, ValueError):
-            recorded = {}
-        recorded[str(rs.id)] = name
-        self.masters_path.parent.mkdir(parents=True, exist_ok=True)
-        self.masters_path.write_text(json.dumps(recorded))
+        return self.master_record(rs).master
 
     def _instance_settings(self, spec: InstanceSpec, rs: ReplicaSetSpec) -> dict[str, Any]:
-        master = rs.bootstrap_master
+        master = self.instance(self.master_name(rs))
         return {
             "name": spec.name,
             "listen": spec.uri,
             "work_dir": str(self.work_dir(spec)),
             "rs_id": rs.id,
-            "read_only": spec.name != self.master_name(rs),
+            "read_only": spec.name != master.name,
             "replication": [self._peer_uri(i) for i in rs.instances],
-            "bootstrap_replication": [] if spec is master else [self._peer_uri(master)],
+            "bootstrap_replication": [] if spec == master else [self._peer_uri(master)],
             "memtx_memory": self.store.memtx_memory_mb * 1024 * 1024,
             "user": self.store.user,
             "password": self.store.password,
@@ -114,10 +105,24 @@ class StoreCluster:
         if processes.is_alive(pid):
             assert pid is not None
             return pid
+        self._rebootstrap_if_deposed(spec, rs)
         env = {"RTREC_INSTANCE": json.dumps(self._instance_settings(spec, rs))}
         return processes.spawn(
             ["tarantool", str(INSTANCE_SCRIPT)], log_path=self.log_path(spec), pid_path=self.pid_path(spec), env=env
         )
+
+    def _rebootstrap_if_deposed(self, spec: InstanceSpec, rs: ReplicaSetSpec) -> None:
+        """A deposed master starts again only as a fresh replica of the current master: its old data directory
+        is kept aside (``<name>.deposed-<time>``, for forensics) and it joins anew. What it held that no
+        replica received comes back through a replay of the outage window, not through its stale WAL."""
+        record = self.master_record(rs)
+        if spec.name not in record.deposed:
+            return
+        directory = self.work_dir(spec)
+        if directory.exists():
+            directory.rename(directory.with_name(f"{spec.name}.deposed-{time.strftime('%Y%m%dT%H%M%S')}"))
+        record.deposed.remove(spec.name)
+        self.masters.put(rs.id, record)
 
     async def call_instance(self, spec: InstanceSpec, fn: str, args: list[Any], *, timeout: float) -> Any:
         """One procedure call on one instance over a short-lived connection (ops calls, not the hot path)."""
@@ -149,11 +154,13 @@ class StoreCluster:
             await conn.close()
 
     async def start(self, timeout: float = 60.0) -> None:
-        """Start every instance (idempotent), wire the full mesh, bootstrap buckets on a new cluster."""
-        for rs in self.topology:
-            self.start_instance(rs.bootstrap_master)
-        await asyncio.gather(*(self._wait_ready(rs.bootstrap_master, timeout) for rs in self.topology))
-        replicas = [i for rs in self.topology for i in rs.instances[1:]]
+        """Start every instance (idempotent): each replica set's recorded master first, then the others (a fresh
+        one joins that master), wire the full mesh, bootstrap buckets on a new cluster."""
+        masters = [self.instance(self.master_name(rs)) for rs in self.topology]
+        for spec in masters:
+            self.start_instance(spec)
+        await asyncio.gather(*(self._wait_ready(spec, timeout) for spec in masters))
+        replicas = [i for i in self.instances() if i not in masters]
         for spec in replicas:
             self.start_instance(spec)
         await asyncio.gather(*(self._wait_ready(spec, timeout) for spec in replicas))
@@ -253,31 +260,10 @@ class StoreCluster:
         return stopped
 
     async def failover(self, rs_id: int) -> dict[str, Any]:
-        """Promote the most up-to-date live replica of a replica set to master. A live old master is made
-        read-only first (a planned switchover); a dead one stays dead (its unreplicated tail is recovered by a
-        replay of the outage window). Writers and readers find the new master by asking the instances."""
-        rs = self.topology[rs_id - 1]
-        old = self.master_name(rs)
-        alive: dict[str, tuple[InstanceConnection, dict[str, Any]]] = {}
-        for spec in rs.instances:
-            conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=0.5)
-            try:
-                alive[spec.name] = (conn, await conn.call("stats", [], timeout=1.0))
-            except StoreError:
-                await conn.close()
-        try:
-            if old in alive and not alive[old][1]["ro"]:
-                await alive[old][0].call("set_read_only", [True], timeout=5.0)
-            candidates = [name for name in alive if name != old]
-            if not candidates:
-                raise processes.ProcessError(f"replica set {rs_id} has no live replica to promote")
-            chosen = max(candidates, key=lambda name: sum(alive[name][1]["vclock"].values()))
-            await alive[chosen][0].call("set_read_only", [False], timeout=5.0)
-            self._record_master(rs, chosen)
-            return {"replicaset": rs_id, "old_master": old, "new_master": chosen, "old_master_alive": old in alive}
-        finally:
-            for conn, _ in alive.values():
-                await conn.close()
+        """Make the most up-to-date live replica the master, fenced and caught up (see ``deploy.failover``)."""
+        from deploy.failover import fail_over
+
+        return await fail_over(self, rs_id)
 
     def kill(self, name: str, sig: int) -> None:
         """Send a signal to one instance (failure drills)."""

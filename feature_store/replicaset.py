@@ -83,6 +83,25 @@ class InstanceConnection:
             self._conn = None
 
 
+def choose_master(answers: list[tuple[str, dict[str, Any]]]) -> str | None:
+    """The instance to write to, from ``ping`` answers (name, {ro, master, epoch}); None when there is none."""
+    writable = [name for name, info in answers if not info.get("ro", True)]
+    records = [(info.get("epoch") or 0, info.get("master")) for _, info in answers if info.get("master")]
+    if records:
+        _, recorded = max(records, key=lambda record: record[0])
+        if recorded in writable:
+            if len(writable) > 1:
+                log.error("several writable instances %s; writing only to %s, the recorded master", writable, recorded)
+            return str(recorded)
+        if writable:
+            log.error("writable instances %s are not the recorded master %s: not writing to them", writable, recorded)
+        return None
+    if len(writable) > 1:
+        log.error("several writable instances %s and no master record; writing to none", writable)
+        return None
+    return writable[0] if writable else None
+
+
 class ReplicaSetClient:
     """Routes calls of one replica set: writes to the master, reads to the master or a replica."""
 
@@ -111,7 +130,9 @@ class ReplicaSetClient:
         return self._master.spec.name if self._master else None
 
     async def discover_master(self) -> InstanceConnection:
-        """Ask every instance whether it is writable; the writable one is the master."""
+        """Ask every instance whether it is writable and who the replica set's recorded master is (by epoch,
+        see lua/mastership.lua). The master is the writable instance the newest record names; a writable
+        instance the newest record does not name (a deposed master that came back writable) is never used."""
         async with self._discovery_lock:
 
             async def probe(instance: InstanceConnection) -> tuple[InstanceConnection, dict[str, Any] | None]:
@@ -120,16 +141,12 @@ class ReplicaSetClient:
                 except StoreError:
                     return instance, None
 
-            answers = await asyncio.gather(*(probe(i) for i in self.instances))
-            writable = [inst for inst, info in answers if info is not None and not info["ro"]]
-            if not writable:
+            answers = [(i, info) for i, info in await asyncio.gather(*(probe(i) for i in self.instances)) if info]
+            chosen = choose_master([(i.spec.name, info) for i, info in answers])
+            if chosen is None:
                 self._master = None
                 raise StoreUnavailable(f"replica set {self.id} has no writable master")
-            if len(writable) > 1:
-                log.warning(
-                    "replica set %s has several writable instances: %s", self.id, [w.spec.name for w in writable]
-                )
-            self._master = writable[0]
+            self._master = next(i for i, _ in answers if i.spec.name == chosen)
             return self._master
 
     async def call(self, fn: str, args: list[Any], *, write: bool = True, timeout: float | None = None) -> Any:

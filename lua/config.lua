@@ -1,6 +1,7 @@
 -- The instance's runtime settings, filled once by init.start() and read by the procedures.
 return {
     rs_id = 0,
+    name = '',
     max_features_per_subject = require('constants').DEFAULT_MAX_FEATURES_PER_SUBJECT,
     deny_subjects = {},  -- set: subject -> true
     expiry_interval = require('constants').DEFAULT_EXPIRY_INTERVAL,

@@ -4,6 +4,7 @@ local config = require('config')
 local errors = require('errors')
 local schema = require('schema')
 local expiry = require('expiry')
+local mastership = require('mastership')
 
 local M = {}
 
@@ -18,6 +19,7 @@ end
 -- Applies instance settings (the subset of the instance config the procedures read).
 local function apply_settings(settings)
     config.rs_id = settings.rs_id
+    config.name = settings.name
     config.max_features_per_subject = settings.max_features_per_subject or config.max_features_per_subject
     config.expiry_interval = settings.expiry_interval or config.expiry_interval
     config.tombstone_ttl = settings.tombstone_ttl or config.tombstone_ttl
@@ -34,7 +36,9 @@ function M.start(settings)
     collectgarbage('setstepmul', C.GC_STEPMUL)
     if not box.info.ro then
         schema.create(settings.user, settings.password)
+        mastership.claim_if_unset()
     end
+    mastership.start()
     expiry.start()
 
     local buckets = require('buckets')
@@ -76,14 +80,11 @@ function M.start(settings)
             box.cfg({replication = uris, replication_connect_quorum = 0})
             return true
         end,
-        set_read_only = function(read_only)
-            box.cfg({read_only = read_only})
-            if not read_only then
-                schema.create(settings.user, settings.password)
-            end
-            return box.info.ro
+        promote = function(epoch)
+            return mastership.promote(epoch, function() schema.create(settings.user, settings.password) end)
         end,
-        ping = function() return {rs_id = config.rs_id, ro = box.info.ro, uuid = box.info.uuid} end,
+        demote = mastership.demote,
+        ping = mastership.ping,
     })
 end
 
