@@ -188,8 +188,11 @@ def cmd_failover(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_reshard(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.cluster import StoreCluster
 
+    if args.recover:
+        _print_json(asyncio.run(StoreCluster(settings).recover_moves()))
+        return 0
     if not args.add_replicaset:
-        print("rtrec reshard: say what to do (--add-replicaset)", file=sys.stderr)
+        print("rtrec reshard: say what to do (--add-replicaset or --recover)", file=sys.stderr)
         return 2
     _print_json(asyncio.run(StoreCluster(settings).add_replicaset()))
     return 0
@@ -330,6 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     reshard = sub.add_parser("reshard", parents=[common], help="add a replica set and move buckets to it live")
     reshard.add_argument("--add-replicaset", action="store_true")
+    reshard.add_argument(
+        "--recover", action="store_true", help="finish or roll back bucket moves that were interrupted"
+    )
     reshard.set_defaults(fn=cmd_reshard)
 
     replayer = sub.add_parser("replay", parents=[common], help="replay the raw events that arrived in a window")

@@ -19,7 +19,7 @@ from deploy.settings import Settings
 from feature_store.client import FeatureStore
 from feature_store.errors import StoreError
 from feature_store.health import instance_facts
-from feature_store.rebalance import MoveResult, move_bucket
+from feature_store.rebalance import MoveResult, move_bucket, recover_moves
 from feature_store.replicaset import InstanceConnection
 from feature_store.topology import InstanceSpec, ReplicaSetSpec, topology_from
 
@@ -195,6 +195,12 @@ class StoreCluster:
         async with self.client() as store:
             moved = await rebalance(store, new_id, concurrency=concurrency)
         return {"replicaset": new_id, "buckets_moved": len(moved), "records_moved": sum(m.records for m in moved)}
+
+    async def recover_moves(self) -> dict[str, Any]:
+        """`rtrec reshard --recover`: settle buckets an interrupted move left in flight."""
+        async with self.client() as store:
+            results = await recover_moves(store)
+        return {"buckets": [vars(r) for r in results], "left": sum(r.action == "left" for r in results)}
 
     async def _wire_full_mesh(self) -> None:
         for rs in self.topology:

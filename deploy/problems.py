@@ -53,6 +53,12 @@ def store_problems(store: dict[str, Any], limits: Thresholds) -> list[str]:
                 continue
             found.extend(_memory_problems(inst, limits))
             found.extend(_replication_problems(inst, {i["name"] for i in answering}, limits))
+        in_flight = max([(i.get("buckets_sending") or 0) + (i.get("buckets_receiving") or 0) for i in answering] or [0])
+        if in_flight:
+            found.append(
+                f"replica set {rs['id']} has {in_flight} buckets in transfer (writes to them are refused): "
+                "if no `rtrec reshard` is running, run `rtrec reshard --recover`"
+            )
         masters = [i["name"] for i in answering if i.get("ro") is False]
         if answering and not masters:
             found.append(f"replica set {rs['id']} has no writable master: writes to its buckets are held")

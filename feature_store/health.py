@@ -40,4 +40,6 @@ def instance_facts(stats: dict[str, Any], name_by_port: dict[int, str]) -> dict[
             "last": failures.get("last_message"),
         },
         "upstreams": upstreams,
+        "buckets_sending": stats.get("buckets_sending", 0),
+        "buckets_receiving": stats.get("buckets_receiving", 0),
     }

@@ -103,6 +103,9 @@ function M.export(bucket_id, after, limit)
         extra = {
             tombstones = box.space.tombstones.index.bucket_id:select({bucket_id}),
             versions = box.space.source_versions.index.bucket_id:select({bucket_id}),
+            -- the clients' status generations travel along, so a cache put computed before the move is
+            -- still refused after it when a status change came in between (see cache.lua)
+            cache = box.space.rec_cache.index.bucket_id:select({bucket_id}),
         }
     end
     return {features = page, extra = extra}
@@ -132,6 +135,9 @@ function M.import(bucket_id, features, extra)
         for _, t in ipairs(extra.versions or {}) do
             box.space.source_versions:replace(t)
         end
+        for _, t in ipairs(extra.cache or {}) do
+            box.space.rec_cache:replace(t)
+        end
     end
     counts.commit()
     return #features
@@ -146,14 +152,11 @@ function M.activate(bucket_id)
     return true
 end
 
--- Delete every record of a sent bucket in batches that yield, then forget the bucket.
-function M.drop(bucket_id)
-    local b = box.space._bucket:get(bucket_id)
-    if b == nil or b[2] ~= M.SENDING then
-        return nil, errors.new('BUCKET_STATE', 'only a sending bucket can be dropped', {bucket_id = bucket_id})
-    end
+-- Delete every record of a bucket here (features, tombstones, source versions, cached answers) in batches
+-- that yield, then forget the bucket.
+local function delete_bucket_records(bucket_id)
     local deleted = 0
-    for _, space_name in ipairs({'features', 'tombstones', 'source_versions'}) do
+    for _, space_name in ipairs({'features', 'tombstones', 'source_versions', 'rec_cache'}) do
         local space = box.space[space_name]
         while true do
             local batch = space.index.bucket_id:select({bucket_id}, {limit = C.DELETE_BATCH})
@@ -162,8 +165,12 @@ function M.drop(bucket_id)
             end
             box.begin()
             for _, t in ipairs(batch) do
-                -- all three spaces have a two-part primary key made of their first two fields
-                space:delete({t[1], t[2]})
+                if space_name == 'rec_cache' then
+                    space:delete({t[1]})
+                else
+                    -- features, tombstones and source_versions have a two-part primary key of their first fields
+                    space:delete({t[1], t[2]})
+                end
                 if space_name == 'features' then
                     counts.note(t[C.F_SUBJECT], -1)
                 end
@@ -175,6 +182,54 @@ function M.drop(bucket_id)
     end
     box.space._bucket:delete(bucket_id)
     return deleted
+end
+
+-- The sender's last step, once the receiver activated the bucket.
+function M.drop(bucket_id)
+    local b = box.space._bucket:get(bucket_id)
+    if b == nil or b[2] ~= M.SENDING then
+        return nil, errors.new('BUCKET_STATE', 'only a sending bucket can be dropped', {bucket_id = bucket_id})
+    end
+    return delete_bucket_records(bucket_id)
+end
+
+-- ---- recovering an interrupted move (`rtrec reshard --recover`) ------------------------------------------
+
+-- The sender takes the bucket back: it serves writes again. Only while the receiver never activated it.
+function M.cancel_send(bucket_id)
+    local b = box.space._bucket:get(bucket_id)
+    if b == nil or b[2] ~= M.SENDING then
+        return nil, errors.new('BUCKET_STATE', 'only a sending bucket can be taken back', {bucket_id = bucket_id})
+    end
+    box.space._bucket:replace({bucket_id, M.ACTIVE, box.NULL})
+    return true
+end
+
+-- The receiver throws away a partial copy.
+function M.discard(bucket_id)
+    local b = box.space._bucket:get(bucket_id)
+    if b == nil then
+        return 0
+    end
+    if b[2] ~= M.RECEIVING then
+        return nil, errors.new('BUCKET_STATE', 'only a receiving bucket can be discarded', {bucket_id = bucket_id})
+    end
+    return delete_bucket_records(bucket_id)
+end
+
+-- Buckets in flight here: {sending = {{bucket_id, destination}, ...}, receiving = {bucket_id, ...}}.
+function M.transfers()
+    local sending = box.space._bucket.index.status:pairs({M.SENDING})
+        :map(function(t) return {t[1], tonumber(t[3])} end):totable()
+    local receiving = box.space._bucket.index.status:pairs({M.RECEIVING})
+        :map(function(t) return t[1] end):totable()
+    return {sending = sending, receiving = receiving}
+end
+
+-- The state of one bucket here ('active', 'sending', 'receiving') or null.
+function M.state(bucket_id)
+    local b = box.space._bucket:get(bucket_id)
+    return b ~= nil and b[2] or box.NULL
 end
 
 return M

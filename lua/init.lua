@@ -75,6 +75,10 @@ function M.start(settings)
         bucket_import = buckets.import,
         bucket_activate = buckets.activate,
         bucket_drop = buckets.drop,
+        bucket_cancel_send = buckets.cancel_send,
+        bucket_discard = buckets.discard,
+        bucket_transfers = buckets.transfers,
+        bucket_state = buckets.state,
         -- Ops: change replication peers or promote/demote this instance (failover) without a restart.
         set_replication = function(uris)
             box.cfg({replication = uris, replication_connect_quorum = 0})

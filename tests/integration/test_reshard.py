@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 
 import pytest
 
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
+from deploy.stack import LocalStack
 from extractors.consumer import ExtractorConsumer
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
+from feature_store.errors import WrongBucket
+from feature_store.rebalance import recover_moves
+from feature_store.records import Feature
 from feature_store.specs import parse_view
-from tests.conftest import reference_state
+from tests.conftest import ROOT, reference_state
 
 
 async def test_adding_a_replicaset_under_load_keeps_every_record(
@@ -62,3 +67,88 @@ async def test_adding_a_replicaset_under_load_keeps_every_record(
             got, want = await store.aggregate(subject, view, now), await reference.aggregate(subject, view, now)
             for g, w in zip(got, want, strict=True):
                 assert g == (pytest.approx(w) if isinstance(w, float) else w)
+
+
+async def _bucket_of_rs1(store: FeatureStore, uid: str) -> tuple[str, int]:
+    for i in range(10_000):
+        subject = f"{uid}-m{i}"
+        if store.bucket_map[store.bucket_id_for(subject)] == 1:
+            return subject, store.bucket_id_for(subject)
+    raise AssertionError("no subject on replica set 1")
+
+
+def _features(subject: str, n: int, start: int = 0) -> list[Feature]:
+    return [
+        Feature(subject, "transactions", "tx.out.amount", f"t{i}", float(i + 1), 1.79e9 + i)
+        for i in range(start, start + n)
+    ]
+
+
+async def _half_move(store: FeatureStore, bucket: int) -> None:
+    """A move that stops after its first page (the mover is killed)."""
+    source, target = store.replicasets[1], store.replicasets[2]
+    await source.call("bucket_start_send", [bucket, 2])
+    page = await source.call("bucket_export", [bucket, None, 500])
+    await target.call("bucket_import", [bucket, page["features"], page["extra"]])
+
+
+async def test_an_interrupted_move_refuses_writes_until_recover_rolls_it_back(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    s, cluster = private_cluster
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        subject, bucket = await _bucket_of_rs1(store, uid)
+        await store.put_features(_features(subject, 1200))
+        await _half_move(store, bucket)
+        with pytest.raises(WrongBucket):  # stuck: nobody takes writes for this bucket
+            await store.put_features(_features(subject, 1, start=5000))
+        status = await asyncio.to_thread(LocalStack(s, ROOT / "deploy" / "local.toml").status)
+        assert any("buckets in transfer" in p and "--recover" in p for p in status["problems"])
+
+        results = await recover_moves(store)
+        assert [(r.bucket_id, r.action) for r in results] == [(bucket, "rolled back")]
+        await store.put_features(_features(subject, 1, start=5000))  # writable again, at the source
+        assert len(await store.get_features(subject, limit=10_000)) == 1201
+        assert await store.replicasets[2].call("bucket_state", [bucket], write=False) is None  # copy discarded
+        assert await recover_moves(store) == []  # nothing left to do
+
+
+async def test_a_move_interrupted_after_activation_is_finished(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    s, cluster = private_cluster
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        subject, bucket = await _bucket_of_rs1(store, uid)
+        await store.put_features(_features(subject, 700))
+        await _half_move(store, bucket)
+        rest = await store.replicasets[1].call("bucket_export", [bucket, None, 5000])
+        await store.replicasets[2].call("bucket_import", [bucket, rest["features"], None])
+        await store.replicasets[2].call("bucket_activate", [bucket])  # the mover dies before dropping
+
+        results = await recover_moves(store)
+        assert [(r.bucket_id, r.action) for r in results] == [(bucket, "finished")]
+        assert await store.replicasets[1].call("bucket_state", [bucket], write=False) is None
+        await store.put_features(_features(subject, 1, start=5000))  # lands on replica set 2 now
+        assert len(await store.get_features(subject, limit=10_000)) == 701
+
+
+async def test_a_move_whose_destination_died_is_left_until_it_is_back_then_rolled_back(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    s, cluster = private_cluster
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        subject, bucket = await _bucket_of_rs1(store, uid)
+        await store.put_features(_features(subject, 900))
+        await _half_move(store, bucket)
+        await cluster.wait_synced()
+        destination = cluster.topology[1]
+        for spec in destination.instances:  # the whole destination replica set goes down
+            cluster.kill(spec.name, signal.SIGKILL)
+        results = await recover_moves(store)
+        assert [(r.bucket_id, r.action) for r in results] == [(bucket, "left")]
+        assert "unreachable" in results[0].reason
+        await cluster.start()
+        results = await recover_moves(store)
+        assert [(r.bucket_id, r.action) for r in results] == [(bucket, "rolled back")]
+        await store.put_features(_features(subject, 1, start=5000))
+        assert len(await store.get_features(subject, limit=10_000)) == 901
