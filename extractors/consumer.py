@@ -10,9 +10,9 @@ What can go wrong, and what happens:
   message goes to the dead-letter topic with its reason; the rest goes on;
 - the store or the dead-letter topic fails (out of memory, a read-only or restarting master, a broker away):
   the batch is *held* (see ``holding``): retried with backoff, loudly, uncommitted, until it passes;
-- a group rebalance (a consumer joins or leaves): batches fetched before it are still applied in order
-  (idempotent), but their offsets are not committed, since the partitions restart from the committed
-  offsets; nothing is skipped and re-applied messages change nothing;
+- a group rebalance (a consumer joins or leaves): every fetched batch is still applied in order and its
+  offsets committed for the partitions still held; a partition that moved restarts at its committed offset
+  elsewhere, so some messages may be applied twice, which idempotent writes make harmless;
 - a stop request (SIGTERM): the batch in hand finishes and commits; a held batch is abandoned uncommitted.
 """
 
@@ -66,25 +66,21 @@ class ConsumerStats:
 
 @dataclass(frozen=True, slots=True)
 class _Batch:
-    """A fetched and extracted batch on its way to the write stage, with the offsets to commit after it and
-    the group generation it was fetched in (its offsets are committed only if no rebalance came since)."""
+    """A fetched and extracted batch on its way to the write stage, with the offsets to commit after it."""
 
     records: list[ConsumerRecord]
     extracted: ExtractedBatch
     next_offsets: dict[TopicPartition, OffsetAndMetadata]
-    generation: int
 
 
 class _RebalanceCounter(ConsumerRebalanceListener):  # type: ignore[misc]
     """Counts revocations: after one, the partitions restart from their committed offsets."""
 
     def __init__(self, health: ConsumerHealth) -> None:
-        self.generation = 0
         self.positions = FetchPositions()
         self._health = health
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.generation += 1
         self.positions.forget()
         if revoked:
             self._health.rebalances += 1
@@ -121,6 +117,8 @@ class ExtractorConsumer:
         self._rebalances = _RebalanceCounter(self.health)
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        # offsets of applied batches whose commit failed, committed with the next batch (or when idle)
+        self._uncommitted: dict[TopicPartition, OffsetAndMetadata] = {}
 
     def request_stop(self) -> None:
         """Finish the batch in hand, commit, and return from ``run`` (a held batch is abandoned)."""
@@ -204,12 +202,13 @@ class ExtractorConsumer:
         assert self._consumer is not None
         last_message_at = time.monotonic()
         while not self._stop.is_set():
-            generation = self._rebalances.generation  # before the fetch: see _Batch
             started = time.perf_counter()
             fetched, unreadable = await self._fetch()
             self.health.last_poll_at = time.time()
             self.stats.seconds_fetch += time.perf_counter() - started
             records = [r for partition_records in fetched.values() for r in partition_records]
+            if not records and not unreadable and self._uncommitted:
+                await self._hand_over(handoff, _Batch([], ExtractedBatch([], []), {}))  # retry a failed commit
             if not records and not unreadable:
                 if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
                     break
@@ -226,7 +225,7 @@ class ExtractorConsumer:
             for tp, end in ends.items():
                 self._rebalances.positions.advance(tp, end)
             next_offsets = {tp: OffsetAndMetadata(end, "") for tp, end in ends.items()}
-            await self._hand_over(handoff, _Batch(records, extracted, next_offsets, generation))
+            await self._hand_over(handoff, _Batch(records, extracted, next_offsets))
         await handoff.put(None)
 
     async def _fetch(self) -> tuple[dict[TopicPartition, list[ConsumerRecord]], list[UnreadableRecord]]:
@@ -261,7 +260,8 @@ class ExtractorConsumer:
     async def _write_stage(self, handoff: asyncio.Queue[_Batch | None]) -> None:
         while (batch := await handoff.get()) is not None:
             try:
-                await self._handle(batch)
+                if batch.records or batch.extracted.dead:
+                    await self._handle(batch)
             except HoldAbandoned as exc:
                 log.warning("stopping with a batch uncommitted (it is redelivered on restart): %s", exc)
                 while await handoff.get() is not None:  # let the fetch stage see the stop and finish
@@ -298,14 +298,17 @@ class ExtractorConsumer:
         metrics.FEATURES_WRITTEN.inc(applied.features_changed)
 
     async def _commit(self, batch: _Batch) -> None:
-        """Commit the batch's offsets unless a rebalance came since it was fetched (the partitions then
-        restart from their committed offsets and the batch is simply redelivered: never skipped)."""
+        """Commit the batch's offsets for the partitions this consumer still holds. Safe after a rebalance
+        too: every fetched batch is applied in order before its commit, so a committed offset never passes a
+        message that was not applied (a partition that moved away and back is at worst applied twice, which
+        idempotent writes make harmless). A failed commit is logged and counted; the next one covers it."""
         assert self._consumer is not None
-        if batch.generation != self._rebalances.generation:
-            log.info("not committing a batch fetched before a rebalance; it will be redelivered")
-            return
+        for tp, offset in batch.next_offsets.items():
+            if tp not in self._uncommitted or self._uncommitted[tp].offset < offset.offset:
+                self._uncommitted[tp] = offset
         assigned = self._consumer.assignment()
-        offsets = {tp: offset for tp, offset in batch.next_offsets.items() if tp in assigned}
+        offsets = {tp: offset for tp, offset in self._uncommitted.items() if tp in assigned}
+        self._uncommitted = offsets  # a partition that moved away is the new owner's to commit
         if not offsets:
             return
         started = time.perf_counter()
@@ -314,8 +317,9 @@ class ExtractorConsumer:
         except (KafkaError, TimeoutError) as exc:  # a rebalance, a coordinator moving, a broker away
             self.health.commit_failures += 1
             metrics.COMMIT_FAILURES.inc()
-            log.warning("offset commit failed (the batch is applied and will be redelivered): %s", exc)
+            log.warning("offset commit failed (retried with the next batch, or when idle): %s", exc)
             return
+        self._uncommitted = {}
         self.stats.seconds_commit += time.perf_counter() - started
         self.health.last_commit_at = time.time()
 
