@@ -92,6 +92,10 @@ class StoreCluster:
             "memtx_memory": self.store.memtx_memory_mb * 1024 * 1024,
             "user": self.store.user,
             "password": self.store.password,
+            "users": {
+                role: dict(zip(("user", "password"), self.store.credentials(role), strict=True))
+                for role in ("ingest", "api")
+            },
             "max_features_per_subject": self.store.max_features_per_subject,
             "deny_subjects": self.store.deny_subjects,
             "expiry_interval": self.store.expiry_interval_s,

@@ -21,6 +21,7 @@ from pydantic_settings import (
 DEFAULT_CONFIG = Path("deploy/local.toml")
 
 Role = Literal["reader", "writer", "operator", "scorer"]
+StoreRole = Literal["ops", "ingest", "api"]
 
 TOPICS = {
     "transactions": "bank.transactions",
@@ -42,8 +43,15 @@ class StoreSettings(BaseModel):
     port_stride: int = 10
     replicasets: int = 2
     instances_per_replicaset: int = 3
+    # The operations user (schema, bucket moves, failover, replication): the launcher and ops commands.
     user: str = "rtrec"
     password: str = "change-me"
+    # Least privilege for the services: the consumers may only write features; the API may also read,
+    # aggregate and use the recommendation cache (lua/access.lua).
+    ingest_user: str = "rtrec_ingest"
+    ingest_password: str = "change-me-ingest"
+    api_user: str = "rtrec_api"
+    api_password: str = "change-me-api"
     bucket_count: int = 3000
     memtx_memory_mb: int = 1024
     max_features_per_subject: int = 100_000
@@ -51,6 +59,15 @@ class StoreSettings(BaseModel):
     expiry_interval_s: float = 60.0
     tombstone_ttl_s: float = 7 * 86400.0
     read_from: Literal["master", "replica"] = "master"
+
+    def credentials(self, role: StoreRole) -> tuple[str, str]:
+        """(user, password) of a store role: ``ops``, ``ingest`` or ``api``."""
+        if role == "ingest":
+            return self.ingest_user, self.ingest_password
+        if role == "api":
+            return self.api_user, self.api_password
+        return self.user, self.password
+
     write_batch_rows: int = 2000
     request_timeout_s: float = 5.0
 

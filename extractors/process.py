@@ -36,7 +36,7 @@ def run_consumer_process(
         start_http_server(settings.consumer.metrics_port + instance - 1, addr=settings.api.host)
 
     async def consume() -> None:
-        store = FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl))
+        store = FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl), role="ingest")
         consumer = ExtractorConsumer(
             settings,
             store,

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy.settings import StoreSettings
+from deploy.settings import StoreRole, StoreSettings
 from feature_store.buckets import bucket_id_for, even_bucket_ranges
 from feature_store.errors import BadArgument, StoreError, StoreUnavailable, WrongBucket
 from feature_store.records import Feature, StoredFeature, Value
@@ -57,15 +57,18 @@ class FeatureStore:
         *,
         ttl: TtlPolicy | None = None,
         topology: Sequence[ReplicaSetSpec] | None = None,
+        role: StoreRole = "ops",
     ) -> None:
+        """``role`` picks the store user: ``ingest`` (consumers), ``api`` (the HTTP API) or ``ops``."""
         self.settings = settings
+        self._user, self._password = settings.credentials(role)
         self.ttl = ttl or TtlPolicy.from_settings()
         specs = list(topology) if topology is not None else topology_from(settings)
         self.replicasets: dict[int, ReplicaSetClient] = {
             spec.id: ReplicaSetClient(
                 spec,
-                settings.user,
-                settings.password,
+                self._user,
+                self._password,
                 request_timeout=settings.request_timeout_s,
                 read_from=settings.read_from,
             )
@@ -133,8 +136,8 @@ class FeatureStore:
                     )
                     self.replicasets[spec.id] = ReplicaSetClient(
                         spec,
-                        self.settings.user,
-                        self.settings.password,
+                        self._user,
+                        self._password,
                         request_timeout=self.settings.request_timeout_s,
                         read_from=self.settings.read_from,
                     )

@@ -71,6 +71,10 @@ class StoreOutOfMemory(StoreError):
     code = 8
 
 
+class AccessDenied(StoreError):
+    """The store user may not call this procedure (its role does not grant it): a configuration error."""
+
+
 class StoreUnavailable(StoreError):
     """No instance of a replica set answered (network, restart, no master)."""
 

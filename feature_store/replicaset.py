@@ -12,7 +12,14 @@ from typing import Any
 import asynctnt
 from asynctnt.exceptions import TarantoolError
 
-from feature_store.errors import ReadOnlyInstance, StoreError, StoreTimeout, StoreUnavailable, from_storage
+from feature_store.errors import (
+    AccessDenied,
+    ReadOnlyInstance,
+    StoreError,
+    StoreTimeout,
+    StoreUnavailable,
+    from_storage,
+)
 from feature_store.topology import InstanceSpec, ReplicaSetSpec
 
 log = logging.getLogger(__name__)
@@ -67,6 +74,8 @@ class InstanceConnection:
             message = str(exc)
             if "read-only" in message or "read_only" in message:
                 raise ReadOnlyInstance(f"{self.spec.name} is read-only: {message}") from exc
+            if "access" in message.lower() and "denied" in message.lower():
+                raise AccessDenied(f"{self.spec.name}: {fn}: {message}") from exc
             raise StoreUnavailable(f"{self.spec.name}: {fn} failed: {message}") from exc
         except OSError as exc:
             raise StoreUnavailable(f"{self.spec.name}: {fn} failed: {exc}") from exc

@@ -5,15 +5,21 @@ local errors = require('errors')
 local schema = require('schema')
 local expiry = require('expiry')
 local mastership = require('mastership')
+local access = require('access')
 
 local M = {}
 
+-- Registers every procedure under `rtrec`; returns their names.
 local function register(api)
     local namespace = {}
+    local names = {}
     for name, fn in pairs(api) do
         namespace[name] = errors.protect(fn)
+        names[#names + 1] = name
     end
     rawset(_G, 'rtrec', namespace)
+    table.sort(names)
+    return names
 end
 
 -- Applies instance settings (the subset of the instance config the procedures read).
@@ -40,6 +46,11 @@ function M.start(settings)
     end
     mastership.start()
     expiry.start()
+    local procedures
+    local function create_schema()
+        schema.create(settings.user, settings.password)
+        access.setup(procedures, settings.users)
+    end
 
     local buckets = require('buckets')
     local put = require('put')
@@ -51,7 +62,7 @@ function M.start(settings)
     local cache = require('cache')
     local subjects = require('subjects')
     local client_read = require('client_read')
-    register({
+    procedures = register({
         cache_get = cache.cache_get,
         cache_put = cache.cache_put,
         cache_invalidate = cache.cache_invalidate,
@@ -85,11 +96,14 @@ function M.start(settings)
             return true
         end,
         promote = function(epoch)
-            return mastership.promote(epoch, function() schema.create(settings.user, settings.password) end)
+            return mastership.promote(epoch, create_schema)
         end,
         demote = mastership.demote,
         ping = mastership.ping,
     })
+    if not box.info.ro then
+        access.setup(procedures, settings.users)
+    end
 end
 
 return M

@@ -41,7 +41,7 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl))
+        store = FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl), role="api")
         await store.start()
         catalogue = CatalogueFile(rec.catalogue)
         space = FeatureSpace.from_view(settings.views[rec.view])

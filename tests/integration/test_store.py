@@ -12,7 +12,7 @@ import pytest
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from feature_store.client import FeatureStore
-from feature_store.errors import SubjectTooFat
+from feature_store.errors import AccessDenied, SubjectTooFat
 from feature_store.rebalance import move_bucket
 from feature_store.records import Feature
 from feature_store.specs import parse_spec
@@ -216,3 +216,34 @@ async def test_moving_a_bucket_keeps_every_record_without_key_collisions(
         assert (await stale.put_features([Feature(subject, "transactions", "x", "late", 1.0, now)])).written == 1
     await move_bucket(store, bucket, source_rs)  # and back: still no collision
     assert len(await store.get_features(subject)) == 700
+
+
+async def test_store_users_hold_only_what_their_role_needs(cluster: StoreCluster, settings: Settings, uid: str) -> None:
+    feature = Feature(f"{uid}-p", "transactions", "tx.out.amount", "t1", 5.0, time.time())
+    master = cluster.topology[0].bootstrap_master
+    async with FeatureStore(settings.store, topology=cluster.topology, role="ingest") as ingest:
+        assert (await ingest.put_features([feature])).written == 1  # the consumers write features ...
+        with pytest.raises(AccessDenied):  # ... and read nothing
+            await ingest.aggregate(feature.subject, [parse_spec("sum(tx.out.amount)")])
+        with pytest.raises(AccessDenied):
+            await ingest.replicasets[1].call("bucket_drop", [1])
+    async with FeatureStore(settings.store, topology=cluster.topology, role="api") as api:
+        assert await api.aggregate(feature.subject, [parse_spec("sum(tx.out.amount)")]) == [5.0]
+        for ops_only in (("bucket_drop", [1]), ("promote", [99]), ("set_replication", [[]]), ("expire_now", [])):
+            with pytest.raises(AccessDenied):
+                await api.replicasets[1].call(*ops_only)
+    user, password = settings.store.credentials("api")
+    raw = asynctnt.Connection(host=master.host, port=master.port, username=user, password=password)
+    await raw.connect()
+    try:
+        with pytest.raises(asynctnt.exceptions.TarantoolError, match=r"denied|not found"):
+            await raw.select("features", [feature.subject], index="subject_time")  # spaces are not even visible
+        with pytest.raises(asynctnt.exceptions.TarantoolError, match="denied"):
+            await raw.eval("return box.space.features:len()")
+    finally:
+        await raw.disconnect()
+    guest = asynctnt.Connection(host=master.host, port=master.port)
+    with pytest.raises(Exception, match=r"denied|Usage"):  # guest may not even open a session
+        await guest.connect()
+        await guest.call("rtrec.ping", [])
+    await guest.disconnect()
