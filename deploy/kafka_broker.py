@@ -105,8 +105,7 @@ class KafkaBroker:
             return
         config = self._write_config()
         if not (self.dir / "data" / "meta.properties").exists():
-            # KRaft cluster ids are 16 random bytes in URL-safe base64 without padding.
-            cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+            cid = _cluster_id()
             subprocess.run(  # noqa: S603
                 self._java_cmd("kafka.tools.StorageTool", "format", "-t", cid, "-c", str(config)),
                 check=True,
@@ -155,3 +154,12 @@ class KafkaBroker:
     def reachable(self) -> bool:
         """A broker answers on the configured port (whoever started it)."""
         return processes.port_open(self.kafka.host, self.kafka.port)
+
+
+def _cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes in URL-safe base64 without padding, never starting with '-' (the
+    storage tool would read it as an option; Kafka's own Uuid.randomUuid avoids it the same way)."""
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid

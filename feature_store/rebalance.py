@@ -1,21 +1,27 @@
-"""Moving one bucket between replica sets (vshard's protocol, driven from the client side):
+"""Moving one bucket between replica sets (vshard's protocol, driven from the client side), and settling
+moves that stopped half-way.
 
-1. the source marks the bucket ``sending``: it refuses writes from now on (writers get WRONG_BUCKET and retry);
+1. the source marks the bucket ``sending``: it refuses writes from now on (writers get WRONG_BUCKET and
+   retry) but still serves reads;
 2. the records are copied page by page to the destination, which holds the bucket as ``receiving``;
-3. the destination activates the bucket; writers refresh their map and land there;
-4. the source drops its copy in yielding batches.
+3. the source marks it ``sent``: it serves nothing any more;
+4. the destination activates it; readers and writers refresh their map and land there;
+5. the source drops its copy in yielding batches.
 
-Records keep their composite primary key (sequence id, replica set id of origin), so they never collide
-with the destination's own records: the field report's lesson about per-shard sequences.
+So a bucket is never writable, nor readable, in two places. Every step carries the move's id: a step of a
+move that was rolled back fails instead of reviving it. Records keep their composite primary key (sequence
+id, replica set id of origin), so they never collide with the destination's own records: the field report's
+lesson about per-shard sequences.
 
-A move that stops half-way (the mover killed, the destination dead) leaves the bucket ``sending`` at the
-source, refusing writes; ``recover_moves`` (`rtrec reshard --recover`) finishes or rolls back every such move.
+A move that stops half-way (the mover killed, the destination dead) leaves the bucket ``sending`` or
+``sent`` at the source, refusing writes; ``recover_moves`` (`rtrec reshard --recover`) settles every such move.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import uuid
 from dataclasses import dataclass
 
 from feature_store.client import FeatureStore
@@ -47,18 +53,32 @@ async def move_bucket(
     if source_rs.id == destination:
         raise BucketStateError(f"bucket {bucket_id} is already on replica set {destination}")
     target_rs = store.replicasets[destination]
-    await source_rs.call("bucket_start_send", [bucket_id, destination])
+    move_id = uuid.uuid4().hex[:16]
+    await source_rs.call("bucket_start_send", [bucket_id, destination, move_id])
     moved = 0
     after = None
-    while True:
-        chunk = await source_rs.call("bucket_export", [bucket_id, after, page])
-        features = chunk["features"]
-        await target_rs.call("bucket_import", [bucket_id, features, chunk.get("extra")])
-        moved += len(features)
-        if len(features) < page:
-            break
-        after = [features[-1][0], features[-1][1]]
-    await target_rs.call("bucket_activate", [bucket_id])
+    try:
+        while True:
+            chunk = await source_rs.call("bucket_export", [bucket_id, after, page])
+            features = chunk["features"]
+            first = after is None
+            args = [bucket_id, features, chunk.get("extra"), move_id, first, source_rs.id]
+            await target_rs.call("bucket_import", args)
+            moved += len(features)
+            if len(features) < page:
+                break
+            after = [features[-1][0], features[-1][1]]
+        await source_rs.call("bucket_mark_sent", [bucket_id, move_id])
+    except StoreError:
+        # before `sent` the source still has everything: give the bucket back now rather than leave it
+        # refusing writes until a recover (which would do the same)
+        with contextlib.suppress(StoreError):
+            state = await target_rs.call("bucket_move_state", [bucket_id, move_id], write=False)
+            if state["status"] == "receiving" and state["move_id"] == move_id:
+                await target_rs.call("bucket_discard", [bucket_id])
+            await source_rs.call("bucket_cancel_send", [bucket_id])
+        raise
+    await target_rs.call("bucket_activate", [bucket_id, move_id])
     await source_rs.call("bucket_drop", [bucket_id])
     if refresh:
         await store.refresh_bucket_map()
@@ -72,20 +92,21 @@ class Recovery:
     bucket_id: int
     source: int | None
     destination: int | None
-    action: str  # "finished" | "rolled back" | "discarded" | "left"
+    action: str  # "finished" | "resumed" | "rolled back" | "discarded" | "left"
     reason: str
 
 
 async def recover_moves(store: FeatureStore) -> list[Recovery]:
-    """Settle every bucket a move left in flight (the move process killed, the destination died):
+    """Settle every bucket a move left in flight (run it when no `rtrec reshard` is running; twice is safe):
 
-    - the destination activated it: the move had in effect happened, so finish it (drop at the source);
-    - the destination holds a partial copy or nothing: roll back (discard the copy, the source takes the
-      bucket back and serves writes again);
-    - the destination does not answer: leave it and say so (it may have activated the bucket and taken
-      writes; start it again and rerun);
-    - a partial copy with no sender anywhere: discard it.
-    Safe to run at any time no move is running, and twice."""
+    - the destination activated this move (it may have moved the bucket on since): finish, drop the source;
+    - the destination holds this move's copy and the source had sent everything: resume, activate it there;
+    - the destination holds a partial copy of this move: roll back (discard it, the source takes the bucket
+      back and serves writes again);
+    - the destination has no trace of this move: nothing arrived, roll back;
+    - the destination does not answer: leave it and say so (start it again and rerun);
+    - a receiving copy whose move no source knows: discard it if another replica set owns the bucket.
+    A step of the interrupted mover that still runs fails (every step carries the move id)."""
     transfers = {}
     for rs in store.replicasets.values():
         try:
@@ -95,34 +116,57 @@ async def recover_moves(store: FeatureStore) -> list[Recovery]:
     results: list[Recovery] = []
     settled: set[tuple[int, int]] = set()
     for source, found in transfers.items():
-        for bucket_id, destination in found["sending"]:
-            results.append(await _settle(store, bucket_id, source, destination))
+        for bucket_id, status, destination, move_id in found["sending"]:
+            results.append(await _settle(store, bucket_id, source, status, destination, move_id))
             settled.add((destination, bucket_id))
+    owners = await _owners(store)
     for holder, found in transfers.items():
-        for bucket_id in found["receiving"]:
+        for bucket_id, _source, _move_id in found["receiving"]:
             if (holder, bucket_id) in settled:
                 continue
-            await store.replicasets[holder].call("bucket_discard", [bucket_id])
-            results.append(Recovery(bucket_id, None, holder, "discarded", "a partial copy with no sender"))
+            if owners.get(bucket_id) not in (None, holder):
+                await store.replicasets[holder].call("bucket_discard", [bucket_id])
+                results.append(
+                    Recovery(bucket_id, None, holder, "discarded", "a partial copy of a move no source knows")
+                )
+            else:
+                results.append(Recovery(bucket_id, None, holder, "left", "a receiving copy and no owner: inspect"))
     with contextlib.suppress(StoreError):
         await store.refresh_bucket_map()
     return results
 
 
-async def _settle(store: FeatureStore, bucket_id: int, source: int, destination: int) -> Recovery:
+async def _owners(store: FeatureStore) -> dict[int, int]:
+    with contextlib.suppress(StoreError):
+        return await store.refresh_bucket_map()
+    return {}
+
+
+async def _settle(
+    store: FeatureStore, bucket_id: int, source: int, status: str, destination: int | None, move_id: str | None
+) -> Recovery:
     source_rs = store.replicasets[source]
-    target_rs = store.replicasets.get(destination)
+    target_rs = store.replicasets.get(destination) if destination is not None else None
     if target_rs is None:
-        await source_rs.call("bucket_cancel_send", [bucket_id])
-        return Recovery(bucket_id, source, destination, "rolled back", "the destination is not in the topology")
+        return Recovery(bucket_id, source, destination, "left", "the destination is not in the topology: inspect")
     try:
-        state = await target_rs.call("bucket_state", [bucket_id], write=False, timeout=3.0)
+        state = await target_rs.call("bucket_move_state", [bucket_id, move_id], write=False, timeout=3.0)
     except StoreError as exc:
         return Recovery(bucket_id, source, destination, "left", f"destination unreachable ({exc}); start it, rerun")
-    if state == "active":
+    if state["activated"] or (move_id is None and state["status"] == "active"):
+        if status == "sending":
+            await source_rs.call("bucket_mark_sent", [bucket_id, move_id])
         await source_rs.call("bucket_drop", [bucket_id])
         return Recovery(bucket_id, source, destination, "finished", "the destination had activated it")
-    if state == "receiving":
+    if state["status"] == "receiving" and state["move_id"] == move_id:
+        if status == "sent":  # every page had arrived
+            await target_rs.call("bucket_activate", [bucket_id, move_id])
+            await source_rs.call("bucket_drop", [bucket_id])
+            return Recovery(bucket_id, source, destination, "resumed", "every page had arrived: activated there")
         await target_rs.call("bucket_discard", [bucket_id])
+        await source_rs.call("bucket_cancel_send", [bucket_id])
+        return Recovery(bucket_id, source, destination, "rolled back", "the destination held a partial copy")
+    if state["status"] is not None and state["status"] != "receiving" and move_id is None:
+        return Recovery(bucket_id, source, destination, "left", f"the destination has it {state['status']}: inspect")
     await source_rs.call("bucket_cancel_send", [bucket_id])
-    return Recovery(bucket_id, source, destination, "rolled back", f"the destination had it {state or 'not at all'}")
+    return Recovery(bucket_id, source, destination, "rolled back", "nothing of this move had arrived")

@@ -1,6 +1,12 @@
 -- Bucket ownership (vshard-compatible `_bucket` space) and the storage half of moving a bucket between
--- replica sets: start_send -> export pages -> import on the receiver -> activate there -> drop here.
--- A bucket accepts writes only while it is `active`, so a bucket in flight is never written in two places.
+-- replica sets, in vshard's order:
+--   source: active -> sending (reads still served, writes refused) -> export pages -> sent (nothing served)
+--   destination: import pages as receiving (nothing served) -> active after the source is sent
+--   source: drop (delete the copy, forget the bucket)
+-- A bucket accepts writes only while it is `active`, so a bucket in flight is never written in two places,
+-- and it is never readable in two places either: the source stops serving reads (sent) before the
+-- destination starts (active). Every step carries the move's id, so a step of an abandoned move (its
+-- mover killed and the move rolled back by `rtrec reshard --recover`) fails instead of reviving it.
 local C = require('constants')
 local counts = require('counts')
 local errors = require('errors')
@@ -9,7 +15,21 @@ local M = {}
 
 M.ACTIVE = 'active'
 M.SENDING = 'sending'
+M.SENT = 'sent'
 M.RECEIVING = 'receiving'
+
+-- The destination field holds "<replica set>/<move id>": the other side of the move and which move it is.
+local function peer_and_move(b)
+    local field = b[3]
+    if field == nil or field == box.NULL then
+        return nil, nil
+    end
+    local peer, move_id = tostring(field):match('^(%d+)/(.+)$')
+    if peer == nil then
+        return tonumber(field), nil  -- a move started before move ids
+    end
+    return tonumber(peer), move_id
+end
 
 -- Returns nil when every row's bucket is writable here, else a WRONG_BUCKET error listing the others.
 -- `column` is the position of bucket_id in each row.
@@ -67,20 +87,23 @@ function M.topology_set(topology)
     return true
 end
 
-function M.start_send(bucket_id, destination)
+function M.start_send(bucket_id, destination, move_id)
     local b = box.space._bucket:get(bucket_id)
-    if b == nil or (b[2] ~= M.ACTIVE and b[2] ~= M.SENDING) then
+    if b ~= nil and b[2] == M.SENDING and select(2, peer_and_move(b)) == move_id then
+        return true  -- a retried step
+    end
+    if b == nil or b[2] ~= M.ACTIVE then
         return nil, errors.new('BUCKET_STATE', 'bucket is not active here', {bucket_id = bucket_id})
     end
-    box.space._bucket:replace({bucket_id, M.SENDING, tostring(destination)})
+    box.space._bucket:replace({bucket_id, M.SENDING, tostring(destination) .. '/' .. tostring(move_id)})
     return true
 end
 
 -- One page of a bucket's features after primary key `after` ({id, rs_id} or nil), plus on the first page
--- the bucket's tombstones and source versions (small).
+-- the bucket's tombstones, source versions and cache status generations (small).
 function M.export(bucket_id, after, limit)
     local b = box.space._bucket:get(bucket_id)
-    if b == nil or b[2] ~= M.SENDING then
+    if b == nil or (b[2] ~= M.SENDING and b[2] ~= M.SENT) then
         return nil, errors.new('BUCKET_STATE', 'bucket must be in sending state to export', {bucket_id = bucket_id})
     end
     limit = limit or C.BUCKET_EXPORT_PAGE
@@ -111,15 +134,22 @@ function M.export(bucket_id, after, limit)
     return {features = page, extra = extra}
 end
 
--- Receiver side: insert exported tuples as they are (same composite primary key, so no collision).
-function M.import(bucket_id, features, extra)
+-- Receiver side: insert exported tuples as they are (same composite primary key, so no collision). The
+-- first page of a move creates the receiving bucket; a later page needs the same move's receiving bucket.
+function M.import(bucket_id, features, extra, move_id, first, source)
     local b = box.space._bucket:get(bucket_id)
-    if b ~= nil and b[2] ~= M.RECEIVING then
-        return nil, errors.new('BUCKET_STATE', 'bucket already present here', {bucket_id = bucket_id})
+    if b == nil then
+        if not first then
+            return nil, errors.new('BUCKET_STATE', 'no receiving bucket for this move (rolled back?)',
+                {bucket_id = bucket_id})
+        end
+    elseif b[2] ~= M.RECEIVING or select(2, peer_and_move(b)) ~= move_id then
+        return nil, errors.new('BUCKET_STATE', 'bucket present here for another move or owner',
+            {bucket_id = bucket_id})
     end
     box.begin()
     if b == nil then
-        box.space._bucket:insert({bucket_id, M.RECEIVING, box.NULL})
+        box.space._bucket:insert({bucket_id, M.RECEIVING, tostring(source or 0) .. '/' .. tostring(move_id)})
     end
     for _, t in ipairs(features) do
         -- a retried import may see its own earlier copy: count only new records
@@ -143,12 +173,28 @@ function M.import(bucket_id, features, extra)
     return #features
 end
 
-function M.activate(bucket_id)
+-- Source side, after the last page: stop serving the bucket at all (the destination takes over next).
+function M.mark_sent(bucket_id, move_id)
     local b = box.space._bucket:get(bucket_id)
-    if b == nil or b[2] ~= M.RECEIVING then
-        return nil, errors.new('BUCKET_STATE', 'bucket is not receiving here', {bucket_id = bucket_id})
+    if b ~= nil and b[2] == M.SENT and select(2, peer_and_move(b)) == move_id then
+        return true
     end
+    if b == nil or b[2] ~= M.SENDING or select(2, peer_and_move(b)) ~= move_id then
+        return nil, errors.new('BUCKET_STATE', 'bucket is not sending for this move', {bucket_id = bucket_id})
+    end
+    box.space._bucket:replace({bucket_id, M.SENT, b[3]})
+    return true
+end
+
+function M.activate(bucket_id, move_id)
+    local b = box.space._bucket:get(bucket_id)
+    if b == nil or b[2] ~= M.RECEIVING or select(2, peer_and_move(b)) ~= move_id then
+        return nil, errors.new('BUCKET_STATE', 'bucket is not receiving for this move', {bucket_id = bucket_id})
+    end
+    box.begin()
     box.space._bucket:replace({bucket_id, M.ACTIVE, box.NULL})
+    box.space.bucket_moves:replace({tostring(move_id), bucket_id, require('fiber').time()})
+    box.commit()
     return true
 end
 
@@ -187,18 +233,19 @@ end
 -- The sender's last step, once the receiver activated the bucket.
 function M.drop(bucket_id)
     local b = box.space._bucket:get(bucket_id)
-    if b == nil or b[2] ~= M.SENDING then
-        return nil, errors.new('BUCKET_STATE', 'only a sending bucket can be dropped', {bucket_id = bucket_id})
+    if b == nil or b[2] ~= M.SENT then
+        return nil, errors.new('BUCKET_STATE', 'only a sent bucket can be dropped', {bucket_id = bucket_id})
     end
     return delete_bucket_records(bucket_id)
 end
 
 -- ---- recovering an interrupted move (`rtrec reshard --recover`) ------------------------------------------
 
--- The sender takes the bucket back: it serves writes again. Only while the receiver never activated it.
+-- The sender takes the bucket back: it serves reads and writes again. Only while the receiver never
+-- activated it (the recover command checks).
 function M.cancel_send(bucket_id)
     local b = box.space._bucket:get(bucket_id)
-    if b == nil or b[2] ~= M.SENDING then
+    if b == nil or (b[2] ~= M.SENDING and b[2] ~= M.SENT) then
         return nil, errors.new('BUCKET_STATE', 'only a sending bucket can be taken back', {bucket_id = bucket_id})
     end
     box.space._bucket:replace({bucket_id, M.ACTIVE, box.NULL})
@@ -217,19 +264,37 @@ function M.discard(bucket_id)
     return delete_bucket_records(bucket_id)
 end
 
--- Buckets in flight here: {sending = {{bucket_id, destination}, ...}, receiving = {bucket_id, ...}}.
+-- Buckets in flight here: sending = {{bucket_id, status, destination, move_id}, ...},
+-- receiving = {{bucket_id, source, move_id}, ...}.
 function M.transfers()
-    local sending = box.space._bucket.index.status:pairs({M.SENDING})
-        :map(function(t) return {t[1], tonumber(t[3])} end):totable()
-    local receiving = box.space._bucket.index.status:pairs({M.RECEIVING})
-        :map(function(t) return t[1] end):totable()
+    local sending = {}
+    for _, status in ipairs({M.SENDING, M.SENT}) do
+        for _, t in box.space._bucket.index.status:pairs({status}) do
+            local peer, move_id = peer_and_move(t)
+            sending[#sending + 1] = {t[1], status, peer, move_id or box.NULL}
+        end
+    end
+    local receiving = {}
+    for _, t in box.space._bucket.index.status:pairs({M.RECEIVING}) do
+        local peer, move_id = peer_and_move(t)
+        receiving[#receiving + 1] = {t[1], peer or box.NULL, move_id or box.NULL}
+    end
     return {sending = sending, receiving = receiving}
 end
 
--- The state of one bucket here ('active', 'sending', 'receiving') or null.
-function M.state(bucket_id)
+-- What this replica set knows of a bucket and a move: its state here, the move id of a receiving copy, and
+-- whether that move was activated here (recorded even after the bucket moved on).
+function M.move_state(bucket_id, move_id)
     local b = box.space._bucket:get(bucket_id)
-    return b ~= nil and b[2] or box.NULL
+    local receiving_move = nil
+    if b ~= nil then
+        receiving_move = select(2, peer_and_move(b))
+    end
+    return {
+        status = b and b[2] or box.NULL,
+        move_id = (b and b[2] == M.RECEIVING and receiving_move) or box.NULL,
+        activated = move_id ~= nil and move_id ~= box.NULL and box.space.bucket_moves:get(tostring(move_id)) ~= nil,
+    }
 end
 
 return M

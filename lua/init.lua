@@ -89,7 +89,8 @@ function M.start(settings)
         bucket_cancel_send = buckets.cancel_send,
         bucket_discard = buckets.discard,
         bucket_transfers = buckets.transfers,
-        bucket_state = buckets.state,
+        bucket_move_state = buckets.move_state,
+        bucket_mark_sent = buckets.mark_sent,
         -- Ops: change replication peers or promote/demote this instance (failover) without a restart.
         set_replication = function(uris)
             box.cfg({replication = uris, replication_connect_quorum = 0})

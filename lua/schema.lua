@@ -100,6 +100,18 @@ local function create_support_spaces()
     })
     topo:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
 
+    -- Moves activated on this replica set (by move id): a later `rtrec reshard --recover` can tell a move that
+    -- completed (and perhaps moved on since) from one that never arrived.
+    local m = box.schema.space.create('bucket_moves', {
+        if_not_exists = true,
+        format = {
+            {name = 'move_id', type = 'string'},
+            {name = 'bucket_id', type = 'unsigned'},
+            {name = 'activated_at', type = 'number'},
+        },
+    })
+    m:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
+
     -- Cached recommendation answers per client (see cache.lua).
     local cache_format = {
         {name = 'subject', type = 'string'},

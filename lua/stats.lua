@@ -13,7 +13,8 @@ function M.stats()
         tombstones = box.space.tombstones:len(),
         buckets_active = box.space._bucket.index.status:count({'active'}),
         buckets_total = box.space._bucket:len(),
-        buckets_sending = box.space._bucket.index.status:count({'sending'}),
+        buckets_sending = box.space._bucket.index.status:count({'sending'})
+            + box.space._bucket.index.status:count({'sent'}),
         buckets_receiving = box.space._bucket.index.status:count({'receiving'}),
         vclock = box.info.vclock,
         lsn = box.info.lsn,

@@ -14,7 +14,7 @@ from extractors.consumer import ExtractorConsumer
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
-from feature_store.errors import WrongBucket
+from feature_store.errors import BucketStateError, StoreError, WrongBucket
 from feature_store.rebalance import recover_moves
 from feature_store.records import Feature
 from feature_store.specs import parse_view
@@ -84,12 +84,15 @@ def _features(subject: str, n: int, start: int = 0) -> list[Feature]:
     ]
 
 
+MOVE = "test-move-1"
+
+
 async def _half_move(store: FeatureStore, bucket: int) -> None:
     """A move that stops after its first page (the mover is killed)."""
     source, target = store.replicasets[1], store.replicasets[2]
-    await source.call("bucket_start_send", [bucket, 2])
+    await source.call("bucket_start_send", [bucket, 2, MOVE])
     page = await source.call("bucket_export", [bucket, None, 500])
-    await target.call("bucket_import", [bucket, page["features"], page["extra"]])
+    await target.call("bucket_import", [bucket, page["features"], page["extra"], MOVE, True, 1])
 
 
 async def test_an_interrupted_move_refuses_writes_until_recover_rolls_it_back(
@@ -109,7 +112,10 @@ async def test_an_interrupted_move_refuses_writes_until_recover_rolls_it_back(
         assert [(r.bucket_id, r.action) for r in results] == [(bucket, "rolled back")]
         await store.put_features(_features(subject, 1, start=5000))  # writable again, at the source
         assert len(await store.get_features(subject, limit=10_000)) == 1201
-        assert await store.replicasets[2].call("bucket_state", [bucket], write=False) is None  # copy discarded
+        state = await store.replicasets[2].call("bucket_move_state", [bucket, MOVE], write=False)
+        assert state["status"] is None and not state["activated"]  # the partial copy was discarded
+        with pytest.raises(BucketStateError):  # a step of the abandoned mover fails instead of reviving it
+            await store.replicasets[2].call("bucket_import", [bucket, [], None, MOVE, False, 1])
         assert await recover_moves(store) == []  # nothing left to do
 
 
@@ -122,12 +128,13 @@ async def test_a_move_interrupted_after_activation_is_finished(
         await store.put_features(_features(subject, 700))
         await _half_move(store, bucket)
         rest = await store.replicasets[1].call("bucket_export", [bucket, None, 5000])
-        await store.replicasets[2].call("bucket_import", [bucket, rest["features"], None])
-        await store.replicasets[2].call("bucket_activate", [bucket])  # the mover dies before dropping
+        await store.replicasets[2].call("bucket_import", [bucket, rest["features"], None, MOVE, False, 1])
+        await store.replicasets[1].call("bucket_mark_sent", [bucket, MOVE])
+        await store.replicasets[2].call("bucket_activate", [bucket, MOVE])  # the mover dies before dropping
 
         results = await recover_moves(store)
         assert [(r.bucket_id, r.action) for r in results] == [(bucket, "finished")]
-        assert await store.replicasets[1].call("bucket_state", [bucket], write=False) is None
+        assert (await store.replicasets[1].call("bucket_move_state", [bucket, MOVE], write=False))["status"] is None
         await store.put_features(_features(subject, 1, start=5000))  # lands on replica set 2 now
         assert len(await store.get_features(subject, limit=10_000)) == 701
 
@@ -152,3 +159,40 @@ async def test_a_move_whose_destination_died_is_left_until_it_is_back_then_rolle
         assert [(r.bucket_id, r.action) for r in results] == [(bucket, "rolled back")]
         await store.put_features(_features(subject, 1, start=5000))
         assert len(await store.get_features(subject, limit=10_000)) == 901
+
+
+async def test_a_move_that_had_sent_every_page_is_resumed_and_one_that_moved_on_is_finished(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    s, cluster = private_cluster
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        subject, bucket = await _bucket_of_rs1(store, uid)
+        await store.put_features(_features(subject, 300))
+        source, target = store.replicasets[1], store.replicasets[2]
+        await source.call("bucket_start_send", [bucket, 2, MOVE])
+        everything = await source.call("bucket_export", [bucket, None, 5000])
+        await target.call("bucket_import", [bucket, everything["features"], everything["extra"], MOVE, True, 1])
+        await source.call("bucket_mark_sent", [bucket, MOVE])  # the mover dies before activating
+        with pytest.raises(StoreError):  # sent: the source serves nothing, the destination not yet
+            await store.get_features(subject)
+        results = await recover_moves(store)
+        assert [(r.bucket_id, r.action) for r in results] == [(bucket, "resumed")]
+        assert len(await store.get_features(subject, limit=10_000)) == 300
+
+        # a move 2 -> 1 activated on 1 and then interrupted; meanwhile 1 moved the bucket on (back to 2):
+        # recover must finish the old move (drop the stale copy at 2), not give 2 the bucket back
+        await target.call("bucket_start_send", [bucket, 1, "move-2"])
+        page = await target.call("bucket_export", [bucket, None, 5000])
+        await source.call("bucket_import", [bucket, page["features"], page["extra"], "move-2", True, 2])
+        await target.call("bucket_mark_sent", [bucket, "move-2"])
+        await source.call("bucket_activate", [bucket, "move-2"])
+        await store.refresh_bucket_map()
+        from feature_store.rebalance import move_bucket
+
+        with pytest.raises(BucketStateError):  # 2 still holds its sent copy: it cannot receive the bucket yet
+            await move_bucket(store, bucket, 2)
+        results = await recover_moves(store)
+        assert [(r.bucket_id, r.action) for r in results] == [(bucket, "finished")]
+        await move_bucket(store, bucket, 2)  # and now it can
+        assert len(await store.get_features(subject, limit=10_000)) == 300
+        assert await recover_moves(store) == []
