@@ -1,13 +1,15 @@
 """`rtrec failover --replicaset N`: make another instance the master of a replica set without two masters.
 
-1. Fence: a live old master is made read-only first (a planned switchover); a dead one is fenced by the
-   record that says it was deposed (the launcher rebootstraps it before it runs again) and, should it come
-   back writable anyway, by the replicated mastership record with a newer epoch (it fences itself, clients
-   refuse it: lua/mastership.lua, ``feature_store.replicaset.choose_master``).
+1. Fence: every writable instance that answers is made read-only first (a planned switchover, or a stale
+   record); a master that does not answer but whose process runs (stalled) is killed; a dead one is fenced by
+   the record that says it was deposed (the launcher rebootstraps it before it runs again) and, should it come
+   back writable anyway, by the replicated mastership record with a newer epoch (it refuses writes and fences
+   itself, clients refuse it: lua/mastership.lua, ``feature_store.replicaset.choose_master``).
 2. Catch up: the chosen replica (the live one with the most rows) must hold every row that reached any live
    copy: its vclock must cover the component-wise maximum of all live vclocks before it takes writes.
    Replicas in the full mesh pass rows on to each other, so a row that reached one replica reaches it.
-3. Promote with a newer epoch, record it for the launcher.
+3. Promote with a newer epoch, record it for the launcher. If the chosen replica cannot catch up, the demoted
+   master gets its writes back (a replica set without a master is worse than the old one).
 
 What asynchronous replication can still lose: rows a dead master acknowledged that reached no replica.
 Replay the window from a little before the crash (docs/operations.md); writes are idempotent.
@@ -16,6 +18,7 @@ Replay the window from a little before the crash (docs/operations.md); writes ar
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -64,22 +67,33 @@ async def fail_over(
     try:
         alive = {name: s for name in connections if (s := await stats_of(name)) is not None}
         old_alive = old in alive
-        if old_alive:
-            await connections[old].call("demote", [], timeout=5.0)  # fence before anyone else takes writes
-            alive[old] = await stats_of(old) or alive[old]
+        if not old_alive and _process_alive(cluster, old):
+            # the master does not answer but its process runs (stalled, partitioned): it could wake up and take
+            # writes, so it is stopped for good before anyone else is promoted (fencing by kill)
+            cluster.kill(old, signal.SIGKILL)
+        # fence every writable instance, not only the recorded master (the record may be stale)
+        demoted = [name for name, stats in alive.items() if not stats.get("ro", True)]
+        for name in demoted:
+            await connections[name].call("demote", [], timeout=5.0)
+            alive[name] = await stats_of(name) or alive[name]
         candidates = [name for name in alive if name != old]
         if not candidates:
+            await _restore(connections, demoted, record.epoch)
             raise FailoverError(f"replica set {rs_id} has no live replica to promote")
         chosen = max(candidates, key=lambda name: sum(replicated_vclock(alive[name]).values()))
         target: dict[str, int] = {}
         for stats in alive.values():
             for component, lsn in replicated_vclock(stats).items():
                 target[component] = max(target.get(component, 0), lsn)
-        waited = await _catch_up(stats_of, chosen, target, catch_up_timeout)
         epochs = [int((await connections[name].call("ping", [], timeout=1.0)).get("epoch") or 0) for name in alive]
         epoch = max([record.epoch, *epochs]) + 1
+        try:
+            waited = await _catch_up(stats_of, chosen, target, catch_up_timeout)
+        except FailoverError:
+            await _restore(connections, demoted, epoch)  # no master is worse than the old one
+            raise
         await connections[chosen].call("promote", [epoch], timeout=10.0)
-        deposed = sorted({*record.deposed, old} - {chosen})
+        deposed = sorted({*record.deposed, old, *demoted} - {chosen})
         cluster.masters.put(rs_id, MasterRecord(chosen, epoch, deposed))
         return {
             "replicaset": rs_id,
@@ -92,6 +106,16 @@ async def fail_over(
         }
     finally:
         await asyncio.gather(*(conn.close() for conn in connections.values()))
+
+
+def _process_alive(cluster: StoreCluster, name: str) -> bool:
+    return processes.is_alive(processes.read_pid(cluster.pid_path(cluster.instance(name))))
+
+
+async def _restore(connections: dict[str, InstanceConnection], demoted: list[str], epoch: int) -> None:
+    """Give the writes back to the instance that had them (the first demoted one), with a newer epoch."""
+    if demoted:
+        await connections[demoted[0]].call("promote", [epoch + 1], timeout=10.0)
 
 
 async def _catch_up(stats_of: Any, chosen: str, target: dict[str, int], timeout: float) -> float:

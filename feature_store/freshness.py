@@ -6,7 +6,12 @@ used only when the replica shows that no copy we heard from is ahead of it, and 
 
 - its vclock covers the vclock of every other copy that answered (it has every row they have);
 - it follows at least one peer (``following >= 1``) and no upstream stopped on an error (``stopped == 0``):
-  a replica cut off from everyone, or with replication off or broken, may be arbitrarily behind.
+  a replica cut off from everyone, or with replication off or broken, may be arbitrarily behind;
+- the rows it receives arrive within ``MAX_REPLICATION_LAG_S`` of being written (a replica that follows but
+  has fallen seconds behind is not fresh).
+
+A writable copy gets no special trust: a master answers this read only when the client took another
+instance for the master, and a deposed master started writable by mistake must not win over fresh replicas.
 
 What remains possible (and documented in docs/operations.md): rows the master wrote in the last moments
 before it stalled or died, which no replica received yet. Asynchronous replication loses them for the store
@@ -19,6 +24,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+MAX_REPLICATION_LAG_S = 1.0
+
 
 @dataclass(frozen=True)
 class CopyRead:
@@ -30,7 +37,7 @@ class CopyRead:
     read_at: float
     ro: bool = True
     vclock: dict[str, int] = field(default_factory=dict)
-    replication: dict[str, int] = field(default_factory=dict)
+    replication: dict[str, float] = field(default_factory=dict)
 
     @classmethod
     def from_wire(cls, instance: str, answer: dict[str, Any]) -> CopyRead:
@@ -53,11 +60,7 @@ def covers(vclock: dict[str, int], other: dict[str, int]) -> bool:
 
 
 def trusted_copy(copies: Sequence[CopyRead]) -> CopyRead | None:
-    """The copy to serve a client's status from, or None when none can be trusted. A writable copy (a
-    master that answered the freshness read) is trusted as it is."""
-    for copy in copies:
-        if not copy.ro:
-            return copy
+    """The copy to serve a client's status from, or None when none can be trusted."""
     newest: dict[str, int] = {}
     for copy in copies:
         for component, lsn in copy.vclock.items():
@@ -65,6 +68,7 @@ def trusted_copy(copies: Sequence[CopyRead]) -> CopyRead | None:
     for copy in sorted(copies, key=lambda c: -sum(c.vclock.values())):
         replication = copy.replication
         working = replication.get("following", 0) >= 1 and replication.get("stopped", 0) == 0
+        working = working and replication.get("max_lag", 0.0) <= MAX_REPLICATION_LAG_S
         if working and covers(copy.vclock, newest):
             return copy
     return None

@@ -14,6 +14,7 @@ from asynctnt.exceptions import TarantoolError
 
 from feature_store.errors import (
     AccessDenied,
+    BadArgument,
     ReadOnlyInstance,
     StoreError,
     StoreTimeout,
@@ -79,6 +80,8 @@ class InstanceConnection:
             raise StoreUnavailable(f"{self.spec.name}: {fn} failed: {message}") from exc
         except OSError as exc:
             raise StoreUnavailable(f"{self.spec.name}: {fn} failed: {exc}") from exc
+        except OverflowError as exc:  # an integer msgpack cannot encode (beyond 64 bits)
+            raise BadArgument(f"{fn}: an argument cannot be sent to the store: {exc}") from exc
         body = list(response)
         result = body[0] if body else None
         err = body[1] if len(body) > 1 else None
@@ -137,6 +140,10 @@ class ReplicaSetClient:
     @property
     def master_name(self) -> str | None:
         return self._master.spec.name if self._master else None
+
+    def forget_master(self) -> None:
+        """The instance taken for the master turned out not to be one: ask again on the next call."""
+        self._master = None
 
     async def discover_master(self) -> InstanceConnection:
         """Ask every instance whether it is writable and who the replica set's recorded master is (by epoch,

@@ -20,7 +20,7 @@ from feature_store.client import FeatureStore
 from feature_store.errors import StoreError, StoreUnavailable
 from feature_store.freshness import CopyRead, trusted_copy
 from feature_store.records import Value
-from feature_store.replicaset import InstanceConnection
+from feature_store.replicaset import InstanceConnection, ReplicaSetClient
 from feature_store.specs import AggregateSpec
 
 
@@ -47,21 +47,30 @@ class ServingStore:
     ) -> ClientRead:
         wire = [s.wire for s in specs]
         deadline = time.monotonic() + timeout
+        # write=True routes to the master whatever ``read_from`` says: the status is read where status changes
+        # are written, or from a copy that proves its freshness below
         master = asyncio.ensure_future(
-            self.store.call_routed(subject, "client_read", [subject, now, wire, False], write=False, timeout=timeout)
+            self.store.call_routed(subject, "client_read", [subject, now, wire, False], write=True, timeout=timeout)
         )
         replicas: asyncio.Future[list[CopyRead]] | None = None
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(master), timeout=min(self.hedge_after_s, timeout))
             while True:
+                demoted = False
                 if master.done() and master.exception() is None:
                     answer = master.result()
-                    return ClientRead(
-                        list(answer["values"]), int(answer["status_gen"] or 0), answer["read_at"], "master"
-                    )
+                    if not answer.get("ro"):
+                        gen, read_at = int(answer["status_gen"] or 0), float(answer["read_at"])
+                        return ClientRead(list(answer["values"]), gen, read_at, "master")
+                    # the instance taken for the master was demoted (a switchover): ask who it is next time,
+                    # and let the freshness rule judge every copy now
+                    demoted = True
+                    self._replicaset(subject).forget_master()
                 if replicas is None:
-                    replicas = asyncio.ensure_future(self._other_copies(subject, now, wire, deadline))
+                    replicas = asyncio.ensure_future(
+                        self._other_copies(subject, now, wire, deadline, include_taken_master=demoted)
+                    )
                 if replicas.done():
                     trusted = trusted_copy(replicas.result())
                     if trusted is not None:
@@ -81,13 +90,19 @@ class ServingStore:
             if master.done() and not master.cancelled():
                 master.exception()  # retrieved: a failed master read is expected here, not an error to log
 
-    async def _other_copies(self, subject: str, now: float, wire: list[Any], deadline: float) -> list[CopyRead]:
-        """Every instance of the replica set but the one we take for the master, asked with freshness. Waits
-        for all of them, but no longer than ``hedge_after_s`` after the first answer (a stalled sibling must
-        not eat the budget) and never past the deadline."""
+    def _replicaset(self, subject: str) -> ReplicaSetClient:
+        return self.store.replicaset_of_bucket(self.store.bucket_id_for(subject))
+
+    async def _other_copies(
+        self, subject: str, now: float, wire: list[Any], deadline: float, *, include_taken_master: bool = False
+    ) -> list[CopyRead]:
+        """Every instance of the replica set but the one we take for the master (all of them when that one
+        turned out read-only), asked with freshness. Waits for all, but no longer than ``hedge_after_s``
+        after the first answer (a stalled sibling must not eat the budget) and never past the deadline."""
         bucket = self.store.bucket_id_for(subject)
         rs = self.store.replicaset_of_bucket(bucket)
-        others = [i for i in rs.instances if i.spec.name != rs.master_name]
+        taken = None if include_taken_master else rs.master_name
+        others = [i for i in rs.instances if i.spec.name != taken]
 
         async def one(instance: InstanceConnection) -> CopyRead | None:
             left = max(deadline - time.monotonic(), 0.001)
@@ -123,11 +138,15 @@ class ServingStore:
     async def cache_get(self, subject: str, *, timeout: float) -> Any:
         """The cached answer for ``subject`` or None (missing, cleared or expired). Master only: the cache is
         cleared on the master in the same transaction as a status change."""
-        return await self.store.call_routed(subject, "cache_get", [subject, time.time()], write=False, timeout=timeout)
+        args = [subject, time.time()]
+        return await self.store.call_routed(subject, "cache_get", args, write=True, timeout=timeout)
 
     async def cache_put(self, subject: str, payload: Any, ttl_s: float, read: ClientRead) -> bool:
         """Store an answer computed from ``read``; False when refused because the client's status changed
-        since that read (or the read is too old)."""
+        since that read (or the read is too old). An answer read from a replica is never cached: the cache
+        holds only what the master would answer."""
+        if read.source != "master":
+            return False
         args = [subject, time.time() + ttl_s, payload, read.status_gen, read.read_at]
         return bool(await self.store.call_routed(subject, "cache_put", args, write=True))
 

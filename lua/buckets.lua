@@ -34,6 +34,9 @@ end
 -- Returns nil when every row's bucket is writable here, else a WRONG_BUCKET error listing the others.
 -- `column` is the position of bucket_id in each row.
 function M.check_writable(rows, column)
+    if not require('mastership').may_write() then
+        return errors.new('READ_ONLY', 'this instance is not the recorded master of its replica set')
+    end
     local space = box.space._bucket
     local wrong = nil
     for _, row in ipairs(rows) do

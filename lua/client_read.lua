@@ -9,21 +9,25 @@ local fiber = require('fiber')
 
 local M = {}
 
--- Replication as seen by this instance: how many upstreams it has, follows, and has stopped on an error.
+-- Replication as seen by this instance: how many upstreams it has, follows, and has stopped on an error, and
+-- the largest delay (seconds) of the last row received from a followed peer.
 local function replication_summary()
-    local configured, following, stopped = 0, 0, 0
+    local configured, following, stopped, max_lag = 0, 0, 0, 0
     for _, peer in pairs(box.info.replication) do
         local upstream = peer.upstream
         if upstream ~= nil then
             configured = configured + 1
             if upstream.status == 'follow' then
                 following = following + 1
+                if type(upstream.lag) == 'number' and upstream.lag > max_lag then
+                    max_lag = upstream.lag
+                end
             elseif upstream.status == 'stopped' then
                 stopped = stopped + 1
             end
         end
     end
-    return {configured = configured, following = following, stopped = stopped}
+    return {configured = configured, following = following, stopped = stopped, max_lag = max_lag}
 end
 
 function M.client_read(bucket_id, subject, now, specs, with_freshness)
@@ -31,13 +35,14 @@ function M.client_read(bucket_id, subject, now, specs, with_freshness)
     if values == nil then
         return nil, err
     end
-    local result = {values = values, status_gen = cache.gen_of(subject), read_at = fiber.time()}
+    -- `ro` always: an answer taken for the master's must come from a writable instance (a demoted master
+    -- that a client still takes for the master answers read-only)
+    local result = {values = values, status_gen = cache.gen_of(subject), read_at = fiber.time(), ro = box.info.ro}
     if with_freshness then
         local vclock = {}
         for id, lsn in pairs(box.info.vclock) do
             vclock[tostring(id)] = lsn  -- string keys: a sparse vclock must not turn into an array
         end
-        result.ro = box.info.ro
         result.vclock = vclock
         result.replication = replication_summary()
     end

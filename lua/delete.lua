@@ -46,6 +46,10 @@ function M.delete_object(bucket_id, subject, object, tombstone_expires_at)
     end
     counts.note(subject, -#keys)
     box.space.tombstones:replace({subject, object, bucket_id, tombstone_expires_at})
+    if #keys > 0 then
+        -- a reversed opening or closing changes what the client holds: the cached answer may no longer hold
+        require('cache').invalidate(subject, bucket_id)
+    end
     counts.commit()
     return {deleted = #keys}
 end
@@ -72,6 +76,7 @@ function M.purge_subject(bucket_id, subject)
         deleted = deleted + #batch
         fiber.yield()
     end
+    require('cache').invalidate(subject, bucket_id)  -- nothing is known of the subject any more
     return {deleted = deleted}
 end
 

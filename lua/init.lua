@@ -35,16 +35,40 @@ local function apply_settings(settings)
     end
 end
 
+-- Run a master's setup step; an instance fenced meanwhile (a newer mastership record arrived while the step
+-- yielded) just skips it: its master does the same and replication brings the result.
+local function as_master(step)
+    if box.info.ro then
+        return
+    end
+    local ok, err = pcall(step)
+    if not ok then
+        if not box.info.ro then
+            error(err)
+        end
+        require('log').warn('rtrec: fenced while setting up as master: %s', err)
+    end
+end
+
 function M.start(settings)
     apply_settings(settings)
     local C = require('constants')
     collectgarbage('setpause', C.GC_PAUSE)
     collectgarbage('setstepmul', C.GC_STEPMUL)
-    if not box.info.ro then
+    -- Watch for a newer mastership record before anything can yield (replication keeps applying rows while
+    -- this runs), then fence at once if one already arrived. A brand-new master has no space to watch yet.
+    local watching = box.space.cluster_topology ~= nil
+    if watching then
+        mastership.watch()
+    end
+    mastership.fence_at_start()
+    as_master(function()
         schema.create(settings.user, settings.password)
         mastership.claim_if_unset()
+    end)
+    if not watching then
+        mastership.watch()
     end
-    mastership.start()
     expiry.start()
     local procedures
     local function create_schema()
@@ -102,9 +126,7 @@ function M.start(settings)
         demote = mastership.demote,
         ping = mastership.ping,
     })
-    if not box.info.ro then
-        access.setup(procedures, settings.users)
-    end
+    as_master(function() access.setup(procedures, settings.users) end)
 end
 
 return M

@@ -18,7 +18,8 @@ end
 
 -- The record {name, epoch} of this replica set, or nil on a store that never had one.
 function M.record()
-    local t = box.space.cluster_topology:get(key())
+    local space = box.space.cluster_topology
+    local t = space ~= nil and space:get(key()) or nil
     return t ~= nil and t[2] or nil
 end
 
@@ -26,15 +27,25 @@ local function fence_if_deposed(record)
     if record ~= nil and record.name ~= config.name and not box.info.ro then
         log.warn('rtrec: %s is the master of replica set %d (epoch %d): this instance becomes read-only',
             record.name, config.rs_id, record.epoch)
-        -- box.cfg cannot run inside a trigger; a fiber does it right after
-        fiber.create(function() box.cfg({read_only = true}) end)
+        -- box.cfg cannot run inside a trigger, and fiber.create would switch to the new fiber at once (a
+        -- yield inside the applier's transaction aborts it): fiber.new runs it once this transaction is done
+        fiber.new(function() box.cfg({read_only = true}) end)
     end
 end
 
--- Called once at startup: fence now if the stored record already names another master, and watch for new
--- records arriving by replication.
-function M.start()
-    fence_if_deposed(M.record())
+-- At startup, before anything is written: become read-only at once if the stored record (perhaps just
+-- received by replication) names another master.
+function M.fence_at_start()
+    local record = M.record()
+    if record ~= nil and record.name ~= config.name and not box.info.ro then
+        log.warn('rtrec: %s is the master of replica set %d (epoch %d): starting read-only',
+            record.name, config.rs_id, record.epoch)
+        box.cfg({read_only = true})
+    end
+end
+
+-- Watch for records arriving by replication.
+function M.watch()
     box.space.cluster_topology:on_replace(function(_, new)
         if new ~= nil and new[1] == key() then
             fence_if_deposed(new[2])
@@ -47,6 +58,13 @@ function M.claim_if_unset()
     if M.record() == nil and not box.info.ro then
         box.space.cluster_topology:replace({key(), {name = config.name, epoch = 1}})
     end
+end
+
+-- False when the replicated record names another instance the master: writes must go there (a deposed
+-- master that is still writable refuses them before it has fenced itself).
+function M.may_write()
+    local record = M.record()
+    return record == nil or record.name == config.name
 end
 
 function M.ping()

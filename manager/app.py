@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -32,6 +33,8 @@ from recommenders.catalogue import CatalogueFile
 from recommenders.profile import FeatureSpace
 from recommenders.registry import ModelRegistry
 from replay.registry import ReplayRegistry
+
+log = logging.getLogger("rtrec.api")
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -110,9 +113,10 @@ def create_app(settings: Settings) -> FastAPI:
         for rs in store.replicasets.values():
             try:
                 await rs.call("ping", [], timeout=1.0)
-            except StoreError as exc:
-                unreachable[str(rs.id)] = str(exc)
-        warnings = request.app.state.store_watch.problems
+            except StoreError as exc:  # the details (hosts, store messages) go to the log, not to the caller
+                log.warning("readiness: replica set %s: %s", rs.id, exc)
+                unreachable[str(rs.id)] = "no reachable master"
+        warnings = [] if unreachable else request.app.state.store_watch.problems
         if unreachable:
             body = {"status": "not ready", "replicasets": unreachable, "warnings": warnings}
             return JSONResponse(body, status_code=503)

@@ -16,6 +16,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from feature_store.errors import BadArgument, StoreError, SubjectDenied, SubjectTooFat
 
@@ -45,6 +46,10 @@ def install_error_handlers(app: FastAPI) -> None:
             for error in exc.errors()[:MAX_ERRORS_SHOWN]
         ]
         return JSONResponse(_body(request, problems), status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return JSONResponse(_body(request, exc.detail), status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(StoreError)
     async def store_error(request: Request, exc: StoreError) -> JSONResponse:

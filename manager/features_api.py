@@ -8,6 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
+from extractors.decode import shorten
 from extractors.events import Timestamp, TransactionEvent
 from extractors.extract import ExtractionConfig, extract
 from extractors.ops import apply_ops
@@ -124,7 +125,7 @@ async def view_aggregates(
     views: dict[str, list[AggregateSpec]] = request.app.state.views
     specs = views.get(view)
     if specs is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown view {view!r}; known: {sorted(views)}")
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"unknown view {shorten(view, 64)}; known: {sorted(views)}")
     at = now if now is not None else time.time()
     with STORE_LATENCY.labels("aggregate").time():
         values = await _store(request).aggregate(subject, specs, at)

@@ -49,7 +49,7 @@ class BodyLimitMiddleware:
             return
         declared = dict(scope.get("headers") or []).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await self._too_large(send)
+            await self._too_large(send, scope)
             return
         received = 0
 
@@ -64,8 +64,9 @@ class BodyLimitMiddleware:
 
         await self.app(scope, counting_receive, send)
 
-    async def _too_large(self, send: Any) -> None:
-        body = orjson.dumps({"detail": f"request body larger than {self.max_bytes} bytes"})
+    async def _too_large(self, send: Any, scope: dict[str, Any]) -> None:
+        request_id = scope.get("state", {}).get("request_id", "-")
+        body = orjson.dumps({"detail": f"request body larger than {self.max_bytes} bytes", "request_id": request_id})
         await send(
             {
                 "type": "http.response.start",

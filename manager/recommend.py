@@ -115,7 +115,8 @@ class RecommendationService:
         missing: list[str] = []
         reasons: list[str] = []
 
-        cached = await self._cached(client_id, deadline)
+        fingerprint = catalogue.fingerprint()
+        cached = await self._cached(client_id, deadline, fingerprint)
         if cached is not None:
             elapsed = time.perf_counter() - started
             RECOMMENDATION_LATENCY.labels("true").observe(elapsed)
@@ -160,6 +161,7 @@ class RecommendationService:
             "model_versions": self._served_versions(),
             "cached": False,
             "facts_source": read.source if read is not None else None,
+            "catalogue": fingerprint,  # a cached answer is served only under the catalogue it was made with
         }
         if missing:
             DEGRADED_ANSWERS.inc()  # a partial answer is not cached: the next request tries again in full
@@ -172,8 +174,9 @@ class RecommendationService:
             self._in_background(self.audit.record({**response, "ts": now}))
         return response
 
-    async def _cached(self, client_id: str, deadline: float) -> dict[str, Any] | None:
-        """A cached answer, if it was produced by the models served now (a new version makes it stale).
+    async def _cached(self, client_id: str, deadline: float, fingerprint: str) -> dict[str, Any] | None:
+        """A cached answer, if it was produced by the models and the catalogue served now (a new model version,
+        a changed eligibility rule or a new manual rule makes it stale).
         Asked of the master only, and only briefly: a slow master is a miss, the read below hedges."""
         timeout = min(self._left(deadline) / 4, self.serving.hedge_after_s)
         try:
@@ -181,6 +184,8 @@ class RecommendationService:
         except (StoreError, TimeoutError):
             return None  # a cache that does not answer is a miss
         if cached is None or cached.get("model_versions") != self._served_versions():
+            return None
+        if cached.get("catalogue") != fingerprint:
             return None
         return cached  # type: ignore[no-any-return]
 

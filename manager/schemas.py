@@ -2,19 +2,37 @@
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 from extractors.events import Timestamp
 from feature_store.specs import FUNCTIONS, AggregateFn, SpecError, parse_window
 
 Scalar = float | int | str | bool
+INT64_MIN, UINT64_MAX = -(2**63), 2**64 - 1
+
+
+def _storable(value: Any) -> Any:
+    """A feature value the store can hold: integers within 64 bits, finite numbers, text up to 4 KB."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and not INT64_MIN <= value <= UINT64_MAX:
+        raise ValueError("integers must fit in 64 bits")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    if isinstance(value, str) and len(value) > 4096:
+        raise ValueError("text values are limited to 4096 characters")
+    return value
+
+
+StorableScalar = Annotated[Scalar, AfterValidator(_storable)]
 
 
 class SourceFeature(BaseModel):
     name: str = Field(min_length=1, max_length=128)
-    value: Scalar
+    value: StorableScalar
     object: str | None = Field(default=None, max_length=128, description="defaults to the subject")
     time_use: Timestamp | None = Field(default=None, description="defaults to the version")
 

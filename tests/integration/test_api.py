@@ -129,6 +129,17 @@ async def test_hostile_http_input_is_a_4xx_with_a_message_and_a_request_id(api: 
     assert streamed.status_code == 413
     echoed = await api.post("/v1/features/transactions", json=[{**tx, "amount": "x" * 100_000}], headers=WRITER)
     assert echoed.status_code == 422 and len(echoed.content) < 2000  # the input is not echoed back
+    for value in ("123456789012345678901234567890", "NaN", "Infinity", '"' + "x" * 5000 + '"'):
+        put = await api.put(
+            f"/v1/subjects/{uid}/sources/client_profile",
+            content='{"features": [{"name": "n", "value": ' + value + "}]}",
+            headers={**WRITER, "Content-Type": "application/json"},
+        )
+        assert put.status_code == 422, (value[:20], put.text[:200])
+    view = await api.get(f"/v1/subjects/{uid}/aggregates", params={"view": "v" * 5000}, headers=READER)
+    assert view.status_code == 404 and len(view.content) < 1000 and view.json()["request_id"]
+    unauthorized = await api.get(f"/v1/subjects/{uid}/features")
+    assert unauthorized.status_code == 401 and unauthorized.json()["request_id"]
 
 
 async def test_validation_errors_are_422_with_a_message(api: httpx.AsyncClient, uid: str) -> None:

@@ -22,7 +22,7 @@ from extractors.direct import load_events
 from feature_store.client import FeatureStore
 from feature_store.serving import ServingStore
 from manager.recommend import RecommendationService
-from recommenders.catalogue import CatalogueFile
+from recommenders.catalogue import CatalogueFile, Rule
 from recommenders.profile import FeatureSpace
 from recommenders.registry import ModelRegistry
 from tests.conftest import ROOT, free_port_block
@@ -143,6 +143,26 @@ async def test_a_stalled_master_is_replaced_by_a_fresh_replica_within_the_budget
     assert answer["facts_source"].startswith("replica ") and answer["facts_source"] != f"replica {master}"
     assert offered(answer), answer
     assert not offered(answer) & {HELD, APPLIED, *NOT_FOR_RETAIL}
+    faults.resume_all()
+    await asyncio.sleep(0.2)  # a cache put, if one were made, would have landed
+    after = await faults.answer()
+    assert not after["cached"] and after["facts_source"] == "master"  # a replica's answer is never cached
+
+
+async def test_a_catalogue_change_makes_cached_answers_stale(faults: Drill) -> None:
+    await faults.service.serving.cache_invalidate(faults.client_id)
+    await faults.answer()
+    await asyncio.sleep(0.2)
+    cached = await faults.answer()
+    assert cached["cached"] and cached["facts_source"] == "cache"
+    top = cached["items"][0]["product"]
+    catalogue = faults.service.catalogue()
+    catalogue.rules.append(Rule(name="stop-selling", product=top, action="suppress", everyone=True))
+    try:
+        after = await faults.answer()
+    finally:
+        catalogue.rules.pop()
+    assert not after["cached"] and top not in offered(after)
 
 
 async def test_a_whole_stalled_replica_set_gives_an_empty_degraded_answer(faults: Drill) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from feature_store.freshness import CopyRead, trusted_copy
 
-WORKING = {"configured": 2, "following": 2, "stopped": 0}
+WORKING: dict[str, float] = {"configured": 2, "following": 2, "stopped": 0, "max_lag": 0.01}
 
 
-def copy(name: str, vclock: dict[str, int], replication: dict[str, int] | None = None, ro: bool = True) -> CopyRead:
+def copy(name: str, vclock: dict[str, int], replication: dict[str, float] | None = None, ro: bool = True) -> CopyRead:
     return CopyRead(name, [], 0, 0.0, ro=ro, vclock=vclock, replication=replication or WORKING)
 
 
@@ -28,10 +28,17 @@ def test_a_copy_with_replication_off_stopped_or_following_nobody_is_not_trusted(
     assert trusted_copy([lone]) is lone
 
 
-def test_a_writable_copy_is_the_master_and_trusted_as_is() -> None:
-    master = copy("a", {"1": 3}, {"configured": 2, "following": 0, "stopped": 0}, ro=False)
-    assert trusted_copy([copy("b", {"1": 10}), master]) is master
+def test_a_writable_copy_gets_no_special_trust() -> None:
+    stale_writable = copy("a", {"1": 500}, ro=False)  # a deposed master started writable by mistake
+    fresh = copy("b", {"1": 500, "2": 40})
+    assert trusted_copy([stale_writable, fresh]) is fresh
     assert trusted_copy([]) is None
+
+
+def test_a_following_replica_seconds_behind_is_not_fresh() -> None:
+    assert (
+        trusted_copy([copy("b", {"1": 10}, {"configured": 2, "following": 2, "stopped": 0, "max_lag": 30.0})]) is None
+    )
 
 
 def test_a_sparse_vclock_arriving_as_an_array_is_read_by_position() -> None:
