@@ -30,9 +30,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListen
 from aiokafka.errors import KafkaError
 from aiokafka.structs import OffsetAndMetadata, TopicPartition
 
-from deploy.settings import Settings
 from extractors import metrics
 from extractors.batch import ExtractedBatch, dead_letter, extract_batch
+from extractors.config import IngestConfig
 from extractors.decode import INPUT_TOPICS
 from extractors.dlq import DeadLetterSender
 from extractors.extract import ExtractionConfig
@@ -94,7 +94,7 @@ class _RebalanceCounter(ConsumerRebalanceListener):  # type: ignore[misc]
 class ExtractorConsumer:
     def __init__(
         self,
-        settings: Settings,
+        settings: IngestConfig,
         store: FeatureStore,
         *,
         topics: Sequence[str] | None = None,

@@ -17,7 +17,7 @@ import msgpack
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from deploy.settings import TOPICS
+from extractors.config import TOPICS
 from extractors.events import (
     ApplicationEvent,
     BankEvent,

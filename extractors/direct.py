@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from deploy.settings import TOPICS
+from extractors.config import TOPICS
 from extractors.decode import validate_event
 from extractors.extract import ExtractionConfig, extract
 from extractors.ops import ApplyResult, FeatureWriter, StoreOp, apply_ops

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from aiokafka import AIOKafkaProducer
 
-from deploy.settings import TOPICS
+from extractors.config import TOPICS
 
 # The broker's default max.message.bytes is ~1 MiB; these caps keep every dead letter well below it.
 MAX_PAYLOAD_BYTES = 512 * 1024

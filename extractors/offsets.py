@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.structs import TopicPartition
 
-from deploy.settings import Settings
+from extractors.config import IngestConfig
 from extractors.decode import INPUT_TOPICS
 
 
@@ -34,7 +34,7 @@ async def partitions_of(bootstrap: str, topics: Sequence[str]) -> list[TopicPart
     ]
 
 
-async def consumer_lag(settings: Settings, group_id: str | None = None) -> dict[str, int]:
+async def consumer_lag(settings: IngestConfig, group_id: str | None = None) -> dict[str, int]:
     """Messages not yet committed by the extractor group, per input topic (0 everywhere means caught up)."""
     group = group_id or settings.consumer.group_id
     topics = [settings.kafka.topic_prefix + t for t in INPUT_TOPICS]
@@ -58,7 +58,7 @@ async def consumer_lag(settings: Settings, group_id: str | None = None) -> dict[
     return lag
 
 
-async def dead_letters_since(settings: Settings, seconds: float) -> int:
+async def dead_letters_since(settings: IngestConfig, seconds: float) -> int:
     """How many dead letters arrived in the last ``seconds`` (by the broker's record timestamps)."""
     partitions = await partitions_of(settings.kafka.bootstrap, [settings.kafka.topic("dlq")])
     if not partitions:

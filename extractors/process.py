@@ -14,7 +14,7 @@ import signal
 import threading
 from collections.abc import Callable
 
-from deploy.settings import Settings
+from extractors.config import IngestConfig
 from extractors.consumer import ExtractorConsumer
 from extractors.extract import ExtractionConfig
 from extractors.health import ConsumerHealth, state_path
@@ -27,13 +27,13 @@ EXIT_FORCED = 128 + signal.SIGTERM
 
 
 def run_consumer_process(
-    settings: Settings, *, instance: int = 1, idle_exit_s: float | None = None, serve_metrics: bool = True
+    settings: IngestConfig, *, instance: int = 1, idle_exit_s: float | None = None, serve_metrics: bool = True
 ) -> int:
     """Run until stopped; 0 after a clean stop (or idle exit), 1 after a failure (logged with its cause)."""
     if settings.consumer.metrics_port and serve_metrics:
         from prometheus_client import start_http_server
 
-        start_http_server(settings.consumer.metrics_port + instance - 1, addr=settings.api.host)
+        start_http_server(settings.consumer.metrics_port + instance - 1, addr=settings.consumer.metrics_host)
 
     async def consume() -> None:
         store = FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl), role="ingest")

@@ -11,13 +11,13 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from deploy.settings import Settings
+from extractors.config import IngestConfig
 
 IN_FLIGHT = 20_000
 
 
 async def publish_events(
-    settings: Settings,
+    settings: IngestConfig,
     events: Iterable[tuple[str, str, dict[str, object]]],
     *,
     progress: bool = True,

@@ -14,8 +14,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from deploy.settings import StoreRole, StoreSettings
 from feature_store.buckets import bucket_id_for, even_bucket_ranges
+from feature_store.config import StoreRole, StoreSettings
 from feature_store.errors import BadArgument, StoreError, StoreUnavailable, WrongBucket
 from feature_store.records import Feature, StoredFeature, Value
 from feature_store.replicaset import ReplicaSetClient

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from deploy.settings import StoreSettings
+from feature_store.config import StoreSettings
 
 
 @dataclass(frozen=True, slots=True)

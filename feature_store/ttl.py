@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from deploy.settings import TtlSettings
+from feature_store.config import TtlSettings
 
 DAY = 86400.0
 

@@ -13,12 +13,12 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from deploy.settings import Settings
 from feature_store.client import FeatureStore
 from feature_store.errors import StoreError
 from feature_store.serving import ServingStore
 from feature_store.ttl import TtlPolicy
 from manager.audit import AuditLog
+from manager.config import AppConfig
 from manager.errors import install_error_handlers
 from manager.features_api import compile_views
 from manager.features_api import router as features_router
@@ -37,7 +37,7 @@ from replay.registry import ReplayRegistry
 log = logging.getLogger("rtrec.api")
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: AppConfig) -> FastAPI:
     views = compile_views(settings.views)
 
     rec = settings.recommendations

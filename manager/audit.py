@@ -13,7 +13,7 @@ import orjson
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
-from deploy.settings import Settings
+from manager.config import AppConfig
 from manager.metrics import AUDIT_DROPPED
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,7 @@ RETRY_S = 30.0
 
 
 class AuditLog:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: AppConfig) -> None:
         self.topic = settings.kafka.topic("recommendations")
         self._bootstrap = settings.kafka.bootstrap
         self._producer: AIOKafkaProducer | None = None

@@ -13,7 +13,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
-from deploy.settings import Settings
+from manager.config import AppConfig
 from recommenders.catalogue import load_catalogue
 from recommenders.profile import ClientSnapshot, FeatureSpace
 from recommenders.registry import ModelRegistry
@@ -70,7 +70,7 @@ def remote_scorers(urls: dict[str, str], space: FeatureSpace | None = None) -> l
     return [RemoteScorer(product, url, space, client) for product, url in urls.items()]
 
 
-def create_scorer_app(settings: Settings, product: str) -> FastAPI:
+def create_scorer_app(settings: AppConfig, product: str) -> FastAPI:
     rec = settings.recommendations
     space = FeatureSpace.from_view(settings.views[rec.view])
 

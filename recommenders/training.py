@@ -22,11 +22,11 @@ import xgboost as xgb
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from deploy.settings import Settings
 from feature_store.client import FeatureStore
 from feature_store.ttl import TtlPolicy
 from recommenders.als import ALSScorer, interaction_matrix, train_als
 from recommenders.catalogue import Catalogue, load_catalogue
+from recommenders.config import TrainingConfig as TrainingSettings
 from recommenders.dataset import DAY, Dataset, build_dataset
 from recommenders.decision import blend
 from recommenders.expert import ExpertScorer, _squash
@@ -267,7 +267,7 @@ async def train(
     return meta
 
 
-async def train_configured(settings: Settings, config: TrainingConfig = TrainingConfig()) -> dict[str, Any]:
+async def train_configured(settings: TrainingSettings, config: TrainingConfig = TrainingConfig()) -> dict[str, Any]:
     """`train` with everything taken from the settings: the store, the serving view, the catalogue and the
     models directory (what `rtrec train` and the demo run)."""
     rec = settings.recommendations

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from deploy.settings import Settings
+from extractors.config import IngestConfig
 from feature_store.client import FeatureStore
 from replay.runner import ReplayJob, ReplayProgress
 
@@ -13,7 +13,7 @@ KEEP_FINISHED = 100
 
 
 class ReplayRegistry:
-    def __init__(self, settings: Settings, store: FeatureStore) -> None:
+    def __init__(self, settings: IngestConfig, store: FeatureStore) -> None:
         self.settings = settings
         self.store = store
         self.jobs: dict[str, ReplayJob] = {}

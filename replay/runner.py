@@ -15,8 +15,8 @@ from typing import Any, Literal
 
 from aiokafka import AIOKafkaConsumer
 
-from deploy.settings import Settings
 from extractors.batch import extract_batch
+from extractors.config import IngestConfig
 from extractors.decode import INPUT_TOPICS
 from extractors.extract import ExtractionConfig
 from extractors.metrics import REPLAY_OFFSETS_DONE, REPLAY_OFFSETS_TOTAL
@@ -65,7 +65,7 @@ def _subject_of(op: StoreOp) -> str:
 class ReplayJob:
     def __init__(
         self,
-        settings: Settings,
+        settings: IngestConfig,
         store: FeatureStore,
         start_ts: float,
         end_ts: float,

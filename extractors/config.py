@@ -1,0 +1,83 @@
+"""What ingest is configured with: the bank's topics, the broker, the consumers (sections ``[kafka]`` and
+``[consumer]``), and the slice of the project settings the consumer, the replay and the status read."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+from feature_store.config import StoreSettings, TtlSettings
+
+TOPICS = {
+    "transactions": "bank.transactions",
+    "transaction_deletes": "bank.transaction-deletes",
+    "clients": "bank.clients",
+    "applications": "bank.applications",
+    "products": "bank.products",
+    "dlq": "bank.dlq",
+    "recommendations": "bank.recommendations",
+}
+
+
+class KafkaSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 9092
+    controller_port: int = 9093
+    heap_mb: int = 512
+    # Prepended to every topic name (tests and side-by-side stacks use their own topics on one broker).
+    topic_prefix: str = ""
+    default_partitions: int = 4
+    # Per-topic partition counts override the default (keys are topic names).
+    partitions: dict[str, int] = Field(default_factory=dict)
+
+    @property
+    def bootstrap(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def partitions_for(self, topic: str) -> int:
+        return self.partitions.get(self.canonical(topic), self.default_partitions)
+
+    def topic(self, key: str) -> str:
+        """The real topic name of a TOPICS key, e.g. ``topic("transactions")`` -> ``bank.transactions``."""
+        return self.topic_prefix + TOPICS[key]
+
+    def canonical(self, topic: str) -> str:
+        """The DESIGN.md name of a (possibly prefixed) topic."""
+        if self.topic_prefix and topic.startswith(self.topic_prefix):
+            return topic[len(self.topic_prefix) :]
+        return topic
+
+
+class ConsumerSettings(BaseModel):
+    group_id: str = "rtrec-extractors"
+    max_batch_records: int = 5000
+    poll_timeout_ms: int = 200
+    instances: int = 1
+    # Transactions in any other currency also produce tx.<dir>.fx.amount.
+    home_currency: str = "RUB"
+    # Prometheus endpoint of consumer i (1-based) is metrics_port + i - 1; 0 turns it off.
+    metrics_port: int = 9102
+    metrics_host: str = "127.0.0.1"
+    # A stop request finishes the batch in hand; after this long (a batch held on a failing store) the
+    # process exits anyway and the uncommitted batch is redelivered.
+    stop_grace_s: float = 30.0
+    # `rtrec up` supervision: restart backoff cap, and how long a silent (no heartbeat) consumer may live.
+    restart_backoff_max_s: float = 60.0
+    hung_after_s: float = 30.0
+
+
+class IngestConfig(Protocol):
+    """The settings ingest reads (the project's ``Settings`` has them all)."""
+
+    @property
+    def run_dir(self) -> Path: ...
+    @property
+    def kafka(self) -> KafkaSettings: ...
+    @property
+    def consumer(self) -> ConsumerSettings: ...
+    @property
+    def store(self) -> StoreSettings: ...
+    @property
+    def ttl(self) -> TtlSettings: ...

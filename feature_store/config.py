@@ -1,0 +1,64 @@
+"""What the feature store client is configured with: where the cluster is, who connects, how long features
+live. Composed into the project settings by ``deploy/settings.py`` (section ``[store]`` and ``[ttl]``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, Field
+
+StoreRole = Literal["ops", "ingest", "api"]
+
+
+class StoreSettings(BaseModel):
+    """The Tarantool cluster: replica sets of one master and N-1 replicas each, on loopback ports."""
+
+    host: str = "127.0.0.1"
+    base_port: int = 3301
+    # Instance j of replica set i listens on base_port + (i - 1) * port_stride + j.
+    port_stride: int = 10
+    replicasets: int = 2
+    instances_per_replicaset: int = 3
+    # The operations user (schema, bucket moves, failover, replication): the launcher and ops commands.
+    user: str = "rtrec"
+    password: str = "change-me"
+    # Least privilege for the services: the consumers may only write features; the API may also read,
+    # aggregate and use the recommendation cache (lua/access.lua).
+    ingest_user: str = "rtrec_ingest"
+    ingest_password: str = "change-me-ingest"
+    api_user: str = "rtrec_api"
+    api_password: str = "change-me-api"
+    bucket_count: int = 3000
+    memtx_memory_mb: int = 1024
+    max_features_per_subject: int = 100_000
+    deny_subjects: list[str] = Field(default_factory=list)
+    expiry_interval_s: float = 60.0
+    tombstone_ttl_s: float = 7 * 86400.0
+    read_from: Literal["master", "replica"] = "master"
+
+    def credentials(self, role: StoreRole) -> tuple[str, str]:
+        """(user, password) of a store role: ``ops``, ``ingest`` or ``api``."""
+        if role == "ingest":
+            return self.ingest_user, self.ingest_password
+        if role == "api":
+            return self.api_user, self.api_password
+        return self.user, self.password
+
+    write_batch_rows: int = 2000
+    request_timeout_s: float = 5.0
+
+
+class TtlSettings(BaseModel):
+    """How long features live after their ``time_use``; the most specific rule wins (name, source, default)."""
+
+    default_days: float = 400.0
+    sources: dict[str, float] = Field(
+        default_factory=lambda: {
+            "transactions": 400.0,
+            "client_profile": 3650.0,
+            "registry": 3650.0,
+            "applications": 400.0,
+            "products": 3650.0,
+        }
+    )
+    names: dict[str, float] = Field(default_factory=dict)

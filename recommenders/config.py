@@ -1,0 +1,39 @@
+"""What the recommenders are configured with (section ``[recommendations]`` and the feature ``[views]``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+from pydantic import BaseModel, Field
+
+from feature_store.config import StoreSettings, TtlSettings
+
+
+class RecommendationSettings(BaseModel):
+    """Where the catalogue and models live and how the manager calls its scorers."""
+
+    catalogue: Path = Path("deploy/products.toml")
+    models_dir: Path = Path("artifacts/models")
+    view: str = "client_profile"
+    reload_interval_s: float = 2.0
+    # Per-scorer timeouts inside the overall budget (the catalogue's [decision] budget_s).
+    scorer_timeouts_s: dict[str, float] = Field(default_factory=lambda: {"xgboost": 0.3, "als": 0.1, "expert": 0.1})
+    # Products whose XGBoost scorer runs as its own service (`rtrec serve-scorer --product P`): product -> URL.
+    remote_scorers: dict[str, str] = Field(default_factory=dict)
+    # A master that has not answered a client read after this long is raced by its replicas (fresh ones only).
+    hedge_after_s: float = 0.05
+    audit_to_kafka: bool = True
+
+
+class TrainingConfig(Protocol):
+    """The settings training reads."""
+
+    @property
+    def store(self) -> StoreSettings: ...
+    @property
+    def ttl(self) -> TtlSettings: ...
+    @property
+    def recommendations(self) -> RecommendationSettings: ...
+    @property
+    def views(self) -> dict[str, list[str]]: ...
