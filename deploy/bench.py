@@ -18,6 +18,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaProducer
 
+from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.kafka_broker import KafkaBroker
 from deploy.settings import Settings
@@ -45,15 +46,14 @@ FEATURE_MIX = {
 
 
 def _private(settings: Settings, run_dir: Path) -> Settings:
+    """The settings of a benchmark's own cluster and broker, on ports the OS has free."""
+    store_base, kafka_base = processes.free_port_block(40), processes.free_port_block(3)
     return settings.model_copy(
         update={
             "run_dir": run_dir,
-            "store": settings.store.model_copy(
-                update={"base_port": settings.store.base_port + 1000, "max_features_per_subject": 1_000_000}
-            ),
-            "kafka": settings.kafka.model_copy(
-                update={"port": settings.kafka.port + 1000, "controller_port": settings.kafka.controller_port + 1000}
-            ),
+            "store": settings.store.model_copy(update={"base_port": store_base, "max_features_per_subject": 1_000_000}),
+            "kafka": settings.kafka.model_copy(update={"port": kafka_base, "controller_port": kafka_base + 1}),
+            "api": settings.api.model_copy(update={"port": kafka_base + 2}),
         }
     )
 
@@ -62,12 +62,15 @@ def _machine() -> dict[str, Any]:
     return {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}
 
 
-def _percentiles(samples_ms: list[float]) -> dict[str, float]:
-    arr = np.asarray(samples_ms)
+def percentiles(samples_ms: Any, prefix: str = "", digits: int = 3) -> dict[str, float | None]:
+    """``{p50_ms, p99_ms, max_ms}`` of latency samples in milliseconds (None each when there are none)."""
+    arr = np.asarray(samples_ms, dtype=float)
+    if arr.size == 0:
+        return {f"{prefix}p50_ms": None, f"{prefix}p99_ms": None, f"{prefix}max_ms": None}
     return {
-        "p50_ms": round(float(np.percentile(arr, 50)), 3),
-        "p99_ms": round(float(np.percentile(arr, 99)), 3),
-        "max_ms": round(float(arr.max()), 3),
+        f"{prefix}p50_ms": round(float(np.percentile(arr, 50)), digits),
+        f"{prefix}p99_ms": round(float(np.percentile(arr, 99)), digits),
+        f"{prefix}max_ms": round(float(arr.max()), digits),
     }
 
 
@@ -147,8 +150,8 @@ async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str,
                 "calls": args.requests,
                 "concurrency": args.concurrency,
                 "calls_per_s": round(args.requests / aggregate_s),
-                **_percentiles(latencies),
-                "sequential": _percentiles(single),
+                **percentiles(latencies),
+                "sequential": percentiles(single),
             },
         }
     finally:

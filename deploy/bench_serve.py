@@ -22,7 +22,7 @@ import aiohttp
 import numpy as np
 
 from deploy import processes
-from deploy.bench import _machine, _private
+from deploy.bench import _machine, _private, percentiles
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from extractors.direct import load_events
@@ -41,6 +41,7 @@ def _env(settings: Settings, catalogue: Path, models: Path) -> dict[str, str]:
         "RTREC_RECOMMENDATIONS__CATALOGUE": str(catalogue),
         "RTREC_RECOMMENDATIONS__MODELS_DIR": str(models),
         "RTREC_RECOMMENDATIONS__AUDIT_TO_KAFKA": "false",
+        "RTREC_RECOMMENDATIONS__CACHE": "false",  # every request runs the full path
         "OPENBLAS_NUM_THREADS": "1",
     }
 
@@ -92,12 +93,9 @@ async def _open_loop(
         "requests": total,
         "errors": errors,
         "degraded_answers": degraded,
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-        "max_ms": round(float(ms.max()), 2),
+        **percentiles(ms, digits=2),
         "over_budget": int((ms > budget_s * 1000).sum()),
-        "server_p50_ms": round(float(np.percentile(server_ms, 50)), 2) if server_ms else None,
-        "server_p99_ms": round(float(np.percentile(server_ms, 99)), 2) if server_ms else None,
+        **{k: v for k, v in percentiles(server_ms, prefix="server_", digits=2).items() if "max" not in k},
     }
 
 
@@ -114,10 +112,8 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rtrec-bench-serve-") as tmp:
         workdir = Path(tmp)
         private = _private(settings, workdir / "run")
-        private = private.model_copy(update={"api": private.api.model_copy(update={"port": settings.api.port + 1000})})
         catalogue_path = workdir / "products.toml"
-        text = Path(settings.recommendations.catalogue).read_text()
-        catalogue_path.write_text(text.replace("cache_ttl_s = 300", "cache_ttl_s = 0"))
+        shutil.copy(settings.recommendations.catalogue, catalogue_path)
         (workdir / "models").mkdir()
         cluster = StoreCluster(private)
         asyncio.run(cluster.start())

@@ -158,7 +158,7 @@ def _epoch(text: str) -> float:
 def cmd_serve_scorer(settings: Settings, args: argparse.Namespace) -> int:
     import uvicorn
 
-    from manager.remote import create_scorer_app
+    from recommenders.scorer_service import create_scorer_app
 
     uvicorn.run(
         create_scorer_app(settings, args.product),

@@ -16,6 +16,7 @@ from typing import Any
 from deploy import processes
 from deploy.masters import MasterRecord, MasterRecords
 from deploy.settings import Settings
+from feature_store.admin import bootstrap_buckets, store_stats
 from feature_store.client import FeatureStore
 from feature_store.errors import StoreError
 from feature_store.health import instance_facts
@@ -172,7 +173,7 @@ class StoreCluster:
         await self.wait_replication(timeout)
         await self.publish_topology()
         async with self.client() as store:
-            await store.bootstrap_buckets()
+            await bootstrap_buckets(store)
 
     def topology_document(self) -> dict[str, Any]:
         return {
@@ -226,7 +227,7 @@ class StoreCluster:
     async def _not_following(self) -> list[str]:
         lagging = []
         async with self.client(bootstrap=False) as store:
-            for rs_stats in (await store.stats()).values():
+            for rs_stats in (await store_stats(store)).values():
                 for name, stats in rs_stats.items():
                     if "error" in stats:
                         lagging.append(name)
@@ -238,12 +239,13 @@ class StoreCluster:
                         lagging.append(name)
         return lagging
 
-    async def wait_synced(self, timeout: float = 30.0) -> None:
-        """Wait until every replica's vclock has caught up with its master's (tests compare replicas)."""
+    async def wait_synced(self, timeout: float = 30.0, only: InstanceSpec | None = None) -> None:
+        """Wait until every replica's vclock (or ``only`` this instance's) has caught up with its master's
+        (tests compare replicas)."""
         deadline = time.monotonic() + timeout
         while True:
             async with self.client(bootstrap=False) as store:
-                stats = await store.stats()
+                stats = await store_stats(store)
             behind = []
             for rs_stats in stats.values():
                 masters = [s for s in rs_stats.values() if "error" not in s and not s["ro"]]
@@ -251,7 +253,7 @@ class StoreCluster:
                     continue
                 master_vclock = masters[0]["vclock"]
                 for name, s in rs_stats.items():
-                    if "error" in s:
+                    if "error" in s or (only is not None and name != only.name):
                         continue
                     if any(s["vclock"].get(k, 0) < v for k, v in master_vclock.items()):
                         behind.append(name)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -81,6 +82,27 @@ def stop(pid_path: Path, *, timeout: float = 15.0, sig: int = signal.SIGTERM) ->
         while is_alive(pid):
             time.sleep(0.05)
     pid_path.unlink(missing_ok=True)
+    return True
+
+
+def free_port_block(size: int, host: str = "127.0.0.1") -> int:
+    """A base port with ``size`` consecutive ports after it that the OS lets us bind now (private clusters of
+    tests and benchmarks; the OS's own ephemeral range is avoided so its picks do not collide with ours)."""
+    rng = random.SystemRandom()
+    for _ in range(200):
+        base = rng.randrange(20000, 32000 - size)
+        if all(_bindable(host, base + i) for i in range(size)):
+            return base
+    raise ProcessError(f"no block of {size} free ports")
+
+
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
     return True
 
 

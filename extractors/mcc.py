@@ -28,8 +28,6 @@ _CODES: dict[str, set[int]] = {
 
 _BY_CODE: dict[int, str] = {code: group for group, codes in _CODES.items() for code in codes}
 
-GROUPS: tuple[str, ...] = tuple(sorted({*_CODES, *(g for _, _, g in _RANGES), "other"}))
-
 
 def mcc_group(mcc: int) -> str:
     group = _BY_CODE.get(mcc)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from feature_store.buckets import bucket_id_for, even_bucket_ranges
+from feature_store.buckets import bucket_id_for
 from feature_store.config import StoreRole, StoreSettings
 from feature_store.errors import BadArgument, StoreError, StoreUnavailable, WrongBucket
 from feature_store.records import Feature, StoredFeature, Value
@@ -142,16 +142,6 @@ class FeatureStore:
                         read_from=self.settings.read_from,
                     )
             return
-
-    async def bootstrap_buckets(self) -> bool:
-        """Assign all buckets evenly when no replica set owns any (a new cluster). Returns True if it did."""
-        if await self.refresh_bucket_map():
-            return False
-        ids = sorted(self.replicasets)
-        assignment = even_bucket_ranges(self.settings.bucket_count, ids)
-        await asyncio.gather(*(self.replicasets[rs].call("bucket_assign", [b]) for rs, b in assignment.items()))
-        await self.refresh_bucket_map()
-        return True
 
     def replicaset_of_bucket(self, bucket_id: int) -> ReplicaSetClient:
         rs_id = self._bucket_owner.get(bucket_id)
@@ -282,10 +272,6 @@ class FeatureStore:
         answer = await self.call_routed(subject, "delete_object", [subject, object_id, expires], write=True)
         return int(answer["deleted"])
 
-    async def purge_subject(self, subject: str) -> int:
-        answer = await self.call_routed(subject, "purge_subject", [subject], write=True)
-        return int(answer["deleted"])
-
     # ---- reads -----------------------------------------------------------------------------------------
     async def get_features(
         self,
@@ -318,47 +304,6 @@ class FeatureStore:
         at = float(now) if now is not None else time.time()
         values = await self.call_routed(subject, "aggregate", [subject, at, [s.wire for s in specs]], write=False)
         return list(values)
-
-    # ---- listings (training, ALS) ----------------------------------------------------------------------
-    async def list_subjects(self, page: int = 1000) -> list[str]:
-        """Every stored subject, from all replica sets."""
-        subjects: list[str] = []
-        for rs in self.replicasets.values():
-            after = None
-            while True:
-                answer = await rs.call("list_subjects", [after, page], write=False)
-                subjects.extend(answer["subjects"])
-                if len(answer["subjects"]) < page:
-                    break
-                after = answer["next_after"]
-        return subjects
-
-    async def interactions(self, page: int = 1000) -> list[tuple[str, str, str]]:
-        """(subject, product, "held" | "applied") for every client, from all replica sets."""
-        rows: list[tuple[str, str, str]] = []
-        for rs in self.replicasets.values():
-            after = None
-            while True:
-                answer = await rs.call("interactions", [after, page], write=False, timeout=60.0)
-                rows.extend((r[0], r[1], r[2]) for r in answer["rows"])
-                if answer["next_after"] is None or answer["next_after"] == after:
-                    break
-                after = answer["next_after"]
-        return rows
-
-    # ---- ops -------------------------------------------------------------------------------------------
-    async def stats(self) -> dict[int, dict[str, Any]]:
-        """Per replica set, per instance storage statistics (unreachable instances show their error)."""
-        results = await asyncio.gather(*(rs.call_each("stats", []) for rs in self.replicasets.values()))
-        return dict(zip(self.replicasets, results, strict=True))
-
-    async def expire_now(self) -> dict[str, int]:
-        """Run one expiry pass on every master now (tests and ops; the fibers do it periodically)."""
-        totals: dict[str, int] = defaultdict(int)
-        for rs in self.replicasets.values():
-            for key, n in (await rs.call("expire_now", [])).items():
-                totals[key] += n
-        return dict(totals)
 
 
 __all__ = ["FeatureStore", "ReplaceResult", "StoreError", "WriteResult"]

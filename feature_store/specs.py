@@ -56,9 +56,6 @@ class AggregateSpec:
         object.__setattr__(self, "label", f"{self.fn}({self.feature}{window})")
         object.__setattr__(self, "wire", (self.fn, self.feature, float(self.window_s)))
 
-    def as_wire(self) -> tuple[str, str, float]:
-        return self.wire
-
 
 def _format_window(seconds: float) -> str:
     for unit in ("w", "d", "h", "m"):

@@ -71,6 +71,7 @@ def create_app(settings: AppConfig) -> FastAPI:
             scorer_timeouts=rec.scorer_timeouts_s,
             extra_scorers=remote_scorers(rec.remote_scorers, space),
             audit=audit,
+            cache_enabled=rec.cache,
         )
         try:
             yield

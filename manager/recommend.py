@@ -45,7 +45,7 @@ from recommenders.profile import (
     status_snapshot,
     status_specs,
 )
-from recommenders.registry import ModelRegistry
+from recommenders.registry import LoadedModels, ModelRegistry
 from recommenders.scorer import ProductScore, Scorer
 
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ class RecommendationService:
         scorer_timeouts: dict[str, float] | None = None,
         extra_scorers: Sequence[Scorer] = (),
         audit: AuditLog | None = None,
+        cache_enabled: bool = True,
     ) -> None:
         self.serving = store
         self.registry = registry
@@ -82,14 +83,16 @@ class RecommendationService:
         self.scorer_timeouts = scorer_timeouts or {}
         self.extra_scorers = list(extra_scorers)
         self.audit = audit
+        self.cache_enabled = cache_enabled
         self._background: set[asyncio.Task[Any]] = set()
         self._specs_for: tuple[Catalogue, list[AggregateSpec]] | None = None
         self._status_for: tuple[Catalogue, list[AggregateSpec]] | None = None
         self.in_flight = 0
         self.max_in_flight = MAX_IN_FLIGHT
 
-    def scorers(self) -> list[Scorer]:
-        models = self.registry.current
+    def scorers(self, models: LoadedModels | None = None) -> list[Scorer]:
+        """The scorers of ``models`` (default: the version served now) plus remote ones."""
+        models = models if models is not None else self.registry.current
         found: list[Scorer] = [s for s in (models.xgboost, models.als) if s is not None]
         return [*found, models.expert, *self.extra_scorers]
 
@@ -114,9 +117,12 @@ class RecommendationService:
         limit = limit or catalogue.decision.default_limit
         missing: list[str] = []
         reasons: list[str] = []
+        # one model version for the whole request: a hot reload mid-request must not mix versions
+        models = self.registry.current
+        versions = self._served_versions(models)
 
         fingerprint = catalogue.fingerprint()
-        cached = await self._cached(client_id, deadline, fingerprint)
+        cached = await self._cached(client_id, deadline, fingerprint, versions) if self.cache_enabled else None
         if cached is not None:
             elapsed = time.perf_counter() - started
             RECOMMENDATION_LATENCY.labels("true").observe(elapsed)
@@ -142,30 +148,28 @@ class RecommendationService:
             snapshot = self._snapshot(client_id, now, catalogue, read, status_only=status_only)
             if shed is not None:
                 SHED_ANSWERS.labels(shed).inc()
-                missing.extend(s.name for s in self.scorers())
+                missing.extend(s.name for s in self.scorers(models))
                 reasons.append(f"fast path ({shed}): ranked by popularity, no models")
             else:
                 candidates = [p for p, why in allowed_products(snapshot, catalogue).items() if why is None]
-                results = await self._fan_out(snapshot, candidates, deadline, missing)
+                results = await self._fan_out(snapshot, candidates, deadline, missing, self.scorers(models))
                 if missing:
                     reasons.append(f"scorers without an answer in time: {', '.join(missing)}")
-            ranked = decide(
-                snapshot, catalogue, results, self.registry.current.popularity, limit=len(catalogue.products)
-            )
+            ranked = decide(snapshot, catalogue, results, models.popularity, limit=len(catalogue.products))
         answer: dict[str, Any] = {
             "client_id": client_id,
             "items": [item.as_dict() for item in ranked],
             "degraded": bool(missing),
             "degraded_reason": "; ".join(reasons) or None,
             "missing_scorers": missing,
-            "model_versions": self._served_versions(),
+            "model_versions": versions,
             "cached": False,
             "facts_source": read.source if read is not None else None,
             "catalogue": fingerprint,  # a cached answer is served only under the catalogue it was made with
         }
         if missing:
             DEGRADED_ANSWERS.inc()  # a partial answer is not cached: the next request tries again in full
-        elif read is not None:
+        elif read is not None and self.cache_enabled:
             self._in_background(self.serving.cache_put(client_id, answer, catalogue.decision.cache_ttl_s, read))
         elapsed = time.perf_counter() - started
         RECOMMENDATION_LATENCY.labels("false").observe(elapsed)
@@ -174,7 +178,9 @@ class RecommendationService:
             self._in_background(self.audit.record({**response, "ts": now}))
         return response
 
-    async def _cached(self, client_id: str, deadline: float, fingerprint: str) -> dict[str, Any] | None:
+    async def _cached(
+        self, client_id: str, deadline: float, fingerprint: str, versions: dict[str, str]
+    ) -> dict[str, Any] | None:
         """A cached answer, if it was produced by the models and the catalogue served now (a new model version,
         a changed eligibility rule or a new manual rule makes it stale).
         Asked of the master only, and only briefly: a slow master is a miss, the read below hedges."""
@@ -183,14 +189,14 @@ class RecommendationService:
             cached = await asyncio.wait_for(self.serving.cache_get(client_id, timeout=timeout), timeout=timeout)
         except (StoreError, TimeoutError):
             return None  # a cache that does not answer is a miss
-        if cached is None or cached.get("model_versions") != self._served_versions():
+        if cached is None or cached.get("model_versions") != versions:
             return None
         if cached.get("catalogue") != fingerprint:
             return None
         return cached  # type: ignore[no-any-return]
 
-    def _served_versions(self) -> dict[str, str]:
-        return {s.name: s.version for s in self.scorers()}
+    def _served_versions(self, models: LoadedModels) -> dict[str, str]:
+        return {s.name: s.version for s in self.scorers(models)}
 
     def _shed_reason(self, deadline: float) -> str | None:
         if deadline - time.perf_counter() < FAST_PATH_BELOW_S:
@@ -225,9 +231,13 @@ class RecommendationService:
         return snapshot_from(client_id, now, self.space, catalogue, read.values, self._specs(catalogue))
 
     async def _fan_out(
-        self, snapshot: ClientSnapshot, candidates: list[str], deadline: float, missing: list[str]
+        self,
+        snapshot: ClientSnapshot,
+        candidates: list[str],
+        deadline: float,
+        missing: list[str],
+        scorers: list[Scorer],
     ) -> dict[str, dict[str, ProductScore]]:
-        scorers = self.scorers()
         if not candidates:
             return {}
 

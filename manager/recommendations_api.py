@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
+from feature_store.listings import interactions
 from manager.auth import Reader, Scorer
 from manager.recommend import RecommendationService
 
@@ -55,7 +56,7 @@ async def recommendations(
 async def als_matrix(request: Request, _: Scorer) -> dict[str, Any]:
     """The client x product interaction matrix the ALS scorer learns from (held = 1.0, applied = 0.5). Every
     client's holdings: only keys of the ``scorer`` role may read it."""
-    rows = await request.app.state.store.interactions()
+    rows = await interactions(request.app.state.store)
     products = request.app.state.catalogue().ids
     return {
         "products": products,

@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import Gauge
 
+from feature_store.admin import store_stats
 from feature_store.client import FeatureStore
 from feature_store.health import instance_facts
 
@@ -53,7 +54,7 @@ class StoreWatch:
     async def check_once(self) -> list[str]:
         name_by_port = {i.spec.port: i.spec.name for rs in self.store.replicasets.values() for i in rs.instances}
         problems: list[str] = []
-        for rs_id, instances in (await self.store.stats()).items():
+        for rs_id, instances in (await store_stats(self.store)).items():
             for name, stats in instances.items():
                 problems.extend(self._publish(str(rs_id), name, stats, name_by_port))
         self.problems = problems

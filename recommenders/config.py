@@ -24,6 +24,8 @@ class RecommendationSettings(BaseModel):
     # A master that has not answered a client read after this long is raced by its replicas (fresh ones only).
     hedge_after_s: float = 0.05
     audit_to_kafka: bool = True
+    # The recommendation cache (on in production; `rtrec bench serve --no-cache` measures the full path).
+    cache: bool = True
 
 
 class TrainingConfig(Protocol):

@@ -90,7 +90,8 @@ class ModelRegistry:
         except (OSError, ValueError, KeyError) as exc:
             log.error("cannot load model version %s: %s (keeping %s)", version, exc, self.current.version)
             return False
-        self.current = loaded  # one reference swap: requests in flight keep the models they started with
+        # one reference swap: a request takes `current` once and keeps that version to its end
+        self.current = loaded
         log.info("serving model version %s", version)
         return True
 

@@ -23,6 +23,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from feature_store.client import FeatureStore
+from feature_store.listings import interactions, list_subjects
 from feature_store.ttl import TtlPolicy
 from recommenders.als import ALSScorer, interaction_matrix, train_als
 from recommenders.catalogue import Catalogue, load_catalogue
@@ -156,6 +157,17 @@ def evaluate(
     }
 
 
+@dataclass
+class FittedModels:
+    """What training fits on the training cuts (the served XGBoost boosters, the expert's population
+    statistics, product popularity)."""
+
+    boosters: dict[str, xgb.Booster]
+    mean: np.ndarray
+    std: np.ndarray
+    popularity: dict[str, float]
+
+
 async def train(
     store: FeatureStore,
     space: FeatureSpace,
@@ -166,9 +178,42 @@ async def train(
 ) -> dict[str, Any]:
     """Train, evaluate, write a new version and point LATEST at it; returns the version's meta."""
     products = catalogue.ids
-    names = space.names
-    clients = list(subjects) if subjects is not None else await store.list_subjects()
+    clients = list(subjects) if subjects is not None else await list_subjects(store)
     cuts = cut_times(config)
+    data = await _point_in_time_rows(store, space, catalogue, clients, cuts, config)
+    train_set, holdout = _split_at_holdout(data, max(cuts))
+    fitted = _fit(train_set, products, space.names)
+    metrics = _evaluate_holdout(holdout, products, space, catalogue, fitted, config.k)
+    serve_matrix, serve_clients = await _serving_interactions(store, products, subjects)
+    meta = {
+        "version": datetime.now(UTC).strftime("v%Y%m%dT%H%M%S%f"),
+        "created_at": time.time(),
+        "features": space.names,
+        "products": products,
+        "xgboost_products": sorted(fitted.boosters),
+        "popularity": fitted.popularity,
+        "metrics": metrics,
+        "training": {
+            "cuts": cuts,
+            "horizon_days": config.horizon_days,
+            "train_rows": len(train_set.clients),
+            "holdout_rows": len(holdout.clients),
+            "clients": len(clients),
+        },
+    }
+    _write_version(models_dir, meta, fitted, serve_matrix, serve_clients, holdout)
+    return meta
+
+
+async def _point_in_time_rows(
+    store: FeatureStore,
+    space: FeatureSpace,
+    catalogue: Catalogue,
+    clients: list[str],
+    cuts: list[float],
+    config: TrainingConfig,
+) -> Dataset:
+    """The serving view of every client as of every cut, with the labels of the horizon after it."""
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -179,22 +224,37 @@ async def train(
     )
     with bar:
         task = bar.add_task("point-in-time features", total=len(clients) * len(cuts))
-        data = await build_dataset(
+        return await build_dataset(
             store, space, catalogue, clients, cuts, config.horizon_days, progress=lambda n: bar.advance(task, n)
         )
-        bar.update(task, description="training models")
-    holdout_cut = max(cuts)
+
+
+def _split_at_holdout(data: Dataset, holdout_cut: float) -> tuple[Dataset, Dataset]:
+    """Earlier cuts train, the latest one is the holdout (a time split: nothing learns from the future)."""
     train_set, holdout = data.where(data.cut < holdout_cut), data.where(data.cut >= holdout_cut)
     if len(train_set.clients) == 0 or len(holdout.clients) == 0:
         raise ValueError("not enough history to train: no rows before or at the holdout cut")
+    return train_set, holdout
 
+
+def _fit(train_set: Dataset, products: list[str], names: list[str]) -> FittedModels:
     boosters = _train_xgb(train_set, products, names)
     mean, std = population_stats(_squash(train_set.features))
     rate = (train_set.labels * train_set.mask).sum(0) / np.maximum(train_set.mask.sum(0), 1)
-    popularity = {p: float(rate[j]) for j, p in enumerate(products)}
-    expert = ExpertScorer("eval", space, catalogue, mean, std, popularity)
+    return FittedModels(boosters, mean, std, {p: float(rate[j]) for j, p in enumerate(products)})
 
-    # ALS for evaluation learns the clients' products as of the holdout cut (nothing from after it).
+
+def _evaluate_holdout(
+    holdout: Dataset,
+    products: list[str],
+    space: FeatureSpace,
+    catalogue: Catalogue,
+    fitted: FittedModels,
+    k: int,
+) -> dict[str, Any]:
+    """Every scorer and the blend on the holdout cut. ALS for evaluation learns the clients' products as of
+    the holdout cut (nothing from after it)."""
+    expert = ExpertScorer("eval", space, catalogue, fitted.mean, fitted.std, fitted.popularity)
     eval_matrix, eval_clients = interaction_matrix(_als_inputs(holdout, products), products)
     eval_als = None
     if eval_matrix.nnz:
@@ -205,30 +265,37 @@ async def train(
             {c: i for i, c in enumerate(eval_clients)},
             client_f,
             product_f,
-            np.array([popularity[p] for p in products], dtype=np.float32),
+            np.array([fitted.popularity[p] for p in products], dtype=np.float32),
         )
-    metrics = evaluate(
-        holdout,
-        products,
-        XGBoostScorer("eval", space, boosters),
-        eval_als,
-        expert,
-        popularity,
-        catalogue.decision.weights,
-        config.k,
-    )
+    xgb_scorer = XGBoostScorer("eval", space, fitted.boosters)
+    weights = catalogue.decision.weights
+    return evaluate(holdout, products, xgb_scorer, eval_als, expert, fitted.popularity, weights, k)
 
-    # The served ALS learns from every client's current products.
-    serve_matrix, serve_clients = interaction_matrix(await store.interactions(), products)
+
+async def _serving_interactions(
+    store: FeatureStore, products: list[str], subjects: Sequence[str] | None
+) -> tuple[Any, list[str]]:
+    """The served ALS learns from every client's current products (only ``subjects`` when given)."""
+    serve_matrix, serve_clients = interaction_matrix(await interactions(store), products)
     if subjects is not None:
         wanted = set(subjects)
         keep = [i for i, c in enumerate(serve_clients) if c in wanted]
         serve_matrix, serve_clients = serve_matrix[keep], [serve_clients[i] for i in keep]
+    return serve_matrix, serve_clients
 
-    version = datetime.now(UTC).strftime("v%Y%m%dT%H%M%S%f")
-    directory = models_dir / version
+
+def _write_version(
+    models_dir: Path,
+    meta: dict[str, Any],
+    fitted: FittedModels,
+    serve_matrix: Any,
+    serve_clients: list[str],
+    holdout: Dataset,
+) -> None:
+    """The version directory (models, statistics, meta, report), then LATEST pointed at it atomically."""
+    products, directory = meta["products"], models_dir / meta["version"]
     directory.mkdir(parents=True, exist_ok=True)
-    for product, booster in boosters.items():
+    for product, booster in fitted.boosters.items():
         booster.save_model(directory / f"xgb_{product}.ubj")
     if serve_matrix.nnz:
         client_factors, product_factors = train_als(serve_matrix)
@@ -238,33 +305,16 @@ async def train(
             products=np.array(products),
             client_factors=client_factors,
             product_factors=product_factors,
-            popularity=np.array([popularity[p] for p in products], dtype=np.float32),
+            popularity=np.array([fitted.popularity[p] for p in products], dtype=np.float32),
         )
-    np.savez(directory / "expert_stats.npz", mean=mean, std=std)
-    meta = {
-        "version": version,
-        "created_at": time.time(),
-        "features": names,
-        "products": products,
-        "xgboost_products": sorted(boosters),
-        "popularity": popularity,
-        "metrics": metrics,
-        "training": {
-            "cuts": cuts,
-            "horizon_days": config.horizon_days,
-            "train_rows": len(train_set.clients),
-            "holdout_rows": len(holdout.clients),
-            "clients": len(clients),
-        },
-    }
+    np.savez(directory / "expert_stats.npz", mean=fitted.mean, std=fitted.std)
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
     from recommenders.report import write_report
 
-    write_report(directory, meta, holdout, boosters, names, products)
+    write_report(directory, meta, holdout, fitted.boosters, meta["features"], products)
     pointer = models_dir / "LATEST.tmp"
-    pointer.write_text(version)
+    pointer.write_text(meta["version"])
     os.replace(pointer, models_dir / "LATEST")  # atomic: servers never read half a name
-    return meta
 
 
 async def train_configured(settings: TrainingSettings, config: TrainingConfig = TrainingConfig()) -> dict[str, Any]:

@@ -86,3 +86,12 @@ async def wait_for(condition: Callable[[], Awaitable[Any]], *, timeout: float, w
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
         await asyncio.sleep(interval)
+
+
+async def background_done(service: Any) -> None:
+    """Wait until a RecommendationService has no background work left (cache puts, audit records)."""
+
+    async def idle() -> bool:
+        return not service._background
+
+    await wait_for(idle, timeout=5, what="the service's background work", interval=0.01)

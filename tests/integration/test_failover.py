@@ -12,6 +12,7 @@ import asyncio
 import signal
 import time
 
+from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.masters import MasterRecord
 from deploy.settings import Settings
@@ -19,9 +20,12 @@ from extractors.consumer import ExtractorConsumer
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
+from feature_store.errors import StoreError
 from feature_store.records import Feature
+from feature_store.topology import InstanceSpec
 from replay.runner import ReplayJob
 from tests.conftest import reference_state
+from tests.integration.kafka_helpers import wait_for
 
 
 async def test_master_killed_during_ingest_failover_and_replay_lose_nothing(
@@ -45,7 +49,7 @@ async def test_master_killed_during_ingest_failover_and_replay_lose_nothing(
             await asyncio.sleep(0.01)
         written_before_kill = consumer.stats.features_written
         cluster.kill(victim.name, signal.SIGKILL)
-        await asyncio.sleep(0.5)
+        await wait_for(lambda: _gone(cluster, victim.name), timeout=10, what="the master to be dead")
         result = await cluster.failover(1)
         assert result["old_master"] == victim.name and not result["old_master_alive"]
         stats = await asyncio.wait_for(running, timeout=240)
@@ -81,6 +85,18 @@ async def test_master_killed_during_ingest_failover_and_replay_lose_nothing(
         for spec in cluster.topology[0].instances
     }
     assert len(set(counts.values())) == 1, counts  # the returned old master holds exactly the new master's data
+
+
+async def _gone(cluster: StoreCluster, name: str) -> bool:
+    return not processes.is_alive(processes.read_pid(cluster.pid_path(cluster.instance(name))))
+
+
+async def _answers(cluster: StoreCluster, spec: InstanceSpec) -> bool:
+    try:
+        await cluster.call_instance(spec, "ping", [], timeout=1)
+    except StoreError:
+        return False
+    return True
 
 
 async def _writable(cluster: StoreCluster, rs_index: int = 0) -> list[str]:
@@ -139,14 +155,15 @@ async def test_an_old_master_started_writable_by_mistake_fences_itself(
     # an operator error: the launcher's record is rolled back, so the old master starts writable on its old data
     cluster.masters.put(1, MasterRecord(old.name, 1, []))
     cluster.start_instance(old)
-    await asyncio.sleep(0.5)
+    await wait_for(lambda: _answers(cluster, old), timeout=30, what="the old master to run")
     async with FeatureStore(s.store, topology=cluster.topology) as store:
         # clients write to the recorded master of the newest epoch, never to the old one
         chosen = await store.replicasets[1].discover_master()
         assert chosen.spec.name == result["new_master"]
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and await _writable(cluster) != [result["new_master"]]:
-        await asyncio.sleep(0.1)
-    assert await _writable(cluster) == [result["new_master"]]  # it heard the newer record and stepped down
+
+    async def fenced() -> bool:
+        return await _writable(cluster) == [result["new_master"]]
+
+    await wait_for(fenced, timeout=20, what="the old master to step down")  # it heard the newer record
     refused = await cluster.call_instance(old, "ping", [], timeout=2)
     assert refused["master"] == result["new_master"] and refused["epoch"] == result["epoch"]

@@ -6,7 +6,6 @@ Runs on a private cluster (instances are stopped with SIGSTOP and resumed in eve
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 import uuid
@@ -26,6 +25,7 @@ from recommenders.catalogue import CatalogueFile, Rule
 from recommenders.profile import FeatureSpace
 from recommenders.registry import ModelRegistry
 from tests.conftest import ROOT, free_port_block
+from tests.integration.kafka_helpers import background_done
 
 BUDGET_S = 0.5
 MARGIN_S = 0.1  # event loop and test overhead on a loaded 2-core machine
@@ -144,7 +144,7 @@ async def test_a_stalled_master_is_replaced_by_a_fresh_replica_within_the_budget
     assert offered(answer), answer
     assert not offered(answer) & {HELD, APPLIED, *NOT_FOR_RETAIL}
     faults.resume_all()
-    await asyncio.sleep(0.2)  # a cache put, if one were made, would have landed
+    await background_done(faults.service)  # a cache put, if one were made, has landed
     after = await faults.answer()
     assert not after["cached"] and after["facts_source"] == "master"  # a replica's answer is never cached
 
@@ -152,7 +152,7 @@ async def test_a_stalled_master_is_replaced_by_a_fresh_replica_within_the_budget
 async def test_a_catalogue_change_makes_cached_answers_stale(faults: Drill) -> None:
     await faults.service.serving.cache_invalidate(faults.client_id)
     await faults.answer()
-    await asyncio.sleep(0.2)
+    await background_done(faults.service)
     cached = await faults.answer()
     assert cached["cached"] and cached["facts_source"] == "cache"
     top = cached["items"][0]["product"]
@@ -179,12 +179,13 @@ async def test_a_replica_lagging_behind_an_application_is_not_trusted(faults: Dr
     assert newly in offered(await faults.answer())  # so the test can fail: it is offered before
     rs = faults.replicaset
     lagging_spec = next(spec for spec in rs.instances if spec.name == lagging)
+    fresh_spec = next(spec for spec in rs.instances if spec.name == fresh)
     await faults.cluster.call_instance(lagging_spec, "set_replication", [[]], timeout=10)  # it falls behind
     try:
         application = {"application_id": f"{faults.client_id}-a2", "client_id": faults.client_id,
                        "product": newly, "status": "submitted", "ts": time.time()}  # fmt: skip
         await load_events(faults.store, [("applications", faults.client_id, application)])
-        await asyncio.sleep(0.2)  # the fresh replica receives it (asynchronous replication)
+        await faults.cluster.wait_synced(only=fresh_spec)  # the fresh replica receives it
 
         faults.stall(master, fresh)  # only the lagging copy answers: it cannot show it is fresh
         alone = await faults.answer()

@@ -22,7 +22,7 @@ from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
 from replay.runner import ReplayJob
 from replay.window import ReplayWindowError, validate_window
-from tests.conftest import reference_state
+from tests.conftest import free_port_block, reference_state
 
 
 async def _raw_master(store: FeatureStore, subject: str, settings: Settings) -> asynctnt.Connection:
@@ -100,7 +100,7 @@ async def test_outage_drill_replay_closes_the_hole_exactly(
     before, during, after = events[:third], events[third : 2 * third], events[2 * third :]
     assert {t for t, _, _ in during} >= {"transactions", "transaction_deletes", "clients", "applications", "products"}
     await publish_events(s, before, progress=False)
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0.05)  # not waiting for a condition: replay windows are broker arrival times (ms)
     outage_start = time.time()
     await publish_events(s, during, progress=False)
     outage_end = time.time()
@@ -150,7 +150,7 @@ async def test_replay_api_is_operator_only_and_validates_windows(
     s = kafka_settings.model_copy(
         update={"recommendations": kafka_settings.recommendations.model_copy(update={"audit_to_kafka": False})}
     )
-    port = s.api.port + 300
+    port = free_port_block(1)
     server = uvicorn.Server(uvicorn.Config(create_app(s), host="127.0.0.1", port=port, log_level="warning"))
     task = asyncio.create_task(server.serve())
     while not server.started:

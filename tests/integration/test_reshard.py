@@ -13,6 +13,7 @@ from deploy.stack import LocalStack
 from extractors.consumer import ExtractorConsumer
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
+from feature_store.admin import store_stats
 from feature_store.client import FeatureStore
 from feature_store.errors import BucketStateError, StoreError, WrongBucket
 from feature_store.rebalance import recover_moves
@@ -57,7 +58,7 @@ async def test_adding_a_replicaset_under_load_keeps_every_record(
         # the total record count across all three replica sets equals the reference: no loss, no duplicate
         stored = sum(
             inst["features"]
-            for rs in (await store.stats()).values()
+            for rs in (await store_stats(store)).values()
             for name, inst in rs.items()
             if not inst.get("ro", True)
         )

@@ -11,6 +11,7 @@ import pytest
 
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
+from feature_store.admin import purge_subject
 from feature_store.client import FeatureStore
 from feature_store.errors import AccessDenied, SubjectTooFat
 from feature_store.rebalance import move_bucket
@@ -171,7 +172,7 @@ async def test_fat_subject_is_capped_and_denied_subjects_are_refused(
     again = await store.put_features(tx(subject, 10, time.time() + 5))
     assert again.written == 10 and not again.refused
     # the ops tool removes it in yielding batches
-    assert await store.purge_subject(subject) == cap
+    assert await purge_subject(store, subject) == cap
     denied = await store.put_features(tx("BANK", 3, time.time()))
     assert denied.written == 0 and {code for _, code in denied.refused} == {"SUBJECT_DENIED"}
 
