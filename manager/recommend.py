@@ -148,7 +148,7 @@ class RecommendationService:
             snapshot = self._snapshot(client_id, now, catalogue, read, status_only=status_only)
             if shed is not None:
                 SHED_ANSWERS.labels(shed).inc()
-                missing.extend(s.name for s in self.scorers(models))
+                missing.extend(_label(s) for s in self.scorers(models))
                 reasons.append(f"fast path ({shed}): ranked by popularity, no models")
             else:
                 candidates = [p for p, why in allowed_products(snapshot, catalogue).items() if why is None]
@@ -211,8 +211,9 @@ class RecommendationService:
         """The client's facts from a copy that can be trusted, or None (then nothing may be offered)."""
         specs = self._status_specs(catalogue) if status_only else self._specs(catalogue)
         timeout = self._left(deadline) - DECISION_RESERVE_S
-        try:
-            return await self.serving.read_client(client_id, specs, now, timeout=max(timeout, 0.001))
+        timeout = max(timeout, 0.001)
+        try:  # bounded here too: the budget must not rest on the store client honouring its timeout
+            return await asyncio.wait_for(self.serving.read_client(client_id, specs, now, timeout=timeout), timeout)
         except (StoreError, TimeoutError) as exc:
             log.warning("facts of %s unavailable: %s", client_id, exc)
             return None
@@ -256,7 +257,7 @@ class RecommendationService:
                 kind = "timeout" if isinstance(outcome, TimeoutError) else "error"
                 if kind == "error":
                     log.warning("scorer %s failed: %r", scorer.name, outcome)
-                label = getattr(scorer, "label", scorer.name)
+                label = _label(scorer)
                 SCORER_FAILURES.labels(label, kind).inc()
                 missing.append(label)
             else:
@@ -291,3 +292,8 @@ class RecommendationService:
 def _log_failure(task: asyncio.Task[Any]) -> None:
     if not task.cancelled() and task.exception() is not None:
         log.warning("background task failed: %r", task.exception())
+
+
+def _label(scorer: Scorer) -> str:
+    """How a scorer is named in ``missing_scorers`` (a remote product scorer as ``xgboost:<product>``)."""
+    return str(getattr(scorer, "label", scorer.name))

@@ -76,9 +76,11 @@ def cut_times(config: TrainingConfig) -> list[float]:
 
 
 def average_precision_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
-    hits, total = 0, 0.0
+    """AP@k of a ranking (a product listed twice counts once, where it first appears); 0 with nothing relevant."""
+    hits, total, seen = 0, 0.0, set()
     for position, product in enumerate(ranked[:k], start=1):
-        if product in relevant:
+        if product in relevant and product not in seen:
+            seen.add(product)
             hits += 1
             total += hits / position
     return total / min(len(relevant), k) if relevant else 0.0

@@ -4,8 +4,6 @@ unique subjects and, for Kafka, their own topic prefix and consumer group."""
 
 from __future__ import annotations
 
-import random
-import socket
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -13,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.kafka_broker import KafkaBroker
 from deploy.settings import Settings, load_settings
@@ -24,23 +23,9 @@ from feature_store.fake import InMemoryFeatureStore
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def free_port_block(size: int) -> int:
-    """A base port with ``size`` consecutive free ports after it."""
-    for _ in range(200):
-        base = random.randrange(20000, 60000 - size)
-        if all(_free(base + i) for i in range(size)):
-            return base
-    raise RuntimeError("no free port block")
+    """A base port with ``size`` consecutive free ports after it (from the OS's point of view, now)."""
+    return processes.free_port_block(size)
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -147,18 +132,23 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.integration)
 
 
+def private_settings(base: Settings, run_dir: Path, **store: Any) -> Settings:
+    """``base`` with a run directory and a store on free ports of its own (and any other store settings)."""
+    return base.model_copy(
+        update={
+            "run_dir": run_dir,
+            "store": base.store.model_copy(update={"base_port": free_port_block(40), **store}),
+        }
+    )
+
+
 @pytest.fixture
 async def private_cluster(
     kafka_settings: Settings,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> AsyncIterator[tuple[Settings, StoreCluster]]:
     """A cluster of this test only (failover and resharding change masters and replica sets)."""
-    s = kafka_settings.model_copy(
-        update={
-            "run_dir": tmp_path_factory.mktemp("private"),
-            "store": kafka_settings.store.model_copy(update={"base_port": free_port_block(40), "replicasets": 2}),
-        }
-    )
+    s = private_settings(kafka_settings, tmp_path_factory.mktemp("private"), replicasets=2)
     cluster = StoreCluster(s)
     await cluster.start()
     try:

@@ -33,7 +33,7 @@ from extractors.offsets import consumer_lag
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
-from tests.conftest import ROOT, free_port_block, settings_env
+from tests.conftest import ROOT, private_settings, settings_env
 from tests.integration.kafka_helpers import (
     assert_store_equals,
     consume_command,
@@ -228,12 +228,7 @@ def _stop(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
 async def test_a_store_out_of_memory_is_held_shown_in_status_and_lands_exactly_once_after_more_memory(
     kafka_settings: Settings, tmp_path_factory: Any, uid: str
 ) -> None:
-    small = kafka_settings.model_copy(
-        update={
-            "run_dir": tmp_path_factory.mktemp("oom"),
-            "store": kafka_settings.store.model_copy(update={"base_port": free_port_block(40), "memtx_memory_mb": 32}),
-        }
-    )
+    small = private_settings(kafka_settings, tmp_path_factory.mktemp("oom"), memtx_memory_mb=32)
     cluster = StoreCluster(small)
     await cluster.start()
     supervisor = None

@@ -24,7 +24,7 @@ from manager.recommend import RecommendationService
 from recommenders.catalogue import CatalogueFile, Rule
 from recommenders.profile import FeatureSpace
 from recommenders.registry import ModelRegistry
-from tests.conftest import ROOT, free_port_block
+from tests.conftest import ROOT, private_settings
 from tests.integration.kafka_helpers import background_done
 
 BUDGET_S = 0.5
@@ -82,12 +82,7 @@ def client_events(client_id: str) -> list[tuple[str, str, dict[str, object]]]:
 
 @pytest.fixture(scope="module")
 async def drill(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
-    private = settings.model_copy(
-        update={
-            "run_dir": tmp_path_factory.mktemp("nofail"),
-            "store": settings.store.model_copy(update={"base_port": free_port_block(40), "memtx_memory_mb": 128}),
-        }
-    )
+    private = private_settings(settings, tmp_path_factory.mktemp("nofail"), memtx_memory_mb=128)
     cluster = StoreCluster(private)
     await cluster.start()
     store = FeatureStore(private.store, topology=cluster.topology)
