@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import orjson
-from aiokafka import AIOKafkaProducer
 
 from deploy import processes
 from deploy.cluster import StoreCluster
-from deploy.kafka_broker import KafkaBroker
 from deploy.settings import Settings
-from extractors.consumer import ExtractorConsumer
+from feature_store.admin import store_stats
 from feature_store.client import FeatureStore
 from feature_store.records import Feature
 from feature_store.specs import parse_view
@@ -74,6 +71,28 @@ def percentiles(samples_ms: Any, prefix: str = "", digits: int = 3) -> dict[str,
     }
 
 
+def bytes_per_feature(stats: dict[int, dict[str, Any]]) -> dict[str, Any]:
+    """Memory per stored feature on the masters: tuple data and each index (``bsize``), and what the memtx
+    allocator holds in all (arena in use, which also counts tuple headers, the small spaces and slab slack)."""
+    data = arena = features = 0
+    indexes: dict[str, int] = {}
+    for instances in stats.values():
+        master = next(s for s in instances.values() if "error" not in s and not s["ro"])
+        features += master["features"]
+        data += master["feature_bytes"]["data"]
+        arena += master["memory"]["arena_used"]
+        for name, size in master["feature_bytes"]["indexes"].items():
+            indexes[name] = indexes.get(name, 0) + size
+    per = max(features, 1)
+    return {
+        "features": features,
+        "data_and_indexes": round((data + sum(indexes.values())) / per, 1),
+        "data": round(data / per, 1),
+        "indexes": {name: round(size / per, 1) for name, size in sorted(indexes.items())},
+        "arena": round(arena / per, 1),
+    }
+
+
 def _subject_features(subject: str, n: int, now: float, rng: random.Random) -> list[Feature]:
     names = list(FEATURE_MIX)
     weights = list(FEATURE_MIX.values())
@@ -108,6 +127,7 @@ async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str,
             # read figures are not the write phase's tail.
             await cluster.wait_synced(timeout=120)
             replicated_s = time.perf_counter() - started
+            memory = bytes_per_feature(await store_stats(store))
             row_count = len(rows)
             del rows
             gc.collect()  # the 200k written rows would otherwise make every later GC pass slow
@@ -138,6 +158,7 @@ async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str,
             "machine": _machine(),
             "replicasets": settings.store.replicasets,
             "instances_per_replicaset": settings.store.instances_per_replicaset,
+            "bytes_per_feature": memory,
             "write": {
                 "rows": row_count,
                 "seconds": round(write_s, 3),
@@ -158,84 +179,10 @@ async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str,
         cluster.stop()
 
 
-def _transactions(n: int, clients: int, now: float) -> list[bytes]:
-    rng = random.Random(2)
-    mccs = [5411, 5812, 5541, 4511, 5732, 4900, None]
-    out = []
-    for i in range(n):
-        payload: dict[str, Any] = {
-            "tx_id": f"t{i}",
-            "client_id": f"ingest-{rng.randrange(clients)}",
-            "ts": now - rng.uniform(0, 300 * DAY),
-            "amount": round(rng.uniform(10, 5000), 2),
-            "currency": "RUB",
-            "direction": rng.choice(["in", "out"]),
-            "channel": rng.choice(["pos", "online", "atm"]),
-            "balance": round(rng.uniform(0, 1e5), 2),
-        }
-        mcc = rng.choice(mccs)
-        if mcc is not None:
-            payload["mcc"] = mcc
-        out.append(orjson.dumps(payload))
-    return out
-
-
-async def _ingest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    cluster = StoreCluster(settings)
-    await cluster.start()
-    try:
-        payloads = _transactions(args.events, clients=max(args.events // 200, 1), now=time.time())
-        producer = AIOKafkaProducer(
-            bootstrap_servers=settings.kafka.bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024
-        )
-        await producer.start()
-        started = time.perf_counter()
-        topic = settings.kafka.topic("transactions")
-        futures = [await producer.send(topic, value=p, key=p[10:30]) for p in payloads]
-        await asyncio.gather(*futures)
-        publish_s = time.perf_counter() - started
-        await producer.stop()
-
-        async with FeatureStore(settings.store, topology=cluster.topology) as store:
-            consumer = ExtractorConsumer(settings, store)
-            started = time.perf_counter()
-            stats = await consumer.run(idle_exit_s=2.0)
-            consume_s = time.perf_counter() - started - 2.0  # minus the idle wait that ends the run
-        return {
-            "benchmark": "ingest",
-            "machine": _machine(),
-            "events": stats.messages,
-            "features_written": stats.features_written,
-            "dead_letters": stats.dead_letters,
-            "publish_events_per_s": round(args.events / publish_s),
-            "consume_seconds": round(consume_s, 3),
-            "events_per_s": round(stats.messages / consume_s),
-            "features_per_s": round(stats.features_written / consume_s),
-            "lag_after": 0 if stats.messages == args.events else args.events - stats.messages,
-            "batch_records": settings.consumer.max_batch_records,
-            "stage_seconds": {
-                "fetch": round(stats.seconds_fetch, 3),
-                "extract": round(stats.seconds_extract, 3),
-                "store": round(stats.seconds_store, 3),
-                "commit": round(stats.seconds_commit, 3),
-            },
-        }
-    finally:
-        cluster.stop()
-
-
-def bench_ingest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    broker = KafkaBroker(settings)
-    broker.start()
-    try:
-        return asyncio.run(_ingest(settings, args))
-    finally:
-        broker.stop()
-
-
 def run(target: str, settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    if target == "ingest":
+        from deploy.bench_ingest import run_ingest
+
+        return run_ingest(settings, args)
     with tempfile.TemporaryDirectory(prefix="rtrec-bench-") as tmp:
-        private = _private(settings, Path(tmp))
-        if target == "store":
-            return asyncio.run(bench_store(private, args))
-        return bench_ingest(private, args)
+        return asyncio.run(bench_store(_private(settings, Path(tmp)), args))

@@ -128,3 +128,56 @@ def tail(path: Path, lines: int = 20) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except FileNotFoundError:
         return ""
+
+
+class ProcessHandle:
+    """A child process of a benchmark: started with a log (or captured stdout), stopped gently, and asked for
+    the CPU time it used (user + system, from the kernel's accounting when it is reaped)."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self.popen = popen
+        self.pid = popen.pid
+        self.cpu_at_exit = 0.0
+
+    @classmethod
+    def spawn(
+        cls, cmd: Sequence[str], log_path: Path, env: Mapping[str, str], *, capture: bool = False
+    ) -> ProcessHandle:
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log:
+            popen = subprocess.Popen(  # noqa: S603 - the project's own commands
+                list(cmd),
+                stdout=subprocess.PIPE if capture else log,
+                stderr=log,
+                stdin=subprocess.DEVNULL,
+                env=dict(env),
+            )
+        return cls(popen)
+
+    def wait_output(self, timeout: float) -> str:
+        """Wait for a captured process to end; its standard output."""
+        assert self.popen.stdout is not None
+        out = self.popen.stdout.read()
+        self._reap(timeout)
+        return out.decode()
+
+    def _reap(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pid, status, usage = os.wait4(self.pid, os.WNOHANG)
+            if pid == self.pid:
+                self.cpu_at_exit = usage.ru_utime + usage.ru_stime
+                self.popen.returncode = os.waitstatus_to_exitcode(status)
+                return
+            time.sleep(0.02)
+        raise ProcessError(f"process {self.pid} did not exit in {timeout:.0f}s")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.popen.returncode is not None:
+            return
+        try:
+            self.popen.send_signal(signal.SIGTERM)
+            self._reap(timeout)
+        except (ProcessError, ChildProcessError):
+            self.popen.kill()
+            self.popen.wait()

@@ -50,6 +50,14 @@ class ReplaceResult:
     stored_version: float | None = None
 
 
+def compact(value: Value) -> Value:
+    """A whole float goes over the wire (and into the store) as an integer: msgpack spends 5 bytes on a 32-bit
+    integer and 9 on any double, in every tuple on three copies."""
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
+    return value
+
+
 class FeatureStore:
     def __init__(
         self,
@@ -180,9 +188,9 @@ class FeatureStore:
             feature.source,
             feature.name,
             feature.object,
-            feature.value,
-            float(feature.time_use),
-            float(expires_at),
+            compact(feature.value),
+            compact(float(feature.time_use)),
+            compact(float(expires_at)),
         ]
 
     async def put_features(self, features: Iterable[Feature]) -> WriteResult:

@@ -65,9 +65,9 @@ async def move_bucket(
             args = [bucket_id, features, chunk.get("extra"), move_id, first, source_rs.id]
             await target_rs.call("bucket_import", args)
             moved += len(features)
-            if len(features) < page:
+            after = chunk.get("next_after")
+            if after is None:
                 break
-            after = [features[-1][0], features[-1][1]]
         await source_rs.call("bucket_mark_sent", [bucket_id, move_id])
     except StoreError:
         # before `sent` the source still has everything: give the bucket back now rather than leave it

@@ -23,10 +23,9 @@ class Feature:
 
 @dataclass(frozen=True, slots=True)
 class StoredFeature:
-    """A feature as stored, with its composite primary key (sequence id, replica set id) and bucket."""
+    """A feature as stored: its natural key (subject, source, name, object) is its identity everywhere, bucket
+    moves included."""
 
-    id: int
-    rs_id: int
     bucket_id: int
     subject: str
     source: str
@@ -38,12 +37,10 @@ class StoredFeature:
 
     @classmethod
     def from_tuple(cls, t: Any) -> StoredFeature:
-        return cls(*t[:10])
+        return cls(*t[:8])
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "id": self.id,
-            "rs_id": self.rs_id,
             "bucket_id": self.bucket_id,
             "subject": self.subject,
             "source": self.source,

@@ -2,11 +2,13 @@
 --
 -- A spec is {fn, name, window_seconds} with fn in sum|count|min|max|avg|last and window 0 meaning
 -- "all history". A window covers now - window < time_use <= now. Specs are grouped by feature name and
--- each group is one descending range scan of the (subject, name, time_use) index, as a `fun` chain with no
--- intermediate tables: every stored row is touched at most once per request, only rows of the names asked.
+-- each group is one scan of the subject's (subject, name_id) prefix of the primary index, as a `fun` chain with
+-- no intermediate tables: every stored row is touched at most once per request, only rows of the names asked.
+-- (Rows of a prefix are in object order, not time order: `last` keeps the newest row it meets.)
 local C = require('constants')
 local errors = require('errors')
 local buckets = require('buckets')
+local dict = require('dict')
 
 local M = {}
 
@@ -39,7 +41,21 @@ end
 
 -- Accumulators live in flat arrays indexed by spec number: no per-row allocation.
 local function new_state(n)
-    return {sum = {}, count = {}, min = {}, max = {}, last = {}, n = n}
+    return {sum = {}, count = {}, min = {}, max = {}, last = {}, last_time = {}, n = n}
+end
+
+-- `last` is the value of the newest row; among rows of the same time, the largest value (so the result does
+-- not depend on the order rows are met in).
+local function newer(state, i, value, time_use)
+    local best = state.last_time[i]
+    if best == nil or time_use > best then
+        return true
+    end
+    if time_use == best then
+        local current = state.last[i]
+        return type(current) == type(value) and type(value) ~= 'boolean' and value > current
+    end
+    return false
 end
 
 local function fold_row(state, specs, bounds, members, t)
@@ -49,8 +65,8 @@ local function fold_row(state, specs, bounds, members, t)
         if time_use > bounds[i] then
             local fn = specs[i][1]
             if fn == 'last' then
-                if state.last[i] == nil then
-                    state.last[i] = value
+                if newer(state, i, value, time_use) then
+                    state.last[i], state.last_time[i] = value, time_use
                 end
             elseif fn == 'count' then
                 state.count[i] = (state.count[i] or 0) + 1
@@ -101,17 +117,15 @@ function M.aggregate(bucket_id, subject, now, specs)
         bounds[i] = window > 0 and (now - window) or -math.huge
     end
     local state = new_state(#specs)
-    local index = box.space.features.index.subject_name_time
+    local primary = box.space.features.index.primary
     for name, group in pairs(groups) do
-        local lowest, members = group[1], group[2]
-        -- REQ walks only this subject's rows of this name, newest first, so the loop never reads the
-        -- string fields (interning them per row fed the Lua GC, see docs/benchmarks.md). Rows after `now`
-        -- are filtered rather than dropped: luafun's drop_while rewinds by copying the iterator state,
-        -- which a box iterator cannot do, and it loses the first kept row.
-        index:pairs({subject, name}, {iterator = 'REQ'})
-            :take_while(function(t) return t[C.F_TIME_USE] > lowest end)
-            :filter(function(t) return t[C.F_TIME_USE] <= now end)
-            :each(function(t) fold_row(state, specs, bounds, members, t) end)
+        local name_id = dict.find('name', name)
+        if name_id ~= nil then  -- a name never stored has no rows
+            local members = group[2]
+            primary:pairs({subject, name_id}, {iterator = 'EQ'})
+                :filter(function(t) return t[C.F_TIME_USE] <= now end)
+                :each(function(t) fold_row(state, specs, bounds, members, t) end)
+        end
     end
     local values = {}
     for i, spec in ipairs(specs) do

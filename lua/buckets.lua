@@ -10,6 +10,7 @@
 local C = require('constants')
 local counts = require('counts')
 local errors = require('errors')
+local dict = require('dict')
 
 local M = {}
 
@@ -102,27 +103,30 @@ function M.start_send(bucket_id, destination, move_id)
     return true
 end
 
--- One page of a bucket's features after primary key `after` ({id, rs_id} or nil), plus on the first page
--- the bucket's tombstones, source versions and cache status generations (small).
+-- One page of a bucket's features after `after` (the previous page's `next_after`, nil for the first), with
+-- names and sources as text (each replica set interns its own ids), plus on the first page the bucket's
+-- tombstones, source versions and cache status generations (small). `next_after` is nil on the last page.
 function M.export(bucket_id, after, limit)
     local b = box.space._bucket:get(bucket_id)
     if b == nil or (b[2] ~= M.SENDING and b[2] ~= M.SENT) then
         return nil, errors.new('BUCKET_STATE', 'bucket must be in sending state to export', {bucket_id = bucket_id})
     end
     limit = limit or C.BUCKET_EXPORT_PAGE
-    -- The bucket_id index is non-unique with the primary key appended, so (bucket_id, id, rs_id) pages.
-    local key = {bucket_id}
-    local iterator = 'EQ'
+    -- The bucket_id index is non-unique, so memtx orders it by (bucket_id, primary key): pages follow it.
+    local key, iterator = {bucket_id}, 'EQ'
     if after ~= nil then
-        key = {bucket_id, after[1], after[2]}
-        iterator = 'GT'
+        key, iterator = {bucket_id, after[1], after[2], after[3], after[4]}, 'GT'
     end
-    local page = {}
+    local page, last = {}, nil
     for _, t in box.space.features.index.bucket_id:pairs(key, {iterator = iterator}) do
         if t[C.F_BUCKET_ID] ~= bucket_id or #page >= limit then
             break
         end
-        page[#page + 1] = t
+        page[#page + 1] = {
+            t[C.F_BUCKET_ID], t[C.F_SUBJECT], dict.text('name', t[C.F_NAME]), t[C.F_OBJECT],
+            dict.text('source', t[C.F_SOURCE]), t[C.F_VALUE], t[C.F_TIME_USE], t[C.F_EXPIRES_AT],
+        }
+        last = t
     end
     local extra = nil
     if after == nil then
@@ -134,7 +138,11 @@ function M.export(bucket_id, after, limit)
             cache = box.space.rec_cache.index.bucket_id:select({bucket_id}),
         }
     end
-    return {features = page, extra = extra}
+    local next_after = box.NULL
+    if last ~= nil and #page >= limit then
+        next_after = {last[C.F_SUBJECT], last[C.F_NAME], last[C.F_OBJECT], last[C.F_SOURCE]}
+    end
+    return {features = page, extra = extra, next_after = next_after}
 end
 
 -- Receiver side: insert exported tuples as they are (same composite primary key, so no collision). The
@@ -155,11 +163,15 @@ function M.import(bucket_id, features, extra, move_id, first, source)
         box.space._bucket:insert({bucket_id, M.RECEIVING, tostring(source or 0) .. '/' .. tostring(move_id)})
     end
     for _, t in ipairs(features) do
-        -- a retried import may see its own earlier copy: count only new records
-        if box.space.features:get({t[C.F_ID], t[C.F_RS_ID]}) == nil then
-            counts.note(t[C.F_SUBJECT], 1)
+        -- exported with texts: intern them here; a retried import may see its own earlier copy
+        local subject, object = t[C.F_SUBJECT], t[C.F_OBJECT]
+        local name_id, source_id = dict.intern('name', t[C.F_NAME]), dict.intern('source', t[C.F_SOURCE])
+        if box.space.features:get({subject, name_id, object, source_id}) == nil then
+            counts.note(subject, 1)
         end
-        box.space.features:replace(t)
+        box.space.features:replace({
+            t[C.F_BUCKET_ID], subject, name_id, object, source_id, t[C.F_VALUE], t[C.F_TIME_USE], t[C.F_EXPIRES_AT],
+        })
     end
     if extra ~= nil then
         for _, t in ipairs(extra.tombstones or {}) do
@@ -216,9 +228,10 @@ local function delete_bucket_records(bucket_id)
             for _, t in ipairs(batch) do
                 if space_name == 'rec_cache' then
                     space:delete({t[1]})
+                elseif space_name == 'features' then
+                    space:delete({t[C.F_SUBJECT], t[C.F_NAME], t[C.F_OBJECT], t[C.F_SOURCE]})
                 else
-                    -- features, tombstones and source_versions have a two-part primary key of their first fields
-                    space:delete({t[1], t[2]})
+                    space:delete({t[1], t[2]})  -- tombstones and source_versions: (subject, object|source)
                 end
                 if space_name == 'features' then
                     counts.note(t[C.F_SUBJECT], -1)

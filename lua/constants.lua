@@ -4,17 +4,19 @@ local M = {}
 
 M.SPACE = 'features'
 
--- features tuple layout (see DESIGN.md "Feature record")
-M.F_ID = 1
-M.F_RS_ID = 2
-M.F_BUCKET_ID = 3
-M.F_SUBJECT = 4
+-- features tuple layout (layout 2; see schema.lua). The primary key is the natural key
+-- (subject, name_id, object, source_id); names and sources are interned to small integers (dict.lua).
+M.F_BUCKET_ID = 1
+M.F_SUBJECT = 2
+M.F_NAME = 3
+M.F_OBJECT = 4
 M.F_SOURCE = 5
-M.F_NAME = 6
-M.F_OBJECT = 7
-M.F_VALUE = 8
-M.F_TIME_USE = 9
-M.F_EXPIRES_AT = 10
+M.F_VALUE = 6
+M.F_TIME_USE = 7
+M.F_EXPIRES_AT = 8
+
+-- The store layout this code reads and writes (a store made by an older version is refused at start).
+M.LAYOUT = 2
 
 -- Row layout accepted by put/replace (what the Python client sends):
 -- {bucket_id, subject, source, name, object, value, time_use, expires_at}
@@ -31,6 +33,8 @@ M.R_EXPIRES_AT = 8
 M.YIELD_EVERY = 1000
 -- Rows deleted per transaction by the expiry fiber and by bulk deletes.
 M.DELETE_BATCH = 1000
+-- Rows the expiry fiber looks at per step of its walk over the features (it yields between steps).
+M.EXPIRY_SCAN_STEP = 2000
 -- Default cap of stored features per subject (overridable from the instance config).
 M.DEFAULT_MAX_FEATURES_PER_SUBJECT = 100000
 -- Default raw read limit.

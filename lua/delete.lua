@@ -6,25 +6,19 @@ local errors = require('errors')
 local config = require('config')
 local buckets = require('buckets')
 local fiber = require('fiber')
+local dict = require('dict')
 
 local M = {}
 
--- Primary keys of the subject's features whose object is `object`, across all sources (the natural index
--- is (subject, source, object, name): skip from one source to the next instead of scanning the subject).
+-- Primary keys of the subject's features whose object is `object`, across every name and source: one
+-- (subject, name_id, object) prefix lookup per interned name (there are tens of them).
 local function object_feature_keys(subject, object)
-    local natural = box.space.features.index.natural
+    local features = box.space.features
     local keys = {}
-    local first = natural:select({subject}, {iterator = 'EQ', limit = 1})[1]
-    local source = first and first[C.F_SOURCE]
-    while source ~= nil do
-        for _, t in natural:pairs({subject, source, object}, {iterator = 'EQ'}) do
-            keys[#keys + 1] = {t[C.F_ID], t[C.F_RS_ID]}
+    for _, name_id in ipairs(dict.ids('name')) do
+        for _, t in features:pairs({subject, name_id, object}, {iterator = 'EQ'}) do
+            keys[#keys + 1] = {subject, name_id, object, t[C.F_SOURCE]}
         end
-        local next_source = natural:select({subject, source}, {iterator = 'GT', limit = 1})[1]
-        if next_source == nil or next_source[C.F_SUBJECT] ~= subject then
-            break
-        end
-        source = next_source[C.F_SOURCE]
     end
     return keys
 end
@@ -60,16 +54,16 @@ function M.purge_subject(bucket_id, subject)
     if wrong ~= nil then
         return nil, wrong
     end
-    local index = box.space.features.index.subject_time
+    local features = box.space.features
     local deleted = 0
     while true do
-        local batch = index:select({subject}, {iterator = 'EQ', limit = C.DELETE_BATCH})
+        local batch = features:select({subject}, {iterator = 'EQ', limit = C.DELETE_BATCH})
         if #batch == 0 then
             break
         end
         box.begin()
         for _, t in ipairs(batch) do
-            box.space.features:delete({t[C.F_ID], t[C.F_RS_ID]})
+            features:delete({subject, t[C.F_NAME], t[C.F_OBJECT], t[C.F_SOURCE]})
         end
         counts.note(subject, -#batch)
         counts.commit()

@@ -1,6 +1,10 @@
 -- Background expiry: a named, cancellable fiber deletes features and tombstones whose expires_at has
--- passed, in batches of DELETE_BATCH per transaction, yielding between batches. Runs on the master only
--- (replicas receive the deletes by replication) and reports its status through stats().
+-- passed, in batches per transaction, yielding between batches. Runs on the master only (replicas receive
+-- the deletes by replication) and reports its status through stats().
+--
+-- Features have no index on expires_at (one more index would be written for every feature on three copies):
+-- each pass walks the primary index in steps of EXPIRY_SCAN_STEP tuples, yielding between steps. Tombstones
+-- and cached answers are few and keep their `expires` index.
 local C = require('constants')
 local counts = require('counts')
 local config = require('config')
@@ -12,10 +16,8 @@ local M = {
     fiber = nil,
 }
 
--- Deletes up to DELETE_BATCH expired tuples of one space; returns how many were deleted.
+-- Deletes up to DELETE_BATCH expired tuples of a space with an `expires` index (tombstones, rec_cache).
 local function expire_batch(space, now)
-    local is_features = space.name == 'features'
-    -- features, tombstones and rec_cache all have their expiry time indexed as `expires`
     local batch = space.index.expires:select({now}, {iterator = 'LE', limit = C.DELETE_BATCH})
     if #batch == 0 then
         return 0
@@ -25,22 +27,56 @@ local function expire_batch(space, now)
         if space.name == 'rec_cache' then
             space:delete({t[1]})
         else
-            -- features and tombstones have a two-part primary key made of their first two fields
-            space:delete({t[1], t[2]})
-        end
-        if is_features then
-            counts.note(t[C.F_SUBJECT], -1)
+            space:delete({t[1], t[2]})  -- tombstones: (subject, object)
         end
     end
-    counts.commit()
+    box.commit()
     return #batch
+end
+
+-- One step of the walk over the features after primary key `after` (nil: from the start): deletes the expired
+-- ones; returns how many were deleted and the key to continue after (nil at the end).
+local function expire_features_step(after, now)
+    local features = box.space.features
+    local key, iterator = {}, 'GE'
+    if after ~= nil then
+        key, iterator = after, 'GT'
+    end
+    local step = features.index.primary:select(key, {iterator = iterator, limit = C.EXPIRY_SCAN_STEP})
+    if #step == 0 then
+        return 0, nil
+    end
+    local doomed = {}
+    for _, t in ipairs(step) do
+        if t[C.F_EXPIRES_AT] <= now then
+            doomed[#doomed + 1] = t
+        end
+    end
+    if #doomed > 0 then
+        box.begin()
+        for _, t in ipairs(doomed) do
+            features:delete({t[C.F_SUBJECT], t[C.F_NAME], t[C.F_OBJECT], t[C.F_SOURCE]})
+            counts.note(t[C.F_SUBJECT], -1)
+        end
+        counts.commit()
+    end
+    local last = step[#step]
+    local next_key = {last[C.F_SUBJECT], last[C.F_NAME], last[C.F_OBJECT], last[C.F_SOURCE]}
+    return #doomed, #step < C.EXPIRY_SCAN_STEP and nil or next_key
 end
 
 -- One pass: deletes everything expired as of `now`; returns counts.
 function M.run_once(now)
     now = now or fiber.time()
     local totals = {features = 0, tombstones = 0, rec_cache = 0}
-    for _, name in ipairs({'features', 'tombstones', 'rec_cache'}) do
+    local after = nil
+    repeat
+        local deleted
+        deleted, after = expire_features_step(after, now)
+        totals.features = totals.features + deleted
+        fiber.yield()
+    until after == nil
+    for _, name in ipairs({'tombstones', 'rec_cache'}) do
         while true do
             local n = expire_batch(box.space[name], now)
             totals[name] = totals[name] + n

@@ -61,6 +61,7 @@ function M.start(settings)
     if watching then
         mastership.watch()
     end
+    schema.check_layout()  -- a store of an older layout stops here, saying what to do
     mastership.fence_at_start()
     as_master(function()
         schema.create(settings.user, settings.password)

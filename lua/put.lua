@@ -1,5 +1,5 @@
 -- Idempotent batched upsert of flat features (append semantics for transactions and events).
--- Each row upserts on the natural key (subject, source, object, name): a redelivered or replayed row
+-- Each row upserts on the natural key (subject, name, object, source): a redelivered or replayed row
 -- rewrites the same tuple instead of adding a second one.
 local C = require('constants')
 local errors = require('errors')
@@ -7,6 +7,7 @@ local config = require('config')
 local buckets = require('buckets')
 local counts = require('counts')
 local cache = require('cache')
+local dict = require('dict')
 
 local M = {}
 
@@ -16,6 +17,9 @@ function M.validate(row)
     end
     if type(row[C.R_SUBJECT]) ~= 'string' or row[C.R_SUBJECT] == '' then
         return 'subject must be a non-empty string'
+    end
+    if type(row[C.R_SOURCE]) ~= 'string' or type(row[C.R_NAME]) ~= 'string' or type(row[C.R_OBJECT]) ~= 'string' then
+        return 'source, name and object must be strings'
     end
     if type(row[C.R_TIME_USE]) ~= 'number' or type(row[C.R_EXPIRES_AT]) ~= 'number' then
         return 'time_use and expires_at must be numbers'
@@ -30,21 +34,20 @@ end
 -- Upsert one row inside the caller's transaction. Returns 'written', 'unchanged' or a refusal code.
 function M.upsert_row(row, headroom)
     local features = box.space.features
-    local subject, source, name, object = row[C.R_SUBJECT], row[C.R_SOURCE], row[C.R_NAME], row[C.R_OBJECT]
+    local subject, object = row[C.R_SUBJECT], row[C.R_OBJECT]
+    local source = row[C.R_SOURCE]
     if cache.INVALIDATING_SOURCES[source] then
         cache.invalidate(subject, row[C.R_BUCKET_ID])
     end
-    local existing = features.index.natural:get({subject, source, object, name})
+    local name_id, source_id = dict.intern('name', row[C.R_NAME]), dict.intern('source', source)
+    local value, time_use, expires_at = row[C.R_VALUE], row[C.R_TIME_USE], row[C.R_EXPIRES_AT]
+    local existing = features:get({subject, name_id, object, source_id})
     if existing ~= nil then
-        if existing[C.F_VALUE] == row[C.R_VALUE] and existing[C.F_TIME_USE] == row[C.R_TIME_USE]
-            and existing[C.F_EXPIRES_AT] == row[C.R_EXPIRES_AT] then
+        if existing[C.F_VALUE] == value and existing[C.F_TIME_USE] == time_use
+            and existing[C.F_EXPIRES_AT] == expires_at then
             return 'unchanged'
         end
-        features:update({existing[C.F_ID], existing[C.F_RS_ID]}, {
-            {'=', C.F_VALUE, row[C.R_VALUE]},
-            {'=', C.F_TIME_USE, row[C.R_TIME_USE]},
-            {'=', C.F_EXPIRES_AT, row[C.R_EXPIRES_AT]},
-        })
+        features:replace({row[C.R_BUCKET_ID], subject, name_id, object, source_id, value, time_use, expires_at})
         return 'written'
     end
     if config.deny_subjects[subject] then
@@ -62,10 +65,7 @@ function M.upsert_row(row, headroom)
         return 'SUBJECT_TOO_FAT'
     end
     headroom[subject] = room - 1
-    features:insert({
-        box.sequence.features_id:next(), config.rs_id, row[C.R_BUCKET_ID], subject, source, name, object,
-        row[C.R_VALUE], row[C.R_TIME_USE], row[C.R_EXPIRES_AT],
-    })
+    features:insert({row[C.R_BUCKET_ID], subject, name_id, object, source_id, value, time_use, expires_at})
     counts.note(subject, 1)
     return 'written'
 end

@@ -1,11 +1,14 @@
 -- Raw reads of a subject's features, optionally filtered by name and a time_use range (both ends inclusive).
+-- Rows go back with names and sources as text: {bucket_id, subject, source, name, object, value, time_use,
+-- expires_at}, oldest first.
 local C = require('constants')
 local errors = require('errors')
 local buckets = require('buckets')
+local dict = require('dict')
 
 local M = {}
 
--- opts: {from = ts?, to = ts?, name = string?, limit = n?}. Returns an array of feature tuples, oldest first.
+-- opts: {from = ts?, to = ts?, name = string?, limit = n?}.
 function M.get_features(bucket_id, subject, opts)
     if type(subject) ~= 'string' then
         return nil, errors.new('BAD_ARGUMENT', 'subject must be a string')
@@ -16,30 +19,31 @@ function M.get_features(bucket_id, subject, opts)
     end
     opts = opts or {}
     local limit = opts.limit or C.DEFAULT_READ_LIMIT
-    local from = opts.from
-    local to = opts.to
-    local index, key
+    local from, to = opts.from, opts.to
+    local key = {subject}
     if opts.name ~= nil then
-        index = box.space.features.index.subject_name_time
-        key = {subject, opts.name}
-        if from ~= nil then
-            key = {subject, opts.name, from}
+        local name_id = dict.find('name', opts.name)
+        if name_id == nil then
+            return {}
         end
-    else
-        index = box.space.features.index.subject_time
-        key = {subject}
-        if from ~= nil then
-            key = {subject, from}
-        end
+        key = {subject, name_id}
     end
-    local iterator = from ~= nil and 'GE' or 'EQ'
-    return index:pairs(key, {iterator = iterator})
-        :take_while(function(t)
-            return t[C.F_SUBJECT] == subject and (opts.name == nil or t[C.F_NAME] == opts.name)
-                and (to == nil or t[C.F_TIME_USE] <= to)
+    local rows = box.space.features.index.primary:pairs(key, {iterator = 'EQ'})
+        :filter(function(t)
+            local time_use = t[C.F_TIME_USE]
+            return (from == nil or time_use >= from) and (to == nil or time_use <= to)
         end)
-        :take_n(limit)
         :totable()
+    table.sort(rows, function(a, b) return a[C.F_TIME_USE] < b[C.F_TIME_USE] end)
+    local out = {}
+    for i = 1, math.min(limit, #rows) do
+        local t = rows[i]
+        out[i] = {
+            t[C.F_BUCKET_ID], t[C.F_SUBJECT], dict.text('source', t[C.F_SOURCE]), dict.text('name', t[C.F_NAME]),
+            t[C.F_OBJECT], t[C.F_VALUE], t[C.F_TIME_USE], t[C.F_EXPIRES_AT],
+        }
+    end
+    return out
 end
 
 return M

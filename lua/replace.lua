@@ -7,8 +7,36 @@ local errors = require('errors')
 local config = require('config')
 local buckets = require('buckets')
 local put = require('put')
+local dict = require('dict')
 
 local M = {}
+
+-- The subject's stored features of a source: found through the names the last replace recorded (a few
+-- index prefixes), or by walking the subject's features when none were recorded.
+function M.stored(subject, source_id, version_tuple)
+    local features = box.space.features
+    local found = {}
+    local recorded = version_tuple ~= nil and version_tuple[5] or nil
+    if recorded ~= nil and recorded ~= box.NULL then
+        for _, name in ipairs(recorded) do
+            local name_id = dict.find('name', name)
+            if name_id ~= nil then
+                for _, t in features:pairs({subject, name_id}, {iterator = 'EQ'}) do
+                    if t[C.F_SOURCE] == source_id then
+                        found[#found + 1] = t
+                    end
+                end
+            end
+        end
+        return found
+    end
+    for _, t in features:pairs({subject}, {iterator = 'EQ'}) do
+        if t[C.F_SOURCE] == source_id then
+            found[#found + 1] = t
+        end
+    end
+    return found
+end
 
 -- Returns {applied=true, written=, deleted=} or {applied=false, stored_version=} or nil, err.
 function M.replace_source(bucket_id, subject, source, version, rows)
@@ -37,17 +65,25 @@ function M.replace_source(bucket_id, subject, source, version, rows)
         return {applied = false, stored_version = stored[4]}
     end
 
-    local keep = {}
+    local keep, seen, names = {}, {}, {}
     for _, row in ipairs(rows) do
         keep[row[C.R_OBJECT] .. '\0' .. row[C.R_NAME]] = true
+        if not seen[row[C.R_NAME]] then
+            seen[row[C.R_NAME]] = true
+            names[#names + 1] = row[C.R_NAME]
+        end
     end
     local features = box.space.features
     local result = {applied = true, written = 0, unchanged = 0, deleted = 0}
     box.begin()
     local stale = {}
-    for _, t in features.index.natural:pairs({subject, source}, {iterator = 'EQ'}) do
-        if not keep[t[C.F_OBJECT] .. '\0' .. t[C.F_NAME]] then
-            stale[#stale + 1] = {t[C.F_ID], t[C.F_RS_ID]}
+    local source_id = dict.find('source', source)
+    if source_id ~= nil then
+        for _, t in ipairs(M.stored(subject, source_id, stored)) do
+            local name = dict.text('name', t[C.F_NAME])
+            if not keep[t[C.F_OBJECT] .. '\0' .. name] then
+                stale[#stale + 1] = {subject, t[C.F_NAME], t[C.F_OBJECT], t[C.F_SOURCE]}
+            end
         end
     end
     for _, pk in ipairs(stale) do
@@ -65,7 +101,7 @@ function M.replace_source(bucket_id, subject, source, version, rows)
             return nil, errors.new(outcome, 'replace refused: ' .. outcome, {subject = subject})
         end
     end
-    box.space.source_versions:replace({subject, source, bucket_id, version})
+    box.space.source_versions:replace({subject, source, bucket_id, version, names})
     -- client data decides eligibility: the cached answer may no longer hold
     require('cache').invalidate(subject, bucket_id)
     counts.commit()

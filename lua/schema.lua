@@ -1,46 +1,76 @@
 -- Creates the storage schema (idempotent). Runs on the master only; replicas receive it by replication.
 --
--- features: one flat feature per tuple. The primary key is (id, rs_id): a per-shard sequence plus the
--- replica set id, so records keep their identity when their bucket moves to another replica set (the field
--- report's lesson: a sequence alone collided after rebalancing).
+-- features (layout 2): one flat feature per tuple
+--   {bucket_id, subject, name_id, object, source_id, value, time_use, expires_at}
+-- The primary key is the natural key (subject, name_id, object, source_id): every write is an idempotent upsert
+-- on it (redeliveries and replays never double count), and a record keeps its identity when its bucket moves to
+-- another replica set (the field report's collision lesson does not arise: there is no per-shard sequence).
+-- Aggregation reads (subject, name_id) prefixes of the same index. The only other index is vshard's bucket_id.
+-- Names and sources are interned (dict.lua); expiry walks the primary index (expiry.lua) instead of paying
+-- for an index of its own on every write.
+local C = require('constants')
+
 local M = {}
+
+local LAYOUT_KEY = 'layout'
+
+-- Refuse a store made by an older version with a message that says what to do (called before anything is
+-- created or written; the instance stops).
+function M.check_layout()
+    local features = box.space.features
+    if features == nil then
+        return
+    end
+    local meta = box.space.store_meta and box.space.store_meta:get(LAYOUT_KEY)
+    local layout = meta and meta[2] or 1
+    if layout ~= C.LAYOUT then
+        error(string.format(
+            'rtrec: this data directory (%s) holds the feature store in layout %d; this version reads layout %d ' ..
+            'and does not convert it. Either run the previous version, or rebuild the store from the retained ' ..
+            'Kafka log: `rtrec down`, move the run directory\'s store/ aside, `rtrec up`, then ' ..
+            '`rtrec replay --from 1970-01-01 --to <now>` (see docs/operations.md, "Store layout upgrades")',
+            box.cfg.work_dir, layout, C.LAYOUT), 0)
+    end
+end
 
 local function create_features()
     local s = box.schema.space.create('features', {
         if_not_exists = true,
         format = {
-            {name = 'id', type = 'unsigned'},
-            {name = 'rs_id', type = 'unsigned'},
             {name = 'bucket_id', type = 'unsigned'},
             {name = 'subject', type = 'string'},
-            {name = 'source', type = 'string'},
-            {name = 'name', type = 'string'},
+            {name = 'name_id', type = 'unsigned'},
             {name = 'object', type = 'string'},
+            {name = 'source_id', type = 'unsigned'},
             {name = 'value', type = 'scalar'},
             {name = 'time_use', type = 'number'},
             {name = 'expires_at', type = 'number'},
         },
     })
-    s:create_index('primary', {parts = {{1, 'unsigned'}, {2, 'unsigned'}}, if_not_exists = true})
-    s:create_index('subject_time', {
-        parts = {{4, 'string'}, {9, 'number'}}, unique = false, if_not_exists = true,
+    s:create_index('primary', {
+        parts = {{2, 'string'}, {3, 'unsigned'}, {4, 'string'}, {5, 'unsigned'}}, if_not_exists = true,
     })
-    -- Aggregation reads one feature name of one subject in a time range: this index makes each spec a
-    -- range scan over only the matching rows instead of the subject's whole history.
-    s:create_index('subject_name_time', {
-        parts = {{4, 'string'}, {6, 'string'}, {9, 'number'}}, unique = false, if_not_exists = true,
-    })
-    -- vshard needs an index named bucket_id whose first part is bucket_id; the primary key parts after it
-    -- let a bucket move page through its records.
+    -- vshard needs an index named bucket_id whose first part is bucket_id; the primary key parts after it let
+    -- a bucket move page through a bucket (memtx indexes hold tuple pointers, so the parts cost no memory)
     s:create_index('bucket_id', {
-        parts = {{3, 'unsigned'}, {1, 'unsigned'}, {2, 'unsigned'}}, if_not_exists = true,
+        parts = {{1, 'unsigned'}, {2, 'string'}, {3, 'unsigned'}, {4, 'string'}, {5, 'unsigned'}},
+        if_not_exists = true,
     })
-    -- Natural key: every write is an idempotent upsert on it (redeliveries and replays never double count).
-    s:create_index('natural', {
-        parts = {{4, 'string'}, {5, 'string'}, {7, 'string'}, {6, 'string'}}, if_not_exists = true,
+
+    local d = box.schema.space.create('dictionary', {
+        if_not_exists = true,
+        format = {{name = 'kind', type = 'string'}, {name = 'text', type = 'string'}, {name = 'id', type = 'unsigned'}},
     })
-    s:create_index('expires', {parts = {{10, 'number'}}, unique = false, if_not_exists = true})
-    box.schema.sequence.create('features_id', {if_not_exists = true})
+    d:create_index('primary', {parts = {{1, 'string'}, {2, 'string'}}, if_not_exists = true})
+    d:create_index('by_id', {parts = {{1, 'string'}, {3, 'unsigned'}}, if_not_exists = true})
+
+    local meta = box.schema.space.create('store_meta', {
+        if_not_exists = true, format = {{name = 'key', type = 'string'}, {name = 'value', type = 'any'}},
+    })
+    meta:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
+    if meta:get(LAYOUT_KEY) == nil then
+        meta:replace({LAYOUT_KEY, C.LAYOUT})
+    end
 end
 
 local function create_support_spaces()
@@ -78,6 +108,8 @@ local function create_support_spaces()
             {name = 'source', type = 'string'},
             {name = 'bucket_id', type = 'unsigned'},
             {name = 'version', type = 'number'},
+            -- the names (texts) the source holds for the subject: a replace finds what to drop without a scan
+            {name = 'names', type = 'array', is_nullable = true},
         },
     })
     v:create_index('primary', {parts = {{1, 'string'}, {2, 'string'}}, if_not_exists = true})

@@ -4,8 +4,21 @@ local expiry = require('expiry')
 
 local M = {}
 
+-- Bytes of the features space: tuple data and each index (what memory per stored feature is made of).
+local function feature_bytes()
+    local space = box.space.features
+    local indexes = {}
+    for _, index in pairs(space.index) do
+        if type(index) == 'table' and index.name ~= nil then
+            indexes[index.name] = index:bsize()
+        end
+    end
+    return {data = space:bsize(), indexes = indexes}
+end
+
 function M.stats()
     return {
+        feature_bytes = feature_bytes(),
         rs_id = config.rs_id,
         ro = box.info.ro,
         features = box.space.features:len(),

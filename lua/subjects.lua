@@ -22,33 +22,50 @@ end
 
 -- For a page of subjects: {subject, product, kind} with kind 'held' (latest product event is an opening)
 -- or 'applied' (any application). Product and application events are few per client.
+-- Name ids of product and application features, with what they say: {name_id, product, kind, action}.
+local function status_names()
+    local found = {}
+    for _, t in box.space.dictionary:pairs({'name'}, {iterator = 'EQ'}) do
+        local product, action = t[2]:match('^product%.(.+)%.(%a+)$')
+        if product ~= nil then
+            found[#found + 1] = {t[3], product, 'product', action}
+        else
+            product = t[2]:match('^app%.(.+)%.%a+$')
+            if product ~= nil then
+                found[#found + 1] = {t[3], product, 'application'}
+            end
+        end
+    end
+    return found
+end
+
 function M.interactions(after, limit)
     local listed = M.list_subjects(after, limit)
-    local natural = box.space.features.index.natural
+    local features = box.space.features
+    local names = status_names()
     local out = {}
     for i, subject in ipairs(listed.subjects) do
-        local opened, closed = {}, {}
-        for _, t in natural:pairs({subject, 'products'}, {iterator = 'EQ'}) do
-            local product, action = t[C.F_NAME]:match('^product%.(.+)%.(%a+)$')
-            if product ~= nil then
-                local when = t[C.F_TIME_USE]
-                local target = action == 'opened' and opened or closed
-                if target[product] == nil or target[product] < when then
-                    target[product] = when
+        local opened, closed, applied = {}, {}, {}
+        for _, entry in ipairs(names) do
+            local name_id, product, kind = entry[1], entry[2], entry[3]
+            for _, t in features:pairs({subject, name_id}, {iterator = 'EQ'}) do
+                if kind == 'application' then
+                    applied[product] = true
+                else
+                    local when = t[C.F_TIME_USE]
+                    local target = entry[4] == 'opened' and opened or closed
+                    if target[product] == nil or target[product] < when then
+                        target[product] = when
+                    end
                 end
             end
+        end
+        for product in pairs(applied) do
+            out[#out + 1] = {subject, product, 'applied'}
         end
         for product, when in pairs(opened) do
             if closed[product] == nil or closed[product] < when then
                 out[#out + 1] = {subject, product, 'held'}
-            end
-        end
-        local applied = {}
-        for _, t in natural:pairs({subject, 'applications'}, {iterator = 'EQ'}) do
-            local product = t[C.F_NAME]:match('^app%.(.+)%.%a+$')
-            if product ~= nil and not applied[product] then
-                applied[product] = true
-                out[#out + 1] = {subject, product, 'applied'}
             end
         end
         if i % C.YIELD_EVERY == 0 then

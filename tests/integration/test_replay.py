@@ -35,6 +35,14 @@ async def _raw_master(store: FeatureStore, subject: str, settings: Settings) -> 
     return conn
 
 
+# A raw delete on the master, below the store's API: no tombstone, no cache invalidation.
+DELETE_BY_NATURAL_KEY = """
+local subject, name, object, source = ...
+local dict = require('dict')
+box.space.features:delete({subject, dict.find('name', name), object, dict.find('source', source)})
+"""
+
+
 async def _make_hole(store: FeatureStore, settings: Settings, lost: list[tuple[str, str, dict[str, Any]]]) -> int:
     """Lose what the events in ``lost`` did to the store, as a master restored from an older snapshot would:
     their features vanish (no tombstones), and the transactions they deleted come back."""
@@ -48,7 +56,7 @@ async def _make_hole(store: FeatureStore, settings: Settings, lost: list[tuple[s
                     conn = await _raw_master(store, feature.subject, settings)
                     for row in rows:
                         if (row.source, row.object) == (feature.source, feature.object):
-                            await conn.delete("features", [row.id, row.rs_id])
+                            await conn.eval(DELETE_BY_NATURAL_KEY, [row.subject, row.name, row.object, row.source])
                             removed += 1
                     await conn.disconnect()
             elif isinstance(op, DeleteObject):

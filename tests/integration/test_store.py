@@ -34,7 +34,7 @@ async def _subject_rows(cluster: StoreCluster, settings: Settings, subject: str)
     for spec in cluster.instances():
         conn = await _raw(spec, settings)
         try:
-            rows = await conn.select("features", [subject], index="subject_time")
+            rows = await conn.select("features", [subject], index="primary")
             found[spec.name] = sorted(list(r) for r in rows)
         finally:
             await conn.disconnect()
@@ -66,7 +66,7 @@ async def test_records_land_on_the_replicaset_their_bucket_maps_to_and_replicate
         # replicas hold exactly the master's rows (same primary keys, values, times)
         same_rs = [rows[i.name] for i in cluster.topology[rs_id - 1].instances]
         assert same_rs[0] == same_rs[1] == same_rs[2]
-        assert all(r[1] == rs_id and r[2] == store.bucket_id_for(subject) for r in same_rs[0])
+        assert all(r[0] == store.bucket_id_for(subject) for r in same_rs[0])
 
 
 async def test_redelivery_is_idempotent(store: FeatureStore, uid: str) -> None:
@@ -191,24 +191,24 @@ async def test_moving_a_bucket_keeps_every_record_without_key_collisions(
     await store.put_features(tx(subject, 300, now))
     await store.delete_object(subject, f"{subject}-tx0")  # a tombstone travels too
     before = await store.get_features(subject)
-    keys_before = {(r.id, r.rs_id) for r in before}
+    keys_before = {(r.source, r.name, r.object) for r in before}
 
     result = await move_bucket(store, bucket, target_rs, page=64)
     assert result.records >= 299  # other subjects may share the bucket; per-subject checks follow
     after = await store.get_features(subject)
-    assert {(r.id, r.rs_id) for r in after} == keys_before  # identity kept, all on the new replica set
+    assert {(r.source, r.name, r.object) for r in after} == keys_before  # identity kept, on the new replica set
     assert store.bucket_map[bucket] == target_rs
     await cluster.wait_synced()
     rows = await _subject_rows(cluster, settings, subject)
     for spec in cluster.instances():
         assert len(rows[spec.name]) == (299 if spec.rs_id == target_rs else 0), spec.name
 
-    # New records on the target get its own sequence ids; ids may equal the moved ones, but the composite
-    # key (id, rs_id) keeps them apart, so nothing is overwritten.
+    # New records on the target sit beside the moved ones: the natural key is the identity, no sequence can
+    # collide (the field report's lesson), and the target interned the moved names and sources itself.
     more = [Feature(subject, "transactions", "tx.in.amount", f"{subject}-new{i}", 1.0, now) for i in range(400)]
     assert (await store.put_features(more)).written == 400
     final = await store.get_features(subject)
-    assert len(final) == 699 and len({(r.id, r.rs_id) for r in final}) == 699
+    assert len(final) == 699 and len({(r.source, r.name, r.object) for r in final}) == 699
     assert (await store.put_features(tx(subject, 1, now))).tombstoned == 1
 
     # A writer with a stale bucket map is redirected (WRONG_BUCKET -> refresh -> retry).
@@ -238,7 +238,7 @@ async def test_store_users_hold_only_what_their_role_needs(cluster: StoreCluster
     await raw.connect()
     try:
         with pytest.raises(asynctnt.exceptions.TarantoolError, match=r"denied|not found"):
-            await raw.select("features", [feature.subject], index="subject_time")  # spaces are not even visible
+            await raw.select("features", [feature.subject], index="primary")  # spaces are not even visible
         with pytest.raises(asynctnt.exceptions.TarantoolError, match="denied"):
             await raw.eval("return box.space.features:len()")
     finally:
