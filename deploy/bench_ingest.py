@@ -26,7 +26,7 @@ from deploy.bench import _machine, _private
 from deploy.cluster import StoreCluster
 from deploy.kafka_broker import KafkaBroker
 from deploy.settings import Settings
-from extractors.health import read_state, state_path
+from extractors.health import HEARTBEAT_INTERVAL_S, read_state, state_path
 from extractors.offsets import consumer_lag
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -56,6 +56,7 @@ def _env(settings: Settings) -> dict[str, str]:
 
 
 def run_ingest(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    args.consumers = args.consumers or settings.consumer.instances
     with tempfile.TemporaryDirectory(prefix="rtrec-bench-ingest-") as tmp:
         private = _private(settings, Path(tmp))
         cluster, broker = StoreCluster(private), KafkaBroker(private)
@@ -112,6 +113,7 @@ def _measure(
     visible_at = _wait_visible(settings, produced["sample"], timeout=600)
     cpu = {name: round(cpu_seconds(pid) - cpu_before[name], 2) for name, pid in watched.items()}
     cpu["producer"] = round(producer_cpu, 2)
+    time.sleep(HEARTBEAT_INTERVAL_S + 0.5)  # the consumers' state files catch up with their last batch
     health = [read_state(state_path(settings.run_dir, i)) or {} for i in range(1, args.consumers + 1)]
     features = sum(h.get("features_written", 0) for h in health)
     seconds = visible_at - produced["started"]
@@ -150,15 +152,23 @@ def _wait_consumers_running(settings: Settings, count: int, timeout: float = 60)
 
 
 def _wait_visible(settings: Settings, sample: list[dict[str, str]], timeout: float) -> float:
-    """The time when the group has no lag and every sampled event is readable through the API."""
+    """The time when every sampled event is readable through the API and the group has no lag.
+
+    The sample is the last events published, which cover every partition; a partition is written in order, so
+    its last event visible means the events before it are too. The lag is asked only then (one lag query opens
+    three Kafka clients: asked every few milliseconds it would load the broker it measures), and the clock
+    stops at the first poll that saw everything visible."""
     key = next(k for k, role in settings.api.keys.items() if role in ("reader", "writer", "operator"))
     headers = {"Authorization": f"Bearer {key}"}
     deadline = time.monotonic() + timeout
     with httpx.Client(base_url=settings.api.url, headers=headers, timeout=5) as api:
         while time.monotonic() < deadline:
-            if sum(asyncio.run(consumer_lag(settings)).values()) == 0 and all(_visible(api, e) for e in sample):
-                return time.time()
-            time.sleep(0.05)
+            seen_at = time.time()
+            if all(_visible(api, e) for e in sample):
+                if sum(asyncio.run(consumer_lag(settings)).values()) == 0:
+                    return seen_at
+                time.sleep(0.2)
+            time.sleep(0.02)
     raise processes.ProcessError("the published events did not become visible in time")
 
 

@@ -291,7 +291,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--requests", type=int, default=5000, help="store: aggregate calls to time")
     bench.add_argument("--concurrency", type=int, default=16)
     bench.add_argument("--events", type=int, default=100_000, help="ingest: transactions to publish")
-    bench.add_argument("--consumers", type=int, default=1, help="ingest: consumer processes")
+    bench.add_argument("--consumers", type=int, help="ingest: consumer processes (default: [consumer] instances)")
     bench.add_argument("--clients", type=int, default=500, help="serve: simulated clients")
     bench.add_argument("--rates", type=float, nargs="+", default=[100, 250, 500], help="serve: offered rps")
     bench.add_argument("--seconds", type=float, default=10, help="serve: seconds per offered rate")

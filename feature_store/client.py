@@ -178,12 +178,17 @@ class FeatureStore:
         raise AssertionError("unreachable")
 
     # ---- writes ----------------------------------------------------------------------------------------
-    def _row(self, feature: Feature) -> list[Any]:
+    def _row(self, feature: Feature, buckets: dict[str, int]) -> list[Any]:
+        """The row `put_features` sends; ``buckets`` caches subject -> bucket over one batch (a client's
+        transactions come together, and the CRC is the costliest part of a row)."""
         expires_at = feature.expires_at
         if expires_at is None:
             expires_at = self.ttl.expires_at(feature.source, feature.name, feature.time_use)
+        bucket_id = buckets.get(feature.subject)
+        if bucket_id is None:
+            bucket_id = buckets[feature.subject] = self.bucket_id_for(feature.subject)
         return [
-            self.bucket_id_for(feature.subject),
+            bucket_id,
             feature.subject,
             feature.source,
             feature.name,
@@ -195,7 +200,8 @@ class FeatureStore:
 
     async def put_features(self, features: Iterable[Feature]) -> WriteResult:
         """Idempotent upsert of many features, batched and grouped per replica set, sent concurrently."""
-        pending = [(f, self._row(f)) for f in features]
+        buckets: dict[str, int] = {}
+        pending = [(f, self._row(f, buckets)) for f in features]
         total = WriteResult()
         for attempt in range(ROUTING_ATTEMPTS):
             groups: dict[int, list[tuple[Feature, list[Any]]]] = defaultdict(list)
@@ -262,7 +268,8 @@ class FeatureStore:
         features: Sequence[Feature],
     ) -> ReplaceResult:
         """Atomically make ``features`` the subject's whole ``source``, unless a newer version is stored."""
-        rows = [self._row(f) for f in features]
+        buckets: dict[str, int] = {}
+        rows = [self._row(f, buckets) for f in features]
         answer = await self.call_routed(subject, "replace_source", [subject, source, float(version), rows], write=True)
         return ReplaceResult(
             applied=answer["applied"],

@@ -44,7 +44,7 @@ class StoreSettings(BaseModel):
             return self.api_user, self.api_password
         return self.user, self.password
 
-    write_batch_rows: int = 2000
+    write_batch_rows: int = 5000
     request_timeout_s: float = 5.0
 
 

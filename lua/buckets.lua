@@ -40,12 +40,16 @@ function M.check_writable(rows, column)
     end
     local space = box.space._bucket
     local wrong = nil
+    local checked = {}  -- a batch holds a few hundred buckets at most: look each up once
     for _, row in ipairs(rows) do
         local bucket_id = row[column]
-        local b = space:get(bucket_id)
-        if b == nil or b[2] ~= M.ACTIVE then
-            wrong = wrong or {}
-            wrong[#wrong + 1] = bucket_id
+        if checked[bucket_id] == nil then
+            checked[bucket_id] = true
+            local b = space:get(bucket_id)
+            if b == nil or b[2] ~= M.ACTIVE then
+                wrong = wrong or {}
+                wrong[#wrong + 1] = bucket_id
+            end
         end
     end
     if wrong ~= nil then

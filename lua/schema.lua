@@ -115,9 +115,11 @@ local function create_support_spaces()
     v:create_index('primary', {parts = {{1, 'string'}, {2, 'string'}}, if_not_exists = true})
     v:create_index('bucket_id', {parts = {{3, 'unsigned'}}, unique = false, if_not_exists = true})
 
-    -- Feature count per subject, kept by a trigger on features; the cap on "fat" subjects reads it.
+    -- Feature count per subject for the cap on "fat" subjects (counts.lua): a temporary space (neither written
+    -- to the WAL nor replicated) filled lazily from the primary index, so a write costs no extra replicated row.
     local c = box.schema.space.create('subject_counts', {
         if_not_exists = true,
+        temporary = true,
         format = {
             {name = 'subject', type = 'string'},
             {name = 'count', type = 'unsigned'},

@@ -22,7 +22,6 @@ function M.stats()
         rs_id = config.rs_id,
         ro = box.info.ro,
         features = box.space.features:len(),
-        subjects = box.space.subject_counts:len(),
         tombstones = box.space.tombstones:len(),
         buckets_active = box.space._bucket.index.status:count({'active'}),
         buckets_total = box.space._bucket:len(),

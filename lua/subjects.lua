@@ -1,6 +1,7 @@
 -- Listing subjects (for training) and the client x product interaction matrix (for ALS), page by page.
--- Both walk subject_counts (one tuple per subject) rather than the features space, and yield between
--- subjects every YIELD_EVERY so a full listing never stalls the instance.
+-- Both skip through the features' primary index (subject first) one subject at a time: a GT search on the
+-- subject alone lands on the next subject's first row, so a page costs a tree search per subject whatever the
+-- subjects hold. They yield every YIELD_EVERY subjects so a full listing never stalls the instance.
 local C = require('constants')
 local fiber = require('fiber')
 
@@ -9,14 +10,19 @@ local M = {}
 -- Subjects after `after` (exclusive), at most `limit`, in key order. Returns {subjects, next_after}.
 function M.list_subjects(after, limit)
     limit = limit or 1000
-    local key, iterator = {}, 'GE'
-    if after ~= nil then
-        key, iterator = {after}, 'GT'
+    local primary = box.space.features.index.primary
+    local page = {}
+    local t
+    if after == nil then
+        t = primary:min()
+    else
+        t = primary:select({after}, {iterator = 'GT', limit = 1})[1]
     end
-    local page = box.space.subject_counts:pairs(key, {iterator = iterator})
-        :take_n(limit)
-        :map(function(t) return t[1] end)
-        :totable()
+    while t ~= nil and #page < limit do
+        local subject = t[C.F_SUBJECT]
+        page[#page + 1] = subject
+        t = primary:select({subject}, {iterator = 'GT', limit = 1})[1]
+    end
     return {subjects = page, next_after = page[#page] or box.NULL}
 end
 

@@ -79,9 +79,9 @@ def test_lua_aggregates_equal_python_reference(
     # distinct time_use per name keeps "last" well defined (ties have no order in either implementation)
     seen: set[tuple[str, float]] = set()
     unique_rows = []
-    for name, offset, value in rows:
-        if (name, offset) not in seen:
-            seen.add((name, offset))
+    for name, offset, value in rows:  # distinct after the addition: NOW + 1e-308 is NOW
+        if (name, NOW + offset) not in seen:
+            seen.add((name, NOW + offset))
             unique_rows.append((name, NOW + offset, value))
     features = [
         Feature(subject, "transactions", name, f"o{i}", value, t, expires_at=NOW + 10 * 365 * 86400)

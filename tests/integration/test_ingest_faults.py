@@ -233,7 +233,7 @@ async def test_a_store_out_of_memory_is_held_shown_in_status_and_lands_exactly_o
     await cluster.start()
     supervisor = None
     try:
-        events = list(BankSimulator(SimulationConfig(clients=150, days=180, seed=31, client_prefix=f"{uid}m")).events())
+        events = list(BankSimulator(SimulationConfig(clients=300, days=180, seed=31, client_prefix=f"{uid}m")).events())
         await publish_events(small, events, progress=False)
         supervisor = _supervise(small)
 
