@@ -93,13 +93,14 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
     result = ApplyResult()
     appends = [op for op in ops if isinstance(op, AppendFeatures)]
     if appends:
-        origin_of = {id(f): op.origin for op in appends for f in op.features}
         written = await store.put_features(f for op in appends for f in op.features)
         result.written += written.written
         result.unchanged += written.unchanged
         result.tombstoned += written.tombstoned
-        for feature, code in written.refused:
-            result.refused[origin_of[id(feature)]] = f"store refused the features: {code}"
+        if written.refused:  # rare: map features back to their messages only then
+            origin_of = {id(f): op.origin for op in appends for f in op.features}
+            for feature, code in written.refused:
+                result.refused[origin_of[id(feature)]] = f"store refused the features: {code}"
 
     async def replace(op: ReplaceSource) -> None:
         try:
