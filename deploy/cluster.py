@@ -100,6 +100,7 @@ class StoreCluster:
             "max_features_per_subject": self.store.max_features_per_subject,
             "deny_subjects": self.store.deny_subjects,
             "expiry_interval": self.store.expiry_interval_s,
+            "feature_sweep_interval": self.store.feature_sweep_interval_s,
             "tombstone_ttl": self.store.tombstone_ttl_s,
         }
 

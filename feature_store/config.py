@@ -33,6 +33,8 @@ class StoreSettings(BaseModel):
     max_features_per_subject: int = 100_000
     deny_subjects: list[str] = Field(default_factory=list)
     expiry_interval_s: float = 60.0
+    # least time between two walks over the features for expired ones (lua/expiry.lua)
+    feature_sweep_interval_s: float = 3600.0
     tombstone_ttl_s: float = 7 * 86400.0
     read_from: Literal["master", "replica"] = "master"
 

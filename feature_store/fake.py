@@ -92,6 +92,7 @@ class InMemoryFeatureStore:
                 (f.time_use, f.value)
                 for f in self.features.values()
                 if f.subject == subject and f.name == spec.feature and lo < f.time_use <= at
+                and (f.expires_at is None or f.expires_at > at)  # as the store: an expired row never counts
             )
             numbers = [float(v) for _, v in rows if isinstance(v, int | float) and not isinstance(v, bool)]
             if spec.fn == "count":

@@ -123,7 +123,7 @@ function M.aggregate(bucket_id, subject, now, specs)
         if name_id ~= nil then  -- a name never stored has no rows
             local members = group[2]
             primary:pairs({subject, name_id}, {iterator = 'EQ'})
-                :filter(function(t) return t[C.F_TIME_USE] <= now end)
+                :filter(function(t) return t[C.F_TIME_USE] <= now and t[C.F_EXPIRES_AT] > now end)
                 :each(function(t) fold_row(state, specs, bounds, members, t) end)
         end
     end

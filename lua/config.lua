@@ -5,5 +5,6 @@ return {
     max_features_per_subject = require('constants').DEFAULT_MAX_FEATURES_PER_SUBJECT,
     deny_subjects = {},  -- set: subject -> true
     expiry_interval = require('constants').DEFAULT_EXPIRY_INTERVAL,
+    feature_sweep_interval = require('constants').DEFAULT_FEATURE_SWEEP_INTERVAL,
     tombstone_ttl = require('constants').DEFAULT_TOMBSTONE_TTL,
 }

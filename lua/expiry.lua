@@ -3,8 +3,9 @@
 -- the deletes by replication) and reports its status through stats().
 --
 -- Features have no index on expires_at (one more index would be written for every feature on three copies):
--- each pass walks the primary index in steps of EXPIRY_SCAN_STEP tuples, yielding between steps. Tombstones
--- and cached answers are few and keep their `expires` index.
+-- a walk over the primary index in steps of EXPIRY_SCAN_STEP tuples, yielding between steps, runs at most once
+-- per `feature_sweep_interval` (an hour by default; reads never count expired rows, so the walk only frees
+-- memory). Tombstones and cached answers are few, keep their `expires` index and go every pass.
 local C = require('constants')
 local counts = require('counts')
 local config = require('config')
@@ -12,7 +13,10 @@ local fiber = require('fiber')
 local log = require('log')
 
 local M = {
-    status = {runs = 0, deleted_features = 0, deleted_tombstones = 0, last_run_at = 0, last_error = box.NULL},
+    status = {
+        runs = 0, deleted_features = 0, deleted_tombstones = 0, last_run_at = 0, last_feature_sweep_at = 0,
+        last_error = box.NULL,
+    },
     fiber = nil,
 }
 
@@ -65,17 +69,21 @@ local function expire_features_step(after, now)
     return #doomed, #step < C.EXPIRY_SCAN_STEP and nil or next_key
 end
 
--- One pass: deletes everything expired as of `now`; returns counts.
-function M.run_once(now)
+-- One pass: deletes expired tombstones and cached answers, and the expired features when the last walk over
+-- them is at least `feature_sweep_interval` old (always when `sweep_features` is true: `expire_now`).
+function M.run_once(now, sweep_features)
     now = now or fiber.time()
     local totals = {features = 0, tombstones = 0, rec_cache = 0}
-    local after = nil
-    repeat
-        local deleted
-        deleted, after = expire_features_step(after, now)
-        totals.features = totals.features + deleted
-        fiber.yield()
-    until after == nil
+    if sweep_features or now - M.status.last_feature_sweep_at >= config.feature_sweep_interval then
+        local after = nil
+        repeat
+            local deleted
+            deleted, after = expire_features_step(after, now)
+            totals.features = totals.features + deleted
+            fiber.yield()
+        until after == nil
+        M.status.last_feature_sweep_at = now
+    end
     for _, name in ipairs({'tombstones', 'rec_cache'}) do
         while true do
             local n = expire_batch(box.space[name], now)
@@ -98,7 +106,7 @@ local function expiry_f()
     while true do
         fiber.testcancel()
         if not box.info.ro then
-            local ok, err = pcall(M.run_once)
+            local ok, err = pcall(M.run_once, nil, nil)
             if not ok then
                 M.status.last_error = tostring(err)
                 log.error('rtrec.expiry: %s', err)

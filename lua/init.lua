@@ -28,6 +28,7 @@ local function apply_settings(settings)
     config.name = settings.name
     config.max_features_per_subject = settings.max_features_per_subject or config.max_features_per_subject
     config.expiry_interval = settings.expiry_interval or config.expiry_interval
+    config.feature_sweep_interval = settings.feature_sweep_interval or config.feature_sweep_interval
     config.tombstone_ttl = settings.tombstone_ttl or config.tombstone_ttl
     config.deny_subjects = {}
     for _, subject in ipairs(settings.deny_subjects or {}) do
@@ -101,7 +102,7 @@ function M.start(settings)
         get_features = read.get_features,
         aggregate = aggregate.aggregate,
         stats = stats.stats,
-        expire_now = expiry.run_once,
+        expire_now = function(now) return expiry.run_once(now, true) end,
         buckets_owned = buckets.owned,
         topology_get = buckets.topology_get,
         topology_set = buckets.topology_set,

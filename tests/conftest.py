@@ -63,6 +63,7 @@ def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
                     "memtx_memory_mb": 512,  # the session loads ~1M features across tests
                     "max_features_per_subject": 20000,
                     "expiry_interval_s": 0.5,
+                    "feature_sweep_interval_s": 0.5,
                     "deny_subjects": ["BANK"],
                 }
             ),

@@ -154,6 +154,21 @@ async def test_expired_features_disappear_by_the_background_fiber(store: Feature
     assert [r.object for r in rows] == ["keep"]
 
 
+async def test_aggregates_never_count_an_expired_row_whatever_the_sweep(store: FeatureStore, uid: str) -> None:
+    """The walk that frees expired rows runs at most hourly by default: reads must not depend on it."""
+    subject = f"{uid}-ttl"
+    now = time.time()
+    await store.put_features(
+        [
+            Feature(subject, "transactions", "tx.in.amount", "short", 5.0, now - 60, expires_at=now + 3600),
+            Feature(subject, "transactions", "tx.in.amount", "long", 7.0, now - 60, expires_at=now + 30 * 86400),
+        ]
+    )
+    specs = [parse_spec("count(tx.in.amount)"), parse_spec("sum(tx.in.amount)")]
+    assert await store.aggregate(subject, specs, now) == [2, 12.0]
+    assert await store.aggregate(subject, specs, now + 7200) == [1, 7.0]  # "short" has expired by then
+
+
 async def test_fat_subject_is_capped_and_denied_subjects_are_refused(
     store: FeatureStore,
     settings: Settings,
