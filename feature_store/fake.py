@@ -12,6 +12,14 @@ from feature_store.client import ReplaceResult, WriteResult
 from feature_store.records import Feature, Value
 from feature_store.specs import AggregateSpec
 
+
+def value_order(value: Value) -> tuple[int, Value]:
+    """The store's total order of values, which breaks `last` ties: booleans < numbers < strings."""
+    if isinstance(value, bool):
+        return (0, value)
+    return (1, value) if isinstance(value, int | float) else (2, value)
+
+
 NaturalKey = tuple[str, str, str, str]  # subject, source, object, name
 
 _NUMERIC: dict[str, Callable[[list[float]], float]] = {
@@ -89,10 +97,15 @@ class InMemoryFeatureStore:
         for spec in specs:
             lo = at - spec.window_s if spec.window_s > 0 else -math.inf
             rows = sorted(
-                (f.time_use, f.value)
-                for f in self.features.values()
-                if f.subject == subject and f.name == spec.feature and lo < f.time_use <= at
-                and (f.expires_at is None or f.expires_at > at)  # as the store: an expired row never counts
+                (
+                    (f.time_use, f.value)
+                    for f in self.features.values()
+                    if f.subject == subject
+                    and f.name == spec.feature
+                    and lo < f.time_use <= at
+                    and (f.expires_at is None or f.expires_at > at)
+                ),  # as the store: an expired row never counts
+                key=lambda row: (row[0], value_order(row[1])),
             )
             numbers = [float(v) for _, v in rows if isinstance(v, int | float) and not isinstance(v, bool)]
             if spec.fn == "count":

@@ -44,18 +44,28 @@ local function new_state(n)
     return {sum = {}, count = {}, min = {}, max = {}, last = {}, last_time = {}, n = n}
 end
 
--- `last` is the value of the newest row; among rows of the same time, the largest value (so the result does
--- not depend on the order rows are met in).
+-- Values in one total order, for ties: booleans (false < true) < numbers < strings.
+local TYPE_RANK = {boolean = 1, number = 2, cdata = 2, string = 3}  -- cdata: 64-bit integers
+
+local function greater(a, b)
+    local ra, rb = TYPE_RANK[type(a)] or 0, TYPE_RANK[type(b)] or 0
+    if ra ~= rb then
+        return ra > rb
+    end
+    if ra == 1 then
+        return a and not b
+    end
+    return a > b
+end
+
+-- `last` is the value of the newest row; among rows of the same time, the greatest value in the order above
+-- (so the result does not depend on the order rows are met in).
 local function newer(state, i, value, time_use)
     local best = state.last_time[i]
     if best == nil or time_use > best then
         return true
     end
-    if time_use == best then
-        local current = state.last[i]
-        return type(current) == type(value) and type(value) ~= 'boolean' and value > current
-    end
-    return false
+    return time_use == best and greater(value, state.last[i])
 end
 
 local function fold_row(state, specs, bounds, members, t)

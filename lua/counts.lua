@@ -13,12 +13,20 @@
 local M = {}
 
 local pending = {}
+-- Cached counts of an older generation are ignored (counted again): the generation changes whenever this
+-- instance becomes writable, since while read-only it applied replicated writes without counting them.
+local generation = 1
+
+-- Forget every cached count (mastership.promote/demote).
+function M.forget()
+    generation = generation + 1
+end
 
 -- Apply a delta to a cached count; a subject not cached is counted afresh when the cap next asks.
 local function adjust(subject, delta)
     local counts = box.space.subject_counts
     local row = counts:get(subject)
-    if row == nil then
+    if row == nil or row[3] ~= generation then
         return
     end
     if row[2] + delta <= 0 then
@@ -62,12 +70,12 @@ function M.of(subject)
     local counts = box.space.subject_counts
     local row = counts:get(subject)
     local delta = pending[subject] or 0
-    if row ~= nil then
+    if row ~= nil and row[3] == generation then
         return row[2] + delta
     end
     -- the index already holds this transaction's changes, which `pending` also carries
     local stored = box.space.features.index.primary:count({subject}) - delta
-    counts:replace({subject, stored})
+    counts:replace({subject, stored, generation})
     return stored + delta
 end
 

@@ -3,13 +3,17 @@
 -- decide how much fits). The `dictionary` space {kind, text, id} is replicated like any other space; each
 -- replica set has its own ids (bucket moves carry texts, not ids).
 --
--- Lookups go through a Lua cache. An id created inside a transaction is cached only once that transaction
--- commits: a rolled-back insert must not leave an id in the cache that no tuple of the space backs.
+-- Lookups go through a Lua cache that holds committed entries only. A transaction that creates entries
+-- registers its own commit and rollback triggers (triggers belong to one transaction): its entries are
+-- cached when it commits and forgotten when it rolls back. Until then they are "pending": another fiber may
+-- read them from the space (memtx shows uncommitted tuples) but never caches them, so a rolled-back id can
+-- never be served from the cache nor handed to two texts.
 local M = {}
 
-local cache = {name = {}, source = {}}      -- kind -> text -> id
-local reverse = {name = {}, source = {}}    -- kind -> id -> text
-local created = nil                         -- {kind, text, id} created by the running transaction
+local cache = {name = {}, source = {}}      -- kind -> text -> id (committed)
+local reverse = {name = {}, source = {}}    -- kind -> id -> text (committed)
+local pending_text = {name = {}, source = {}}  -- kind -> text -> true while its creating transaction runs
+local pending_id = {name = {}, source = {}}    -- kind -> id -> true likewise
 
 local function space()
     return box.space.dictionary
@@ -25,11 +29,32 @@ function M.find(kind, text)
     if t == nil then
         return nil
     end
-    if created == nil or created[kind .. '\0' .. text] == nil then
+    if not pending_text[kind][text] then
         cache[kind][text] = t[3]
     end
     return t[3]
 end
+
+-- Called once per transaction that creates entries: settle them when it ends, whichever way.
+local function settle_on_end(entries)
+    local function forget()
+        for _, e in ipairs(entries) do
+            pending_text[e[1]][e[2]] = nil
+            pending_id[e[1]][e[3]] = nil
+        end
+    end
+    box.on_commit(function()
+        forget()
+        for _, e in ipairs(entries) do
+            cache[e[1]][e[2]] = e[3]
+        end
+    end)
+    box.on_rollback(forget)
+end
+
+-- The running transactions' new entries {kind, text, id}, by fiber (a fiber runs one transaction at a time;
+-- Tarantool 2.6 has no transaction id).
+local created_by_txn = {}
 
 -- The id of `text`, created in the caller's transaction when it is new.
 function M.intern(kind, text)
@@ -40,21 +65,23 @@ function M.intern(kind, text)
     local last = space().index.by_id:max({kind})
     id = (last ~= nil and last[1] == kind) and (last[3] + 1) or 1
     space():insert({kind, text, id})
-    if created == nil then
-        created = {}
-        box.on_commit(function()
-            for _, entry in pairs(created) do
-                cache[entry[1]][entry[2]] = entry[3]
-            end
-            created = nil
-        end)
-        box.on_rollback(function() created = nil end)
+    local txn = require('fiber').id()
+    local entries = created_by_txn[txn]
+    if entries == nil then
+        entries = {}
+        created_by_txn[txn] = entries
+        settle_on_end(entries)
+        local function drop() created_by_txn[txn] = nil end
+        box.on_commit(drop)
+        box.on_rollback(drop)
     end
-    created[kind .. '\0' .. text] = {kind, text, id}
+    entries[#entries + 1] = {kind, text, id}
+    pending_text[kind][text] = true
+    pending_id[kind][id] = true
     return id
 end
 
--- The text of an id (reads only, outside transactions: a committed id never changes).
+-- The text of an id (a committed id never changes).
 function M.text(kind, id)
     local text = reverse[kind][id]
     if text ~= nil then
@@ -64,7 +91,9 @@ function M.text(kind, id)
     if t == nil then
         return nil
     end
-    reverse[kind][id] = t[2]
+    if not pending_id[kind][id] then
+        reverse[kind][id] = t[2]
+    end
     return t[2]
 end
 

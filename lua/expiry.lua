@@ -66,7 +66,10 @@ local function expire_features_step(after, now)
     end
     local last = step[#step]
     local next_key = {last[C.F_SUBJECT], last[C.F_NAME], last[C.F_OBJECT], last[C.F_SOURCE]}
-    return #doomed, #step < C.EXPIRY_SCAN_STEP and nil or next_key
+    if #step < C.EXPIRY_SCAN_STEP then
+        return #doomed, nil
+    end
+    return #doomed, next_key
 end
 
 -- One pass: deletes expired tombstones and cached answers, and the expired features when the last walk over

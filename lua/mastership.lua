@@ -86,6 +86,7 @@ function M.promote(epoch, create_schema)
             {recorded = record and record.epoch or 0})
     end
     box.cfg({read_only = false})
+    require('counts').forget()  -- counts cached before the writes it applied as a replica are stale
     create_schema()
     box.space.cluster_topology:replace({key(), {name = config.name, epoch = epoch}})
     return M.ping()
@@ -93,6 +94,7 @@ end
 
 function M.demote()
     box.cfg({read_only = true})
+    require('counts').forget()
     return M.ping()
 end
 

@@ -31,6 +31,23 @@ function M.validate(row)
     return nil
 end
 
+-- Delete the subject's expired rows inside the caller's transaction (the cap must not count rows the hourly
+-- sweep has not reached yet). Returns how many went.
+function M.drop_expired(subject)
+    local features, now = box.space.features, require('fiber').time()
+    local doomed = {}
+    for _, t in features:pairs({subject}, {iterator = 'EQ'}) do
+        if t[C.F_EXPIRES_AT] <= now then
+            doomed[#doomed + 1] = {subject, t[C.F_NAME], t[C.F_OBJECT], t[C.F_SOURCE]}
+        end
+    end
+    for _, key in ipairs(doomed) do
+        features:delete(key)
+    end
+    counts.note(subject, -#doomed)
+    return #doomed
+end
+
 -- Upsert one row inside the caller's transaction. Returns 'written', 'unchanged' or a refusal code.
 function M.upsert_row(row, headroom)
     local features = box.space.features
@@ -59,6 +76,9 @@ function M.upsert_row(row, headroom)
     local room = headroom[subject]
     if room == nil then
         room = config.max_features_per_subject - counts.of(subject)
+        if room <= 0 and M.drop_expired(subject) > 0 then  -- expired rows awaiting the sweep take no room
+            room = config.max_features_per_subject - counts.of(subject)
+        end
     end
     if room <= 0 then
         headroom[subject] = room

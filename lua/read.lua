@@ -5,6 +5,7 @@ local C = require('constants')
 local errors = require('errors')
 local buckets = require('buckets')
 local dict = require('dict')
+local fiber = require('fiber')
 
 local M = {}
 
@@ -28,10 +29,12 @@ function M.get_features(bucket_id, subject, opts)
         end
         key = {subject, name_id}
     end
+    local now = fiber.time()
     local rows = box.space.features.index.primary:pairs(key, {iterator = 'EQ'})
         :filter(function(t)
             local time_use = t[C.F_TIME_USE]
             return (from == nil or time_use >= from) and (to == nil or time_use <= to)
+                and t[C.F_EXPIRES_AT] > now  -- expired rows wait for the sweep but are never read
         end)
         :totable()
     table.sort(rows, function(a, b) return a[C.F_TIME_USE] < b[C.F_TIME_USE] end)

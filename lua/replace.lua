@@ -11,26 +11,12 @@ local dict = require('dict')
 
 local M = {}
 
--- The subject's stored features of a source: found through the names the last replace recorded (a few
--- index prefixes), or by walking the subject's features when none were recorded.
-function M.stored(subject, source_id, version_tuple)
-    local features = box.space.features
+-- The subject's stored features of a source: a walk over the subject's prefix of the primary index (a subject's
+-- rows are a few thousand at most, and client-data replaces are rare). Any row of the source counts, whoever
+-- wrote it: after a replace the source is exactly the rows given.
+function M.stored(subject, source_id)
     local found = {}
-    local recorded = version_tuple ~= nil and version_tuple[5] or nil
-    if recorded ~= nil and recorded ~= box.NULL then
-        for _, name in ipairs(recorded) do
-            local name_id = dict.find('name', name)
-            if name_id ~= nil then
-                for _, t in features:pairs({subject, name_id}, {iterator = 'EQ'}) do
-                    if t[C.F_SOURCE] == source_id then
-                        found[#found + 1] = t
-                    end
-                end
-            end
-        end
-        return found
-    end
-    for _, t in features:pairs({subject}, {iterator = 'EQ'}) do
+    for _, t in box.space.features:pairs({subject}, {iterator = 'EQ'}) do
         if t[C.F_SOURCE] == source_id then
             found[#found + 1] = t
         end
@@ -65,13 +51,9 @@ function M.replace_source(bucket_id, subject, source, version, rows)
         return {applied = false, stored_version = stored[4]}
     end
 
-    local keep, seen, names = {}, {}, {}
+    local keep = {}
     for _, row in ipairs(rows) do
         keep[row[C.R_OBJECT] .. '\0' .. row[C.R_NAME]] = true
-        if not seen[row[C.R_NAME]] then
-            seen[row[C.R_NAME]] = true
-            names[#names + 1] = row[C.R_NAME]
-        end
     end
     local features = box.space.features
     local result = {applied = true, written = 0, unchanged = 0, deleted = 0}
@@ -79,7 +61,7 @@ function M.replace_source(bucket_id, subject, source, version, rows)
     local stale = {}
     local source_id = dict.find('source', source)
     if source_id ~= nil then
-        for _, t in ipairs(M.stored(subject, source_id, stored)) do
+        for _, t in ipairs(M.stored(subject, source_id)) do
             local name = dict.text('name', t[C.F_NAME])
             if not keep[t[C.F_OBJECT] .. '\0' .. name] then
                 stale[#stale + 1] = {subject, t[C.F_NAME], t[C.F_OBJECT], t[C.F_SOURCE]}
@@ -101,7 +83,7 @@ function M.replace_source(bucket_id, subject, source, version, rows)
             return nil, errors.new(outcome, 'replace refused: ' .. outcome, {subject = subject})
         end
     end
-    box.space.source_versions:replace({subject, source, bucket_id, version, names})
+    box.space.source_versions:replace({subject, source, bucket_id, version})
     -- client data decides eligibility: the cached answer may no longer hold
     require('cache').invalidate(subject, bucket_id)
     counts.commit()

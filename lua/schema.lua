@@ -108,8 +108,6 @@ local function create_support_spaces()
             {name = 'source', type = 'string'},
             {name = 'bucket_id', type = 'unsigned'},
             {name = 'version', type = 'number'},
-            -- the names (texts) the source holds for the subject: a replace finds what to drop without a scan
-            {name = 'names', type = 'array', is_nullable = true},
         },
     })
     v:create_index('primary', {parts = {{1, 'string'}, {2, 'string'}}, if_not_exists = true})
@@ -123,6 +121,7 @@ local function create_support_spaces()
         format = {
             {name = 'subject', type = 'string'},
             {name = 'count', type = 'unsigned'},
+            {name = 'generation', type = 'unsigned'},
         },
     })
     c:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})

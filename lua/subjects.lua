@@ -1,7 +1,8 @@
 -- Listing subjects (for training) and the client x product interaction matrix (for ALS), page by page.
 -- Both skip through the features' primary index (subject first) one subject at a time: a GT search on the
 -- subject alone lands on the next subject's first row, so a page costs a tree search per subject whatever the
--- subjects hold. They yield every YIELD_EVERY subjects so a full listing never stalls the instance.
+-- subjects hold. They yield every YIELD_EVERY subjects so a full listing never stalls the instance. A subject
+-- whose rows have all expired is listed until the expiry sweep removes them (its reads are empty meanwhile).
 local C = require('constants')
 local fiber = require('fiber')
 
@@ -22,6 +23,9 @@ function M.list_subjects(after, limit)
         local subject = t[C.F_SUBJECT]
         page[#page + 1] = subject
         t = primary:select({subject}, {iterator = 'GT', limit = 1})[1]
+        if #page % C.YIELD_EVERY == 0 then
+            fiber.yield()
+        end
     end
     return {subjects = page, next_after = page[#page] or box.NULL}
 end
@@ -49,13 +53,16 @@ function M.interactions(after, limit)
     local listed = M.list_subjects(after, limit)
     local features = box.space.features
     local names = status_names()
+    local now = fiber.time()
     local out = {}
     for i, subject in ipairs(listed.subjects) do
         local opened, closed, applied = {}, {}, {}
         for _, entry in ipairs(names) do
             local name_id, product, kind = entry[1], entry[2], entry[3]
             for _, t in features:pairs({subject, name_id}, {iterator = 'EQ'}) do
-                if kind == 'application' then
+                if t[C.F_EXPIRES_AT] <= now then  -- luacheck: ignore
+                    -- expired: it waits for the sweep and is never read
+                elseif kind == 'application' then
                     applied[product] = true
                 else
                     local when = t[C.F_TIME_USE]

@@ -83,6 +83,7 @@ async def test_redelivery_is_idempotent(store: FeatureStore, uid: str) -> None:
 
 async def test_replace_ignores_older_versions_and_removes_stale_features(store: FeatureStore, uid: str) -> None:
     subject = f"{uid}-repl"
+    t0 = float(int(time.time()))  # versions are event times: recent ones, or the rows would be expired
 
     def profile(segment: str, region: str | None, version: float) -> list[Feature]:
         rows = [Feature(subject, "client_profile", "profile.segment", subject, segment, version)]
@@ -90,11 +91,11 @@ async def test_replace_ignores_older_versions_and_removes_stale_features(store: 
             rows.append(Feature(subject, "client_profile", "profile.region", subject, region, version))
         return rows
 
-    assert (await store.replace_source(subject, "client_profile", 100.0, profile("retail", "spb", 100.0))).applied
-    newer = await store.replace_source(subject, "client_profile", 200.0, profile("sme", None, 200.0))
+    assert (await store.replace_source(subject, "client_profile", t0 - 100, profile("retail", "spb", t0 - 100))).applied
+    newer = await store.replace_source(subject, "client_profile", t0, profile("sme", None, t0))
     assert newer.applied and newer.deleted == 1
-    older = await store.replace_source(subject, "client_profile", 150.0, profile("corporate", "kazan", 150.0))
-    assert not older.applied and older.stored_version == 200.0
+    older = await store.replace_source(subject, "client_profile", t0 - 50, profile("corporate", "kazan", t0 - 50))
+    assert not older.applied and older.stored_version == t0
     rows = await store.get_features(subject)
     assert [(r.name, r.value) for r in rows] == [("profile.segment", "sme")]
 
@@ -104,13 +105,15 @@ async def test_replace_is_atomic_for_concurrent_readers(store: FeatureStore, uid
     stop = asyncio.Event()
     seen_mixed = []
 
+    t0 = time.time()  # recent event times, or the rows would be expired
+
     async def writer() -> None:
         for version in range(1, 40):
             rows = [
-                Feature(subject, "registry", f"registry.f{i}", subject, version, float(version))
+                Feature(subject, "registry", f"registry.f{i}", subject, version, t0 + version)
                 for i in range(60 if version % 2 else 30)
             ]
-            await store.replace_source(subject, "registry", float(version), rows)
+            await store.replace_source(subject, "registry", t0 + version, rows)
         stop.set()
 
     async def reader() -> None:
