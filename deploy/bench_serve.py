@@ -1,9 +1,14 @@
-"""`rtrec bench serve --json`: open-loop load on the real recommendation API.
+"""`rtrec bench serve --json`: open-loop load on the real recommendation API, as production sees it.
 
-A private cluster gets a simulated bank (through the extractors) and a trained model; the API runs as its own
-process; the generator sends requests at a fixed offered rate regardless of how fast answers come (open loop)
-and measures each latency from the request's *scheduled* time, so queueing shows up instead of hiding
-(no coordinated omission). The cache is disabled (TTL 0) so every request runs the full path.
+A private cluster gets a simulated bank to train on (through the extractors) plus ``--clients`` light clients
+(about ten transactions each) that the load asks for; the API runs as its own process with the cache on. The
+generator sends requests at a fixed offered rate regardless of how fast answers come (open loop) and measures
+each latency from the request's *scheduled* time, so queueing shows up instead of hiding (no coordinated
+omission). Requests walk the clients in a shuffled order, across all rates, so no client is asked twice while
+there are clients left: the cache helps only as much as it would with distinct clients.
+
+Per rate: p50/p99/max, errors, answers over the budget, degraded and fast-path shares, the API process's CPU,
+and the per-stage split (mean milliseconds per request of each stage, from the API's own histograms).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 
 from deploy import processes
 from deploy.bench import _machine, _private, percentiles
+from deploy.bench_ingest import cpu_seconds
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from extractors.direct import load_events
@@ -41,29 +47,62 @@ def _env(settings: Settings, catalogue: Path, models: Path) -> dict[str, str]:
         "RTREC_RECOMMENDATIONS__CATALOGUE": str(catalogue),
         "RTREC_RECOMMENDATIONS__MODELS_DIR": str(models),
         "RTREC_RECOMMENDATIONS__AUDIT_TO_KAFKA": "false",
-        "RTREC_RECOMMENDATIONS__CACHE": "false",  # every request runs the full path
         "OPENBLAS_NUM_THREADS": "1",
     }
 
 
+# Histograms whose per-request means make the stage split (label value -> its name in the report).
+STAGE_METRICS = {
+    "rtrec_recommendation_stage_seconds": "stage",
+    "rtrec_scorer_seconds": "scorer",
+}
+
+
+async def _stage_totals(api: aiohttp.ClientSession) -> dict[str, tuple[float, float]]:
+    """``{"stage:read": (sum_seconds, count), ...}`` from the API's /metrics."""
+    async with api.get("/metrics") as response:
+        text = await response.text()
+    totals: dict[str, list[float]] = {}
+    for line in text.splitlines():
+        for metric, label in STAGE_METRICS.items():
+            for suffix, slot in (("_sum{", 0), ("_count{", 1)):
+                if line.startswith(metric + suffix):
+                    name = line.split(f'{label}="', 1)[1].split('"', 1)[0]
+                    totals.setdefault(f"{label}:{name}", [0.0, 0.0])[slot] += float(line.rsplit(" ", 1)[1])
+    return {k: (v[0], v[1]) for k, v in totals.items()}
+
+
+Totals = dict[str, tuple[float, float]]
+
+
+def _split(before: Totals, after: Totals, requests: int) -> dict[str, float]:
+    """Mean milliseconds per request spent in each stage between two /metrics readings."""
+    return {
+        name: round((total - before.get(name, (0.0, 0.0))[0]) * 1000 / max(requests, 1), 3)
+        for name, (total, _) in sorted(after.items())
+    }
+
+
 async def _open_loop(
-    url: str, key: str, clients: list[str], rate: float, seconds: float, budget_s: float
+    url: str, key: str, clients: list[str], rate: float, seconds: float, budget_s: float, api_pid: int
 ) -> dict[str, Any]:
     latencies: list[float] = []
     server_ms: list[float] = []
     errors = 0
     degraded = 0
+    fast_path = 0
+    cached = 0
     connector = aiohttp.TCPConnector(limit=512)
     timeout = aiohttp.ClientTimeout(total=10)
     async with aiohttp.ClientSession(
         base_url=url, headers={"Authorization": f"Bearer {key}"}, connector=connector, timeout=timeout
     ) as api:
-        rng = random.Random(5)
         total = int(rate * seconds)
+        stages_before, cpu_before = await _stage_totals(api), cpu_seconds(api_pid)
         start = time.perf_counter() + 0.2
 
         async def one(scheduled: float, client_id: str) -> None:
-            nonlocal errors, degraded
+            nonlocal errors, degraded, fast_path, cached
             try:
                 async with api.get(f"/v1/recommendations/{client_id}", params={"limit": "3"}) as response:
                     if response.status != 200:
@@ -71,6 +110,8 @@ async def _open_loop(
                         return
                     body = await response.json()
                 degraded += bool(body["degraded"])
+                fast_path += "fast path" in (body["degraded_reason"] or "")
+                cached += bool(body["cached"])
                 server_ms.append(body["elapsed_ms"])
             except (aiohttp.ClientError, TimeoutError):
                 errors += 1
@@ -83,29 +124,45 @@ async def _open_loop(
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(scheduled, clients[rng.randrange(len(clients))])))
+            tasks.append(asyncio.create_task(one(scheduled, clients.pop() if clients else "c000000")))
         await asyncio.gather(*tasks)
         achieved = total / (time.perf_counter() - start)
+        cpu = cpu_seconds(api_pid) - cpu_before
+        split = _split(stages_before, await _stage_totals(api), total)
     ms = np.asarray(latencies) * 1000
     return {
         "offered_rps": rate,
         "achieved_rps": round(achieved, 1),
         "requests": total,
         "errors": errors,
-        "degraded_answers": degraded,
+        "degraded_share": round(degraded / max(total, 1), 4),
+        "fast_path_share": round(fast_path / max(total, 1), 4),
+        "cached_share": round(cached / max(total, 1), 4),
         **percentiles(ms, digits=2),
         "over_budget": int((ms > budget_s * 1000).sum()),
         **{k: v for k, v in percentiles(server_ms, prefix="server_", digits=2).items() if "max" not in k},
+        "api_cpu_ms_per_request": round(cpu * 1000 / max(total, 1), 3),
+        "stage_ms_per_request": split,
     }
 
 
+TRAINING_CLIENTS = 1000  # the bank the models learn from (180 days of history each)
+LOAD_DAYS = 4  # the light clients' history: about ten transactions each
+
+
 async def _prepare(settings: Settings, cluster: StoreCluster, workdir: Path, clients: int) -> list[str]:
+    """Train on a full bank, then load ``clients`` light clients; returns them in the order they are asked."""
     async with FeatureStore(settings.store, topology=cluster.topology) as store:
-        await load_events(store, BankSimulator(SimulationConfig(clients=clients, days=180, seed=21)).events())
+        bank = SimulationConfig(clients=TRAINING_CLIENTS, days=180, seed=21)
+        await load_events(store, BankSimulator(bank).events())
         catalogue = load_catalogue(workdir / "products.toml")
         space = FeatureSpace.from_view(settings.views[settings.recommendations.view])
         await train(store, space, catalogue, workdir / "models", TrainingConfig(progress=False, cuts=3))
-    return [f"c{i:06d}" for i in range(clients)]
+        light = SimulationConfig(clients=clients, days=LOAD_DAYS, seed=22, client_prefix="load")
+        await load_events(store, BankSimulator(light).events())
+    order = [f"load{i:06d}" for i in range(clients)]
+    random.Random(5).shuffle(order)
+    return order
 
 
 def run_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -129,9 +186,10 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             processes.wait_port(private.api.host, private.api.port, 60, pid_path=api_pid, what="API")
             key = next(k for k, role in settings.api.keys.items() if role == "reader")
             budget = load_catalogue(catalogue_path).decision.budget_s
-            warm = asyncio.run(_open_loop(private.api.url, key, clients, 50, 2, budget))
+            pid = processes.read_pid(api_pid) or 0
+            warm = asyncio.run(_open_loop(private.api.url, key, clients, 50, 2, budget, pid))
             runs = [
-                asyncio.run(_open_loop(private.api.url, key, clients, rate, args.seconds, budget))
+                asyncio.run(_open_loop(private.api.url, key, clients, rate, args.seconds, budget, pid))
                 for rate in args.rates
             ]
             return {
@@ -139,8 +197,9 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
                 "machine": _machine(),
                 "products": len(load_catalogue(catalogue_path).ids),
                 "scorers": ["xgboost", "als", "expert"],
-                "cache": "off",
-                "clients": len(clients),
+                "cache": "on",
+                "clients": args.clients,
+                "clients_left_unasked": len(clients),
                 "warmup_p50_ms": warm["p50_ms"],
                 "runs": runs,
             }

@@ -292,9 +292,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--concurrency", type=int, default=16)
     bench.add_argument("--events", type=int, default=100_000, help="ingest: transactions to publish")
     bench.add_argument("--consumers", type=int, help="ingest: consumer processes (default: [consumer] instances)")
-    bench.add_argument("--clients", type=int, default=500, help="serve: simulated clients")
-    bench.add_argument("--rates", type=float, nargs="+", default=[100, 250, 500], help="serve: offered rps")
-    bench.add_argument("--seconds", type=float, default=10, help="serve: seconds per offered rate")
+    bench.add_argument("--clients", type=int, default=20_000, help="serve: distinct light clients asked")
+    bench.add_argument("--rates", type=float, nargs="+", default=[500, 1000, 2000], help="serve: offered rps")
+    bench.add_argument("--seconds", type=float, default=5, help="serve: seconds per offered rate")
     bench.set_defaults(fn=cmd_bench)
 
     demo = sub.add_parser("demo", parents=[common], help="the main job: up, simulate, ingest, query")

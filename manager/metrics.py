@@ -32,6 +32,14 @@ SCORER_LATENCY = Histogram(
     ["scorer"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
 )
+# Where a recommendation's time goes, stage by stage (the serve benchmark prints the split from these).
+STAGE_LATENCY = Histogram(
+    "rtrec_recommendation_stage_seconds",
+    "Time of each stage of a recommendation: cache (the cached-answer check), read (the client's facts),"
+    " snapshot (facts to model inputs), scorers (every scorer, concurrently), decision (filter, blend, rules)",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
+)
 SCORER_FAILURES = Counter("rtrec_scorer_failures_total", "Scorers that timed out or failed", ["scorer", "kind"])
 DEGRADED_ANSWERS = Counter("rtrec_degraded_answers_total", "Answers given without every scorer")
 FACTS_UNAVAILABLE_ANSWERS = Counter(

@@ -33,6 +33,7 @@ from manager.metrics import (
     SCORER_FAILURES,
     SCORER_LATENCY,
     SHED_ANSWERS,
+    STAGE_LATENCY,
 )
 from recommenders.catalogue import Catalogue
 from recommenders.decision import Item, allowed_products, decide
@@ -122,7 +123,9 @@ class RecommendationService:
         versions = self._served_versions(models)
 
         fingerprint = catalogue.fingerprint()
+        mark = time.perf_counter()
         cached = await self._cached(client_id, deadline, fingerprint, versions) if self.cache_enabled else None
+        mark = _stage("cache", mark)
         if cached is not None:
             elapsed = time.perf_counter() - started
             RECOMMENDATION_LATENCY.labels("true").observe(elapsed)
@@ -138,6 +141,7 @@ class RecommendationService:
         shed = self._shed_reason(deadline)
         status_only = shed is not None
         read = await self._read(client_id, now, catalogue, deadline, status_only=status_only)
+        mark = _stage("read", mark)
         results: dict[str, dict[str, ProductScore]] = {}
         ranked: list[Item] = []
         if read is None:
@@ -146,6 +150,7 @@ class RecommendationService:
             reasons.append(FACTS_UNAVAILABLE)
         else:
             snapshot = self._snapshot(client_id, now, catalogue, read, status_only=status_only)
+            mark = _stage("snapshot", mark)
             if shed is not None:
                 SHED_ANSWERS.labels(shed).inc()
                 missing.extend(_label(s) for s in self.scorers(models))
@@ -153,9 +158,11 @@ class RecommendationService:
             else:
                 candidates = [p for p, why in allowed_products(snapshot, catalogue).items() if why is None]
                 results = await self._fan_out(snapshot, candidates, deadline, missing, self.scorers(models))
+                mark = _stage("scorers", mark)
                 if missing:
                     reasons.append(f"scorers without an answer in time: {', '.join(missing)}")
             ranked = decide(snapshot, catalogue, results, models.popularity, limit=len(catalogue.products))
+            mark = _stage("decision", mark)
         answer: dict[str, Any] = {
             "client_id": client_id,
             "items": [item.as_dict() for item in ranked],
@@ -287,6 +294,13 @@ class RecommendationService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+
+def _stage(name: str, since: float) -> float:
+    """Record the stage that began at ``since``; returns now, when the next one begins."""
+    now = time.perf_counter()
+    STAGE_LATENCY.labels(name).observe(now - since)
+    return now
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:
