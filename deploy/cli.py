@@ -10,6 +10,8 @@ import argparse
 import asyncio
 import json
 import logging
+import os
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -60,18 +62,30 @@ def cmd_consume(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    """One process, or ``api.workers`` processes sharing the port (uvicorn's supervisor restarts a dead one);
+    metrics are then kept per process in files under the run directory and summed by `/metrics`."""
     import uvicorn
 
+    from deploy.api_worker import CONFIG_VARIABLE
     from manager.app import create_app
 
-    uvicorn.run(
-        create_app(settings),
-        host=settings.api.host,
-        port=settings.api.port,
-        log_level="warning",
-        loop="uvloop",
-        access_log=False,
-    )
+    common: dict[str, Any] = {
+        "host": settings.api.host,
+        "port": settings.api.port,
+        "log_level": "warning",
+        "loop": "uvloop",
+        "http": "httptools",
+        "access_log": False,
+    }
+    if settings.api.workers <= 1:
+        uvicorn.run(create_app(settings), **common)
+        return 0
+    metrics_dir = settings.run_dir / "api-metrics"
+    shutil.rmtree(metrics_dir, ignore_errors=True)  # counters of an earlier run must not add up with these
+    metrics_dir.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    os.environ[CONFIG_VARIABLE] = str(Path(args.config).resolve())
+    uvicorn.run("deploy.api_worker:app", factory=True, workers=settings.api.workers, **common)
     return 0
 
 

@@ -34,6 +34,7 @@ class ClientRead:
     status_gen: int  # the client's status generation at the read (for the conditional cache put)
     read_at: float  # the answering instance's clock at the read
     source: str  # "master" or "replica <name>"
+    cached: Any = None  # the master's cached answer, when asked for and present (then ``values`` is empty)
 
 
 class ServingStore:
@@ -43,14 +44,19 @@ class ServingStore:
 
     # ---- a client's facts ------------------------------------------------------------------------------
     async def read_client(
-        self, subject: str, specs: Sequence[AggregateSpec], now: float, *, timeout: float
+        self, subject: str, specs: Sequence[AggregateSpec], now: float, *, timeout: float, with_cache: bool = False
     ) -> ClientRead:
+        """The client's facts (``specs`` at ``now``) from the master, or from a replica that shows it is fresh
+        when the master is slow. ``with_cache``: the master answers with its cached answer instead when it has
+        one (``ClientRead.cached``), in the same round trip."""
         wire = [s.wire for s in specs]
         deadline = time.monotonic() + timeout
         # write=True routes to the master whatever ``read_from`` says: the status is read where status changes
         # are written, or from a copy that proves its freshness below
         master = asyncio.ensure_future(
-            self.store.call_routed(subject, "client_read", [subject, now, wire, False], write=True, timeout=timeout)
+            self.store.call_routed(
+                subject, "client_read", [subject, now, wire, False, with_cache], write=True, timeout=timeout
+            )
         )
         replicas: asyncio.Future[list[CopyRead]] | None = None
         try:
@@ -62,7 +68,7 @@ class ServingStore:
                     answer = master.result()
                     if not answer.get("ro"):
                         gen, read_at = int(answer["status_gen"] or 0), float(answer["read_at"])
-                        return ClientRead(list(answer["values"]), gen, read_at, "master")
+                        return ClientRead(list(answer["values"]), gen, read_at, "master", answer.get("cached"))
                     # the instance taken for the master was demoted (a switchover): ask who it is next time,
                     # and let the freshness rule judge every copy now
                     demoted = True

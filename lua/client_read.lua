@@ -30,7 +30,20 @@ local function replication_summary()
     return {configured = configured, following = following, stopped = stopped, max_lag = max_lag}
 end
 
-function M.client_read(bucket_id, subject, now, specs, with_freshness)
+-- `with_cache`: a master with a cached answer for the client returns it instead of the aggregates
+-- ({cached = answer, ...}): one round trip whether the cache hits or not. Replicas never answer from the cache
+-- (theirs may lag behind a clearing on the master).
+function M.client_read(bucket_id, subject, now, specs, with_freshness, with_cache)
+    if with_cache and not box.info.ro then
+        local cached, wrong = cache.cache_get(bucket_id, subject, fiber.time())
+        if wrong ~= nil then
+            return nil, wrong
+        end
+        if type(cached) == 'table' then  -- a miss is box.NULL (which compares equal to nil)
+            local gen = cache.gen_of(subject)
+            return {cached = cached, values = {}, status_gen = gen, read_at = fiber.time(), ro = false}
+        end
+    end
     local values, err = aggregate.aggregate(bucket_id, subject, now, specs)
     if values == nil then
         return nil, err

@@ -22,7 +22,7 @@ from manager.config import AppConfig
 from manager.errors import install_error_handlers
 from manager.features_api import compile_views
 from manager.features_api import router as features_router
-from manager.metrics import LatencyMiddleware
+from manager.metrics import LatencyMiddleware, metrics_registry
 from manager.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from manager.recommend import RecommendationService
 from manager.recommendations_api import router as recommendations_router
@@ -125,6 +125,6 @@ def create_app(settings: AppConfig) -> FastAPI:
 
     @app.get("/metrics", tags=["ops"])
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(metrics_registry()), media_type=CONTENT_TYPE_LATEST)
 
     return app

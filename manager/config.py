@@ -21,6 +21,9 @@ class ApiSettings(BaseModel):
     keys: dict[str, Role] = Field(default_factory=dict)
     # Larger request bodies get 413 before they are read (a batch of 10,000 transactions is about 3 MB).
     max_body_bytes: int = 4 * 1024 * 1024
+    # API worker processes on one port (each loads the models and the catalogue, and hot-reloads them);
+    # one Python process saturates a core at ~600 recommendations/s (rtrec bench serve, docs/benchmarks.md).
+    workers: int = 2
 
     @property
     def url(self) -> str:

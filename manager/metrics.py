@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import time
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, multiprocess
 
 HTTP_LATENCY = Histogram(
     "rtrec_http_request_seconds",
@@ -35,7 +36,7 @@ SCORER_LATENCY = Histogram(
 # Where a recommendation's time goes, stage by stage (the serve benchmark prints the split from these).
 STAGE_LATENCY = Histogram(
     "rtrec_recommendation_stage_seconds",
-    "Time of each stage of a recommendation: cache (the cached-answer check), read (the client's facts),"
+    "Time of each stage of a recommendation: read (one store call: the cached answer or the client's facts),"
     " snapshot (facts to model inputs), scorers (every scorer, concurrently), decision (filter, blend, rules)",
     ["stage"],
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
@@ -47,6 +48,16 @@ FACTS_UNAVAILABLE_ANSWERS = Counter(
     "Empty answers because no copy of the store gave the client's status in time (fail closed)",
 )
 AUDIT_DROPPED = Counter("rtrec_audit_dropped_total", "Recommendation audit messages not sent to Kafka")
+
+
+def metrics_registry() -> CollectorRegistry:
+    """What `/metrics` reports: with several API workers (``PROMETHEUS_MULTIPROC_DIR`` set by `rtrec serve`),
+    the sum over all of them, whichever worker answers the scrape; otherwise this process's own."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return registry
+    return REGISTRY
 
 
 class LatencyMiddleware:

@@ -1,7 +1,7 @@
 """One recommendation request under a deadline (default 0.5 s, from the catalogue's [decision] budget_s):
 
-1. cache check (Tarantool, the client's master: the cache is cleared there with every status change);
-2. one read of the client's facts: the feature view plus product status, from the master or, when the
+1. one store call: the master's cached answer when it has one (the cache is cleared there with every status
+   change), else the client's facts: the feature view plus product status, from the master or, when the
    master is slow or down, from a replica that shows it is fresh (``feature_store.serving``);
 3. every scorer concurrently, each with its own timeout inside what is left of the budget; whatever has not
    answered by then is left out and named (``degraded``, ``missing_scorers``);
@@ -124,23 +124,24 @@ class RecommendationService:
 
         fingerprint = catalogue.fingerprint()
         mark = time.perf_counter()
-        cached = await self._cached(client_id, deadline, fingerprint, versions) if self.cache_enabled else None
-        mark = _stage("cache", mark)
-        if cached is not None:
-            elapsed = time.perf_counter() - started
-            RECOMMENDATION_LATENCY.labels("true").observe(elapsed)
-            return {
-                **cached,
-                "items": cached["items"][:limit],
-                "cached": True,
-                "facts_source": "cache",
-                "elapsed_ms": round(elapsed * 1e3, 3),
-            }
-
         now = time.time()
         shed = self._shed_reason(deadline)
         status_only = shed is not None
-        read = await self._read(client_id, now, catalogue, deadline, status_only=status_only)
+        read = await self._read(client_id, now, catalogue, deadline, status_only=status_only, cache=self.cache_enabled)
+        if read is not None and read.cached is not None:
+            if _still_valid(read.cached, versions, fingerprint):
+                _stage("read", mark)
+                elapsed = time.perf_counter() - started
+                RECOMMENDATION_LATENCY.labels("true").observe(elapsed)
+                return {
+                    **read.cached,
+                    "items": read.cached["items"][:limit],
+                    "cached": True,
+                    "facts_source": "cache",
+                    "elapsed_ms": round(elapsed * 1e3, 3),
+                }
+            # made by other models or under another catalogue: read the facts after all
+            read = await self._read(client_id, now, catalogue, deadline, status_only=status_only, cache=False)
         mark = _stage("read", mark)
         results: dict[str, dict[str, ProductScore]] = {}
         ranked: list[Item] = []
@@ -185,23 +186,6 @@ class RecommendationService:
             self._in_background(self.audit.record({**response, "ts": now}))
         return response
 
-    async def _cached(
-        self, client_id: str, deadline: float, fingerprint: str, versions: dict[str, str]
-    ) -> dict[str, Any] | None:
-        """A cached answer, if it was produced by the models and the catalogue served now (a new model version,
-        a changed eligibility rule or a new manual rule makes it stale).
-        Asked of the master only, and only briefly: a slow master is a miss, the read below hedges."""
-        timeout = min(self._left(deadline) / 4, self.serving.hedge_after_s)
-        try:
-            cached = await asyncio.wait_for(self.serving.cache_get(client_id, timeout=timeout), timeout=timeout)
-        except (StoreError, TimeoutError):
-            return None  # a cache that does not answer is a miss
-        if cached is None or cached.get("model_versions") != versions:
-            return None
-        if cached.get("catalogue") != fingerprint:
-            return None
-        return cached  # type: ignore[no-any-return]
-
     def _served_versions(self, models: LoadedModels) -> dict[str, str]:
         return {s.name: s.version for s in self.scorers(models)}
 
@@ -213,14 +197,23 @@ class RecommendationService:
         return None
 
     async def _read(
-        self, client_id: str, now: float, catalogue: Catalogue, deadline: float, *, status_only: bool
+        self,
+        client_id: str,
+        now: float,
+        catalogue: Catalogue,
+        deadline: float,
+        *,
+        status_only: bool,
+        cache: bool = False,
     ) -> ClientRead | None:
-        """The client's facts from a copy that can be trusted, or None (then nothing may be offered)."""
+        """The client's facts from a copy that can be trusted, or None (then nothing may be offered); with
+        ``cache``, the master's cached answer instead when it has one."""
         specs = self._status_specs(catalogue) if status_only else self._specs(catalogue)
         timeout = self._left(deadline) - DECISION_RESERVE_S
         timeout = max(timeout, 0.001)
+        reading = self.serving.read_client(client_id, specs, now, timeout=timeout, with_cache=cache)
         try:  # bounded here too: the budget must not rest on the store client honouring its timeout
-            return await asyncio.wait_for(self.serving.read_client(client_id, specs, now, timeout=timeout), timeout)
+            return await asyncio.wait_for(reading, timeout)
         except (StoreError, TimeoutError) as exc:
             log.warning("facts of %s unavailable: %s", client_id, exc)
             return None
@@ -294,6 +287,12 @@ class RecommendationService:
         self._background.add(task)
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure)
+
+
+def _still_valid(cached: dict[str, Any], versions: dict[str, str], fingerprint: str) -> bool:
+    """A cached answer stands only if the models and the catalogue served now made it (a new model version, a
+    changed eligibility rule or a new manual rule makes it stale)."""
+    return cached.get("model_versions") == versions and cached.get("catalogue") == fingerprint
 
 
 def _stage(name: str, since: float) -> float:

@@ -18,15 +18,22 @@ from feature_store.health import instance_facts
 log = logging.getLogger(__name__)
 
 INSTANCE = ["replicaset", "instance"]
-UP = Gauge("rtrec_store_instance_up", "1 when the storage instance answered the last health round", INSTANCE)
-WRITABLE = Gauge("rtrec_store_instance_writable", "1 for a writable instance (a master)", INSTANCE)
-MEMORY_USED = Gauge("rtrec_store_memory_used_ratio", "Memory in use over the memtx limit", INSTANCE)
-MEMORY_FAILURES = Gauge(
+
+
+def _gauge(name: str, documentation: str, labels: list[str]) -> Gauge:
+    """Every API worker watches the same store: with several workers, /metrics shows the latest value set."""
+    return Gauge(name, documentation, labels, multiprocess_mode="mostrecent")
+
+
+UP = _gauge("rtrec_store_instance_up", "1 when the storage instance answered the last health round", INSTANCE)
+WRITABLE = _gauge("rtrec_store_instance_writable", "1 for a writable instance (a master)", INSTANCE)
+MEMORY_USED = _gauge("rtrec_store_memory_used_ratio", "Memory in use over the memtx limit", INSTANCE)
+MEMORY_FAILURES = _gauge(
     "rtrec_store_memory_failures", "Writes refused for lack of memory since the instance started", INSTANCE
 )
-FEATURES = Gauge("rtrec_store_features", "Features stored on the instance", INSTANCE)
-FOLLOWING = Gauge("rtrec_store_replication_following", "1 when the instance follows the peer", [*INSTANCE, "peer"])
-REPLICATION_LAG = Gauge("rtrec_store_replication_lag_seconds", "Replication lag behind the peer", [*INSTANCE, "peer"])
+FEATURES = _gauge("rtrec_store_features", "Features stored on the instance", INSTANCE)
+FOLLOWING = _gauge("rtrec_store_replication_following", "1 when the instance follows the peer", [*INSTANCE, "peer"])
+REPLICATION_LAG = _gauge("rtrec_store_replication_lag_seconds", "Replication lag behind the peer", [*INSTANCE, "peer"])
 
 MEMORY_WARNING_RATIO = 0.8
 

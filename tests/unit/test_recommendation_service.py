@@ -68,12 +68,16 @@ class FakeServingStore:
         self.cache: dict[str, Any] = {}
 
     async def read_client(
-        self, subject: str, specs: Sequence[AggregateSpec], now: float, *, timeout: float
+        self, subject: str, specs: Sequence[AggregateSpec], now: float, *, timeout: float, with_cache: bool = False
     ) -> ClientRead:
+        """``reads`` lists the facts reads; a cache hit (the master's cached answer, one call) computes none.
+        With ``cache_fail`` set the cache part is broken: the call answers the facts."""
         assert timeout > 0
-        self.reads.append(list(specs))
         if self.fail is not None:
             raise self.fail
+        if with_cache and self.cache_fail is None and self.source == "master" and subject in self.cache:
+            return ClientRead([], 42, now, self.source, self.cache[subject])
+        self.reads.append(list(specs))
         return ClientRead([self.facts.get(s.label) for s in specs], 42, now, self.source)
 
     async def cache_get(self, subject: str, *, timeout: float) -> Any:
