@@ -75,3 +75,18 @@ def test_no_request_gets_a_server_error(case: schemathesis.Case, fuzz_api: str) 
     if response.status_code >= 400:
         body = response.json()
         assert body.get("detail"), response.text[:300]  # a message, always
+
+
+def _health_count(url: str) -> float:
+    text = httpx.get(f"{url}/metrics", headers=KEY, timeout=5).text
+    prefix = 'rtrec_http_request_seconds_count{method="GET",route="/health",status="200"}'
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(prefix))
+
+
+def test_metrics_count_the_requests_of_every_api_worker(fuzz_api: str) -> None:
+    """`rtrec serve` runs two workers by default; /metrics, answered by either, counts what both served."""
+    before = _health_count(fuzz_api)
+    with httpx.Client(base_url=fuzz_api, timeout=5) as api:  # new connections spread over the workers
+        for _ in range(40):
+            assert api.get("/health", headers={"Connection": "close"}).status_code == 200
+    assert _health_count(fuzz_api) - before == 40
