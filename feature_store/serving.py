@@ -151,7 +151,7 @@ class ServingStore:
         """Store an answer computed from ``read``; False when refused because the client's status changed
         since that read (or the read is too old). An answer read from a replica is never cached: the cache
         holds only what the master would answer."""
-        if read.source != "master":
+        if read.source != "master" or read.cached is not None:  # a cache hit carries no facts to vouch for
             return False
         args = [subject, time.time() + ttl_s, payload, read.status_gen, read.read_at]
         return bool(await self.store.call_routed(subject, "cache_put", args, write=True))

@@ -129,7 +129,7 @@ class RecommendationService:
         status_only = shed is not None
         read = await self._read(client_id, now, catalogue, deadline, status_only=status_only, cache=self.cache_enabled)
         if read is not None and read.cached is not None:
-            if _still_valid(read.cached, versions, fingerprint):
+            if read.source == "master" and _still_valid(read.cached, versions, fingerprint):
                 _stage("read", mark)
                 elapsed = time.perf_counter() - started
                 RECOMMENDATION_LATENCY.labels("true").observe(elapsed)
@@ -140,7 +140,10 @@ class RecommendationService:
                     "facts_source": "cache",
                     "elapsed_ms": round(elapsed * 1e3, 3),
                 }
-            # made by other models or under another catalogue: read the facts after all
+            # made by other models or under another catalogue: read the facts after all, deciding the path again
+            # (a slow first call may have left too little budget for the models)
+            shed = shed or self._shed_reason(deadline)
+            status_only = shed is not None
             read = await self._read(client_id, now, catalogue, deadline, status_only=status_only, cache=False)
         mark = _stage("read", mark)
         results: dict[str, dict[str, ProductScore]] = {}
