@@ -202,9 +202,11 @@ def run_demo(
     asyncio.run(_recommend(settings, console, shown))
     asyncio.run(_replay_drill(settings, console, published_at=published_at))
     console.rule("the stack is running")
+    first_port = settings.consumer.metrics_port
+    consumer_ports = ", ".join(str(first_port + i) for i in range(settings.consumer.instances))
     console.print(
         f"API docs:  {settings.api.url}/docs      metrics: {settings.api.url}/metrics, "
-        f"consumer metrics: http://{settings.api.host}:{settings.consumer.metrics_port}/metrics"
+        f"consumer metrics: http://{settings.api.host}:<{consumer_ports}>/metrics"
     )
     console.print("status:    .venv/bin/rtrec status        stop: .venv/bin/rtrec down")
     return 0
