@@ -5,6 +5,11 @@ deadline from the master or, when the master is slow or down, from a replica tha
 Hedged read: the master is asked first; if it has not answered after ``hedge_after_s``, every other copy of
 the replica set is asked too (with freshness), and the first trustworthy answer wins. No trustworthy answer
 before the deadline raises ``NoTrustedCopy``: the caller must then not guess (fail closed).
+
+A master that answered another read within the last ``BUSY_MASTER_SILENCE_S`` is loaded, not stalled: the read
+keeps waiting for it instead of hedging, because under overload hedging would triple the store's work exactly
+when it has too much (every slow read asking three copies). Once the master has been silent that long, reads
+hedge as above.
 """
 
 from __future__ import annotations
@@ -22,6 +27,8 @@ from feature_store.freshness import CopyRead, trusted_copy
 from feature_store.records import Value
 from feature_store.replicaset import InstanceConnection, ReplicaSetClient
 from feature_store.specs import AggregateSpec
+
+BUSY_MASTER_SILENCE_S = 0.2
 
 
 class NoTrustedCopy(StoreUnavailable):
@@ -41,6 +48,7 @@ class ServingStore:
     def __init__(self, store: FeatureStore, *, hedge_after_s: float = 0.05) -> None:
         self.store = store
         self.hedge_after_s = hedge_after_s
+        self._master_answered_at: dict[int, float] = {}  # replica set id -> monotonic time of its last answer
 
     # ---- a client's facts ------------------------------------------------------------------------------
     async def read_client(
@@ -58,10 +66,13 @@ class ServingStore:
                 subject, "client_read", [subject, now, wire, False, with_cache], write=True, timeout=timeout
             )
         )
+        rs_id = self._replicaset(subject).id
+        master.add_done_callback(lambda done: self._note_master_answer(rs_id, done))
         replicas: asyncio.Future[list[CopyRead]] | None = None
         try:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(master), timeout=min(self.hedge_after_s, timeout))
+            await self._wait_while_master_busy(rs_id, master, deadline)
             while True:
                 demoted = False
                 if master.done() and master.exception() is None:
@@ -95,6 +106,21 @@ class ServingStore:
                     future.cancel()
             if master.done() and not master.cancelled():
                 master.exception()  # retrieved: a failed master read is expected here, not an error to log
+
+    def _note_master_answer(self, rs_id: int, done: asyncio.Future[Any]) -> None:
+        if not done.cancelled() and done.exception() is None:
+            self._master_answered_at[rs_id] = time.monotonic()
+
+    async def _wait_while_master_busy(self, rs_id: int, master: asyncio.Future[Any], deadline: float) -> None:
+        """Wait for a master that keeps answering other reads (loaded, not stalled), until it has been silent
+        for ``BUSY_MASTER_SILENCE_S`` or the deadline comes."""
+        while not master.done():
+            silent_for = time.monotonic() - self._master_answered_at.get(rs_id, float("-inf"))
+            wait = min(BUSY_MASTER_SILENCE_S - silent_for, deadline - time.monotonic())
+            if wait <= 0:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(master), timeout=wait)
 
     def _replicaset(self, subject: str) -> ReplicaSetClient:
         return self.store.replicaset_of_bucket(self.store.bucket_id_for(subject))

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 import pytest
 
-from feature_store.serving import ClientRead, NoTrustedCopy, ServingStore
+from feature_store.serving import BUSY_MASTER_SILENCE_S, ClientRead, NoTrustedCopy, ServingStore
 from feature_store.specs import AggregateSpec
 from recommenders.catalogue import Catalogue, load_catalogue
 from recommenders.profile import FeatureSpace, all_specs
@@ -82,6 +82,7 @@ class FakeInstance:
 
 class FakeReplicaSet:
     def __init__(self, instances: list[FakeInstance], master_name: str) -> None:
+        self.id = 1
         self.instances = instances
         self.master_name = master_name
         self.forgotten = 0
@@ -153,6 +154,22 @@ async def test_a_slow_master_holding_a_cached_answer_is_still_hedged_within_the_
         ((fn, args),) = replica.calls
         # replicas are asked with freshness and never with the cache: [bucket, subject, now, wire, True]
         assert fn == "client_read" and len(args) == 5 and args[-1] is True
+
+
+async def test_a_loaded_master_that_keeps_answering_is_waited_for_and_a_silent_one_is_hedged() -> None:
+    """Under overload the master answers slowly but answers: asking the replicas too would triple the store's
+    work, so a read waits for a master that answered within BUSY_MASTER_SILENCE_S; a silent one is hedged."""
+    serving, rs = cluster(0.0)
+    await serving.read_client(CLIENT, SPECS, time.time(), timeout=0.4)  # the master answered just now
+    rs.instances[0].delay_s = 0.12  # slower than hedge_after_s, well within the budget
+    read = await serving.read_client(CLIENT, SPECS, time.time(), timeout=0.4)
+    assert read.source == "master" and all(not replica.calls for replica in rs.instances[1:])
+
+    await asyncio.sleep(BUSY_MASTER_SILENCE_S)  # silent since: stalled as far as anyone can tell
+    rs.instances[0].delay_s = 5.0
+    started = time.monotonic()
+    read = await serving.read_client(CLIENT, SPECS, time.time(), timeout=0.4)
+    assert read.source.startswith("replica") and time.monotonic() - started < 0.05 + 0.15
 
 
 async def test_a_read_only_master_answer_is_never_taken_for_a_cached_answer() -> None:
