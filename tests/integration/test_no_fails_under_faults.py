@@ -6,6 +6,7 @@ Runs on a private cluster (instances are stopped with SIGSTOP and resumed in eve
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 import uuid
@@ -80,14 +81,18 @@ def client_events(client_id: str) -> list[tuple[str, str, dict[str, object]]]:
     ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-async def drill(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
-    private = private_settings(settings, tmp_path_factory.mktemp("nofail"), memtx_memory_mb=128)
+@contextlib.asynccontextmanager
+async def drill_on_a_private_cluster(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, prefix: str
+) -> AsyncIterator[Drill]:
+    """A private cluster holding one client (``prefix`` + a random part) and a service reading it; every
+    stalled instance is resumed at the end."""
+    private = private_settings(settings, tmp_path_factory.mktemp(prefix), memtx_memory_mb=128)
     cluster = StoreCluster(private)
     await cluster.start()
     store = FeatureStore(private.store, topology=cluster.topology)
     await store.start()
-    client_id = f"nf{uuid.uuid4().hex[:6]}"
+    client_id = f"{prefix}{uuid.uuid4().hex[:6]}"
     await load_events(store, client_events(client_id))
     await cluster.wait_synced()
     models = tmp_path_factory.mktemp("models")
@@ -101,6 +106,12 @@ async def drill(settings: Settings, tmp_path_factory: pytest.TempPathFactory) ->
             cluster.kill(spec.name, signal.SIGCONT)
         await store.stop()
         cluster.stop()
+
+
+@pytest.fixture(scope="module")
+async def drill(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
+    async with drill_on_a_private_cluster(settings, tmp_path_factory, "nf") as drill:
+        yield drill
 
 
 @pytest.fixture

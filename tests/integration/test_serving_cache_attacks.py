@@ -8,7 +8,6 @@ Instances are stopped with SIGSTOP and resumed in every test's cleanup."""
 
 from __future__ import annotations
 
-import signal
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -16,16 +15,9 @@ from typing import Any
 
 import pytest
 
-from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from extractors.direct import load_events
-from feature_store.client import FeatureStore
 from feature_store.serving import ServingStore
-from manager.recommend import RecommendationService
-from recommenders.catalogue import CatalogueFile
-from recommenders.profile import FeatureSpace
-from recommenders.registry import ModelRegistry
-from tests.conftest import ROOT, private_settings
 from tests.integration.kafka_helpers import background_done
 from tests.integration.test_no_fails_under_faults import (
     APPLIED,
@@ -34,7 +26,7 @@ from tests.integration.test_no_fails_under_faults import (
     MARGIN_S,
     NOT_FOR_RETAIL,
     Drill,
-    client_events,
+    drill_on_a_private_cluster,
     offered,
 )
 
@@ -55,25 +47,8 @@ class PutSpy:
 
 @pytest.fixture(scope="module")
 async def drill(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
-    private = private_settings(settings, tmp_path_factory.mktemp("cacheattack"), memtx_memory_mb=128)
-    cluster = StoreCluster(private)
-    await cluster.start()
-    store = FeatureStore(private.store, topology=cluster.topology)
-    await store.start()
-    client_id = f"ca{uuid.uuid4().hex[:6]}"
-    await load_events(store, client_events(client_id))
-    await cluster.wait_synced()
-    models = tmp_path_factory.mktemp("models")
-    catalogue = CatalogueFile(ROOT / "deploy" / "products.toml")
-    space = FeatureSpace.from_view(private.views["client_profile"])
-    service = RecommendationService(ServingStore(store), ModelRegistry(models, space, catalogue()), catalogue, space)
-    try:
-        yield Drill(cluster, store, service, client_id)
-    finally:
-        for spec in cluster.instances():
-            cluster.kill(spec.name, signal.SIGCONT)
-        await store.stop()
-        cluster.stop()
+    async with drill_on_a_private_cluster(settings, tmp_path_factory, "ca") as drill:
+        yield drill
 
 
 @pytest.fixture

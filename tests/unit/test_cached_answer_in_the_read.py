@@ -19,7 +19,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import tomllib
 from pathlib import Path
 from typing import Any, cast
 
@@ -27,7 +26,7 @@ import pytest
 
 from feature_store.serving import BUSY_MASTER_SILENCE_S, ClientRead, NoTrustedCopy, ServingStore
 from feature_store.specs import AggregateSpec
-from recommenders.catalogue import Catalogue, load_catalogue
+from recommenders.catalogue import Catalogue
 from recommenders.profile import FeatureSpace, all_specs
 from tests.unit.test_recommendation_service import (
     ALLOWED,
@@ -42,17 +41,6 @@ from tests.unit.test_recommendation_service import (
 )
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def catalogue() -> Catalogue:
-    return load_catalogue(ROOT / "deploy" / "products.toml")
-
-
-@pytest.fixture
-def space() -> FeatureSpace:
-    with open(ROOT / "deploy" / "local.toml", "rb") as handle:
-        return FeatureSpace.from_view(tomllib.load(handle)["views"]["client_profile"])
 
 
 # ================================================================================================================

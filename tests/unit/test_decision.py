@@ -2,16 +2,10 @@ from __future__ import annotations
 
 import pytest
 
-from recommenders.catalogue import Catalogue, Rule, load_catalogue
+from recommenders.catalogue import Catalogue, Rule
 from recommenders.decision import allowed_products, blend, decide
 from recommenders.profile import ClientSnapshot
 from recommenders.scorer import ProductScore
-from tests.conftest import ROOT
-
-
-@pytest.fixture
-def catalogue() -> Catalogue:
-    return load_catalogue(ROOT / "deploy" / "products.toml")
 
 
 def client(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-import tomllib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -22,7 +21,7 @@ from feature_store.records import Value
 from feature_store.serving import ClientRead, NoTrustedCopy, ServingStore
 from feature_store.specs import AggregateSpec
 from manager.recommend import FACTS_UNAVAILABLE, RecommendationService
-from recommenders.catalogue import Catalogue, Rule, load_catalogue
+from recommenders.catalogue import Catalogue, Rule
 from recommenders.expert import ExpertScorer
 from recommenders.profile import NON_NUMERIC, ClientSnapshot, FeatureSpace, all_specs, status_specs
 from recommenders.registry import ModelRegistry
@@ -123,17 +122,6 @@ class Catalogues:
 
     def __call__(self) -> Catalogue:
         return self.current
-
-
-@pytest.fixture
-def catalogue() -> Catalogue:
-    return load_catalogue(ROOT / "deploy" / "products.toml")
-
-
-@pytest.fixture
-def space() -> FeatureSpace:
-    with open(ROOT / "deploy" / "local.toml", "rb") as handle:
-        return FeatureSpace.from_view(tomllib.load(handle)["views"]["client_profile"])
 
 
 @pytest.fixture
