@@ -41,9 +41,11 @@ async def test_an_older_layout_is_refused_with_what_to_do_and_kept(
     snapshots_before = _snapshots(cluster)
 
     again = StoreCluster(settings)
-    with pytest.raises(ProcessError) as refused:
-        await again.start(timeout=30)
-    again.stop()
+    try:
+        with pytest.raises(ProcessError) as refused:
+            await again.start(timeout=30)
+    finally:
+        again.stop()  # also when the start wrongly succeeded
     message = str(refused.value)
     assert "layout 1" in message and "layout 2" in message
     assert "rtrec replay" in message and "docs/operations.md" in message
