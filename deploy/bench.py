@@ -153,6 +153,13 @@ async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str,
                 t0 = time.perf_counter()
                 await store.aggregate(subjects[rng.randrange(len(subjects))], view, now)
                 single.append((time.perf_counter() - t0) * 1000)
+
+        # one expiry walk over every feature (none expired): what the hourly sweep costs a master
+        started = time.perf_counter()
+        for rs in cluster.topology:
+            master = cluster.instance(cluster.master_name(rs))
+            await cluster.call_instance(master, "expire_now", [time.time()], timeout=120)
+        expiry_walk_s = time.perf_counter() - started
         return {
             "benchmark": "store",
             "machine": _machine(),
@@ -174,6 +181,10 @@ async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str,
                 **percentiles(latencies),
                 "sequential": percentiles(single),
             },
+            "expiry_walk": {
+                "seconds": round(expiry_walk_s, 3),
+                "us_per_feature": round(expiry_walk_s / row_count * 1e6, 3),
+            },
         }
     finally:
         cluster.stop()
@@ -184,5 +195,9 @@ def run(target: str, settings: Settings, args: argparse.Namespace) -> dict[str, 
         from deploy.bench_ingest import run_ingest
 
         return run_ingest(settings, args)
+    if target == "extract":
+        from deploy.bench_extract import run_extract
+
+        return run_extract(settings, args)
     with tempfile.TemporaryDirectory(prefix="rtrec-bench-") as tmp:
         return asyncio.run(bench_store(_private(settings, Path(tmp)), args))

@@ -28,8 +28,9 @@ EXIT_FORCED = 128 + signal.SIGTERM
 
 # A batch of 5,000 transactions makes ~20,000 features and their rows: with CPython's default thresholds
 # (700 allocations) the collector ran hundreds of times per batch, each pass walking the batch's young objects,
-# and took about a third of the consumer's CPU (decode to rows: 25 -> 13 microseconds per event, measured with
-# these settings). Nothing a batch makes forms reference cycles, so collecting rarely loses nothing.
+# and took about a third of the extraction CPU (decode to rows: 15.8 -> 10.2 microseconds per event with these
+# settings, `rtrec bench extract`). Nothing a batch makes forms reference cycles, so collecting rarely loses
+# nothing.
 GC_THRESHOLDS = (100_000, 50, 1000)
 
 

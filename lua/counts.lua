@@ -1,8 +1,8 @@
 -- Features per subject for the cap on "fat" subjects (put.lua), kept in subject_counts.
 --
 -- subject_counts is a temporary space: neither written to the WAL nor replicated. It caches the count of a
--- subject the first time the cap asks (a count of the subject's prefix of the primary index: ~12 ns a row,
--- measured) and follows the changes of the procedures from then on. A restart or a new master starts empty and
+-- subject the first time the cap asks (a count of the subject's prefix of the primary index)
+-- and follows the changes of the procedures from then on. A restart or a new master starts empty and
 -- counts again on demand. Persisting it cost one replicated row per subject per batch: with a batch spread over
 -- many clients, nearly a second write for every feature.
 --
