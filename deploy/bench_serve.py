@@ -28,7 +28,7 @@ import numpy as np
 
 from deploy import processes
 from deploy.bench import _machine, _private, percentiles
-from deploy.bench_ingest import cpu_seconds
+from deploy.bench_ingest import CLOCK_TICKS, cpu_seconds
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from extractors.direct import load_events
@@ -95,8 +95,34 @@ def _split(before: Totals, after: Totals, requests: int) -> dict[str, float]:
     }
 
 
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    return (sum(fields) - idle) / CLOCK_TICKS, sum(fields) / CLOCK_TICKS
+
+
+def _cpu_by_role(store_pids: dict[str, int], api_pid: int) -> dict[str, float]:
+    """CPU seconds so far of each role on the machine: the API (all workers), the store's masters and
+    replicas, and this generator."""
+    store = {name: cpu_seconds(pid) for name, pid in store_pids.items()}
+    return {
+        "api": api_cpu_seconds(api_pid),
+        "masters": sum(v for name, v in store.items() if name.endswith("-a")),
+        "replicas": sum(v for name, v in store.items() if not name.endswith("-a")),
+        "generator": time.process_time(),
+    }
+
+
 async def _open_loop(
-    url: str, key: str, clients: list[str], rate: float, seconds: float, budget_s: float, api_pid: int
+    url: str,
+    key: str,
+    clients: list[str],
+    rate: float,
+    seconds: float,
+    budget_s: float,
+    api_pid: int,
+    store_pids: dict[str, int],
 ) -> dict[str, Any]:
     latencies: list[float] = []
     server_ms: list[float] = []
@@ -110,7 +136,8 @@ async def _open_loop(
         base_url=url, headers={"Authorization": f"Bearer {key}"}, connector=connector, timeout=timeout
     ) as api:
         total = int(rate * seconds)
-        stages_before, cpu_before = await _stage_totals(api), api_cpu_seconds(api_pid)
+        stages_before = await _stage_totals(api)
+        cpu_before, busy_before = _cpu_by_role(store_pids, api_pid), machine_busy()
         start = time.perf_counter() + 0.2
 
         async def one(scheduled: float, client_id: str) -> None:
@@ -139,7 +166,8 @@ async def _open_loop(
             tasks.append(asyncio.create_task(one(scheduled, clients.pop() if clients else "c000000")))
         await asyncio.gather(*tasks)
         achieved = total / (time.perf_counter() - start)
-        cpu = api_cpu_seconds(api_pid) - cpu_before
+        cpu = {role: seconds - cpu_before[role] for role, seconds in _cpu_by_role(store_pids, api_pid).items()}
+        busy = [after - before for after, before in zip(machine_busy(), busy_before, strict=True)]
         split = _split(stages_before, await _stage_totals(api), total)
     ms = np.asarray(latencies) * 1000
     return {
@@ -153,7 +181,9 @@ async def _open_loop(
         **percentiles(ms, digits=2),
         "over_budget": int((ms > budget_s * 1000).sum()),
         **{k: v for k, v in percentiles(server_ms, prefix="server_", digits=2).items() if "max" not in k},
-        "api_cpu_ms_per_request": round(cpu * 1000 / max(total, 1), 3),
+        "api_cpu_ms_per_request": round(cpu["api"] * 1000 / max(total, 1), 3),
+        "cpu_ms_per_request_by_role": {role: round(v * 1000 / max(total, 1), 3) for role, v in cpu.items()},
+        "machine_busy_share": round(busy[0] / max(busy[1], 1e-9), 3),
         "stage_ms_per_request": split,
     }
 
@@ -199,9 +229,11 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             key = next(k for k, role in settings.api.keys.items() if role == "reader")
             budget = load_catalogue(catalogue_path).decision.budget_s
             pid = processes.read_pid(api_pid) or 0
-            warm = asyncio.run(_open_loop(private.api.url, key, clients, 50, 2, budget, pid))
+            store_pids = {spec.name: processes.read_pid(cluster.pid_path(spec)) or 0 for spec in cluster.instances()}
+            url = private.api.url
+            warm = asyncio.run(_open_loop(url, key, clients, 50, 2, budget, pid, store_pids))
             runs = [
-                asyncio.run(_open_loop(private.api.url, key, clients, rate, args.seconds, budget, pid))
+                asyncio.run(_open_loop(url, key, clients, rate, args.seconds, budget, pid, store_pids))
                 for rate in args.rates
             ]
             return {

@@ -3,6 +3,7 @@ becomes "high travel spending over the last 365 days"."""
 
 from __future__ import annotations
 
+import functools
 import re
 
 _SPEC = re.compile(r"^(\w+)\(([\w.]+)(?:,(\w+))?\)$")
@@ -43,7 +44,11 @@ def _feature_words(feature: str) -> str:
 def describe(name: str, level: float) -> str:
     """One reason: a feature of the client and whether the client is high (level > 0) or low on it compared
     with other clients. Callers pass only features that pushed the score up."""
-    high = level > 0
+    return _describe(name, level > 0)
+
+
+@functools.lru_cache(maxsize=4096)  # a view has tens of features: the words are built once per feature and side
+def _describe(name: str, high: bool) -> str:
     if name in _DERIVED:
         words = _DERIVED[name]
         if name.startswith("segment"):

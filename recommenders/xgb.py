@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import xgboost as xgb
 
+from recommenders.forest import Forest
 from recommenders.profile import ClientSnapshot, FeatureSpace
 from recommenders.reasons import describe
 from recommenders.scorer import ProductScore
@@ -44,6 +45,7 @@ class XGBoostScorer:
         self.version = version
         self.space = space
         self.boosters = boosters
+        self.forest = Forest.from_boosters(boosters)
         # typical (mean signed-log) value of each feature among training clients: a reason says "high" or
         # "low" by comparing the client with it, not by the sign of the contribution
         self.typical = typical if typical is not None else np.zeros(len(space.names), dtype=np.float32)
@@ -99,33 +101,34 @@ class XGBoostScorer:
         return self.score_rows(vector.reshape(1, -1), [products])[0]
 
     def score_rows(self, matrix: np.ndarray, products: Sequence[Sequence[str]]) -> list[dict[str, ProductScore]]:
-        """Scores (and reasons for each row's top products) of a batch of client rows. One DMatrix serves
-        every product's prediction and contributions: its fixed cost is paid once per batch."""
-        wanted = sorted({p for row_products in products for p in row_products if p in self.boosters})
-        dmatrix = xgb.DMatrix(matrix, feature_names=self.space.names, nthread=1)
-        predictions = {p: self.boosters[p].predict(dmatrix, validate_features=False) for p in wanted}
+        """Scores (and reasons for each row's top products) of a batch of client rows: one walk of every
+        product's trees (``recommenders.forest``) gives all scores and the paths the reasons are read from."""
+        walk = self.forest.score(matrix)
+        index = self.forest.index
         scores = [
-            {p: float(predictions[p][i]) for p in row_products if p in predictions}
+            {p: float(walk.probabilities[i, index[p]]) for p in row_products if p in index}
             for i, row_products in enumerate(products)
         ]
         explain: dict[str, list[int]] = {}
         for i, row_scores in enumerate(scores):
             for product in sorted(row_scores, key=row_scores.__getitem__, reverse=True)[:EXPLAINED]:
                 explain.setdefault(product, []).append(i)
+        # a reason says "high" or "low" by comparing the client with the typical training client
+        level = np.sign(matrix) * np.log1p(np.abs(matrix)) - self.typical
+        # a reason must name something the client has: missing values take the trees' default branch and may
+        # contribute, but "high balance" for a client without data would be false
+        known = ~np.isnan(matrix)
         reasons: dict[tuple[int, str], tuple[str, ...]] = {}
         for product, rows in explain.items():
-            contributions = self.boosters[product].predict(
-                dmatrix, pred_contribs=True, approx_contribs=True, validate_features=False
-            )
-            for row_index in rows:
-                values = contributions[row_index][:-1]  # the last column is the bias
-                # a reason must name something the client has: missing values take the trees' default
-                # branch and may contribute, but "high balance" for a client without data would be false
-                known = ~np.isnan(matrix[row_index])
-                order = [j for j in np.argsort(-values) if known[j] and values[j] > 0][:REASONS_PER_PRODUCT]
-                row = matrix[row_index]
-                level = np.sign(row) * np.log1p(np.abs(row)) - self.typical
-                reasons[(row_index, product)] = tuple(describe(self.space.names[j], float(level[j])) for j in order)
+            contributions = self.forest.contributions(walk, rows, product, matrix.shape[1])
+            contributions[~known[rows] | (contributions <= 0)] = -np.inf  # only what the client has, pushing up
+            top = np.argsort(-contributions, axis=1)[:, :REASONS_PER_PRODUCT]
+            for k, row_index in enumerate(rows):
+                reasons[(row_index, product)] = tuple(
+                    describe(self.space.names[j], float(level[row_index, j]))
+                    for j in top[k]
+                    if contributions[k, j] > -np.inf
+                )
         return [
             {p: ProductScore(p, s, reasons.get((i, p), ())) for p, s in row_scores.items()}
             for i, row_scores in enumerate(scores)
