@@ -33,7 +33,7 @@ class CopyRead:
 
     instance: str
     values: list[Any]
-    status_gen: int
+    status_gen: str
     read_at: float
     ro: bool = True
     vclock: dict[str, int] = field(default_factory=dict)
@@ -47,7 +47,7 @@ class CopyRead:
         return cls(
             instance=instance,
             values=list(answer["values"]),
-            status_gen=int(answer.get("status_gen") or 0),
+            status_gen=str(answer.get("status_gen") or ""),
             read_at=float(answer["read_at"]),
             ro=bool(answer.get("ro", True)),
             vclock={str(k): int(v) for k, v in vclock.items()},

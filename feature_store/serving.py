@@ -38,7 +38,7 @@ class NoTrustedCopy(StoreUnavailable):
 @dataclass(frozen=True)
 class ClientRead:
     values: list[Value | None]
-    status_gen: int  # the client's status generation at the read (for the conditional cache put)
+    status_gen: str  # the client's status generation at the read (opaque, for the conditional cache put)
     read_at: float  # the answering instance's clock at the read
     source: str  # "master" or "replica <name>"
     cached: Any = None  # the master's cached answer, when asked for and present (then ``values`` is empty)
@@ -78,7 +78,7 @@ class ServingStore:
                 if master.done() and master.exception() is None:
                     answer = master.result()
                     if not answer.get("ro"):
-                        gen, read_at = int(answer["status_gen"] or 0), float(answer["read_at"])
+                        gen, read_at = str(answer["status_gen"]), float(answer["read_at"])
                         return ClientRead(list(answer["values"]), gen, read_at, "master", answer.get("cached"))
                     # the instance taken for the master was demoted (a switchover): ask who it is next time,
                     # and let the freshness rule judge every copy now

@@ -109,7 +109,9 @@ end
 
 -- One page of a bucket's features after `after` (the previous page's `next_after`, nil for the first), with
 -- names and sources as text (each replica set interns its own ids), plus on the first page the bucket's
--- tombstones, source versions and cache status generations (small). `next_after` is nil on the last page.
+-- tombstones and source versions (small). `next_after` is nil on the last page. Cached answers stay behind:
+-- each master keeps its own, and a put computed before the move is refused after it, since the read's gen
+-- names the source (see cache.lua).
 function M.export(bucket_id, after, limit)
     local b = box.space._bucket:get(bucket_id)
     if b == nil or (b[2] ~= M.SENDING and b[2] ~= M.SENT) then
@@ -137,9 +139,6 @@ function M.export(bucket_id, after, limit)
         extra = {
             tombstones = box.space.tombstones.index.bucket_id:select({bucket_id}),
             versions = box.space.source_versions.index.bucket_id:select({bucket_id}),
-            -- the clients' status generations travel along, so a cache put computed before the move is
-            -- still refused after it when a status change came in between (see cache.lua)
-            cache = box.space.rec_cache.index.bucket_id:select({bucket_id}),
         }
     end
     local next_after = box.NULL
@@ -184,9 +183,6 @@ function M.import(bucket_id, features, extra, move_id, first, source)
         for _, t in ipairs(extra.versions or {}) do
             box.space.source_versions:replace(t)
         end
-        for _, t in ipairs(extra.cache or {}) do
-            box.space.rec_cache:replace(t)
-        end
     end
     counts.commit()
     return #features
@@ -214,6 +210,8 @@ function M.activate(bucket_id, move_id)
     box.space._bucket:replace({bucket_id, M.ACTIVE, box.NULL})
     box.space.bucket_moves:replace({tostring(move_id), bucket_id, require('fiber').time()})
     box.commit()
+    -- the bucket's clients may have changed status while it was away: their clearings happened elsewhere
+    require('cache').forget()
     return true
 end
 

@@ -1,17 +1,30 @@
 -- Recommendation cache (Tarantool serves as the recommendation cache, as in the field report).
 -- One tuple per client: {subject, bucket_id, expires_at, payload, gen}.
 --
--- `gen` counts the client's status changes. Any write of an application or product event for the client,
--- or a client-data replace, bumps it in the same transaction and clears the payload (the tuple stays as a
--- short-lived marker holding the new gen), so the next answer is computed fresh and an applied-for product
+-- `gen` marks the client's status changes. Any write of an application or product event for the client,
+-- or a client-data replace, gives it a new gen in the same transaction and clears the payload (the tuple stays
+-- as a short-lived marker holding the new gen), so the next answer is computed fresh and an applied-for product
 -- disappears at once ("no failed recommendations").
 --
 -- A put is conditional: the manager passes the gen and the time of the read its answer was computed from,
 -- and the put is refused when the gen moved since (a status change landed between the read and the put) or
 -- the read is older than MAX_READ_AGE (a put delayed by a stalled master). Without this an answer read just
 -- before an application and written just after it would be served from the cache with the applied product.
+--
+-- The space is temporary: each master keeps its own cache in memory, neither written to the WAL nor
+-- replicated. Replicated, every answer cost a WAL write and four applied rows on the replicas (a full mesh),
+-- about a quarter of the machine's CPU per request at 500 requests/s (docs/benchmarks.md), for answers only a
+-- master ever serves. What replication used to guarantee, the gens now do by their form, "<instance uuid>/<n>":
+-- - n comes from one counter per instance, started at the wall clock in microseconds when the instance
+--   starts, so no n is issued twice by an instance, not even across a restart;
+-- - rows written before this instance last became master or stopped being master (M.forget) count as absent:
+--   while it was not the master, status changes were written elsewhere and only replicated here, without
+--   clearing its answers;
+-- - a gen names the instance it was read on, so a put computed from a read on another instance (a replica, the
+--   old master, the other side of a bucket move) never matches and is refused.
 local errors = require('errors')
 local buckets = require('buckets')
+local clock = require('clock')
 local fiber = require('fiber')
 
 local M = {}
@@ -25,18 +38,45 @@ M.MAX_READ_AGE = 2
 
 local F_EXPIRES, F_PAYLOAD, F_GEN = 3, 4, 5
 
--- The client's status generation (0 when nothing is recorded).
-function M.gen_of(subject)
-    local t = box.space.rec_cache:get(subject)
-    return t ~= nil and (t[F_GEN] or 0) or 0
+local issued = math.floor(clock.realtime() * 1e6)  -- the last n issued
+local valid_from = issued  -- rows with a smaller n were written before the last M.forget
+
+local function next_n()
+    issued = issued + 1
+    return issued
 end
 
--- Inside the caller's transaction: clear the client's cached answer and bump its gen.
+-- Forget every cached answer and gen (mastership.promote/demote).
+function M.forget()
+    valid_from = next_n()
+end
+
+-- The n of the client's current gen: its row's when written since the last forget, else valid_from.
+local function current_n(t)
+    local n = t ~= nil and tonumber(t[F_GEN]) or nil  -- a large unsigned field reads as a 64-bit cdata
+    if n == nil or n < valid_from then
+        return valid_from
+    end
+    return n
+end
+
+local uuid = nil  -- this instance's, fixed once box.cfg has run
+
+local function token(n)
+    uuid = uuid or box.info.uuid
+    return string.format('%s/%.0f', uuid, n)  -- whole numbers below 2^53: exact
+end
+
+-- The client's status generation as the manager carries it from a read to a put.
+function M.gen_of(subject)
+    return token(current_n(box.space.rec_cache:get(subject)))
+end
+
+-- Inside the caller's transaction: clear the client's cached answer and give it a new gen.
 function M.invalidate(subject, bucket_id)
     local t = box.space.rec_cache:get(subject)
-    local gen = (t ~= nil and (t[F_GEN] or 0) or 0) + 1
     bucket_id = bucket_id or (t ~= nil and t[2]) or 0
-    box.space.rec_cache:replace({subject, bucket_id, fiber.time() + M.MARKER_TTL, box.NULL, gen})
+    box.space.rec_cache:replace({subject, bucket_id, fiber.time() + M.MARKER_TTL, box.NULL, next_n()})
 end
 
 function M.cache_get(bucket_id, subject, now)
@@ -45,16 +85,17 @@ function M.cache_get(bucket_id, subject, now)
         return nil, wrong
     end
     local t = box.space.rec_cache:get(subject)
-    if t == nil or t[F_PAYLOAD] == nil or t[F_EXPIRES] <= (now or fiber.time()) then
+    if t == nil or t[F_PAYLOAD] == nil or t[F_EXPIRES] <= (now or fiber.time()) or (tonumber(t[F_GEN]) or 0) < valid_from then
         return box.NULL
     end
     return t[F_PAYLOAD]
 end
 
 -- Returns true when stored, false when refused because the client's status changed since `read_gen` was
--- read or the read is older than MAX_READ_AGE.
+-- read, it was read on another instance or before this instance's mastership changed, or the read is older
+-- than MAX_READ_AGE.
 function M.cache_put(bucket_id, subject, expires_at, payload, read_gen, read_at)
-    if type(subject) ~= 'string' or type(expires_at) ~= 'number' or type(read_gen) ~= 'number'
+    if type(subject) ~= 'string' or type(expires_at) ~= 'number' or type(read_gen) ~= 'string'
         or type(read_at) ~= 'number' then
         return nil, errors.new('BAD_ARGUMENT', 'cache_put(bucket_id, subject, expires_at, payload, read_gen, read_at)')
     end
@@ -62,10 +103,11 @@ function M.cache_put(bucket_id, subject, expires_at, payload, read_gen, read_at)
     if wrong ~= nil then
         return nil, wrong
     end
-    if fiber.time() - read_at > M.MAX_READ_AGE or M.gen_of(subject) ~= read_gen then
+    local n = current_n(box.space.rec_cache:get(subject))
+    if fiber.time() - read_at > M.MAX_READ_AGE or token(n) ~= read_gen then
         return false
     end
-    box.space.rec_cache:replace({subject, bucket_id, expires_at, payload, read_gen})
+    box.space.rec_cache:replace({subject, bucket_id, expires_at, payload, n})
     return true
 end
 

@@ -87,6 +87,7 @@ function M.promote(epoch, create_schema)
     end
     box.cfg({read_only = false})
     require('counts').forget()  -- counts cached before the writes it applied as a replica are stale
+    require('cache').forget()  -- and so are answers cached before then: their clearings happened elsewhere
     create_schema()
     box.space.cluster_topology:replace({key(), {name = config.name, epoch = epoch}})
     return M.ping()
@@ -95,6 +96,7 @@ end
 function M.demote()
     box.cfg({read_only = true})
     require('counts').forget()
+    require('cache').forget()
     return M.ping()
 end
 

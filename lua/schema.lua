@@ -145,7 +145,7 @@ local function create_support_spaces()
     })
     m:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
 
-    -- Cached recommendation answers per client (see cache.lua).
+    -- Cached recommendation answers per client: temporary, each master's own (see cache.lua).
     local cache_format = {
         {name = 'subject', type = 'string'},
         {name = 'bucket_id', type = 'unsigned'},
@@ -153,10 +153,10 @@ local function create_support_spaces()
         {name = 'payload', type = 'any', is_nullable = true},
         {name = 'gen', type = 'unsigned', is_nullable = true},
     }
-    local r = box.schema.space.create('rec_cache', {if_not_exists = true, format = cache_format})
-    if #r:format() < #cache_format then
-        r:format(cache_format)  -- a store made before status generations: the new fields are nullable
+    if box.space.rec_cache ~= nil and not box.space.rec_cache.temporary then
+        box.space.rec_cache:drop()  -- a store made when the cache was replicated: its answers are disposable
     end
+    local r = box.schema.space.create('rec_cache', {if_not_exists = true, temporary = true, format = cache_format})
     r:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
     r:create_index('bucket_id', {parts = {{2, 'unsigned'}}, unique = false, if_not_exists = true})
     r:create_index('expires', {parts = {{3, 'number'}}, unique = false, if_not_exists = true})

@@ -71,7 +71,7 @@ async def cached_now(d: Drill) -> dict[str, Any]:
 
 async def test_replicas_never_answer_from_the_cache_even_when_asked(faults: Drill) -> None:
     await cached_now(faults)
-    await faults.cluster.wait_synced()  # the replicas hold the cached row too
+    await faults.cluster.wait_synced()  # the replicas hold every fact the master holds (not its cache)
     store, client = faults.store, faults.client_id
     bucket = store.bucket_id_for(client)
     rs = store.replicaset_of_bucket(bucket)

@@ -1,0 +1,85 @@
+"""The recommendation cache is each master's own memory (a temporary space, lua/cache.lua), on a private
+cluster: caching an answer writes nothing to the WAL (so nothing is replicated); a put computed from a read on a
+replica is refused on the master; answers cached before the master was demoted and promoted again are never
+served after it, and a put computed from a read before that is refused."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from deploy.settings import Settings
+from feature_store.serving import ClientRead
+from tests.integration.kafka_helpers import background_done
+from tests.integration.test_no_fails_under_faults import Drill, drill_on_a_private_cluster
+from tests.integration.test_serving_cache_attacks import cached_now
+
+
+@pytest.fixture(scope="module")
+async def drill(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
+    async with drill_on_a_private_cluster(settings, tmp_path_factory, "cm") as drill:
+        yield drill
+
+
+@pytest.fixture
+def faults(drill: Drill) -> Iterator[Drill]:
+    try:
+        yield drill
+    finally:
+        drill.resume_all()
+
+
+def _wire(d: Drill) -> list[Any]:
+    return [s.wire for s in d.service._specs(d.service.catalogue())]
+
+
+async def _read(d: Drill) -> ClientRead:
+    specs = d.service._specs(d.service.catalogue())
+    return await d.service.serving.read_client(d.client_id, specs, time.time(), timeout=1.0)
+
+
+async def _master(d: Drill) -> Any:
+    rs = d.store.replicaset_of_bucket(d.store.bucket_id_for(d.client_id))
+    for instance in rs.instances:
+        if not (await d.cluster.call_instance(instance.spec, "stats", [], timeout=2.0))["ro"]:
+            return instance.spec
+    raise AssertionError("no writable instance")
+
+
+async def test_caching_an_answer_writes_nothing_to_the_wal(faults: Drill) -> None:
+    master = await _master(faults)
+    before = (await faults.cluster.call_instance(master, "stats", [], timeout=2.0))["vclock"]
+    await cached_now(faults)  # an invalidation (through the API: no WAL either), a full answer, its put, a hit
+    after = (await faults.cluster.call_instance(master, "stats", [], timeout=2.0))["vclock"]
+    assert after == before
+
+
+async def test_a_put_computed_from_a_replicas_read_is_refused(faults: Drill) -> None:
+    store, client = faults.store, faults.client_id
+    bucket = store.bucket_id_for(client)
+    replicas = [i for i in store.replicaset_of_bucket(bucket).instances if i.spec != await _master(faults)]
+    for replica in replicas:
+        answer = await replica.call("client_read", [bucket, client, time.time(), _wire(faults), False, False], 2.0)
+        read = ClientRead(list(answer["values"]), str(answer["status_gen"]), float(answer["read_at"]), "replica")
+        assert await faults.service.serving.cache_put(client, {"items": []}, 60, read) is False
+    assert await faults.service.serving.cache_put(client, {"items": []}, 60, await _read(faults)) is True
+    await faults.service.serving.cache_invalidate(client)
+
+
+async def test_nothing_cached_before_a_mastership_change_survives_it(faults: Drill) -> None:
+    await cached_now(faults)
+    before = await _read(faults)
+    master = await _master(faults)
+    await faults.cluster.call_instance(master, "demote", [], timeout=5.0)
+    epoch = int((await faults.cluster.call_instance(master, "ping", [], timeout=2.0))["epoch"]) + 1
+    await faults.cluster.call_instance(master, "promote", [epoch], timeout=10.0)
+
+    # while it was read-only, status changes could have been written on another master: nothing from before
+    answer = await faults.answer()
+    assert not answer["cached"] and answer["facts_source"] == "master"
+    assert await faults.service.serving.cache_put(faults.client_id, {"items": []}, 60, before) is False
+    await background_done(faults.service)
+    assert (await faults.answer())["cached"]  # and the cache works again from then on
