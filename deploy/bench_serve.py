@@ -23,13 +23,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiohttp
+import httpx
 import numpy as np
+import orjson
+import uvloop
 
 from deploy import processes
 from deploy.bench import _machine, _private, percentiles
 from deploy.bench_ingest import CLOCK_TICKS, cpu_seconds
 from deploy.cluster import StoreCluster
+from deploy.load_generator import Answer, LoadPool
 from deploy.settings import Settings
 from extractors.direct import load_events
 from extractors.simulate import BankSimulator, SimulationConfig
@@ -70,10 +73,9 @@ STAGE_METRICS = {
 }
 
 
-async def _stage_totals(api: aiohttp.ClientSession) -> dict[str, tuple[float, float]]:
+async def _stage_totals(api: httpx.AsyncClient) -> dict[str, tuple[float, float]]:
     """``{"stage:read": (sum_seconds, count), ...}`` from the API's /metrics."""
-    async with api.get("/metrics") as response:
-        text = await response.text()
+    text = (await api.get("/metrics")).text
     totals: dict[str, list[float]] = {}
     for line in text.splitlines():
         for metric, label in STAGE_METRICS.items():
@@ -130,45 +132,44 @@ async def _open_loop(
     degraded = 0
     fast_path = 0
     cached = 0
-    connector = aiohttp.TCPConnector(limit=512)
-    timeout = aiohttp.ClientTimeout(total=10)
-    async with aiohttp.ClientSession(
-        base_url=url, headers={"Authorization": f"Bearer {key}"}, connector=connector, timeout=timeout
-    ) as api:
+
+    def done(answer: Answer) -> None:
+        nonlocal errors, degraded, fast_path, cached
+        latencies.append(answer.latency_s)
+        if answer.status != 200:
+            errors += 1
+            return
+        body = orjson.loads(answer.body)
+        degraded += bool(body["degraded"])
+        fast_path += "fast path" in (body["degraded_reason"] or "")
+        cached += bool(body["cached"])
+        server_ms.append(body["elapsed_ms"])
+
+    host, port = url.split("//", 1)[1].rsplit(":", 1)
+    pool = LoadPool(host, int(port), {"Authorization": f"Bearer {key}"})
+    async with httpx.AsyncClient(base_url=url, timeout=10) as api:  # for /metrics only
         total = int(rate * seconds)
         stages_before = await _stage_totals(api)
         cpu_before, busy_before = _cpu_by_role(store_pids, api_pid), machine_busy()
         start = time.perf_counter() + 0.2
-
-        async def one(scheduled: float, client_id: str) -> None:
-            nonlocal errors, degraded, fast_path, cached
-            try:
-                async with api.get(f"/v1/recommendations/{client_id}", params={"limit": "3"}) as response:
-                    if response.status != 200:
-                        errors += 1
-                        return
-                    body = await response.json()
-                degraded += bool(body["degraded"])
-                fast_path += "fast path" in (body["degraded_reason"] or "")
-                cached += bool(body["cached"])
-                server_ms.append(body["elapsed_ms"])
-            except (aiohttp.ClientError, TimeoutError):
-                errors += 1
-            finally:
-                latencies.append(time.perf_counter() - scheduled)
-
-        tasks = []
+        sends = []
         for i in range(total):
             scheduled = start + i / rate
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(scheduled, clients.pop() if clients else "c000000")))
-        await asyncio.gather(*tasks)
+            client_id = clients.pop() if clients else "c000000"
+            sends.append(asyncio.ensure_future(pool.get(f"/v1/recommendations/{client_id}?limit=3", scheduled, done)))
+        await asyncio.gather(*sends)
+        deadline = time.perf_counter() + 30
+        while len(latencies) < total and time.perf_counter() < deadline:
+            await asyncio.sleep(0.01)
+        errors += total - len(latencies)  # never answered within 30 s of the last send
         achieved = total / (time.perf_counter() - start)
         cpu = {role: seconds - cpu_before[role] for role, seconds in _cpu_by_role(store_pids, api_pid).items()}
         busy = [after - before for after, before in zip(machine_busy(), busy_before, strict=True)]
         split = _split(stages_before, await _stage_totals(api), total)
+        pool.close()
     ms = np.asarray(latencies) * 1000
     return {
         "offered_rps": rate,
@@ -231,9 +232,9 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             pid = processes.read_pid(api_pid) or 0
             store_pids = {spec.name: processes.read_pid(cluster.pid_path(spec)) or 0 for spec in cluster.instances()}
             url = private.api.url
-            warm = asyncio.run(_open_loop(url, key, clients, 50, 2, budget, pid, store_pids))
+            warm = uvloop.run(_open_loop(url, key, clients, 50, 2, budget, pid, store_pids))
             runs = [
-                asyncio.run(_open_loop(url, key, clients, rate, args.seconds, budget, pid, store_pids))
+                uvloop.run(_open_loop(url, key, clients, rate, args.seconds, budget, pid, store_pids))
                 for rate in args.rates
             ]
             return {
