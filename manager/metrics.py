@@ -90,5 +90,7 @@ class LatencyMiddleware:
 
 
 SHED_ANSWERS = Counter(
-    "rtrec_shed_answers_total", "Answers given on the fast path because of load or a spent budget", ["reason"]
+    "rtrec_shed_answers_total",
+    "Answers given on the fast path (reason load or budget) or shed with nothing offered (reason overload)",
+    ["reason"],
 )

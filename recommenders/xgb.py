@@ -1,12 +1,14 @@
 """Per-product XGBoost propensity models, scored in micro-batches.
 
-A single-row prediction has a fixed cost of about 0.25-0.35 ms per model call (2.3-3.1 ms for nine products),
-while a 64-row batch costs 0.067 ms per row for all nine (measured, docs/benchmarks.md); one DMatrix shared by
-all products' predictions and contributions costs less than nine in-place predictions. So concurrent requests are
-batched naturally: each request queues its row; one worker thread takes everything queued, predicts every
-product on the stacked matrix, and resolves the requests. Under low load a batch is one row; under high load
-batches grow by themselves, without a waiting window. Reasons come from approximate (Saabas) contributions,
-about 12x cheaper than exact TreeSHAP, computed only for each request's top products.
+XGBoost trains the models; requests are scored by ``recommenders.forest``, which walks every product's trees in
+one numpy pass (the same probabilities and contributions as XGBoost, tested): one row for nine products costs
+about 0.15 ms with reasons, against 0.85 ms through nine ``Booster.predict`` calls and their contributions
+(`score_rows`, measured in docs/benchmarks.md). Concurrent requests are still batched naturally: each request
+queues its row; one task takes everything queued, scores it, and resolves the requests; under low load a batch
+is one row, under high load batches grow by themselves, without a waiting window. The batch is scored on the
+event loop itself: at these costs a hop to a thread (and the GIL handed back and forth with the loop) cost more
+than it saved (docs/benchmarks.md). Reasons come from approximate (Saabas) contributions, computed only for
+each request's top products.
 """
 
 from __future__ import annotations
@@ -79,15 +81,14 @@ class XGBoostScorer:
         return await future
 
     async def _drain(self) -> None:
+        await asyncio.sleep(0)  # the requests ready in this turn of the loop queue their rows first: one batch
         while self._queue:
             batch, self._queue = self._queue[:MAX_BATCH], self._queue[MAX_BATCH:]
             batch = [p for p in batch if not p.future.done()]  # requests whose budget already ran out
             if not batch:
                 continue
             try:
-                results = await asyncio.to_thread(
-                    self.score_rows, np.vstack([p.row for p in batch]), [p.products for p in batch]
-                )
+                results = self.score_rows(np.vstack([p.row for p in batch]), [p.products for p in batch])
             except Exception as exc:  # a model failure fails these requests, not the worker
                 for pending in batch:
                     if not pending.future.done():
@@ -96,6 +97,7 @@ class XGBoostScorer:
             for pending, result in zip(batch, results, strict=True):
                 if not pending.future.done():
                     pending.future.set_result(result)
+            await asyncio.sleep(0)  # other requests run between batches
 
     def score_row(self, vector: np.ndarray, products: Sequence[str]) -> dict[str, ProductScore]:
         return self.score_rows(vector.reshape(1, -1), [products])[0]

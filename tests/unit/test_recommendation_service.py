@@ -20,7 +20,7 @@ from feature_store.errors import StoreTimeout, StoreUnavailable
 from feature_store.records import Value
 from feature_store.serving import ClientRead, NoTrustedCopy, ServingStore
 from feature_store.specs import AggregateSpec
-from manager.recommend import FACTS_UNAVAILABLE, RecommendationService
+from manager.recommend import FACTS_UNAVAILABLE, OVERLOADED, SHED_ABOVE, RecommendationService
 from recommenders.catalogue import Catalogue, Rule
 from recommenders.expert import ExpertScorer
 from recommenders.profile import NON_NUMERIC, ClientSnapshot, FeatureSpace, all_specs, status_specs
@@ -256,6 +256,24 @@ async def test_under_overload_the_fast_path_ranks_by_popularity_and_still_filter
     assert labels == NON_NUMERIC | {s.label for s in status_specs(catalogue)}
     await settle(service)
     assert store.puts == []
+
+
+async def test_beyond_the_shedding_limit_nothing_is_read_and_nothing_offered(
+    store: FakeServingStore, catalogue: Catalogue, space: FeatureSpace, tmp_path: Path
+) -> None:
+    spy = FakeScorer("xgboost")
+    service = make_service(store, catalogue, space, tmp_path, spy)
+    service.shed_above = -1  # every request is beyond what the process can serve in time
+    answer = await service.recommend(CLIENT, limit=9)
+
+    assert answer["items"] == [] and answer["degraded"] is True and answer["degraded_reason"] == OVERLOADED
+    assert set(answer["missing_scorers"]) == {"feature_store", "xgboost", "expert"}
+    assert store.reads == [] and spy.asked == []  # neither the store nor a model is asked
+    await settle(service)
+    assert store.puts == []  # and nothing is cached
+
+    service.shed_above = SHED_ABOVE  # back under the limit: full answers again
+    assert shown(await service.recommend(CLIENT, limit=9)) == ALLOWED
 
 
 async def test_a_request_that_arrives_with_too_little_budget_left_takes_the_fast_path(
