@@ -22,6 +22,7 @@ from manager.config import AppConfig
 from manager.errors import install_error_handlers
 from manager.features_api import compile_views
 from manager.features_api import router as features_router
+from manager.loop_lag import LoopLag
 from manager.metrics import LatencyMiddleware, metrics_registry
 from manager.middleware import BodyLimitMiddleware, RequestIdMiddleware
 from manager.recommend import RecommendationService
@@ -53,6 +54,8 @@ def create_app(settings: AppConfig) -> FastAPI:
         watcher = asyncio.create_task(registry.watch(rec.reload_interval_s, catalogue))
         store_watch = StoreWatch(store)
         watching_store = asyncio.create_task(store_watch.run())
+        loop_lag = LoopLag()
+        watching_loop = asyncio.create_task(loop_lag.run())
         with contextlib.suppress(TimeoutError):  # serve with gauges filled, unless the store is slow to answer
             await asyncio.wait_for(store_watch.first_round_done.wait(), timeout=3.0)
         audit = AuditLog(settings) if rec.audit_to_kafka else None
@@ -72,6 +75,7 @@ def create_app(settings: AppConfig) -> FastAPI:
             extra_scorers=remote_scorers(rec.remote_scorers, space),
             audit=audit,
             cache_enabled=rec.cache,
+            loop_lag=loop_lag,
         )
         try:
             yield
@@ -79,6 +83,7 @@ def create_app(settings: AppConfig) -> FastAPI:
             await app.state.replays.stop()
             watcher.cancel()
             watching_store.cancel()
+            watching_loop.cancel()
             if audit is not None:
                 await audit.stop()
             await store.stop()

@@ -66,6 +66,10 @@ MAX_IN_FLIGHT = 64
 # read). Beyond what the machine can serve, this keeps every answer within the budget and correct, and sheds the
 # work (store reads, models) that made the queue. `rtrec bench serve` at 2,000 requests/s shows it.
 SHED_ABOVE = 2 * MAX_IN_FLIGHT
+# The same two steps when the process's event loop runs late (``manager.loop_lag``): requests then wait before
+# the service sees them, invisible to the count of requests in flight.
+FAST_PATH_LAG_S = 0.05
+SHED_LAG_S = 0.1
 OVERLOADED = "overloaded: nothing is offered rather than an answer past the budget"
 FACTS_UNAVAILABLE = (
     "the client's holdings, applications and eligibility facts could not be read from any copy of the store "
@@ -85,6 +89,7 @@ class RecommendationService:
         extra_scorers: Sequence[Scorer] = (),
         audit: AuditLog | None = None,
         cache_enabled: bool = True,
+        loop_lag: Callable[[], float] = lambda: 0.0,
     ) -> None:
         self.serving = store
         self.registry = registry
@@ -100,6 +105,7 @@ class RecommendationService:
         self.in_flight = 0
         self.max_in_flight = MAX_IN_FLIGHT
         self.shed_above = SHED_ABOVE
+        self.loop_lag = loop_lag
 
     def scorers(self, models: LoadedModels | None = None) -> list[Scorer]:
         """The scorers of ``models`` (default: the version served now) plus remote ones."""
@@ -113,11 +119,13 @@ class RecommendationService:
         limit: int | None = None,
         started: float | None = None,
     ) -> dict[str, Any]:
-        """``started``: when the request reached the process (perf_counter), so queueing counts against the
-        budget; defaults to now."""
+        """``started``: when the request reached the service (perf_counter), so queueing counts against the
+        budget; defaults to now. The event loop's lag at that moment is counted too: the request waited about
+        that long before."""
         self.in_flight += 1
         try:
-            return await self._recommend(client_id, limit, started if started is not None else time.perf_counter())
+            started = (started if started is not None else time.perf_counter()) - self.loop_lag()
+            return await self._recommend(client_id, limit, started)
         finally:
             self.in_flight -= 1
 
@@ -137,7 +145,7 @@ class RecommendationService:
         now = time.time()
         shed = self._shed_reason(deadline)
         status_only = shed is not None
-        overloaded = self.in_flight > self.shed_above
+        overloaded = self.in_flight > self.shed_above or self.loop_lag() > SHED_LAG_S
         if overloaded:
             SHED_ANSWERS.labels("overload").inc()
             read = None
@@ -215,7 +223,7 @@ class RecommendationService:
     def _shed_reason(self, deadline: float) -> str | None:
         if deadline - time.perf_counter() < FAST_PATH_BELOW_S:
             return "budget"
-        if self.in_flight > self.max_in_flight:
+        if self.in_flight > self.max_in_flight or self.loop_lag() > FAST_PATH_LAG_S:
             return "load"
         return None
 

@@ -416,3 +416,19 @@ async def test_the_serving_store_refuses_to_cache_an_answer_read_from_a_replica(
     [(subject, fn, args, write)] = backend.calls
     assert (subject, fn, write) == (CLIENT, "cache_put", True)
     assert args[2:] == [{"items": []}, 5, read_at]  # the conditional put: payload, status generation, read time
+
+
+@pytest.mark.parametrize(("lag_s", "expected"), [(0.07, "fast path"), (0.2, "shed")])
+async def test_a_late_event_loop_counts_against_the_budget_and_sheds(
+    store: FakeServingStore, catalogue: Catalogue, space: FeatureSpace, tmp_path: Path, lag_s: float, expected: str
+) -> None:
+    """Requests waited about as long as the loop runs late before the service saw them: a late loop takes
+    the fast path, a very late one sheds."""
+    service = make_service(store, catalogue, space, tmp_path, FakeScorer("xgboost"))
+    service.loop_lag = lambda: lag_s
+    answer = await service.recommend(CLIENT, limit=9)
+    assert answer["degraded"] is True and answer["elapsed_ms"] >= lag_s * 1000
+    if expected == "fast path":
+        assert answer["degraded_reason"].startswith("fast path (load)") and shown(answer) <= ALLOWED
+    else:
+        assert answer["degraded_reason"] == OVERLOADED and answer["items"] == [] and store.reads == []
