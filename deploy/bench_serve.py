@@ -145,6 +145,7 @@ async def _open_loop(
         cached += bool(body["cached"])
         server_ms.append(body["elapsed_ms"])
 
+    send_late: list[float] = []  # how late the generator itself sent each request (its own CPU starvation)
     host, port = url.split("//", 1)[1].rsplit(":", 1)
     pool = LoadPool(host, int(port), {"Authorization": f"Bearer {key}"})
     async with httpx.AsyncClient(base_url=url, timeout=10) as api:  # for /metrics only
@@ -159,6 +160,7 @@ async def _open_loop(
             if delay > 0:
                 await asyncio.sleep(delay)
             client_id = clients.pop() if clients else "c000000"
+            send_late.append(time.perf_counter() - scheduled)
             sends.append(asyncio.ensure_future(pool.get(f"/v1/recommendations/{client_id}?limit=3", scheduled, done)))
         await asyncio.gather(*sends)
         deadline = time.perf_counter() + 30
@@ -182,6 +184,7 @@ async def _open_loop(
         **percentiles(ms, digits=2),
         "over_budget": int((ms > budget_s * 1000).sum()),
         **{k: v for k, v in percentiles(server_ms, prefix="server_", digits=2).items() if "max" not in k},
+        "generator_send_late_p99_ms": round(float(np.percentile(send_late, 99)) * 1000, 2) if send_late else 0.0,
         "api_cpu_ms_per_request": round(cpu["api"] * 1000 / max(total, 1), 3),
         "cpu_ms_per_request_by_role": {role: round(v * 1000 / max(total, 1), 3) for role, v in cpu.items()},
         "machine_busy_share": round(busy[0] / max(busy[1], 1e-9), 3),
