@@ -195,6 +195,10 @@ def run(target: str, settings: Settings, args: argparse.Namespace) -> dict[str, 
         from deploy.bench_ingest import run_ingest
 
         return run_ingest(settings, args)
+    if target == "score":
+        from deploy.bench_score import run_score
+
+        return run_score(settings, args)
     if target == "extract":
         from deploy.bench_extract import run_extract
 

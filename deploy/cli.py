@@ -298,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     importer.set_defaults(fn=cmd_import)
 
     bench = sub.add_parser("bench", parents=[common], help="benchmarks (print JSON)")
-    bench.add_argument("target", choices=["store", "ingest", "extract", "serve"])
+    bench.add_argument("target", choices=["store", "ingest", "extract", "score", "serve"])
     bench.add_argument("--json", action="store_true", help="one line of JSON")
     bench.add_argument("--subjects", type=int, default=200, help="store: subjects of 1,000 features each")
     bench.add_argument("--features-per-subject", type=int, default=1000)
