@@ -206,12 +206,12 @@ function M.activate(bucket_id, move_id)
     if b == nil or b[2] ~= M.RECEIVING or select(2, peer_and_move(b)) ~= move_id then
         return nil, errors.new('BUCKET_STATE', 'bucket is not receiving for this move', {bucket_id = bucket_id})
     end
+    -- the bucket's clients may have changed status while it was away: their clearings happened elsewhere
+    require('cache').forget()
     box.begin()
     box.space._bucket:replace({bucket_id, M.ACTIVE, box.NULL})
     box.space.bucket_moves:replace({tostring(move_id), bucket_id, require('fiber').time()})
     box.commit()
-    -- the bucket's clients may have changed status while it was away: their clearings happened elsewhere
-    require('cache').forget()
     return true
 end
 

@@ -39,16 +39,45 @@ M.MAX_READ_AGE = 2
 local F_EXPIRES, F_PAYLOAD, F_GEN = 3, 4, 5
 
 local issued = math.floor(clock.realtime() * 1e6)  -- the last n issued
-local valid_from = issued  -- rows with a smaller n were written before the last M.forget
+local valid_from = issued  -- rows with a smaller n were written before the last forget
+local foreign_seen = nil  -- foreign_lsns() when last looked at
+-- subject -> how many transactions that cleared the client are still waiting for the WAL. A put meanwhile is
+-- refused: it would be built from facts not yet durable, and a write to this temporary space commits at once,
+-- so it would overwrite the row a pending transaction must restore if its WAL write fails.
+local pending = {}
 
 local function next_n()
     issued = issued + 1
     return issued
 end
 
--- Forget every cached answer and gen (mastership.promote/demote).
+-- Sum of the vclock components written elsewhere (not this instance's own, not 0: local rows).
+local function foreign_lsns()
+    local own, sum = box.info.id, 0
+    for id, lsn in pairs(box.info.vclock) do
+        if id ~= own and id ~= 0 then
+            sum = sum + lsn
+        end
+    end
+    return sum
+end
+
+-- Forget every cached answer and gen (mastership promote/demote/fence, bucket activation).
 function M.forget()
     valid_from = next_n()
+    foreign_seen = foreign_lsns()
+end
+
+-- Rows written elsewhere and applied here by replication can change a client's status without clearing the
+-- answer cached here (only this instance's own procedures clear). A healthy master receives none (its replicas
+-- write nothing); after a failover the old master's last rows may still arrive through a replica. So whenever
+-- any arrived since it last looked, the cache forgets everything.
+local function forget_if_replicated()
+    local seen = foreign_lsns()
+    if foreign_seen ~= nil and seen ~= foreign_seen then
+        valid_from = next_n()
+    end
+    foreign_seen = seen
 end
 
 -- The n of the client's current gen: its row's when written since the last forget, else valid_from.
@@ -69,11 +98,27 @@ end
 
 -- The client's status generation as the manager carries it from a read to a put.
 function M.gen_of(subject)
+    forget_if_replicated()
     return token(current_n(box.space.rec_cache:get(subject)))
 end
 
--- Inside the caller's transaction: clear the client's cached answer and give it a new gen.
+-- Clear the client's cached answer and give it a new gen: inside the caller's transaction, settled with it.
+-- Outside one (an explicit clearing), it commits at once; a transaction still pending for the client has
+-- already cleared it.
 function M.invalidate(subject, bucket_id)
+    if not box.is_in_txn() then
+        if pending[subject] ~= nil then
+            return
+        end
+    else
+        pending[subject] = (pending[subject] or 0) + 1
+        local function settle()
+            local left = (pending[subject] or 1) - 1
+            pending[subject] = left > 0 and left or nil
+        end
+        box.on_commit(settle)
+        box.on_rollback(settle)
+    end
     local t = box.space.rec_cache:get(subject)
     bucket_id = bucket_id or (t ~= nil and t[2]) or 0
     box.space.rec_cache:replace({subject, bucket_id, fiber.time() + M.MARKER_TTL, box.NULL, next_n()})
@@ -84,16 +129,21 @@ function M.cache_get(bucket_id, subject, now)
     if wrong ~= nil then
         return nil, wrong
     end
+    if box.info.ro or not require('mastership').may_write() then
+        return box.NULL  -- only the master's cache is ever served
+    end
+    forget_if_replicated()
     local t = box.space.rec_cache:get(subject)
-    if t == nil or t[F_PAYLOAD] == nil or t[F_EXPIRES] <= (now or fiber.time()) or (tonumber(t[F_GEN]) or 0) < valid_from then
+    if t == nil or t[F_PAYLOAD] == nil or t[F_EXPIRES] <= (now or fiber.time())
+        or (tonumber(t[F_GEN]) or 0) < valid_from then
         return box.NULL
     end
     return t[F_PAYLOAD]
 end
 
 -- Returns true when stored, false when refused because the client's status changed since `read_gen` was
--- read, it was read on another instance or before this instance's mastership changed, or the read is older
--- than MAX_READ_AGE.
+-- read (or a change is still waiting for the WAL), it was read on another instance or before this instance's
+-- cache last forgot, the read is older than MAX_READ_AGE, or this instance is read-only.
 function M.cache_put(bucket_id, subject, expires_at, payload, read_gen, read_at)
     if type(subject) ~= 'string' or type(expires_at) ~= 'number' or type(read_gen) ~= 'string'
         or type(read_at) ~= 'number' then
@@ -103,6 +153,10 @@ function M.cache_put(bucket_id, subject, expires_at, payload, read_gen, read_at)
     if wrong ~= nil then
         return nil, wrong
     end
+    if box.info.ro or pending[subject] ~= nil then
+        return false
+    end
+    forget_if_replicated()
     local n = current_n(box.space.rec_cache:get(subject))
     if fiber.time() - read_at > M.MAX_READ_AGE or token(n) ~= read_gen then
         return false

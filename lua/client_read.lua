@@ -34,7 +34,7 @@ end
 -- ({cached = answer, ...}): one round trip whether the cache hits or not. Replicas never answer from the cache
 -- (theirs may lag behind a clearing on the master).
 function M.client_read(bucket_id, subject, now, specs, with_freshness, with_cache)
-    if with_cache and not box.info.ro then
+    if with_cache and not box.info.ro then  -- cache_get also answers nothing on a deposed master
         local cached, wrong = cache.cache_get(bucket_id, subject, fiber.time())
         if wrong ~= nil then
             return nil, wrong

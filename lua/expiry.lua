@@ -88,8 +88,11 @@ function M.run_once(now, sweep_features)
         M.status.last_feature_sweep_at = now
     end
     for _, name in ipairs({'tombstones', 'rec_cache'}) do
+        -- a cache row outlives its answer by the longest read age a put may carry: deleting it returns the
+        -- client to the oldest gen, which a put from a read older than the row could otherwise match again
+        local before = name == 'rec_cache' and now - require('cache').MAX_READ_AGE or now
         while true do
-            local n = expire_batch(box.space[name], now)
+            local n = expire_batch(box.space[name], before)
             totals[name] = totals[name] + n
             if n < C.DELETE_BATCH then
                 break

@@ -29,7 +29,10 @@ local function fence_if_deposed(record)
             record.name, config.rs_id, record.epoch)
         -- box.cfg cannot run inside a trigger, and fiber.create would switch to the new fiber at once (a
         -- yield inside the applier's transaction aborts it): fiber.new runs it once this transaction is done
-        fiber.new(function() box.cfg({read_only = true}) end)
+        fiber.new(function()
+            box.cfg({read_only = true})
+            require('cache').forget()
+        end)
     end
 end
 
@@ -85,9 +88,9 @@ function M.promote(epoch, create_schema)
         return nil, require('errors').new('BAD_ARGUMENT', 'promote needs an epoch newer than the recorded one',
             {recorded = record and record.epoch or 0})
     end
+    require('cache').forget()  -- answers cached before now are stale: clearings happened elsewhere meanwhile
     box.cfg({read_only = false})
     require('counts').forget()  -- counts cached before the writes it applied as a replica are stale
-    require('cache').forget()  -- and so are answers cached before then: their clearings happened elsewhere
     create_schema()
     box.space.cluster_topology:replace({key(), {name = config.name, epoch = epoch}})
     return M.ping()

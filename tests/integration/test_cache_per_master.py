@@ -1,7 +1,9 @@
 """The recommendation cache is each master's own memory (a temporary space, lua/cache.lua), on a private
 cluster: caching an answer writes nothing to the WAL (so nothing is replicated); a put computed from a read on a
 replica is refused on the master; answers cached before the master was demoted and promoted again are never
-served after it, and a put computed from a read before that is refused."""
+served after it, and a put computed from a read before that is refused; a row written elsewhere and replicated
+to the master drops its cached answers; no put lands while a clearing of the client waits for the WAL. (Found
+by a review of the change: the last two were holes of the first version.)"""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import asynctnt
 import pytest
 
 from deploy.settings import Settings
@@ -83,3 +86,64 @@ async def test_nothing_cached_before_a_mastership_change_survives_it(faults: Dri
     assert await faults.service.serving.cache_put(faults.client_id, {"items": []}, 60, before) is False
     await background_done(faults.service)
     assert (await faults.answer())["cached"]  # and the cache works again from then on
+
+
+async def _eval(d: Drill, spec: Any, code: str, *args: Any) -> Any:
+    """Lua on one instance as the store's admin user (what an operator's console could do)."""
+    conn = asynctnt.Connection(
+        host=spec.host, port=spec.port, username=d.cluster.store.user, password=d.cluster.store.password
+    )
+    await conn.connect()
+    try:
+        return (await conn.eval(code, list(args), timeout=5.0)).body
+    finally:
+        await conn.disconnect()
+
+
+async def test_a_row_written_elsewhere_and_replicated_to_the_master_drops_its_cached_answers(faults: Drill) -> None:
+    """After a failover the old master's last rows can still reach the new one through a replica: they were
+    not written by this master's procedures, so they cleared nothing here. Any such row makes the cache forget."""
+    await cached_now(faults)
+    master = await _master(faults)
+    replica = next(spec for spec in faults.replicaset.instances if spec != master)
+    await _eval(
+        faults,
+        replica,
+        "box.cfg{read_only = false} box.space.bucket_moves:replace{...} box.cfg{read_only = true}",
+        f"foreign-{faults.client_id}",
+        1,
+        time.time(),
+    )
+    await faults.cluster.wait_synced()
+    answer = await faults.answer()
+    assert not answer["cached"] and answer["facts_source"] == "master"
+    await background_done(faults.service)
+    assert (await faults.answer())["cached"]  # cached again once nothing new arrives
+
+
+async def test_no_put_while_a_clearing_of_the_client_waits_for_the_wal(faults: Drill) -> None:
+    """A clearing inside a write transaction holds puts off until the transaction ends (a put on the temporary
+    space would commit at once, over the row a failed WAL write must restore); a rolled-back one lets them in."""
+    read = await _read(faults)
+    master = await _master(faults)
+    bucket = faults.store.bucket_id_for(faults.client_id)
+    during, after = await _eval(
+        faults,
+        master,
+        """
+        local cache, subject, bucket, gen, read_at = require('cache'), ...
+        box.begin()
+        cache.invalidate(subject, bucket)
+        local during = cache.cache_put(bucket, subject, read_at + 60, {items = {}}, cache.gen_of(subject), read_at)
+        box.rollback()
+        local after = cache.cache_put(bucket, subject, read_at + 60, {items = {}}, gen, read_at)
+        return during, after
+        """,
+        faults.client_id,
+        bucket,
+        read.status_gen,
+        read.read_at,
+    )
+    assert during is False  # refused although it carried the gen of that very moment
+    assert after is True  # the rollback restored the client's gen, and the read made before it is good again
+    await faults.service.serving.cache_invalidate(faults.client_id)
