@@ -20,6 +20,7 @@ from feature_store.ttl import TtlPolicy
 from manager.audit import AuditLog
 from manager.config import AppConfig
 from manager.errors import install_error_handlers
+from manager.fast_lane import RecommendationFastLane
 from manager.features_api import compile_views
 from manager.features_api import router as features_router
 from manager.loop_lag import LoopLag
@@ -95,6 +96,7 @@ def create_app(settings: AppConfig) -> FastAPI:
         description="Feature store and recommendation API for the mobile banking backend. "
         "Authorization: Bearer <key>; roles reader < writer < operator.",
     )
+    app.add_middleware(RecommendationFastLane)  # innermost: ids, latency metrics and body limits still apply
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.api.max_body_bytes)
     app.add_middleware(LatencyMiddleware)
     app.add_middleware(RequestIdMiddleware)  # outermost: every response and log line has the id

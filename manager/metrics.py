@@ -89,6 +89,9 @@ class LatencyMiddleware:
             HTTP_LATENCY.labels(scope["method"], path, str(status["code"])).observe(time.perf_counter() - started)
 
 
+FAST_LANE_ANSWERS = Counter(
+    "rtrec_fast_lane_answers_total", "Recommendation requests answered by the plain ASGI lane (manager.fast_lane)"
+)
 SHED_ANSWERS = Counter(
     "rtrec_shed_answers_total",
     "Answers given on the fast path (reason load or budget) or shed with nothing offered (reason overload)",

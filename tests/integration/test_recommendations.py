@@ -25,7 +25,9 @@ from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
 from feature_store.serving import ServingStore
 from manager.app import create_app
+from manager.metrics import metrics_registry
 from manager.recommend import RecommendationService
+from manager.recommendations_api import RecommendationsResponse
 from recommenders.catalogue import CatalogueFile
 from recommenders.profile import ClientSnapshot, FeatureSpace
 from recommenders.registry import ModelRegistry
@@ -261,6 +263,19 @@ async def test_a_new_model_version_is_served_without_restart(
         ) as api:
             before = (await api.get(f"/v1/recommendations/{bank[7]}", params={"limit": 2})).json()
             assert before["model_versions"]["xgboost"] == trained["version"]
+            # the fast lane (manager.fast_lane) answers what the FastAPI route answers; any other query
+            # parameter sends the request on to the route
+            lane_before = metrics_registry().get_sample_value("rtrec_fast_lane_answers_total") or 0.0
+            lane = await api.get(f"/v1/recommendations/{bank[9]}", params={"limit": 3})
+            lane_after = metrics_registry().get_sample_value("rtrec_fast_lane_answers_total") or 0.0
+            routed = await api.get(f"/v1/recommendations/{bank[9]}", params={"limit": 3, "via": "route"})
+            assert lane_after == lane_before + 1
+            assert metrics_registry().get_sample_value("rtrec_fast_lane_answers_total") == lane_after
+            assert lane.status_code == routed.status_code == 200
+            assert lane.headers["content-type"] == routed.headers["content-type"] == "application/json"
+            assert list(lane.json()) == list(routed.json()) == list(RecommendationsResponse.model_fields)
+            assert lane.json()["items"] and lane.json()["items"] == routed.json()["items"]
+            assert lane.json()["model_versions"] == routed.json()["model_versions"]
             # publish a "new" version: a copy of the current artifacts under a new name, then flip LATEST
             new_version = trained["version"] + "-retrained"
             shutil.copytree(rec_dir / "models" / trained["version"], rec_dir / "models" / new_version)
