@@ -206,8 +206,8 @@ async def _prepare(settings: Settings, cluster: StoreCluster, workdir: Path, cli
         await train(store, space, catalogue, workdir / "models", TrainingConfig(progress=False, cuts=3))
         light = SimulationConfig(clients=clients, days=LOAD_DAYS, seed=22, client_prefix="load")
         await load_events(store, BankSimulator(light).events())
-    # The masters' first expiry walk over every feature (then hourly) would otherwise fall into whichever
-    # rate happens to run a minute after start: seconds of master CPU that made runs differ by 2x
+    # The masters' first expiry walk over every feature (then hourly) runs a minute after start: done here, it
+    # cannot fall into a measured rate (about 0.6 s of a master's CPU per million features)
     for rs in cluster.topology:
         master = cluster.instance(cluster.master_name(rs))
         await cluster.call_instance(master, "expire_now", [time.time()], timeout=120)
