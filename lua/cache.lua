@@ -45,17 +45,26 @@ local foreign_seen = nil  -- foreign_lsns() when last looked at
 -- refused: it would be built from facts not yet durable, and a write to this temporary space commits at once,
 -- so it would overwrite the row a pending transaction must restore if its WAL write fails.
 local pending = {}
+-- The clients the running transaction cleared. Procedures do not yield between their writes and their commit
+-- (as counts.lua relies on too), so one list serves whichever transaction is running; counts.commit() hands
+-- it to M.hold() right before box.commit() and to M.release() when the commit is over, either way. (Commit and
+-- rollback triggers per transaction did the same but made the masters' later reads about twice as expensive:
+-- `rtrec bench serve`, docs/benchmarks.md.)
+local cleared_now = {}
 
 local function next_n()
     issued = issued + 1
     return issued
 end
 
--- Sum of the vclock components written elsewhere (not this instance's own, not 0: local rows).
+-- Sum of the vclock components written elsewhere (not this instance's own, not 0: local rows). A numeric loop
+-- over the possible instance ids rather than pairs(): this runs on every read, and pairs() stops LuaJIT's traces.
+local VCLOCK_MAX = 32
 local function foreign_lsns()
-    local own, sum = box.info.id, 0
-    for id, lsn in pairs(box.info.vclock) do
-        if id ~= own and id ~= 0 then
+    local own, vclock, sum = box.info.id, box.info.vclock, 0
+    for id = 1, VCLOCK_MAX do
+        local lsn = vclock[id]
+        if lsn ~= nil and id ~= own then
             sum = sum + lsn
         end
     end
@@ -102,22 +111,32 @@ function M.gen_of(subject)
     return token(current_n(box.space.rec_cache:get(subject)))
 end
 
--- Clear the client's cached answer and give it a new gen: inside the caller's transaction, settled with it.
--- Outside one (an explicit clearing), it commits at once; a transaction still pending for the client has
--- already cleared it.
-function M.invalidate(subject, bucket_id)
-    if not box.is_in_txn() then
-        if pending[subject] ~= nil then
-            return
-        end
-    else
+-- Right before box.commit(): the clients this transaction cleared take no put until M.release(held).
+function M.hold()
+    local held = cleared_now
+    cleared_now = {}
+    for _, subject in ipairs(held) do
         pending[subject] = (pending[subject] or 0) + 1
-        local function settle()
-            local left = (pending[subject] or 1) - 1
-            pending[subject] = left > 0 and left or nil
-        end
-        box.on_commit(settle)
-        box.on_rollback(settle)
+    end
+    return held
+end
+
+-- When the commit is over, durable or rolled back.
+function M.release(held)
+    for _, subject in ipairs(held) do
+        local left = pending[subject] - 1
+        pending[subject] = left > 0 and left or nil
+    end
+end
+
+-- Clear the client's cached answer and give it a new gen: inside the caller's transaction (which ends with
+-- counts.commit() or counts.rollback()). Outside one (an explicit clearing) it commits at once; a commit still
+-- waiting for the WAL has already cleared the client.
+function M.invalidate(subject, bucket_id)
+    if box.is_in_txn() then
+        cleared_now[#cleared_now + 1] = subject
+    elseif pending[subject] ~= nil then
+        return
     end
     local t = box.space.rec_cache:get(subject)
     bucket_id = bucket_id or (t ~= nil and t[2]) or 0

@@ -51,10 +51,17 @@ function M.flush()
     pending = {}
 end
 
--- Commit the current transaction together with its subject count changes.
+-- Commit the current transaction together with its subject count changes. The clients whose cached answers
+-- it cleared take no cache put until the commit is over (cache.lua).
 function M.commit()
     M.flush()
-    box.commit()
+    local cache = require('cache')
+    local held = cache.hold()
+    local ok, err = pcall(box.commit)
+    cache.release(held)
+    if not ok then
+        error(err)
+    end
 end
 
 -- Roll back the current transaction and forget its count changes.
@@ -63,6 +70,8 @@ function M.rollback()
     if box.is_in_txn() then
         box.rollback()
     end
+    local cache = require('cache')
+    cache.release(cache.hold())  -- forget the clearings too
 end
 
 -- Stored features of a subject, including changes of the current transaction.

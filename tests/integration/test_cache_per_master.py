@@ -2,8 +2,9 @@
 cluster: caching an answer writes nothing to the WAL (so nothing is replicated); a put computed from a read on a
 replica is refused on the master; answers cached before the master was demoted and promoted again are never
 served after it, and a put computed from a read before that is refused; a row written elsewhere and replicated
-to the master drops its cached answers; no put lands while a clearing of the client waits for the WAL. (Found
-by a review of the change: the last two were holes of the first version.)"""
+to the master drops its cached answers; no put lands while a clearing of the client waits for the WAL, on a
+rollback as on the procedures' own commit. (Found by a review of the change: the last two were holes of the
+first version.)"""
 
 from __future__ import annotations
 
@@ -134,8 +135,10 @@ async def test_no_put_while_a_clearing_of_the_client_waits_for_the_wal(faults: D
         local cache, subject, bucket, gen, read_at = require('cache'), ...
         box.begin()
         cache.invalidate(subject, bucket)
+        local held = cache.hold()  -- what counts.commit() does right before box.commit() waits for the WAL
         local during = cache.cache_put(bucket, subject, read_at + 60, {items = {}}, cache.gen_of(subject), read_at)
-        box.rollback()
+        box.rollback()  -- the WAL write failed
+        cache.release(held)
         local after = cache.cache_put(bucket, subject, read_at + 60, {items = {}}, gen, read_at)
         return during, after
         """,
@@ -146,4 +149,36 @@ async def test_no_put_while_a_clearing_of_the_client_waits_for_the_wal(faults: D
     )
     assert during is False  # refused although it carried the gen of that very moment
     assert after is True  # the rollback restored the client's gen, and the read made before it is good again
+    await faults.service.serving.cache_invalidate(faults.client_id)
+
+
+async def test_a_write_waiting_for_the_wal_holds_puts_for_the_clients_it_cleared(faults: Drill) -> None:
+    """The procedures' commit (counts.commit) holds the clients a transaction cleared while box.commit waits for
+    the WAL, and lets them go when it is durable."""
+    master = await _master(faults)
+    bucket = faults.store.bucket_id_for(faults.client_id)
+    during, after = await _eval(
+        faults,
+        master,
+        """
+        local cache, fiber, subject, bucket = require('cache'), require('fiber'), ...
+        local writer = fiber.new(function()
+            box.begin()
+            box.space.bucket_moves:replace({'wal-wait-' .. subject, bucket, fiber.time()})  -- goes to the WAL
+            cache.invalidate(subject, bucket)
+            require('counts').commit()
+        end)
+        writer:set_joinable(true)
+        fiber.yield()  -- the writer runs until its commit waits for the WAL
+        local during = cache.cache_put(bucket, subject, fiber.time() + 60, {items = {}}, cache.gen_of(subject),
+            fiber.time())
+        writer:join()
+        local after = cache.cache_put(bucket, subject, fiber.time() + 60, {items = {}}, cache.gen_of(subject),
+            fiber.time())
+        return during, after
+        """,
+        faults.client_id,
+        bucket,
+    )
+    assert during is False and after is True
     await faults.service.serving.cache_invalidate(faults.client_id)
