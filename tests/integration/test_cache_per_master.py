@@ -9,31 +9,16 @@ first version.)"""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import asynctnt
-import pytest
 
-from deploy.settings import Settings
 from feature_store.serving import ClientRead
 from tests.integration.kafka_helpers import background_done
-from tests.integration.test_no_fails_under_faults import Drill, drill_on_a_private_cluster
+from tests.integration.test_no_fails_under_faults import Drill, drill_fixtures
 from tests.integration.test_serving_cache_attacks import cached_now
 
-
-@pytest.fixture(scope="module")
-async def drill(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
-    async with drill_on_a_private_cluster(settings, tmp_path_factory, "cm") as drill:
-        yield drill
-
-
-@pytest.fixture
-def faults(drill: Drill) -> Iterator[Drill]:
-    try:
-        yield drill
-    finally:
-        drill.resume_all()
+drill, faults = drill_fixtures("cm")
 
 
 def _wire(d: Drill) -> list[Any]:

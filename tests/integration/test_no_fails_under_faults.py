@@ -108,19 +108,26 @@ async def drill_on_a_private_cluster(
         cluster.stop()
 
 
-@pytest.fixture(scope="module")
-async def drill(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
-    async with drill_on_a_private_cluster(settings, tmp_path_factory, "nf") as drill:
-        yield drill
+def drill_fixtures(prefix: str) -> tuple[Any, Any]:
+    """A drill module's fixtures: ``drill``, one private cluster for the module (its client's id starts with
+    ``prefix``), and ``faults``, the drill for one test with every stalled instance resumed after it."""
+
+    @pytest.fixture(scope="module")
+    async def drill(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
+        async with drill_on_a_private_cluster(settings, tmp_path_factory, prefix) as made:
+            yield made
+
+    @pytest.fixture
+    def faults(drill: Drill) -> Iterator[Drill]:
+        try:
+            yield drill
+        finally:
+            drill.resume_all()
+
+    return drill, faults
 
 
-@pytest.fixture
-def faults(drill: Drill) -> Iterator[Drill]:
-    """Every test leaves the cluster running and the cache empty."""
-    try:
-        yield drill
-    finally:
-        drill.resume_all()
+drill, faults = drill_fixtures("nf")  # every test leaves the cluster running and the cache empty
 
 
 def offered(answer: dict[str, Any]) -> set[str]:

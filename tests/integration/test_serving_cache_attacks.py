@@ -10,12 +10,10 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
 
-from deploy.settings import Settings
 from extractors.direct import load_events
 from feature_store.serving import ServingStore
 from tests.integration.kafka_helpers import background_done
@@ -26,7 +24,7 @@ from tests.integration.test_no_fails_under_faults import (
     MARGIN_S,
     NOT_FOR_RETAIL,
     Drill,
-    drill_on_a_private_cluster,
+    drill_fixtures,
     offered,
 )
 
@@ -45,18 +43,7 @@ class PutSpy:
         serving.cache_put = put  # type: ignore[method-assign]
 
 
-@pytest.fixture(scope="module")
-async def drill(settings: Settings, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Drill]:
-    async with drill_on_a_private_cluster(settings, tmp_path_factory, "ca") as drill:
-        yield drill
-
-
-@pytest.fixture
-def faults(drill: Drill) -> Iterator[Drill]:
-    try:
-        yield drill
-    finally:
-        drill.resume_all()
+drill, faults = drill_fixtures("ca")
 
 
 async def cached_now(d: Drill) -> dict[str, Any]:
