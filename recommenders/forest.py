@@ -1,7 +1,8 @@
 """Every product's boosted trees as flat numpy arrays, walked together: one call scores all products.
 
-Why: XGBoost's ``predict`` has a fixed cost of about 0.2-0.3 ms per call and per DMatrix, so ten products cost
-ten calls per micro-batch, and the reasons ten more. Here all trees of all products are one set of node
+Why: XGBoost's ``predict`` has a fixed cost per call and per DMatrix, so ten products cost ten calls per
+micro-batch, and the reasons more (`rtrec bench score --json`: one row's scores and reasons 0.875 ms through
+XGBoost, 0.147 ms here). Here all trees of all products are one set of node
 arrays; a batch of rows walks every tree at once, one level per step (``depth`` vectorised steps in all, four
 for the default depth 4), and a product's margin is the sum of its trees' leaves. The walk keeps the path, so
 the reasons' contributions (Saabas: each split's change of the node mean, credited to the split's feature,
@@ -147,7 +148,7 @@ class Forest:
         row_start = (np.arange(rows, dtype=np.intp) * features)[:, None]
         nodes = np.broadcast_to(self.roots, (rows, len(self.roots)))
         path = [nodes]
-        for _ in range(self.depth):  # np.take on flat arrays: about a third cheaper than fancy indexing
+        for _ in range(self.depth):  # np.take on flat arrays: cheaper than fancy indexing
             cell = np.take(self.feature, nodes)
             cell += row_start
             go_left = np.take(values, cell) < np.take(self.threshold, nodes)
