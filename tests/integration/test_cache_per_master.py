@@ -142,28 +142,40 @@ async def test_a_write_waiting_for_the_wal_holds_puts_for_the_clients_it_cleared
     the WAL, and lets them go when it is durable."""
     master = await _master(faults)
     bucket = faults.store.bucket_id_for(faults.client_id)
-    during, after = await _eval(
+    # the WAL may be quick: try until the put lands while the writer is still inside its commit
+    caught, wrongly_taken, after = await _eval(
         faults,
         master,
         """
         local cache, fiber, subject, bucket = require('cache'), require('fiber'), ...
-        local writer = fiber.new(function()
-            box.begin()
-            box.space.bucket_moves:replace({'wal-wait-' .. subject, bucket, fiber.time()})  -- goes to the WAL
-            cache.invalidate(subject, bucket)
-            require('counts').commit()
-        end)
-        writer:set_joinable(true)
-        fiber.yield()  -- the writer runs until its commit waits for the WAL
-        local during = cache.cache_put(bucket, subject, fiber.time() + 60, {items = {}}, cache.gen_of(subject),
-            fiber.time())
-        writer:join()
+        local caught, wrongly_taken = 0, 0
+        for attempt = 1, 50 do
+            local committing = false
+            local writer = fiber.new(function()
+                box.begin()
+                box.space.bucket_moves:replace({'wal-wait-' .. subject, bucket, fiber.time()})  -- goes to the WAL
+                cache.invalidate(subject, bucket)
+                committing = true
+                require('counts').commit()  -- yields only here, waiting for the WAL
+                committing = false
+            end)
+            writer:set_joinable(true)
+            fiber.yield()
+            if committing then
+                caught = caught + 1
+                local gen = cache.gen_of(subject)
+                if cache.cache_put(bucket, subject, fiber.time() + 60, {items = {}}, gen, fiber.time()) then
+                    wrongly_taken = wrongly_taken + 1
+                end
+            end
+            writer:join()
+        end
         local after = cache.cache_put(bucket, subject, fiber.time() + 60, {items = {}}, cache.gen_of(subject),
             fiber.time())
-        return during, after
+        return caught, wrongly_taken, after
         """,
         faults.client_id,
         bucket,
     )
-    assert during is False and after is True
+    assert caught >= 1 and wrongly_taken == 0 and after is True
     await faults.service.serving.cache_invalidate(faults.client_id)
