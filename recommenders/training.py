@@ -20,7 +20,11 @@ from typing import Any
 import numpy as np
 import xgboost as xgb
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sklearn.impute import SimpleImputer
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import average_precision_score, roc_auc_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 
 from feature_store.client import FeatureStore
 from feature_store.listings import interactions, list_subjects
@@ -30,6 +34,7 @@ from recommenders.catalogue import Catalogue, load_catalogue
 from recommenders.config import TrainingConfig as TrainingSettings
 from recommenders.dataset import DAY, Dataset, build_dataset
 from recommenders.decision import blend
+from recommenders.evaluation import MIN_POSITIVES, Interval, auc_interval, mean_interval, ndcg_at_k, paired_difference
 from recommenders.expert import ExpertScorer, _squash
 from recommenders.profile import FeatureSpace
 from recommenders.scorer import ProductScore
@@ -116,8 +121,14 @@ def evaluate(
     popularity: dict[str, float],
     weights: dict[str, float],
     k: int,
+    *,
+    segment_popularity: dict[str, dict[str, float]] | None = None,
+    logistic: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Holdout metrics, scoring with the same scorer objects and the same blend the server uses."""
+    """Holdout metrics, scoring with the same scorer objects and the same blend the server uses, beside the
+    baselines (popularity, the expert portraits alone, and when given popularity per segment and a logistic
+    regression's holdout scores per product). Every ranking's MAP@k and NDCG@k comes with a 95 % bootstrap
+    interval over clients, and the blend's paired difference with each other ranking with its interval."""
     matrix = xgb.DMatrix(holdout.features, feature_names=xgb_scorer.space.names)
     xgb_scores = {p: b.predict(matrix) for p, b in xgb_scorer.boosters.items()}
     per_product = {}
@@ -129,34 +140,61 @@ def evaluate(
             entry["auc"] = float(roc_auc_score(y, xgb_scores[product][rows]))
             entry["pr_auc"] = float(average_precision_score(y, xgb_scores[product][rows]))
             entry["pr_auc_base_rate"] = float(y.mean())
+            entry["auc_interval"] = _listed(auc_interval(y, xgb_scores[product][rows]))
+            if logistic is not None and product in logistic:
+                entry["auc_logistic_interval"] = _listed(auc_interval(y, logistic[product][rows]))
+            entry["too_few_positives"] = bool(y.sum() < MIN_POSITIVES)
         per_product[product] = entry
 
-    blended_ap, xgb_ap, popularity_ap = [], [], []
+    ap: dict[str, list[float]] = {}
+    ndcg: dict[str, list[float]] = {}
     for i, snapshot in enumerate(holdout.snapshots):
         allowed = [p for j, p in enumerate(products) if holdout.mask[i, j] > 0]
         relevant = {p for j, p in enumerate(products) if holdout.mask[i, j] > 0 and holdout.labels[i, j] > 0}
         if not relevant:
             continue
+        expert_scores = expert.score_row(holdout.features[i], allowed)
         results = {
             "xgboost": {p: ProductScore(p, float(xgb_scores[p][i])) for p in allowed if p in xgb_scores},
-            "expert": expert.score_row(holdout.features[i], allowed),
+            "expert": expert_scores,
         }
         if als is not None:
             results["als"] = als.score_vector(als.client_vector(snapshot), allowed)
         blended = blend(allowed, results, weights, popularity)
-        blended_ap.append(average_precision_at_k(sorted(allowed, key=lambda p: -blended[p][0]), relevant, k))
-        xgb_rank = sorted(allowed, key=lambda p: -float(xgb_scores[p][i]) if p in xgb_scores else 0.0)
-        xgb_ap.append(average_precision_at_k(xgb_rank, relevant, k))
-        popularity_ap.append(
-            average_precision_at_k(sorted(allowed, key=lambda p: -popularity.get(p, 0.0)), relevant, k)
-        )
+        scores: dict[str, dict[str, float]] = {
+            "blend": {p: blended[p][0] for p in allowed},
+            "xgboost": {p: float(xgb_scores[p][i]) if p in xgb_scores else 0.0 for p in allowed},
+            "popularity": {p: popularity.get(p, 0.0) for p in allowed},
+            "expert": {p: expert_scores[p].score if p in expert_scores else 0.0 for p in allowed},
+        }
+        if segment_popularity is not None:
+            by_segment = segment_popularity.get(snapshot.segment or "", popularity)
+            scores["segment_popularity"] = {p: by_segment.get(p, popularity.get(p, 0.0)) for p in allowed}
+        if logistic is not None:
+            scores["logistic_regression"] = {p: float(logistic[p][i]) if p in logistic else 0.0 for p in allowed}
+        for name, by_product in scores.items():
+            ranked = sorted(allowed, key=lambda p: -by_product[p])
+            ap.setdefault(name, []).append(average_precision_at_k(ranked, relevant, k))
+            ndcg.setdefault(name, []).append(ndcg_at_k(ranked, relevant, k))
     return {
         "per_product": per_product,
-        f"map_at_{k}": float(np.mean(blended_ap)) if blended_ap else None,
-        f"map_at_{k}_xgboost": float(np.mean(xgb_ap)) if xgb_ap else None,
-        f"map_at_{k}_popularity": float(np.mean(popularity_ap)) if popularity_ap else None,
-        "evaluated_clients": len(blended_ap),
+        f"map_at_{k}": float(np.mean(ap["blend"])) if ap else None,
+        f"map_at_{k}_xgboost": float(np.mean(ap["xgboost"])) if ap else None,
+        f"map_at_{k}_popularity": float(np.mean(ap["popularity"])) if ap else None,
+        "evaluated_clients": len(ap.get("blend", [])),
+        "rankings": {
+            name: {
+                f"map_at_{k}": mean_interval(ap[name]).as_list(),
+                f"ndcg_at_{k}": mean_interval(ndcg[name]).as_list(),
+            }
+            for name in ap
+        },
+        "blend_minus": {name: paired_difference(ap["blend"], ap[name]).as_list() for name in ap if name != "blend"},
     }
+
+
+def _listed(interval: Interval | None) -> list[float] | None:
+    return interval.as_list() if interval is not None else None
 
 
 @dataclass
@@ -168,6 +206,7 @@ class FittedModels:
     mean: np.ndarray
     std: np.ndarray
     popularity: dict[str, float]
+    train_set: Dataset  # the baselines of the evaluation are fitted on it too
 
 
 async def train(
@@ -243,7 +282,7 @@ def _fit(train_set: Dataset, products: list[str], names: list[str]) -> FittedMod
     boosters = _train_xgb(train_set, products, names)
     mean, std = population_stats(_squash(train_set.features))
     rate = (train_set.labels * train_set.mask).sum(0) / np.maximum(train_set.mask.sum(0), 1)
-    return FittedModels(boosters, mean, std, {p: float(rate[j]) for j, p in enumerate(products)})
+    return FittedModels(boosters, mean, std, {p: float(rate[j]) for j, p in enumerate(products)}, train_set)
 
 
 def _evaluate_holdout(
@@ -271,7 +310,49 @@ def _evaluate_holdout(
         )
     xgb_scorer = XGBoostScorer("eval", space, fitted.boosters)
     weights = catalogue.decision.weights
-    return evaluate(holdout, products, xgb_scorer, eval_als, expert, fitted.popularity, weights, k)
+    return evaluate(
+        holdout,
+        products,
+        xgb_scorer,
+        eval_als,
+        expert,
+        fitted.popularity,
+        weights,
+        k,
+        segment_popularity=_segment_popularity(fitted.train_set, products),
+        logistic=_logistic_scores(fitted.train_set, holdout, products),
+    )
+
+
+def _segment_popularity(train_set: Dataset, products: list[str]) -> dict[str, dict[str, float]]:
+    """Baseline: each product's uptake rate among the training rows of the client's segment."""
+    segments = np.array([s.segment or "" for s in train_set.snapshots])
+    out = {}
+    for segment in set(segments.tolist()):
+        rows = segments == segment
+        taken = (train_set.labels[rows] * train_set.mask[rows]).sum(0)
+        rate = taken / np.maximum(train_set.mask[rows].sum(0), 1)
+        out[segment] = {p: float(rate[j]) for j, p in enumerate(products)}
+    return out
+
+
+def _logistic_scores(train_set: Dataset, holdout: Dataset, products: list[str]) -> dict[str, np.ndarray]:
+    """Baseline: a logistic regression per product on the same features (signed log, median-imputed,
+    standardised), fitted on the training cuts; its probabilities for every holdout row."""
+    scores = {}
+    for j, product in enumerate(products):
+        rows = train_set.mask[:, j] > 0
+        y = train_set.labels[rows, j]
+        if not 0 < y.sum() < len(y):
+            continue
+        model = make_pipeline(
+            SimpleImputer(strategy="median", keep_empty_features=True),
+            StandardScaler(),
+            LogisticRegression(max_iter=500),
+        )
+        model.fit(_squash(train_set.features[rows]), y)
+        scores[product] = model.predict_proba(_squash(holdout.features))[:, 1]
+    return scores
 
 
 async def _serving_interactions(

@@ -211,3 +211,41 @@ def test_population_stats_ignore_missing_values() -> None:
     # column 0: population spread of 1, 3, 2; a column with fewer than two values spreads 1 (not 0 or NaN)
     assert spread.tolist() == pytest.approx([math.sqrt(2 / 3), 1.0, 1.0, 1.0])
     assert not np.isnan(mean).any() and not np.isnan(spread).any()
+
+
+def test_evaluate_reports_every_ranking_with_intervals_and_the_blends_paired_gains(
+    space: FeatureSpace, xgb_scorer: XGBoostScorer
+) -> None:
+    data = holdout(
+        space,
+        f0=[-5, -5, -4, 5, 4],
+        mask=[[1, 1, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1], [0, 1, 1]],
+        labels=[[0, 0, 1], [0, 1, 0], [0, 0, 0], [1, 0, 0], [1, 0, 0]],
+    )
+    catalogue = Catalogue(products=[Product(id=p, title=p.upper()) for p in PRODUCTS])
+    expert = ExpertScorer("eval", space, catalogue, prior=POPULARITY)
+    weights = {"xgboost": 0.8, "als": 0.1, "expert": 0.1}
+    by_segment = {"retail": {"a": 0.9, "b": 0.1, "c": 0.0}}  # retail clients take a: ranks a, b, c
+    logistic = {"a": np.array([0.1, 0.1, 0.1, 0.9, 0.9]), "b": np.full(5, 0.5), "c": np.full(5, 0.2)}
+    metrics = evaluate(
+        data, PRODUCTS, xgb_scorer, None, expert, POPULARITY, weights, 2,
+        segment_popularity=by_segment, logistic=logistic,
+    )  # fmt: skip
+
+    rankings = metrics["rankings"]
+    assert set(rankings) == {"blend", "xgboost", "popularity", "expert", "segment_popularity", "logistic_regression"}
+    assert rankings["popularity"]["map_at_2"][0] == pytest.approx(metrics["map_at_2_popularity"], abs=1e-4)
+    assert rankings["blend"]["map_at_2"][0] == pytest.approx(metrics["map_at_2"], abs=1e-4)
+    # segment popularity a,b,c: client 0 finds c nowhere in 2 (0), client 1 ranks b,c: b at 1 (1), client 3: a (1)
+    assert rankings["segment_popularity"]["map_at_2"][0] == pytest.approx(2 / 3, abs=1e-4)
+    # logistic: client 0 ranks b,c (c at 2: 0.5), client 1 b,c (1), client 3 a (1)
+    assert rankings["logistic_regression"]["map_at_2"][0] == pytest.approx(2.5 / 3, abs=1e-4)
+    for values in rankings.values():
+        for mean, low, high in values.values():
+            assert low <= mean <= high
+    assert set(metrics["blend_minus"]) == set(rankings) - {"blend"}
+    gain = metrics["blend_minus"]["popularity"]
+    assert gain[0] == pytest.approx(metrics["map_at_2"] - metrics["map_at_2_popularity"], abs=1e-4)
+    a = metrics["per_product"]["a"]
+    assert a["too_few_positives"] is True and a["auc_interval"] == [1.0, 1.0, 1.0]
+    assert a["auc_logistic_interval"][0] == pytest.approx(1.0)

@@ -1,0 +1,52 @@
+"""Metrics with intervals (``recommenders.evaluation``): bootstrap intervals hold the mean and shrink with more
+clients, a paired difference sees a consistent gain that two overlapping intervals would hide, NDCG@k by hand,
+and AUC intervals only with both classes."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from recommenders.evaluation import auc_interval, mean_interval, ndcg_at_k, paired_difference
+
+
+def test_the_interval_holds_the_mean_and_narrows_with_more_clients() -> None:
+    rng = np.random.default_rng(1)
+    few, many = rng.random(50), rng.random(5000)
+    small, large = mean_interval(few), mean_interval(many)
+    assert small.low < small.mean < small.high and large.low < large.mean < large.high
+    assert (large.high - large.low) < (small.high - small.low) / 5
+    assert large.low < 0.5 < large.high  # uniform values: the true mean is inside
+    assert mean_interval([0.3] * 20).as_list() == [0.3, 0.3, 0.3]
+    assert math.isnan(mean_interval([]).mean)
+
+
+def test_a_consistent_paired_gain_is_seen_where_the_two_intervals_overlap() -> None:
+    rng = np.random.default_rng(2)
+    baseline = rng.random(200)
+    model = baseline + 0.03  # every client a little better
+    a, b = mean_interval(model), mean_interval(baseline)
+    assert a.low < b.high  # the intervals overlap...
+    gain = paired_difference(model, baseline)
+    assert gain.mean == pytest.approx(0.03) and gain.low > 0  # ...but the paired gain is certain
+
+
+def test_ndcg_by_hand() -> None:
+    assert ndcg_at_k(["a", "b", "c"], {"a"}, 3) == pytest.approx(1.0)
+    assert ndcg_at_k(["b", "a", "c"], {"a"}, 3) == pytest.approx(1 / math.log2(3))
+    assert ndcg_at_k(["b", "c", "a"], {"a"}, 2) == 0.0
+    both = (1 / math.log2(3) + 1 / math.log2(4)) / (1 + 1 / math.log2(3))
+    assert ndcg_at_k(["x", "a", "b"], {"a", "b"}, 3) == pytest.approx(both)
+    assert ndcg_at_k(["a", "a"], {"a", "b"}, 2) == pytest.approx(1 / (1 + 1 / math.log2(3)))  # no double count
+    assert ndcg_at_k(["a"], set(), 3) == 0.0
+
+
+def test_auc_interval_needs_both_classes() -> None:
+    assert auc_interval(np.zeros(10), np.arange(10.0)) is None
+    y = np.array([0, 0, 0, 1, 1] * 20)
+    perfect = auc_interval(y, y + 0.1 * np.arange(100) / 100)
+    assert perfect is not None and perfect.as_list() == [1.0, 1.0, 1.0]
+    noise = auc_interval(y, np.random.default_rng(3).random(100))
+    assert noise is not None and noise.low < 0.5 < noise.high
