@@ -13,8 +13,11 @@ import uvloop
 from deploy.load_generator import Answer, LoadPool
 
 
-async def _server(delay_s: float = 0.0) -> tuple[asyncio.Server, int, list[int]]:
-    """Answers ``GET /ok/<n>`` with 200 and body ``<n>``, ``/missing`` with 404, ``/close`` by closing."""
+async def _server(delay_s: float = 0.0, gate: asyncio.Event | None = None) -> tuple[asyncio.Server, int, list[int]]:
+    """Answers ``GET /ok/<n>`` with 200 and body ``<n>``, ``/missing`` with 404, ``/close`` by closing.
+
+    With a ``gate``, no request is answered before the gate opens, so a test can have every request in flight
+    at once however slowly the machine opens connections."""
     connections: list[int] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -25,6 +28,8 @@ async def _server(delay_s: float = 0.0) -> tuple[asyncio.Server, int, list[int]]
                 break
             path = head.split(b" ", 2)[1].decode()
             await asyncio.sleep(delay_s)
+            if gate is not None:
+                await gate.wait()
             if path == "/close":
                 writer.close()
                 return
@@ -36,11 +41,13 @@ async def _server(delay_s: float = 0.0) -> tuple[asyncio.Server, int, list[int]]
     return server, server.sockets[0].getsockname()[1], connections
 
 
-async def _ask(pool: LoadPool, paths: list[str]) -> list[Answer]:
+async def _ask(pool: LoadPool, paths: list[str], gate: asyncio.Event | None = None) -> list[Answer]:
     answers: dict[int, Answer] = {}
     now = time.perf_counter()
     for i, path in enumerate(paths):
         await pool.get(path, now, lambda answer, i=i: answers.__setitem__(i, answer))
+    if gate is not None:
+        gate.set()
     for _ in range(500):
         if len(answers) == len(paths):
             break
@@ -50,13 +57,14 @@ async def _ask(pool: LoadPool, paths: list[str]) -> list[Answer]:
 
 def test_every_request_gets_its_own_answer_on_reused_connections() -> None:
     async def run() -> None:
-        server, port, connections = await _server(delay_s=0.01)
+        gate = asyncio.Event()
+        server, port, connections = await _server(delay_s=0.01, gate=gate)
         pool = LoadPool("127.0.0.1", port, {"Authorization": "Bearer k"})
-        first = await _ask(pool, [f"/ok/{i}" for i in range(20)] + ["/missing"])
+        first = await _ask(pool, [f"/ok/{i}" for i in range(20)] + ["/missing"], gate)
         assert [a.body for a in first[:20]] == [str(i).encode() for i in range(20)]
         assert all(a.status == 200 and a.latency_s > 0.005 for a in first[:20]) and first[20].status == 404
         opened = len(connections)
-        assert opened == 21  # all sent at once: open loop opens a connection per request in flight
+        assert opened == 21  # all in flight at once: open loop opens a connection per request in flight
         again = await _ask(pool, [f"/ok/{i}" for i in range(10)])  # after they were answered: reused
         assert [a.status for a in again] == [200] * 10 and len(connections) == opened
         pool.close()
