@@ -3,7 +3,7 @@ against the same work through XGBoost itself (one DMatrix, a ``predict`` per pro
 for each row's top products), in one process, at several batch sizes.
 
 The boosters have the shape training gives (the products of deploy/products.toml with models, 150 trees of
-depth 4 over the default view's features, recommenders.training.XGB_PARAMS) and are fitted on random rows
+depth 4 over the default view's features, recommenders.boosting.XGB_PARAMS) and are fitted on random rows
 with gaps, so the figures need no cluster. Both paths give the same scores and reasons (asserted here as well
 as in tests/unit/test_forest.py).
 """
@@ -20,10 +20,10 @@ import xgboost as xgb
 
 from deploy.bench import _machine
 from deploy.settings import Settings
+from recommenders.boosting import XGB_PARAMS, XGB_ROUNDS
 from recommenders.catalogue import load_catalogue
 from recommenders.profile import FeatureSpace
 from recommenders.reasons import describe
-from recommenders.training import XGB_PARAMS, XGB_ROUNDS
 from recommenders.xgb import EXPLAINED, REASONS_PER_PRODUCT, XGBoostScorer
 
 BATCHES = (1, 8, 64)

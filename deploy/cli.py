@@ -188,7 +188,16 @@ def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.evaluate import run_evaluation
 
     result = run_evaluation(settings, args)
-    print(json.dumps(result) if args.json else json.dumps(result, indent=2))
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    from rich.console import Console
+
+    from deploy.rankings_table import rankings_table
+
+    console = Console()
+    console.print(rankings_table(result))
+    console.print(f"report with the intervals drawn: {result['report']}")
     return 0
 
 
@@ -334,7 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--days", type=int, default=300)
     evaluate.add_argument("--seed", type=int, default=42)
     evaluate.add_argument("--horizon-days", type=float, default=180.0, help="berka: uptake window after the cutoff")
-    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--json", action="store_true", help="the whole result as JSON instead of the table")
+    evaluate.add_argument("--report-dir", default="artifacts/evaluations", help="where the report is kept")
     evaluate.set_defaults(fn=cmd_evaluate)
 
     scorer = sub.add_parser("serve-scorer", parents=[common], help="one product's XGBoost scorer as a service")

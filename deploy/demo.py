@@ -15,6 +15,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from deploy.rankings_table import rankings_table, verdict
 from deploy.settings import Settings
 from deploy.stack import LocalStack
 from extractors.offsets import consumer_lag
@@ -79,15 +80,11 @@ async def _query(settings: Settings, console: Console, clients: list[str]) -> No
         )
 
 
-def _fmt3(value: object) -> str:
-    return f"{value:.3f}" if isinstance(value, float) else "-"
-
-
 async def _train(settings: Settings, dataset: str) -> dict[str, Any]:
     from recommenders.training import TrainingConfig, train_configured
 
     if dataset != "berka":
-        return await train_configured(settings, TrainingConfig(cuts=4))
+        return await train_configured(settings, TrainingConfig())
     from extractors.berka import CUTOFF, BerkaShift, default_shift_years
 
     # Berka ends at its (shifted) cutoff: the labels must end there too
@@ -191,9 +188,12 @@ def run_demo(
     try:
         meta = asyncio.run(_train(settings, dataset))
         metrics = meta["metrics"]
+        console.print(rankings_table(metrics))
+        weights = ", ".join(f"{s} {w:.1f}" for s, w in metrics["blend_weights"].items())
         console.print(
-            f"  model {meta['version']}: MAP@3 {_fmt3(metrics['map_at_3'])} vs popularity "
-            f"{_fmt3(metrics['map_at_3_popularity'])} on the holdout; report "
+            f"  model {meta['version']}: the served blend ({weights}) {verdict(metrics, 'popularity')} popularity, "
+            f"{verdict(metrics, 'logistic_regression')} the logistic regression and "
+            f"{verdict(metrics, 'xgboost')} XGBoost alone (paired 95 % intervals); report "
             f"{settings.recommendations.models_dir / meta['version'] / 'report.html'}"
         )
     except ValueError as exc:

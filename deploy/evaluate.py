@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import tempfile
 from collections.abc import Iterable
 from datetime import timedelta
@@ -34,7 +35,7 @@ from recommenders.training import TrainingConfig, train
 def _dataset(args: argparse.Namespace) -> tuple[Iterable[tuple[str, str, dict[str, object]]], TrainingConfig, str]:
     if args.dataset == "simulated":
         sim = BankSimulator(SimulationConfig(clients=args.clients, days=args.days, seed=args.seed))
-        config = TrainingConfig(end=sim.end_ts, horizon_days=30, step_days=30, cuts=5, progress=False)
+        config = TrainingConfig(end=sim.end_ts, horizon_days=30, progress=False)
         return sim.events(), config, "RUB"
     shift = default_shift_years()
     horizon = args.horizon_days
@@ -54,16 +55,30 @@ async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path)
             space = FeatureSpace.from_view(settings.views[settings.recommendations.view])
             meta = await train(store, space, load_catalogue(settings.recommendations.catalogue), workdir, config)
         metrics = meta["metrics"]
+        report = _keep_report(workdir / meta["version"], Path(args.report_dir), args)
         return {
             "evaluation": args.dataset,
+            "report": str(report / "report.html"),
             "machine": _machine(),
             "features_loaded": loaded.written,
             "training": meta["training"],
+            "validation": meta["validation"],
             **{k: v for k, v in metrics.items() if k != "per_product"},
             "per_product": metrics["per_product"],
         }
     finally:
         cluster.stop()
+
+
+def _keep_report(version_dir: Path, report_dir: Path, args: argparse.Namespace) -> Path:
+    """The report and its plots out of the private models directory, which is removed afterwards."""
+    name = f"{args.dataset}-c{args.clients}-d{args.days}-s{args.seed}" if args.dataset == "simulated" else "berka"
+    target = report_dir / f"{name}-{version_dir.name}"
+    target.mkdir(parents=True, exist_ok=True)
+    for path in version_dir.iterdir():
+        if path.suffix in (".html", ".png", ".json"):
+            shutil.copy(path, target / path.name)
+    return target
 
 
 def run_evaluation(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:

@@ -1,9 +1,11 @@
 """A simulated bank for demos, tests and training: deterministic for a seed and an end date.
 
 Clients of three segments (retail, sme, corporate) with latent traits (income, saving habit, travel taste,
-online use, age, tenure). Each day they earn (monthly salary from an employer, or business revenue for
-companies), spend by MCC with seasonality (travel peaks in summer and December, seasonal SME industries),
-sometimes reverse a transaction, change their profile, and apply for and open products. Uptake depends on
+online use, age, tenure) that show in what they do: a saver spends less on what is optional, a traveller
+buys tickets abroad, an online client pays online. Each day they earn (monthly salary from an employer, or
+business revenue for companies), spend by MCC with seasonality (travel peaks in summer and December,
+seasonal SME industries), sometimes reverse a transaction, change their profile, and apply for and open
+products. Uptake depends on
 behaviour (a saver with a steady balance opens a deposit, a traveller takes insurance and a credit card, a
 shop with many card payments takes acquiring), so models trained on the features have real signal.
 
@@ -39,6 +41,8 @@ SPENDING = {
     "transport": (4121, 0.12),
     "cash": (6011, 0.06),
 }
+# Spending a saver cuts down on (the saving habit shows in the balance and in spending for the income).
+DISCRETIONARY = ("restaurants", "clothing", "electronics", "entertainment")
 AMOUNT_SCALE = {
     "groceries": 1800,
     "restaurants": 1500,
@@ -219,11 +223,13 @@ class BankSimulator:
                     day_ts + 9 * 3600, amount, cur, "in", None, "payroll", f"employer:e{int(c.client_id[-6:]) % 500}", c
                 )
             wealth = min(c.income / 60000.0, 3.0)
+            thrift = 1.3 - 0.75 * c.saver  # a saver spends less on what is optional, so the balance grows
             for category, (mcc, rate) in SPENDING.items():
                 lam = (
                     rate
                     * (0.6 + wealth * 0.5)
                     * (travel_season * (0.5 + 3 * c.traveler) if category == "travel" else 1.0)
+                    * (thrift if category in DISCRETIONARY else 1.0)
                 )
                 for _ in range(int(rng.poisson(lam))):
                     amount = round(float(rng.lognormal(math.log(AMOUNT_SCALE[category] * (0.5 + wealth / 2)), 0.6)), 2)

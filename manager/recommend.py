@@ -193,7 +193,14 @@ class RecommendationService:
                 mark = _stage("scorers", mark)
                 if missing:
                     reasons.append(f"scorers without an answer in time: {', '.join(missing)}")
-            ranked = decide(snapshot, catalogue, results, models.popularity, limit=len(catalogue.products))
+            ranked = decide(
+                snapshot,
+                catalogue,
+                results,
+                models.base_rates(snapshot.segment),
+                limit=len(catalogue.products),
+                weights=models.blend_weights if catalogue.decision.learned_weights else None,
+            )
             mark = _stage("decision", mark)
         answer: dict[str, Any] = {
             "client_id": client_id,

@@ -68,7 +68,10 @@ class Decision(BaseModel):
     cache_ttl_s: float = 300.0
     budget_s: float = 0.5
     default_limit: int = 3
+    # The blend's weights when the served models bring none (trained before weights were learned, or
+    # learned_weights = false); keys xgboost, als, expert and base_rate (the client's segment's uptake rate).
     weights: dict[str, float] = Field(default_factory=lambda: {"xgboost": 0.8, "als": 0.1, "expert": 0.1})
+    learned_weights: bool = True  # use the weights training learned on its validation cut (meta.json "blend")
     use_business_value: bool = True
 
 

@@ -2,9 +2,10 @@
 
 For a client and a cut time t: the features are the serving view aggregated *as of t* (the store only counts
 features with time_use <= t), and the label of a product is 1 when the client applied for or opened it in
-(t, t + horizon]. Products the client already held or had applied for at t are masked out: the manager would
-never recommend them. Caveat: client-data sources keep only their newest version, so profile facts (segment,
-region) are as of today, not as of t.
+(t, t + horizon]. Products the client already held, had applied for, or was not eligible for at t are masked
+out: the manager would never recommend them, so models neither learn from nor are scored on them. Caveat:
+client-data sources keep only their newest version, so profile facts (segment, region) are as of today, not as
+of t.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from feature_store.client import FeatureStore
 from feature_store.specs import AggregateSpec
 from recommenders.catalogue import Catalogue
+from recommenders.decision import open_products
 from recommenders.profile import ClientSnapshot, FeatureSpace, all_specs, snapshot_from
 
 DAY = 86400.0
@@ -78,9 +80,8 @@ async def build_dataset(
         label = np.array(
             [float(bool(future[2 * i]) or bool(future[2 * i + 1])) for i in range(len(products))], dtype=np.float32
         )
-        mask = np.array(
-            [float(p not in snapshot.held and p not in snapshot.applied) for p in products], dtype=np.float32
-        )
+        verdicts = open_products(snapshot, catalogue)
+        mask = np.array([float(verdicts[p] is None) for p in products], dtype=np.float32)
         if progress is not None:
             progress(1)
         return snapshot, label, mask

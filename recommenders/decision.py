@@ -37,19 +37,26 @@ class Item:
 
 def allowed_products(client: ClientSnapshot, catalogue: Catalogue) -> dict[str, str | None]:
     """product -> None if it may be recommended, else why not (held, applied for, ineligible, suppressed)."""
-    verdicts: dict[str, str | None] = {}
     suppressed = {
         r.product: r.name
         for r in catalogue.rules
         if r.action == "suppress" and r.applies_to(client.client_id, client.segment)
     }
+    return {
+        product: f"suppressed by rule {suppressed[product]}" if why is None and product in suppressed else why
+        for product, why in open_products(client, catalogue).items()
+    }
+
+
+def open_products(client: ClientSnapshot, catalogue: Catalogue) -> dict[str, str | None]:
+    """product -> None if the client could take it up (not held, not applied for, eligible), else why not.
+    Training learns and evaluates among these: manual suppressions are the bank's choice, not the client's."""
+    verdicts: dict[str, str | None] = {}
     for product in catalogue.products:
         if product.id in client.held:
             verdicts[product.id] = "already held"
         elif product.id in client.applied:
             verdicts[product.id] = "already applied for"
-        elif product.id in suppressed:
-            verdicts[product.id] = f"suppressed by rule {suppressed[product.id]}"
         else:
             verdicts[product.id] = product.eligibility.refusal(client.segment, client.age_years, client.tenure_days)
     return verdicts
@@ -61,7 +68,10 @@ def decide(
     results: dict[str, dict[str, ProductScore]],
     popularity: dict[str, float],
     limit: int,
+    weights: dict[str, float] | None = None,
 ) -> list[Item]:
+    """The ranked answer. ``weights``: the blend weights learned with the served models; without them, the
+    catalogue's."""
     candidates = [p for p, why in allowed_products(client, catalogue).items() if why is None]
     items = [
         Item(
@@ -70,7 +80,9 @@ def decide(
             sources,
             _reasons(product, results),
         )
-        for product, (score, sources) in blend(candidates, results, catalogue.decision.weights, popularity).items()
+        for product, (score, sources) in blend(
+            candidates, results, weights or catalogue.decision.weights, popularity
+        ).items()
     ]
     _apply_rules(items, client, catalogue)
     items.sort(key=lambda item: -item.score)
@@ -85,23 +97,22 @@ def blend(
 ) -> dict[str, tuple[float, list[str]]]:
     """product -> (blended score, scorers behind it). Every scorer answers on the uptake-probability scale, so
     a weighted mean is meaningful; a product a scorer did not score counts as that product's base rate for it,
-    so a product without a model is not lifted above modelled ones. Training evaluates with this same function.
+    so a product without a model is not lifted above modelled ones. ``popularity`` holds the base rates (the
+    client's segment's, when the model has them); weight ``base_rate`` adds them as one more source.
+    Training learns the weights (``recommenders.stacking``) and evaluates with this same function.
     """
-    answered_main = [s for s in MAIN_SCORERS if results.get(s)]
-    if answered_main:
-        used = [*answered_main, *(["expert"] if results.get("expert") else [])]
-    elif results.get("expert"):
-        used = ["expert"]
-    else:
+    used = [s for s in (*MAIN_SCORERS, "expert") if results.get(s)]
+    base_weight = weights.get("base_rate", 0.0)
+    total = sum(weights.get(s, 1.0) for s in used) + base_weight
+    if not used or total <= 0:  # no scorer answered, or only scorers the weights ignore
         return {p: (popularity.get(p, 0.0), ["popularity"]) for p in products}
-    total = sum(weights.get(s, 1.0) for s in used) or 1.0
     out = {}
     for product in products:
         base = popularity.get(product, 0.0)
         score = (
             sum(weights.get(s, 1.0) * (results[s][product].score if product in results[s] else base) for s in used)
-            / total
-        )
+            + base_weight * base
+        ) / total
         out[product] = (score, [s for s in used if product in results[s]] or ["popularity"])
     return out
 

@@ -53,7 +53,11 @@ def mean_interval(
 
 
 def paired_difference(
-    a: Sequence[float], b: Sequence[float], rounds: int = ROUNDS, seed: int = 0, level: float = LEVEL
+    a: Sequence[float] | np.ndarray,
+    b: Sequence[float] | np.ndarray,
+    rounds: int = ROUNDS,
+    seed: int = 0,
+    level: float = LEVEL,
 ) -> Interval:
     """Mean of a - b over the same clients, with the bootstrap interval of that mean."""
     diff = np.asarray(a, dtype=np.float64) - np.asarray(b, dtype=np.float64)

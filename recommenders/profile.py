@@ -4,6 +4,7 @@ vector with a fixed feature order shared by training and serving (point-in-time:
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -11,13 +12,62 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from feature_store.specs import AggregateSpec, parse_view
+from feature_store.specs import AggregateFn, AggregateSpec, parse_view
 from recommenders.catalogue import Catalogue
 
 DAY = 86400.0
 # Raw view labels that are not model inputs as such (they become derived features below).
 NON_NUMERIC = {"last(profile.segment)", "last(profile.birth_date)", "last(profile.registered_at)"}
-DERIVED = ("age_years", "tenure_years", "segment_retail", "segment_sme", "segment_corporate", "month_sin", "month_cos")
+BEHAVIOUR = (
+    "spend_to_income",
+    "balance_to_income",
+    "balance_trend",
+    "spend_trend",
+    "online_share",
+    "travel_share",
+)
+DERIVED = (
+    "age_years",
+    "tenure_years",
+    "segment_retail",
+    "segment_sme",
+    "segment_corporate",
+    "month_sin",
+    "month_cos",
+    *BEHAVIOUR,
+)
+
+
+def _label(fn: AggregateFn, feature: str, days: float = 0.0) -> str:
+    return AggregateSpec(fn, feature, days * DAY).label
+
+
+def _number(values: dict[str, object], label: str) -> float | None:
+    value = values.get(label)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def _ratio(top: float | None, bottom: float | None) -> float | None:
+    return None if top is None or bottom is None or bottom <= 0 else top / bottom
+
+
+def behaviour(values: dict[str, object]) -> dict[str, float | None]:
+    """Ratios of view aggregates that say more than either part (uptake depends on spending and savings
+    relative to income, and on changes, rather than on raw sums): None where a part is missing from the view
+    or from the client. Monthly income is the average salary, or a third of 90 days' inflows without one."""
+    n = functools.partial(_number, values)
+    salary = n(_label("avg", "tx.in.salary", 365))
+    inflow = n(_label("sum", "tx.in.amount", 90))
+    income = salary if salary else (inflow / 3 if inflow else None)
+    spend_90d = n(_label("sum", "tx.out.amount", 90))
+    return {
+        "spend_to_income": _ratio(n(_label("sum", "tx.out.amount", 30)), income),
+        "balance_to_income": _ratio(n(_label("avg", "balance", 90)), income),
+        "balance_trend": _ratio(n(_label("last", "balance")), n(_label("avg", "balance", 90))),
+        "spend_trend": _ratio(n(_label("sum", "tx.out.amount", 30)), spend_90d / 3 if spend_90d else None),
+        "online_share": _ratio(n(_label("sum", "tx.out.channel.online", 90)), spend_90d),
+        "travel_share": _ratio(n(_label("sum", "tx.out.mcc.travel", 365)), n(_label("sum", "tx.out.amount", 365))),
+    }
 
 
 def status_specs(catalogue: Catalogue) -> list[AggregateSpec]:
@@ -77,6 +127,7 @@ class ClientSnapshot:
             "segment_corporate": None if self.segment is None else float(self.segment == "corporate"),
             "month_sin": math.sin(2 * math.pi * month / 12),
             "month_cos": math.cos(2 * math.pi * month / 12),
+            **behaviour(self.values),
         }
         row = []
         for name in space.names:

@@ -17,6 +17,12 @@ _DERIVED = {
     "segment_corporate": "corporate client",
     "month_sin": "season",
     "month_cos": "season",
+    "spend_to_income": "spending for the income",
+    "balance_to_income": "savings for the income",
+    "balance_trend": "balance growth",
+    "spend_trend": "recent spending growth",
+    "online_share": "share of online spending",
+    "travel_share": "share of travel spending",
 }
 
 

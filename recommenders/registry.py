@@ -34,6 +34,13 @@ class LoadedModels:
     expert: ExpertScorer
     popularity: dict[str, float]
     meta: dict[str, object] = field(default_factory=dict)
+    segment_popularity: dict[str, dict[str, float]] = field(default_factory=dict)
+    blend_weights: dict[str, float] | None = None  # learned on the validation cut; None: the catalogue's
+
+    def base_rates(self, segment: str | None) -> dict[str, float]:
+        """Each product's uptake rate in training among clients of the segment (all clients when the segment
+        is unknown or was not seen): the blend's fallback for a product a scorer did not score."""
+        return self.segment_popularity.get(segment or "", self.popularity)
 
     def versions(self) -> dict[str, str]:
         out = {"expert": self.expert.version}
@@ -66,6 +73,8 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
         expert=ExpertScorer(version, space, catalogue, stats["mean"], stats["std"], popularity),
         popularity=popularity,
         meta=meta,
+        segment_popularity=meta.get("segment_popularity", {}),
+        blend_weights=meta.get("blend", {}).get("weights"),
     )
 
 

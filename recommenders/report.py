@@ -1,5 +1,6 @@
-"""A training report a person can look at: report.html with per-product metrics, MAP@k against the popularity
-baseline, ROC curves and the most important features, as PNG plots next to it."""
+"""A training report a person can look at: report.html with the served blend and every baseline with their
+95 % intervals (drawn in map.png), what each of the blend's sources adds, per-product AUC of XGBoost and of the
+logistic regression, ROC curves and the most important features, as PNG plots next to it."""
 
 from __future__ import annotations
 
@@ -43,15 +44,7 @@ def write_report(
     figure.savefig(directory / "roc.png", dpi=110)
     plt.close(figure)
 
-    k_keys = [key for key in metrics if key.startswith("map_at_")]
-    figure, axis = plt.subplots(figsize=(6, 3))
-    values: list[float] = [float(metrics[key] or 0.0) for key in k_keys]
-    axis.barh(k_keys, values, color=["#2b7", "#27b", "#aaa"][: len(k_keys)])
-    axis.set(title="MAP@k on the holdout (higher is better)", xlim=(0.0, max(max(values, default=0.0), 0.01) * 1.2))
-    figure.tight_layout()
-    figure.savefig(directory / "map.png", dpi=110)
-    plt.close(figure)
-
+    _draw_rankings(directory / "map.png", metrics)
     importance: dict[str, float] = {}
     for booster in boosters.values():
         for name, gain in booster.get_score(importance_type="gain").items():
@@ -67,22 +60,65 @@ def write_report(
 
     table = "".join(
         f"<tr><td>{html.escape(p)}</td><td>{m.get('rows', 0)}</td><td>{m.get('positives', 0)}</td>"
-        f"<td>{_fmt(m.get('auc'))}</td><td>{_fmt(m.get('pr_auc'))}</td><td>{_fmt(m.get('pr_auc_base_rate'))}</td></tr>"
+        f"<td>{_interval(m.get('auc_interval'))}</td><td>{_interval(m.get('auc_logistic_interval'))}</td>"
+        f"<td>{_fmt(m.get('pr_auc'))}</td><td>{_fmt(m.get('pr_auc_base_rate'))}</td>"
+        f"<td>{'yes' if m.get('too_few_positives') else ''}</td></tr>"
         for p, m in metrics["per_product"].items()
     )
-    summary = "".join(f"<li>{html.escape(key)}: {_fmt(metrics[key])}</li>" for key in k_keys)
+    k = next((key.removeprefix("map_at_") for key in metrics if key.startswith("map_at_")), "k")
+    rankings = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_interval(values.get(f'map_at_{k}'))}</td>"
+        f"<td>{_interval(values.get(f'ndcg_at_{k}'))}</td>"
+        f"<td>{_interval(metrics.get('blend_minus', {}).get(name))}</td></tr>"
+        for name, values in metrics.get("rankings", {}).items()
+    )
+    gains = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{_fmt(metrics.get('blend_weights', {}).get(name))}</td>"
+        f"<td>{_interval(gain)}</td></tr>"
+        for name, gain in metrics.get("source_gain", {}).items()
+    )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>rtrec model {meta["version"]}</title>
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}</style>
 </head><body><h1>Model {html.escape(meta["version"])}</h1>
 <p>Training rows {meta["training"]["train_rows"]}, holdout rows {meta["training"]["holdout_rows"]},
-horizon {meta["training"]["horizon_days"]} days, clients evaluated {metrics["evaluated_clients"]}.</p>
-<h2>Ranking</h2><ul>{summary}</ul><img src="map.png">
-<h2>Per product (XGBoost, holdout)</h2>
-<table><tr><th>product</th><th>rows</th><th>positives</th><th>AUC</th><th>PR-AUC</th><th>base rate</th></tr>
+horizon {meta["training"]["horizon_days"]} days, clients evaluated {metrics["evaluated_clients"]}. Figures are
+means with 95 % bootstrap intervals over clients.</p>
+<h2>Ranking: the served blend and every baseline on the same holdout</h2>
+<table><tr><th>ranking</th><th>MAP@{k}</th><th>NDCG@{k}</th><th>blend minus it (paired)</th></tr>{rankings}</table>
+<img src="map.png">
+<h2>The blend's sources</h2><p>Weights learned on the validation cut; the gain is the blend minus the blend
+without the source (paired, MAP@{k}).</p>
+<table><tr><th>source</th><th>weight</th><th>gain</th></tr>{gains}</table>
+<h2>Per product (holdout)</h2>
+<table><tr><th>product</th><th>rows</th><th>positives</th><th>AUC XGBoost</th><th>AUC logistic</th><th>PR-AUC</th>
+<th>base rate</th><th>too few positives</th></tr>
 {table}</table><img src="roc.png"><h2>What the models use</h2><img src="importance.png"></body></html>"""
     path = directory / "report.html"
     path.write_text(page)
     return path
+
+
+def _draw_rankings(path: Path, metrics: dict[str, Any]) -> None:
+    """MAP@k of every ranking as a bar with its 95 % interval drawn."""
+    k_key = next((key for key in metrics if key.startswith("map_at_")), "map_at_k")
+    rows = [(name, values[k_key]) for name, values in metrics.get("rankings", {}).items() if k_key in values]
+    figure, axis = plt.subplots(figsize=(6, 3.5))
+    if rows:
+        names = [name for name, _ in reversed(rows)]
+        means = np.array([v[0] for _, v in reversed(rows)])
+        spread = np.array([[v[0] - v[1] for _, v in reversed(rows)], [v[2] - v[0] for _, v in reversed(rows)]])
+        axis.barh(names, means, xerr=spread, capsize=3, color=["#2b7" if n == "blend" else "#aaa" for n in names])
+    axis.set(title=f"{k_key.replace('_', ' ')} on the holdout, 95 % intervals", xlim=(0.0, 1.0))
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _interval(values: object) -> str:
+    if not isinstance(values, list | tuple) or len(values) != 3:
+        return "-"
+    mean, low, high = values
+    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _fmt(value: object) -> str:

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 from recommenders.catalogue import Catalogue, Product
 from recommenders.dataset import Dataset
 from recommenders.expert import ExpertScorer
+from recommenders.holdout import average_precision_at_k, evaluate
 from recommenders.profile import ClientSnapshot, FeatureSpace
-from recommenders.training import average_precision_at_k, evaluate, population_stats
+from recommenders.training import population_stats
 from recommenders.xgb import XGBoostScorer
 
 PROPERTY = settings(max_examples=300, deadline=None, derandomize=True)
@@ -246,6 +247,14 @@ def test_evaluate_reports_every_ranking_with_intervals_and_the_blends_paired_gai
     assert set(metrics["blend_minus"]) == set(rankings) - {"blend"}
     gain = metrics["blend_minus"]["popularity"]
     assert gain[0] == pytest.approx(metrics["map_at_2"] - metrics["map_at_2_popularity"], abs=1e-4)
+    # what each source adds: the sources with weight (no ALS here), each a paired interval
+    assert set(metrics["source_gain"]) == {"xgboost", "expert"}
+    assert all(low <= mean <= high for mean, low, high in metrics["source_gain"].values())
+    with_base = evaluate(
+        data, PRODUCTS, xgb_scorer, None, expert, POPULARITY, {**weights, "base_rate": 0.5}, 2,
+        segment_popularity=by_segment,
+    )  # fmt: skip
+    assert set(with_base["source_gain"]) == {"xgboost", "expert", "base_rate"}
     a = metrics["per_product"]["a"]
     assert a["too_few_positives"] is True and a["auc_interval"] == [1.0, 1.0, 1.0]
     assert a["auc_logistic_interval"][0] == pytest.approx(1.0)

@@ -258,6 +258,35 @@ async def test_under_overload_the_fast_path_ranks_by_popularity_and_still_filter
     assert store.puts == []
 
 
+async def test_base_rates_are_the_clients_segments_and_learned_weights_are_served(
+    store: FakeServingStore, catalogue: Catalogue, space: FeatureSpace, tmp_path: Path
+) -> None:
+    """The model's base rates per segment rank the fast path; on the full path the learned weights decide: all
+    weight on the base rate ranks like the segment's rates, whatever the (flat 0.5) scorer says."""
+    service = make_service(store, catalogue, space, tmp_path, FakeScorer("xgboost"))
+    models = service.registry.current
+    retail = {p: 0.01 * (len(catalogue.ids) - i) for i, p in enumerate(catalogue.ids)}  # the catalogue order
+    models.segment_popularity = {"retail": retail, "sme": {p: 0.5 for p in catalogue.ids}}
+    models.popularity = {p: 0.01 * (i + 1) for i, p in enumerate(catalogue.ids)}  # the reverse: must not be used
+    value = {p.id: p.value for p in catalogue.products}
+    expected = sorted(ALLOWED, key=lambda p: -retail[p] * value[p])
+
+    service.max_in_flight = -1  # the fast path
+    fast = await service.recommend(CLIENT, limit=len(catalogue.products))
+    assert [item["product"] for item in fast["items"]] == expected
+
+    service.max_in_flight = 128
+    models.blend_weights = {"xgboost": 0.0, "als": 0.0, "expert": 0.0, "base_rate": 1.0}
+    full = await service.recommend(CLIENT, limit=len(catalogue.products))
+    assert not full["degraded"] and [item["product"] for item in full["items"]] == expected
+    catalogue.decision.learned_weights = False  # the catalogue's weights again: the flat scorer ties everything
+    store.cache.clear()
+    await settle(service)
+    store.cache.clear()
+    plain = await service.recommend(CLIENT, limit=len(catalogue.products))
+    assert [item["product"] for item in plain["items"]] != expected
+
+
 async def test_beyond_the_shedding_limit_nothing_is_read_and_nothing_offered(
     store: FakeServingStore, catalogue: Catalogue, space: FeatureSpace, tmp_path: Path
 ) -> None:

@@ -1,0 +1,50 @@
+"""The holdout rankings as a table for people (`rtrec evaluate` without --json, the demo): every ranking's
+MAP@k with its 95 % interval and the served blend's paired gain over it, best first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.table import Table
+
+NAMES = {
+    "blend": "blend (served)",
+    "xgboost": "XGBoost alone",
+    "popularity": "popularity",
+    "segment_popularity": "popularity per segment",
+    "expert": "expert portraits alone",
+    "logistic_regression": "logistic regression",
+}
+
+
+def _interval(values: list[float] | None, signed: bool = False) -> str:
+    if not values:
+        return ""
+    mean, low, high = values
+    sign = "+" if signed else ""
+    return f"{mean:{sign}.3f} [{low:{sign}.3f}, {high:{sign}.3f}]"
+
+
+def rankings_table(metrics: dict[str, Any], k: int = 3) -> Table:
+    table = Table(
+        title=f"holdout MAP@{k}, {metrics.get('evaluated_clients', 0)} clients with an uptake (95 % intervals)"
+    )
+    table.add_column("ranking")
+    table.add_column(f"MAP@{k}", justify="right")
+    table.add_column("blend minus it (paired)", justify="right")
+    rankings = metrics.get("rankings", {})
+    for name, values in sorted(rankings.items(), key=lambda item: -item[1][f"map_at_{k}"][0]):
+        gain = metrics.get("blend_minus", {}).get(name)
+        style = "bold green" if name == "blend" else None
+        table.add_row(
+            NAMES.get(name, name), _interval(values[f"map_at_{k}"]), _interval(gain, signed=True), style=style
+        )
+    return table
+
+
+def verdict(metrics: dict[str, Any], baseline: str) -> str:
+    """'beats', 'loses to' or 'cannot be told from' a baseline, by the paired interval of the difference."""
+    gain = metrics.get("blend_minus", {}).get(baseline)
+    if not gain:
+        return "was not compared with"
+    return "beats" if gain[1] > 0 else "loses to" if gain[2] < 0 else "cannot be told from"

@@ -1,0 +1,59 @@
+"""The derived behaviour ratios of the model's feature vector (``profile.behaviour``): computed from the view's
+aggregates, income from salary or else a third of 90 days' inflows, and missing (never zero or infinite) when
+a part is missing or the divisor is not positive."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from recommenders.profile import BEHAVIOUR, DERIVED, ClientSnapshot, FeatureSpace, behaviour
+
+FULL = {
+    "avg(tx.in.salary,365d)": 100_000.0,
+    "sum(tx.in.amount,90d)": 330_000.0,
+    "sum(tx.out.amount,30d)": 50_000.0,
+    "sum(tx.out.amount,90d)": 120_000.0,
+    "sum(tx.out.amount,365d)": 400_000.0,
+    "avg(balance,90d)": 200_000.0,
+    "last(balance)": 300_000.0,
+    "sum(tx.out.channel.online,90d)": 60_000.0,
+    "sum(tx.out.mcc.travel,365d)": 40_000.0,
+}
+
+
+def test_ratios_from_a_full_view() -> None:
+    assert behaviour(FULL) == pytest.approx(
+        {
+            "spend_to_income": 0.5,
+            "balance_to_income": 2.0,
+            "balance_trend": 1.5,
+            "spend_trend": 50_000 / 40_000,
+            "online_share": 0.5,
+            "travel_share": 0.1,
+        }
+    )
+
+
+def test_income_falls_back_to_inflows_and_missing_parts_give_missing_ratios() -> None:
+    no_salary = {k: v for k, v in FULL.items() if "salary" not in k}
+    assert behaviour(no_salary)["balance_to_income"] == pytest.approx(200_000 / 110_000)
+    nothing_in = {**no_salary, "sum(tx.in.amount,90d)": 0.0}
+    assert behaviour(nothing_in)["balance_to_income"] is None  # no income: missing, not infinite
+    assert behaviour({})["travel_share"] is None
+    assert behaviour({**FULL, "sum(tx.out.amount,365d)": None})["travel_share"] is None
+    assert behaviour({**FULL, "last(balance)": True})["balance_trend"] is None  # not a number
+
+
+def test_the_ratios_are_model_inputs_in_a_fixed_order() -> None:
+    space = FeatureSpace.from_view(sorted(FULL_SPECS))
+    assert space.names[-len(DERIVED) :] == list(DERIVED) and set(BEHAVIOUR) <= set(DERIVED)
+    snapshot = ClientSnapshot("c", 1.79e9, dict(FULL), "retail", 40.0, 400.0, set(), set())
+    vector = snapshot.vector(space)
+    assert vector[space.names.index("balance_to_income")] == pytest.approx(2.0)
+    empty = ClientSnapshot("c", 1.79e9, {}, "retail", 40.0, 400.0, set(), set()).vector(space)
+    assert math.isnan(empty[space.names.index("spend_trend")])
+
+
+FULL_SPECS = [label.replace(",", ", ") for label in FULL]

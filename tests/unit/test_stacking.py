@@ -1,0 +1,95 @@
+"""Blend weights learned on a validation cut (``recommenders.stacking``): the vectorised blend and AP@k equal
+the server's ``decision.blend`` and ``holdout.average_precision_at_k`` row by row (including scorers that
+answered nothing for a row, and the base-rate weight); the weight grid covers the simplex and every source
+alone; and the learned weights find the informative source and are never worse on the validation cut than
+any single source."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from recommenders.decision import blend
+from recommenders.holdout import average_precision_at_k
+from recommenders.scorer import ProductScore
+from recommenders.stacking import SOURCES, average_precision_rows, blend_matrix, learn_weights, weight_grid
+
+PRODUCTS = [f"p{j}" for j in range(6)]
+PROPERTY = settings(max_examples=60, deadline=None, derandomize=True)
+
+
+def random_case(seed: int, rows: int = 30) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray, np.ndarray]:
+    """Scorer matrices with gaps (whole rows unscored too), base rates, 0/1 labels and an allowed mask."""
+    rng = np.random.default_rng(seed)
+    shape = (rows, len(PRODUCTS))
+    allowed = (rng.random(shape) < 0.8).astype(np.float32)
+    sources = {}
+    for name in ("xgboost", "als", "expert"):
+        matrix = rng.random(shape)
+        matrix[rng.random(shape) < 0.3] = np.nan
+        matrix[rng.random(rows) < 0.2] = np.nan  # this scorer answered nothing for these clients
+        sources[name] = np.where(allowed > 0, matrix, np.nan)
+    base = rng.random(shape) * 0.2
+    labels = (rng.random(shape) < 0.25).astype(np.float32)
+    return sources, base, labels, allowed
+
+
+@PROPERTY
+@given(st.integers(0, 10_000), st.sampled_from(weight_grid(SOURCES, 4)))
+def test_the_vectorised_blend_is_the_servers_blend(seed: int, weights: dict[str, float]) -> None:
+    sources, base, _, allowed = random_case(seed)
+    matrix = blend_matrix(sources, base, weights)
+    for i in range(len(base)):
+        products = [p for j, p in enumerate(PRODUCTS) if allowed[i, j] > 0]
+        results = {
+            name: {p: ProductScore(p, float(m[i, j])) for j, p in enumerate(PRODUCTS) if not np.isnan(m[i, j])}
+            for name, m in sources.items()
+        }
+        served = blend(products, results, weights, dict(zip(PRODUCTS, base[i].tolist(), strict=True)))
+        for product, (score, _) in served.items():
+            assert matrix[i, PRODUCTS.index(product)] == pytest.approx(score, abs=1e-12)
+
+
+@PROPERTY
+@given(st.integers(0, 10_000), st.integers(1, 6))
+def test_vectorised_average_precision_equals_the_per_client_one(seed: int, k: int) -> None:
+    sources, _, labels, allowed = random_case(seed)
+    scores = np.nan_to_num(sources["xgboost"])
+    expected = []
+    for i in range(len(labels)):
+        products = [p for j, p in enumerate(PRODUCTS) if allowed[i, j] > 0]
+        relevant = {p for j, p in enumerate(PRODUCTS) if allowed[i, j] > 0 and labels[i, j] > 0}
+        if relevant:
+            ranked = sorted(products, key=lambda p: -scores[i, PRODUCTS.index(p)])
+            expected.append(average_precision_at_k(ranked, relevant, k))
+    assert average_precision_rows(scores, labels, allowed, k).tolist() == pytest.approx(expected)
+
+
+def test_the_grid_covers_the_simplex_and_every_source_alone() -> None:
+    grid = weight_grid()
+    assert len(grid) == 286  # C(13, 3): four weights in tenths summing to one
+    assert all(sum(w.values()) == pytest.approx(1.0) and set(w) == set(SOURCES) for w in grid)
+    for source in SOURCES:
+        assert {s: float(s == source) for s in SOURCES} in grid
+
+
+def test_learned_weights_follow_the_informative_source_and_beat_every_source_alone() -> None:
+    rng = np.random.default_rng(3)
+    rows = 400
+    shape = (rows, len(PRODUCTS))
+    truth = rng.random(shape)
+    labels = (truth > 0.85).astype(np.float32)
+    allowed = np.ones(shape, dtype=np.float32)
+    sources = {
+        "xgboost": np.clip(truth + rng.normal(0, 0.05, shape), 0, 1),  # knows the truth
+        "als": rng.random(shape),  # noise
+        "expert": rng.random(shape),  # noise
+    }
+    base = np.tile(rng.random(len(PRODUCTS)) * 0.1, (rows, 1))
+    learned = learn_weights(sources, base, labels, allowed, 3)
+    assert learned.weights["xgboost"] >= 0.7
+    assert learned.validation_map >= max(learned.alone.values())
+    assert learned.alone["xgboost"] > learned.alone["als"] + 0.2
+    assert learned.clients == int(labels.any(axis=1).sum())
