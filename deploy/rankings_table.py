@@ -9,6 +9,7 @@ from rich.table import Table
 
 NAMES = {
     "blend": "blend (served)",
+    "blend_with_value": "blend x business value (shown order)",
     "xgboost": "XGBoost alone",
     "popularity": "popularity",
     "segment_popularity": "popularity per segment",

@@ -103,17 +103,22 @@ def blend(
     """
     used = [s for s in (*MAIN_SCORERS, "expert") if results.get(s)]
     base_weight = weights.get("base_rate", 0.0)
-    total = sum(weights.get(s, 1.0) for s in used) + base_weight
+    total = 0.0
+    for s in used:
+        total += weights.get(s, 1.0)
+    total += base_weight
     if not used or total <= 0:  # no scorer answered, or only scorers the weights ignore
         return {p: (popularity.get(p, 0.0), ["popularity"]) for p in products}
     out = {}
     for product in products:
         base = popularity.get(product, 0.0)
-        score = (
-            sum(weights.get(s, 1.0) * (results[s][product].score if product in results[s] else base) for s in used)
-            + base_weight * base
-        ) / total
-        out[product] = (score, [s for s in used if product in results[s]] or ["popularity"])
+        # plain left-to-right sums (not sum(), which compensates from Python 3.12): training's vectorised
+        # copy of this blend (stacking.blend_matrix) must agree to the last bit, or near-ties rank differently
+        weighted = 0.0
+        for s in used:
+            weighted += weights.get(s, 1.0) * (results[s][product].score if product in results[s] else base)
+        weighted += base_weight * base
+        out[product] = (weighted / total, [s for s in used if product in results[s]] or ["popularity"])
     return out
 
 

@@ -18,7 +18,15 @@ from sklearn.metrics import average_precision_score, roc_auc_score
 from recommenders.als import ALSScorer
 from recommenders.dataset import Dataset
 from recommenders.decision import blend
-from recommenders.evaluation import MIN_POSITIVES, Interval, auc_interval, mean_interval, ndcg_at_k, paired_difference
+from recommenders.evaluation import (
+    MIN_POSITIVES,
+    Interval,
+    auc_difference,
+    auc_interval,
+    mean_interval,
+    ndcg_at_k,
+    paired_difference,
+)
 from recommenders.expert import ExpertScorer
 from recommenders.scorer import ProductScore
 from recommenders.stacking import average_precision_rows, blend_matrix
@@ -80,9 +88,12 @@ def evaluate(
     *,
     segment_popularity: dict[str, dict[str, float]] | None = None,
     logistic: dict[str, np.ndarray] | None = None,
+    values: dict[str, float] | None = None,
 ) -> dict[str, Any]:
     """Holdout metrics (see the module). With ``segment_popularity`` the blend's base rates are the client's
-    segment's, as at serving time."""
+    segment's, as at serving time. With ``values`` (the catalogue's business values) the ranking the server
+    shows, the blend times each product's value, is reported too (``blend_with_value``): what preferring
+    valuable products costs in uptake."""
     sources = score_sources(holdout, products, xgb_scorer, als, expert)
     by_segment = segment_popularity or {}
     base = np.array(
@@ -106,6 +117,8 @@ def evaluate(
             "popularity": {p: popularity.get(p, 0.0) for p in allowed},
             "expert": {p: float(np.nan_to_num(sources["expert"][i, column[p]])) for p in allowed},
         }
+        if values is not None:
+            scores["blend_with_value"] = {p: blended[p][0] * values.get(p, 1.0) for p in allowed}
         if segment_popularity is not None:
             scores["segment_popularity"] = {p: row_base[p] for p in allowed}
         if logistic is not None:
@@ -170,6 +183,7 @@ def _per_product(
             entry["auc_interval"] = _listed(auc_interval(y, scores))
             if logistic is not None and product in logistic:
                 entry["auc_logistic_interval"] = _listed(auc_interval(y, logistic[product][rows]))
+                entry["auc_minus_logistic"] = _listed(auc_difference(y, scores, logistic[product][rows]))
             entry["too_few_positives"] = bool(y.sum() < MIN_POSITIVES)
         per_product[product] = entry
     return per_product

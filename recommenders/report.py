@@ -61,6 +61,7 @@ def write_report(
     table = "".join(
         f"<tr><td>{html.escape(p)}</td><td>{m.get('rows', 0)}</td><td>{m.get('positives', 0)}</td>"
         f"<td>{_interval(m.get('auc_interval'))}</td><td>{_interval(m.get('auc_logistic_interval'))}</td>"
+        f"<td>{_interval(m.get('auc_minus_logistic'))}</td>"
         f"<td>{_fmt(m.get('pr_auc'))}</td><td>{_fmt(m.get('pr_auc_base_rate'))}</td>"
         f"<td>{'yes' if m.get('too_few_positives') else ''}</td></tr>"
         for p, m in metrics["per_product"].items()
@@ -90,7 +91,8 @@ means with 95 % bootstrap intervals over clients.</p>
 without the source (paired, MAP@{k}).</p>
 <table><tr><th>source</th><th>weight</th><th>gain</th></tr>{gains}</table>
 <h2>Per product (holdout)</h2>
-<table><tr><th>product</th><th>rows</th><th>positives</th><th>AUC XGBoost</th><th>AUC logistic</th><th>PR-AUC</th>
+<table><tr><th>product</th><th>rows</th><th>positives</th><th>AUC XGBoost</th><th>AUC logistic</th>
+<th>difference (paired)</th><th>PR-AUC</th>
 <th>base rate</th><th>too few positives</th></tr>
 {table}</table><img src="roc.png"><h2>What the models use</h2><img src="importance.png"></body></html>"""
     path = directory / "report.html"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 SOURCES = ("xgboost", "als", "expert", "base_rate")
+SERVER_ORDER = ("xgboost", "als", "expert")  # decision.MAIN_SCORERS, then the expert
 GRID_STEPS = 10  # weights in tenths
 
 
@@ -28,18 +29,20 @@ def blend_matrix(sources: Mapping[str, np.ndarray], base: np.ndarray, weights: M
     any product of the row; with no scorer at all the answer is the base rate."""
     total = np.zeros(len(base))
     weighted = np.zeros(base.shape)
-    for name, matrix in sources.items():
-        if name == "base_rate":
+    anyone = np.zeros(len(base), dtype=bool)  # some scorer answered for the row
+    for name in SERVER_ORDER:  # the order decision.blend adds in: float sums differ in the last bit otherwise
+        if name not in sources:
             continue
+        matrix = sources[name]
         answered = ~np.all(np.isnan(matrix), axis=1)
         weight = weights.get(name, 1.0) * answered
         weighted += weight[:, None] * np.where(np.isnan(matrix), base, matrix)
         total += weight
-    anyone = total > 0
-    base_weight = weights.get("base_rate", 0.0) * anyone
-    weighted += base_weight[:, None] * base
-    total += base_weight
-    return np.where(anyone[:, None], weighted / np.where(total > 0, total, 1.0)[:, None], base)  # type: ignore[no-any-return]
+        anyone |= answered
+    total += weights.get("base_rate", 0.0)
+    weighted += weights.get("base_rate", 0.0) * base
+    blended = anyone & (total > 0)
+    return np.where(blended[:, None], weighted / np.where(blended, total, 1.0)[:, None], base)  # type: ignore[no-any-return]
 
 
 def average_precision_rows(scores: np.ndarray, labels: np.ndarray, allowed: np.ndarray, k: int) -> np.ndarray:
@@ -83,9 +86,11 @@ def learn_weights(
         if best is None or score > best[0] + 1e-12:
             best = (score, weights)
     assert best is not None
+    # a source without scores here gets weight 0, not the blend's default of 1 for a source it is not told of
+    weights = {s: best[1].get(s, 0.0) for s in SOURCES}
     alone = {
         s: float(average_precision_rows(np.where(np.isnan(m), base, m), labels, allowed, k).mean())
         for s, m in everything.items()
     }
     clients = int(((labels > 0) & (allowed > 0)).any(axis=1).sum())
-    return LearnedBlend(best[1], best[0], alone, clients)
+    return LearnedBlend(weights, best[0], alone, clients)

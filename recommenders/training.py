@@ -280,6 +280,7 @@ def _evaluate_holdout(
         k,
         segment_popularity=fitted.segment_popularity,
         logistic=baselines.logistic_scores(fitted.train_set, holdout, products),
+        values={p.id: p.value for p in catalogue.products} if catalogue.decision.use_business_value else None,
     )
 
 

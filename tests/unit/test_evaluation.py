@@ -9,7 +9,7 @@ import math
 import numpy as np
 import pytest
 
-from recommenders.evaluation import auc_interval, mean_interval, ndcg_at_k, paired_difference
+from recommenders.evaluation import auc_difference, auc_interval, mean_interval, ndcg_at_k, paired_difference
 
 
 def test_the_interval_holds_the_mean_and_narrows_with_more_clients() -> None:
@@ -50,3 +50,15 @@ def test_auc_interval_needs_both_classes() -> None:
     assert perfect is not None and perfect.as_list() == [1.0, 1.0, 1.0]
     noise = auc_interval(y, np.random.default_rng(3).random(100))
     assert noise is not None and noise.low < 0.5 < noise.high
+
+
+def test_the_paired_auc_difference_sees_a_better_model_and_not_a_copy() -> None:
+    rng = np.random.default_rng(5)
+    y = (rng.random(400) < 0.2).astype(float)
+    good = y + rng.normal(0, 0.6, 400)
+    weak = y + rng.normal(0, 2.0, 400)
+    better = auc_difference(y, good, weak)
+    assert better is not None and better.low > 0 and better.mean > 0.1
+    same = auc_difference(y, weak, weak)
+    assert same is not None and same.as_list() == [0.0, 0.0, 0.0]
+    assert auc_difference(np.zeros(5), np.arange(5.0), np.arange(5.0)) is None

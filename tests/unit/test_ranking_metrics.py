@@ -255,6 +255,14 @@ def test_evaluate_reports_every_ranking_with_intervals_and_the_blends_paired_gai
         segment_popularity=by_segment,
     )  # fmt: skip
     assert set(with_base["source_gain"]) == {"xgboost", "expert", "base_rate"}
+    # the shown order (blend x business value): equal values change nothing, a dominant value puts a first
+    same = evaluate(
+        data, PRODUCTS, xgb_scorer, None, expert, POPULARITY, weights, 2, values=dict.fromkeys(PRODUCTS, 2.0)
+    )
+    assert same["rankings"]["blend_with_value"] == same["rankings"]["blend"]
+    valued = evaluate(data, PRODUCTS, xgb_scorer, None, expert, POPULARITY, weights, 2, values={"a": 100.0, "b": 1.0})
+    # a first where allowed: client 0 (wants c) a,c -> 0.5; client 1 (a masked, wants b) c,b -> 0.5; client 3 (a) 1
+    assert valued["rankings"]["blend_with_value"]["map_at_2"][0] == pytest.approx(2 / 3, abs=1e-4)
     a = metrics["per_product"]["a"]
     assert a["too_few_positives"] is True and a["auc_interval"] == [1.0, 1.0, 1.0]
     assert a["auc_logistic_interval"][0] == pytest.approx(1.0)
