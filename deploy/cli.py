@@ -330,8 +330,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     trainer = sub.add_parser("train", parents=[common], help="train the models on the store's features")
     trainer.add_argument("--horizon-days", type=float, default=30.0, help="label: uptake within this many days")
-    trainer.add_argument("--step-days", type=float, default=30.0, help="days between point-in-time cuts")
-    trainer.add_argument("--cuts", type=int, default=5, help="number of cuts; the latest is the holdout")
+    trainer.add_argument("--step-days", type=float, default=7.0, help="days between training cuts")
+    trainer.add_argument(
+        "--cuts", type=int, default=12, help="number of cuts: the holdout, then training cuts a horizon before it"
+    )
     trainer.add_argument("--k", type=int, default=3, help="k of MAP@k")
     trainer.add_argument("--end", default=None, help="ISO time the labels end (default now)")
     trainer.set_defaults(fn=cmd_train)
