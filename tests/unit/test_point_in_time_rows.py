@@ -1,0 +1,63 @@
+"""The point-in-time rows of training (``dataset.build_dataset``) over a store stand-in that answers by spec
+label: features are read as of the cut and labels as of cut + horizon; a product the client held, had applied
+for or was not eligible for at the cut is masked (neither learned from nor scored); a client the store knows
+nothing about is left out."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, cast
+
+import numpy as np
+
+from feature_store.client import FeatureStore
+from feature_store.specs import AggregateSpec
+from recommenders.catalogue import load_catalogue
+from recommenders.dataset import DAY, build_dataset
+from recommenders.profile import FeatureSpace
+from tests.conftest import ROOT
+
+CUT = 1.8e9
+
+
+class LabelStore:
+    """``aggregate`` answers from ``facts[subject]`` by label, and remembers at what time it was asked."""
+
+    def __init__(self, facts: dict[str, dict[str, Any]], future: dict[str, dict[str, Any]]) -> None:
+        self.facts, self.future = facts, future
+        self.asked: list[float] = []
+
+    async def aggregate(self, subject: str, specs: Sequence[AggregateSpec], now: float | None = None) -> list[Any]:
+        assert now is not None
+        self.asked.append(now)
+        source = self.facts if now <= CUT else self.future
+        return [source.get(subject, {}).get(spec.label) for spec in specs]
+
+
+async def test_held_applied_and_ineligible_products_are_masked_and_labels_come_from_the_horizon() -> None:
+    catalogue = load_catalogue(ROOT / "deploy" / "products.toml")
+    space = FeatureSpace.from_view(
+        ["sum(tx.out.amount, 30d)", "last(profile.segment)", "last(profile.birth_date)", "last(profile.registered_at)"]
+    )
+    retail = {
+        "last(profile.segment)": "retail",
+        "last(profile.birth_date)": CUT - 40 * 365.25 * DAY,
+        "last(profile.registered_at)": CUT - 400 * DAY,
+        "last(product.deposit.opened)": CUT - 10 * DAY,
+        "count(app.insurance.submitted,180d)": 1,
+        "sum(tx.out.amount,30d)": 5000.0,
+    }
+    store = LabelStore(
+        {"c1": retail},
+        {"c1": {"count(app.credit_card.submitted,30d)": 1, "count(product.sme_overdraft.opened,30d)": 1}},
+    )
+    data = await build_dataset(cast(FeatureStore, store), space, catalogue, ["c1", "ghost"], [CUT], 30)
+    assert data.clients == ["c1"]  # "ghost" has no facts at all: left out
+    assert sorted(set(store.asked)) == [CUT, CUT + 30 * DAY]
+    mask = dict(zip(catalogue.ids, data.mask[0].tolist(), strict=True))
+    labels = dict(zip(catalogue.ids, data.labels[0].tolist(), strict=True))
+    assert mask["deposit"] == 0 and mask["insurance"] == 0  # held, applied for
+    assert mask["sme_overdraft"] == 0 and mask["sme_acquiring"] == 0  # not for retail clients
+    assert mask["credit_card"] == 1 and labels["credit_card"] == 1
+    assert labels["sme_overdraft"] == 1  # the label is kept; the mask keeps it out of training and scoring
+    assert data.features[0, space.names.index("sum(tx.out.amount,30d)")] == np.float32(5000.0)
