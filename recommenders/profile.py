@@ -25,6 +25,8 @@ BEHAVIOUR = (
     "spend_trend",
     "online_share",
     "travel_share",
+    "balance_swing",
+    "salary_recency",
 )
 DERIVED = (
     "age_years",
@@ -53,8 +55,9 @@ def _ratio(top: float | None, bottom: float | None) -> float | None:
 
 def behaviour(values: dict[str, object]) -> dict[str, float | None]:
     """Ratios of view aggregates that say more than either part (uptake depends on spending and savings
-    relative to income, and on changes, rather than on raw sums): None where a part is missing from the view
-    or from the client. Monthly income is the average salary, or a third of 90 days' inflows without one."""
+    relative to income, on how steady the balance is and on whether the salary still comes, rather than on raw
+    sums): None where a part is missing from the view or from the client. Monthly income is the average salary,
+    or a third of 90 days' inflows without one."""
     n = functools.partial(_number, values)
     salary = n(_label("avg", "tx.in.salary", 365))
     inflow = n(_label("sum", "tx.in.amount", 90))
@@ -67,7 +70,21 @@ def behaviour(values: dict[str, object]) -> dict[str, float | None]:
         "spend_trend": _ratio(n(_label("sum", "tx.out.amount", 30)), spend_90d / 3 if spend_90d else None),
         "online_share": _ratio(n(_label("sum", "tx.out.channel.online", 90)), spend_90d),
         "travel_share": _ratio(n(_label("sum", "tx.out.mcc.travel", 365)), n(_label("sum", "tx.out.amount", 365))),
+        # how far the balance moves (the view has no spread aggregate): recent peak minus half-year low
+        "balance_swing": _ratio(_difference(n(_label("max", "balance", 30)), n(_label("min", "balance", 180))), income),
+        # salary still arriving: payments in the last 30 days against the 90-day monthly rate (0 when it stopped)
+        "salary_recency": _ratio(
+            n(_label("count", "tx.in.salary", 30)), _third(n(_label("count", "tx.in.salary", 90)))
+        ),
     }
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _third(value: float | None) -> float | None:
+    return value / 3 if value else None
 
 
 def status_specs(catalogue: Catalogue) -> list[AggregateSpec]:

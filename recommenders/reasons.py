@@ -23,6 +23,8 @@ _DERIVED = {
     "spend_trend": "recent spending growth",
     "online_share": "share of online spending",
     "travel_share": "share of travel spending",
+    "balance_swing": "balance swings for the income",
+    "salary_recency": "salary still arriving",
 }
 
 

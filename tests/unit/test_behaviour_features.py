@@ -20,6 +20,10 @@ FULL = {
     "last(balance)": 300_000.0,
     "sum(tx.out.channel.online,90d)": 60_000.0,
     "sum(tx.out.mcc.travel,365d)": 40_000.0,
+    "max(balance,30d)": 350_000.0,
+    "min(balance,180d)": 150_000.0,
+    "count(tx.in.salary,30d)": 1,
+    "count(tx.in.salary,90d)": 3,
 }
 
 
@@ -32,6 +36,8 @@ def test_ratios_from_a_full_view() -> None:
             "spend_trend": 50_000 / 40_000,
             "online_share": 0.5,
             "travel_share": 0.1,
+            "balance_swing": 2.0,
+            "salary_recency": 1.0,
         }
     )
 
@@ -44,6 +50,8 @@ def test_income_falls_back_to_inflows_and_missing_parts_give_missing_ratios() ->
     assert behaviour({})["travel_share"] is None
     assert behaviour({**FULL, "sum(tx.out.amount,365d)": None})["travel_share"] is None
     assert behaviour({**FULL, "last(balance)": True})["balance_trend"] is None  # not a number
+    assert behaviour({**FULL, "count(tx.in.salary,30d)": 0})["salary_recency"] == 0.0  # the salary stopped
+    assert behaviour({**FULL, "count(tx.in.salary,90d)": 0})["salary_recency"] is None  # never had one
 
 
 def test_the_ratios_are_model_inputs_in_a_fixed_order() -> None:
