@@ -35,7 +35,8 @@ from recommenders.training import TrainingConfig, train
 def _dataset(args: argparse.Namespace) -> tuple[Iterable[tuple[str, str, dict[str, object]]], TrainingConfig, str]:
     if args.dataset == "simulated":
         sim = BankSimulator(SimulationConfig(clients=args.clients, days=args.days, seed=args.seed))
-        config = TrainingConfig(end=sim.end_ts, horizon_days=30, progress=False)
+        # four weekly holdout cuts: about four times the holdout rows, each client resampled whole
+        config = TrainingConfig(end=sim.end_ts, horizon_days=30, cuts=15, holdout_cuts=4, progress=False)
         return sim.events(), config, "RUB"
     shift = default_shift_years()
     horizon = args.horizon_days

@@ -27,9 +27,9 @@ def _interval(values: list[float] | None, signed: bool = False) -> str:
 
 
 def rankings_table(metrics: dict[str, Any], k: int = 3) -> Table:
-    table = Table(
-        title=f"holdout MAP@{k}, {metrics.get('evaluated_clients', 0)} clients with an uptake (95 % intervals)"
-    )
+    rows, clients = metrics.get("evaluated_clients", 0), metrics.get("evaluated_distinct_clients", 0)
+    seen = f"{clients} clients" + (f" at {rows} client-cuts" if rows != clients else "")
+    table = Table(title=f"holdout MAP@{k}: {seen} with an uptake (95 % intervals, resampled by client)")
     table.add_column("ranking")
     table.add_column(f"MAP@{k}", justify="right")
     table.add_column("blend minus it (paired)", justify="right")

@@ -89,12 +89,16 @@ def evaluate(
     segment_popularity: dict[str, dict[str, float]] | None = None,
     logistic: dict[str, np.ndarray] | None = None,
     values: dict[str, float] | None = None,
+    sources: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Holdout metrics (see the module). With ``segment_popularity`` the blend's base rates are the client's
     segment's, as at serving time. With ``values`` (the catalogue's business values) the ranking the server
     shows, the blend times each product's value, is reported too (``blend_with_value``): what preferring
-    valuable products costs in uptake."""
-    sources = score_sources(holdout, products, xgb_scorer, als, expert)
+    valuable products costs in uptake. ``sources``: the scorers' matrices when already computed (the holdout
+    spans several cuts, each with its own ALS); else they are scored here. A client with rows at several cuts
+    is resampled whole for every interval."""
+    if sources is None:
+        sources = score_sources(holdout, products, xgb_scorer, als, expert)
     by_segment = segment_popularity or {}
     base = np.array(
         [[by_segment.get(s.segment or "", popularity).get(p, 0.0) for p in products] for s in holdout.snapshots],
@@ -103,11 +107,13 @@ def evaluate(
     per_product = _per_product(holdout, products, sources["xgboost"], logistic)
     ap: dict[str, list[float]] = {}
     ndcg: dict[str, list[float]] = {}
+    clients: list[str] = []  # of the rows with something to find, for resampling by client
     for i in range(len(holdout.snapshots)):
         allowed = [p for j, p in enumerate(products) if holdout.mask[i, j] > 0]
         relevant = {p for j, p in enumerate(products) if holdout.mask[i, j] > 0 and holdout.labels[i, j] > 0}
         if not relevant:
             continue
+        clients.append(holdout.clients[i])
         row_base = dict(zip(products, base[i].tolist(), strict=True))
         blended = blend(allowed, _results(sources, i, products), weights, row_base)
         column = {p: j for j, p in enumerate(products)}
@@ -132,22 +138,30 @@ def evaluate(
         f"map_at_{k}": float(np.mean(ap["blend"])) if ap else None,
         f"map_at_{k}_xgboost": float(np.mean(ap["xgboost"])) if ap else None,
         f"map_at_{k}_popularity": float(np.mean(ap["popularity"])) if ap else None,
-        "evaluated_clients": len(ap.get("blend", [])),
+        "evaluated_clients": len(ap.get("blend", [])),  # client-cuts with an uptake (one per client at one cut)
+        "evaluated_distinct_clients": len(set(clients)),
         "blend_weights": weights,
         "rankings": {
             name: {
-                f"map_at_{k}": mean_interval(ap[name]).as_list(),
-                f"ndcg_at_{k}": mean_interval(ndcg[name]).as_list(),
+                f"map_at_{k}": mean_interval(ap[name], groups=clients).as_list(),
+                f"ndcg_at_{k}": mean_interval(ndcg[name], groups=clients).as_list(),
             }
             for name in ap
         },
-        "blend_minus": {name: paired_difference(ap["blend"], ap[name]).as_list() for name in ap if name != "blend"},
-        "source_gain": _source_gain(holdout, sources, base, weights, k) if ap else {},
+        "blend_minus": {
+            name: paired_difference(ap["blend"], ap[name], groups=clients).as_list() for name in ap if name != "blend"
+        },
+        "source_gain": _source_gain(holdout, sources, base, weights, k, clients) if ap else {},
     }
 
 
 def _source_gain(
-    holdout: Dataset, sources: dict[str, np.ndarray], base: np.ndarray, weights: dict[str, float], k: int
+    holdout: Dataset,
+    sources: dict[str, np.ndarray],
+    base: np.ndarray,
+    weights: dict[str, float],
+    k: int,
+    clients: list[str],
 ) -> dict[str, list[float]]:
     """Per source the blend has weight on: MAP@k of the blend minus the blend without it, paired."""
     full = average_precision_rows(blend_matrix(sources, base, weights), holdout.labels, holdout.mask, k)
@@ -160,7 +174,7 @@ def _source_gain(
         reduced["base_rate"] = (sources, {**weights, "base_rate": 0.0})
     return {
         name: paired_difference(
-            full, average_precision_rows(blend_matrix(rest, base, w), holdout.labels, holdout.mask, k)
+            full, average_precision_rows(blend_matrix(rest, base, w), holdout.labels, holdout.mask, k), groups=clients
         ).as_list()
         for name, (rest, w) in reduced.items()
     }
@@ -176,14 +190,16 @@ def _per_product(
         y = holdout.labels[rows, j]
         entry: dict[str, Any] = {"positives": int(y.sum()), "rows": int(rows.sum())}
         scores = xgb_scores[rows, j]
+        clients = [c for c, kept in zip(holdout.clients, rows, strict=True) if kept]
         if not np.isnan(scores).all() and 0 < y.sum() < len(y):
             entry["auc"] = float(roc_auc_score(y, scores))
             entry["pr_auc"] = float(average_precision_score(y, scores))
             entry["pr_auc_base_rate"] = float(y.mean())
-            entry["auc_interval"] = _listed(auc_interval(y, scores))
+            entry["auc_interval"] = _listed(auc_interval(y, scores, groups=clients))
             if logistic is not None and product in logistic:
-                entry["auc_logistic_interval"] = _listed(auc_interval(y, logistic[product][rows]))
-                entry["auc_minus_logistic"] = _listed(auc_difference(y, scores, logistic[product][rows]))
+                other = logistic[product][rows]
+                entry["auc_logistic_interval"] = _listed(auc_interval(y, other, groups=clients))
+                entry["auc_minus_logistic"] = _listed(auc_difference(y, scores, other, groups=clients))
             entry["too_few_positives"] = bool(y.sum() < MIN_POSITIVES)
         per_product[product] = entry
     return per_product

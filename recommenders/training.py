@@ -48,7 +48,8 @@ class TrainingConfig:
     end: float | None = None  # default: now
     horizon_days: float = 30.0
     step_days: float = 7.0  # between training cuts: weekly rows give the boosters several looks at each uptake
-    cuts: int = 12  # the holdout cut and cuts - 1 training cuts
+    cuts: int = 12  # the holdout cuts and the training cuts together
+    holdout_cuts: int = 1  # more, step_days apart, evaluate more clients (each resampled whole)
     k: int = 3
     progress: bool = True
 
@@ -64,13 +65,20 @@ def population_stats(squashed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean.astype(np.float32), np.where(counts > 1, spread, 1.0).astype(np.float32)
 
 
-def cut_times(config: TrainingConfig) -> list[float]:
-    """The holdout cut (``end`` - horizon) and the training cuts ``step_days`` apart, the latest of which is a
-    whole horizon before the holdout cut: a cut in between would have labels inside the holdout's window."""
+def holdout_times(config: TrainingConfig) -> list[float]:
+    """The holdout cuts: the latest at ``end`` - horizon, the others ``step_days`` before it."""
     end = config.end if config.end is not None else time.time()
-    holdout = end - config.horizon_days * DAY
-    latest_training = holdout - config.horizon_days * DAY
-    return sorted([holdout, *(latest_training - i * config.step_days * DAY for i in range(config.cuts - 1))])
+    latest = end - config.horizon_days * DAY
+    return sorted(latest - i * config.step_days * DAY for i in range(config.holdout_cuts))
+
+
+def cut_times(config: TrainingConfig) -> list[float]:
+    """The holdout cuts and the training cuts ``step_days`` apart, the latest of which is a whole horizon before
+    the earliest holdout cut: a cut in between would have labels inside a holdout window."""
+    holdouts = holdout_times(config)
+    latest_training = holdouts[0] - config.horizon_days * DAY
+    training = [latest_training - i * config.step_days * DAY for i in range(config.cuts - config.holdout_cuts)]
+    return sorted([*holdouts, *training])
 
 
 def _als_inputs(data: Dataset, products: list[str]) -> list[tuple[str, str, str]]:
@@ -136,7 +144,7 @@ async def train(
     clients = list(subjects) if subjects is not None else await list_subjects(store)
     cuts = cut_times(config)
     data = await _point_in_time_rows(store, space, catalogue, clients, cuts, config)
-    train_set, holdout = _split(data, max(cuts), config.horizon_days)
+    train_set, holdout = _split(data, min(holdout_times(config)), config.horizon_days)
     validation = _validate(train_set, products, space, catalogue, config)
     fitted = _fit(train_set, products, space.names, validation.shapes)
     weights = validation.blend.weights if validation.blend is not None else catalogue.decision.weights
@@ -155,6 +163,7 @@ async def train(
         "validation": validation.as_dict(),
         "training": {
             "cuts": cuts,
+            "holdout_cuts": config.holdout_cuts,
             "horizon_days": config.horizon_days,
             "train_rows": len(train_set.clients),
             "holdout_rows": len(holdout.clients),
@@ -190,11 +199,11 @@ async def _point_in_time_rows(
 
 
 def _split(data: Dataset, at: float, horizon_days: float) -> tuple[Dataset, Dataset]:
-    """The rows at cut ``at``, and before them the rows whose label windows end by ``at`` (a time split:
+    """The rows from cut ``at`` on, and before them the rows whose label windows end by ``at`` (a time split:
     nothing learns from the future)."""
     slack = 1.0  # seconds: cut times are floats
     earlier = data.where(data.cut + horizon_days * DAY <= at + slack)
-    at_cut = data.where(np.abs(data.cut - at) < slack)
+    at_cut = data.where(data.cut >= at - slack)
     if len(earlier.clients) == 0 or len(at_cut.clients) == 0:
         raise ValueError("not enough history to train: no rows before or at the holdout cut")
     return earlier, at_cut
@@ -267,8 +276,16 @@ def _evaluate_holdout(
     weights: dict[str, float],
     k: int,
 ) -> dict[str, Any]:
-    """Every scorer, the blend and the baselines on the holdout cut."""
-    xgb_scorer, als, expert = _scorers(holdout, products, space, catalogue, fitted)
+    """Every scorer, the blend and the baselines on the holdout cuts. Each cut is scored with the scorers as of
+    that cut (ALS learns the clients' products then), so a product taken at a later holdout cut is never an
+    input at an earlier one."""
+    sources: dict[str, np.ndarray] = {}
+    for cut in np.unique(holdout.cut):
+        at_cut = holdout.where(holdout.cut == cut)
+        xgb_scorer, als, expert = _scorers(at_cut, products, space, catalogue, fitted)
+        for name, matrix in score_sources(at_cut, products, xgb_scorer, als, expert).items():
+            empty = np.full((len(holdout.clients), len(products)), np.nan)
+            sources.setdefault(name, empty)[holdout.cut == cut] = matrix
     return evaluate(
         holdout,
         products,
@@ -281,6 +298,7 @@ def _evaluate_holdout(
         segment_popularity=fitted.segment_popularity,
         logistic=baselines.logistic_scores(fitted.train_set, holdout, products),
         values={p.id: p.value for p in catalogue.products} if catalogue.decision.use_business_value else None,
+        sources=sources,
     )
 
 

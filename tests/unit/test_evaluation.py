@@ -62,3 +62,23 @@ def test_the_paired_auc_difference_sees_a_better_model_and_not_a_copy() -> None:
     same = auc_difference(y, weak, weak)
     assert same is not None and same.as_list() == [0.0, 0.0, 0.0]
     assert auc_difference(np.zeros(5), np.arange(5.0), np.arange(5.0)) is None
+
+
+def test_rows_of_one_client_are_resampled_together() -> None:
+    """A client counted at four cuts is one client: copying every row four times leaves the clustered interval
+    as it was (the same clients), while resampling the copies one by one would halve its width."""
+    values = np.random.default_rng(2).random(200)
+    clients = [f"c{i}" for i in range(200)]
+    once = mean_interval(values, groups=clients)
+    four = mean_interval(np.repeat(values, 4), groups=list(np.repeat(clients, 4)))
+    rows = mean_interval(np.repeat(values, 4))
+    assert four.mean == pytest.approx(once.mean)
+    assert four.high - four.low == pytest.approx(once.high - once.low, rel=0.15)
+    assert rows.high - rows.low < 0.7 * (four.high - four.low)
+    y = np.repeat((values > 0.7).astype(float), 4)
+    clustered = auc_interval(
+        y, np.repeat(values, 4) + 0.5 * np.random.default_rng(3).random(800), groups=list(np.repeat(clients, 4))
+    )
+    single = auc_interval(y, np.repeat(values, 4) + 0.5 * np.random.default_rng(3).random(800))
+    assert clustered is not None and single is not None
+    assert clustered.high - clustered.low > single.high - single.low

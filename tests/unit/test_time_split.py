@@ -12,7 +12,7 @@ from recommenders.dataset import DAY, Dataset
 from recommenders.expert import ExpertScorer
 from recommenders.profile import ClientSnapshot, FeatureSpace
 from recommenders.registry import LoadedModels
-from recommenders.training import TrainingConfig, _split, cut_times
+from recommenders.training import TrainingConfig, _split, cut_times, holdout_times
 
 END = 1.8e9
 
@@ -26,6 +26,17 @@ def test_training_cuts_end_their_labels_by_the_holdout_cut() -> None:
     training = cuts[:-1]
     assert max(training) + 30 * DAY == holdout  # the latest one's window ends exactly at the holdout cut
     assert np.allclose(np.diff(training), 7 * DAY)
+
+
+def test_several_holdout_cuts_are_a_step_apart_and_training_ends_a_horizon_before_the_first() -> None:
+    config = TrainingConfig(end=END, horizon_days=30, step_days=7, cuts=15, holdout_cuts=4)
+    cuts = cut_times(config)
+    holdouts = holdout_times(config)
+    assert len(cuts) == 15 and holdouts == cuts[-4:]
+    assert max(holdouts) == END - 30 * DAY and np.allclose(np.diff(holdouts), 7 * DAY)
+    assert cuts[-5] + 30 * DAY == min(holdouts)  # no training label window reaches the first holdout cut
+    train, holdout = _split(rows(cuts), min(holdouts), 30)
+    assert sorted(set(holdout.cut)) == holdouts and len(train.cut) == 11
 
 
 def rows(cuts: list[float]) -> Dataset:
