@@ -85,7 +85,8 @@ async def _train(settings: Settings, dataset: str) -> dict[str, Any]:
     from recommenders.training import TrainingConfig, train_configured
 
     if dataset != "berka":
-        return await train_configured(settings, TrainingConfig())
+        # four weekly holdout cuts: the demo's small bank gives a few hundred client-cuts to judge the models on
+        return await train_configured(settings, TrainingConfig(cuts=15, holdout_cuts=4))
     from extractors.berka import CUTOFF, BerkaShift, default_shift_years
 
     # Berka ends at its (shifted) cutoff: the labels must end there too

@@ -91,7 +91,7 @@ async def trained(
             space,
             CatalogueFile(rec_dir / "products.toml")(),
             rec_dir / "models",
-            TrainingConfig(progress=False),
+            TrainingConfig(progress=False, cuts=13, holdout_cuts=2),  # two holdout cuts: scorers per cut
             subjects=bank,
         )
 
@@ -110,10 +110,12 @@ async def service(
 
 
 async def test_training_learns_the_blend_and_beats_the_popularity_baseline(
-    trained: dict[str, Any], rec_dir: Path
+    trained: dict[str, Any], rec_dir: Path, bank: list[str]
 ) -> None:
     metrics = trained["metrics"]
     assert metrics["evaluated_clients"] >= 20
+    assert trained["training"]["holdout_cuts"] == 2 and trained["training"]["holdout_rows"] == 2 * len(bank)
+    assert metrics["evaluated_distinct_clients"] <= metrics["evaluated_clients"]
     assert metrics["map_at_3"] > metrics["map_at_3_popularity"]
     # the blend's weights were learned on the validation cut, are served, and every source had its say
     learned = trained["validation"]
