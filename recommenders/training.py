@@ -10,6 +10,7 @@ all training cuts and measured on the holdout beside the baselines (``recommende
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
@@ -142,6 +143,8 @@ async def train(
     """Train, evaluate, write a new version and point LATEST at it; returns the version's meta."""
     products = catalogue.ids
     clients = list(subjects) if subjects is not None else await list_subjects(store)
+    # "now" is read once: every cut and the split below must agree on it to the second
+    config = dataclasses.replace(config, end=config.end if config.end is not None else time.time())
     cuts = cut_times(config)
     data = await _point_in_time_rows(store, space, catalogue, clients, cuts, config)
     train_set, holdout = _split(data, min(holdout_times(config)), config.horizon_days)
