@@ -10,7 +10,7 @@ clients" directly, and more tightly than two overlapping intervals.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -103,14 +103,8 @@ def auc_interval(
     groups: Sequence[str] | None = None,
 ) -> Interval | None:
     """ROC AUC with a bootstrap interval over rows (over clients with ``groups``); None with only one class."""
-    y, s = np.asarray(labels), np.asarray(scores)
-    if y.min() == y.max():
-        return None
-    estimates = []
-    for idx in _row_resamples(len(y), rounds, seed, groups):
-        if y[idx].min() != y[idx].max():
-            estimates.append(roc_auc_score(y[idx], s[idx]))
-    return Interval(float(roc_auc_score(y, s)), *_bounds(np.asarray(estimates), level))
+    s = np.asarray(scores)
+    return _auc_statistic(labels, lambda y, idx: float(roc_auc_score(y, s[idx])), rounds, seed, level, groups)
 
 
 def auc_difference(
@@ -124,15 +118,31 @@ def auc_difference(
 ) -> Interval | None:
     """AUC of scores ``a`` minus AUC of scores ``b`` on the same rows, with the bootstrap interval of the
     difference (the same resampled rows for both): whether one model ranks a product's takers better."""
-    y, sa, sb = np.asarray(labels), np.asarray(a), np.asarray(b)
+    sa, sb = np.asarray(a), np.asarray(b)
+
+    def difference(y: np.ndarray, idx: np.ndarray) -> float:
+        return float(roc_auc_score(y, sa[idx]) - roc_auc_score(y, sb[idx]))
+
+    return _auc_statistic(labels, difference, rounds, seed, level, groups)
+
+
+def _auc_statistic(
+    labels: np.ndarray,
+    statistic: Callable[[np.ndarray, np.ndarray], float],
+    rounds: int,
+    seed: int,
+    level: float,
+    groups: Sequence[str] | None,
+) -> Interval | None:
+    """``statistic(labels of the rows, row indices)`` on all rows, with its bootstrap interval over resamples
+    that hold both classes; None when the labels hold one class."""
+    y = np.asarray(labels)
     if y.min() == y.max():
         return None
-    estimates = []
-    for idx in _row_resamples(len(y), rounds, seed, groups):
-        if y[idx].min() != y[idx].max():
-            estimates.append(roc_auc_score(y[idx], sa[idx]) - roc_auc_score(y[idx], sb[idx]))
-    point = float(roc_auc_score(y, sa) - roc_auc_score(y, sb))
-    return Interval(point, *_bounds(np.asarray(estimates), level))
+    estimates = [
+        statistic(y[idx], idx) for idx in _row_resamples(len(y), rounds, seed, groups) if y[idx].min() != y[idx].max()
+    ]
+    return Interval(statistic(y, np.arange(len(y))), *_bounds(np.asarray(estimates), level))
 
 
 def ndcg_at_k(ranked: Sequence[str], relevant: set[str], k: int) -> float:
