@@ -110,7 +110,7 @@ def _draw_rankings(path: Path, metrics: dict[str, Any]) -> None:
         means = np.array([v[0] for _, v in reversed(rows)])
         spread = np.array([[v[0] - v[1] for _, v in reversed(rows)], [v[2] - v[0] for _, v in reversed(rows)]])
         axis.barh(names, means, xerr=spread, capsize=3, color=["#2b7" if n == "blend" else "#aaa" for n in names])
-    axis.set(title=f"{k_key.replace('_', ' ')} on the holdout, 95 % intervals", xlim=(0.0, 1.0))
+    axis.set(title=f"MAP@{k_key.removeprefix('map_at_')} on the holdout, 95 % intervals", xlim=(0.0, 1.0))
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
