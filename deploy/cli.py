@@ -139,16 +139,20 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
-    from recommenders.training import TrainingConfig, train_configured
+    from recommenders.training import TrainingConfig, TrainingSetupError, train_configured
 
-    config = TrainingConfig(
-        horizon_days=args.horizon_days,
-        step_days=args.step_days,
-        cuts=args.cuts,
-        k=args.k,
-        end=_epoch(args.end) if args.end else None,
-    )
-    meta = asyncio.run(train_configured(settings, config))
+    try:
+        config = TrainingConfig(
+            horizon_days=args.horizon_days,
+            step_days=args.step_days,
+            cuts=args.cuts,
+            k=args.k,
+            end=_epoch(args.end) if args.end else None,
+        )
+        meta = asyncio.run(train_configured(settings, config))
+    except TrainingSetupError as exc:
+        print(f"rtrec train: {exc}", file=sys.stderr)
+        return 2
     metrics = meta["metrics"]
     report = settings.recommendations.models_dir / meta["version"] / "report.html"
     _print_json(

@@ -187,6 +187,8 @@ def run_demo(
 
     asyncio.run(_query(settings, console, shown))
     console.print("[bold]>[/] training per-product XGBoost, ALS and expert statistics (point in time) ...")
+    from recommenders.training import TrainingSetupError  # here: the CLI starts without the model libraries
+
     try:
         meta = asyncio.run(_train(settings, dataset))
         metrics = meta["metrics"]
@@ -198,7 +200,7 @@ def run_demo(
             f"{verdict(metrics, 'xgboost')} XGBoost alone (paired 95 % intervals); report "
             f"{settings.recommendations.models_dir / meta['version'] / 'report.html'}"
         )
-    except ValueError as exc:
+    except TrainingSetupError as exc:
         console.print(f"  not enough labelled history to train ({exc}); serving the expert cold-start models")
     time.sleep(settings.recommendations.reload_interval_s + 0.5)  # the API hot-reloads the new version
     asyncio.run(_recommend(settings, console, shown))

@@ -27,7 +27,8 @@ def _interval(values: list[float] | None, signed: bool = False) -> str:
 
 
 def rankings_table(metrics: dict[str, Any], k: int = 3) -> Table:
-    rows, clients = metrics.get("evaluated_clients", 0), metrics.get("evaluated_distinct_clients", 0)
+    rows = metrics.get("evaluated_clients", 0)
+    clients = metrics.get("evaluated_distinct_clients", rows)
     seen = f"{clients} clients" + (f" at {rows} client-cuts" if rows != clients else "")
     table = Table(title=f"holdout MAP@{k}: {seen} with an uptake (95 % intervals, resampled by client)")
     table.add_column("ranking")

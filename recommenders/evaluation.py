@@ -82,6 +82,8 @@ def _row_resamples(n: int, rounds: int, seed: int, groups: Sequence[str] | None)
     """Row indices of each bootstrap round: rows one by one, or whole clients with ``groups``."""
     if groups is None:
         return list(_resamples(n, rounds, seed))
+    if len(groups) != n:
+        raise ValueError(f"{len(groups)} groups for {n} rows")
     _, index = np.unique(np.asarray(groups), return_inverse=True)
     order = np.argsort(index, kind="stable")  # rows grouped by client
     sizes = np.bincount(index)

@@ -82,7 +82,9 @@ def write_report(
 <style>body{{font-family:sans-serif;margin:2em}}td,th{{padding:4px 10px;border-bottom:1px solid #ddd}}</style>
 </head><body><h1>Model {html.escape(meta["version"])}</h1>
 <p>Training rows {meta["training"]["train_rows"]}, holdout rows {meta["training"]["holdout_rows"]},
-horizon {meta["training"]["horizon_days"]} days, clients evaluated {metrics["evaluated_clients"]}. Figures are
+horizon {meta["training"]["horizon_days"]} days; clients with an uptake
+{metrics.get("evaluated_distinct_clients", metrics["evaluated_clients"])} at {metrics["evaluated_clients"]}
+client-cuts (each client resampled whole). Figures are
 means with 95 % bootstrap intervals over clients.</p>
 <h2>Ranking: the served blend and every baseline on the same holdout</h2>
 <table><tr><th>ranking</th><th>MAP@{k}</th><th>NDCG@{k}</th><th>blend minus it (paired)</th></tr>{rankings}</table>

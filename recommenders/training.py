@@ -44,6 +44,10 @@ from recommenders.xgb import XGBoostScorer
 MIN_VALIDATION_CLIENTS = 20
 
 
+class TrainingSetupError(ValueError):
+    """Training cannot start: the cuts leave no training cut, or the store has no rows before the holdout."""
+
+
 @dataclass(frozen=True)
 class TrainingConfig:
     end: float | None = None  # default: now
@@ -53,6 +57,12 @@ class TrainingConfig:
     holdout_cuts: int = 1  # more, step_days apart, evaluate more clients (each resampled whole)
     k: int = 3
     progress: bool = True
+
+    def __post_init__(self) -> None:
+        if self.holdout_cuts < 1 or self.cuts <= self.holdout_cuts:
+            raise TrainingSetupError(
+                f"cuts ({self.cuts}) counts the holdout cuts ({self.holdout_cuts}) and at least one training cut"
+            )
 
 
 def population_stats(squashed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -208,7 +218,7 @@ def _split(data: Dataset, at: float, horizon_days: float) -> tuple[Dataset, Data
     earlier = data.where(data.cut + horizon_days * DAY <= at + slack)
     at_cut = data.where(data.cut >= at - slack)
     if len(earlier.clients) == 0 or len(at_cut.clients) == 0:
-        raise ValueError("not enough history to train: no rows before or at the holdout cut")
+        raise TrainingSetupError("not enough history to train: no rows before or at the holdout cut")
     return earlier, at_cut
 
 
@@ -219,7 +229,7 @@ def _validate(
     labels end before it."""
     try:
         fit_set, validation = _split(train_set, float(train_set.cut.max()), config.horizon_days)
-    except ValueError:
+    except TrainingSetupError:
         return Validation({}, None, 0)
     relevant = ((validation.labels > 0) & (validation.mask > 0)).any(axis=1).sum()
     if relevant < MIN_VALIDATION_CLIENTS:

@@ -74,3 +74,10 @@ def test_base_rates_are_the_segments_or_else_everyones() -> None:
     assert models.base_rates("sme") == {"a": 0.5}
     assert models.base_rates("retail") == {"a": 0.1} and models.base_rates(None) == {"a": 0.1}
     assert space.names  # the view parses
+
+
+def test_a_config_without_a_training_cut_is_refused() -> None:
+    with pytest.raises(ValueError, match="at least one training cut"):
+        TrainingConfig(cuts=4, holdout_cuts=4)
+    with pytest.raises(ValueError, match="at least one training cut"):
+        TrainingConfig(holdout_cuts=0)
