@@ -1,11 +1,12 @@
 """`rtrec train`: point-in-time dataset -> per-product XGBoost + ALS + expert statistics -> blend weights ->
 holdout metrics -> a versioned artifact directory, a report, and the LATEST pointer the servers hot-reload from.
 
-Time split: the latest cut is the holdout (its labels end at `end`); the training cuts are those whose label
-windows end by the holdout cut, so nothing learns from the holdout's window. The latest training cut is the
-validation cut: models fitted on the cuts whose labels end before it choose each booster's shape and the
-blend's weights there (``recommenders.boosting``, ``recommenders.stacking``); then everything is refitted on
-all training cuts and measured on the holdout beside the baselines (``recommenders.holdout``).
+Time split: the latest cuts are the holdout (their labels end at `end`); the training cuts are those whose
+label windows end by the first holdout cut, so nothing learns from a holdout window. The latest training cut is
+the validation cut: models fitted on the cuts whose labels end before it choose each booster's shape and the
+blend's weights there (``recommenders.boosting``, ``recommenders.stacking``). Then the recipe is fitted on all
+training cuts and measured on the holdout beside the baselines (``recommenders.holdout``), and fitted once more
+on every labelled row, the holdout's included, for serving.
 """
 
 from __future__ import annotations
@@ -162,15 +163,18 @@ async def train(
     fitted = _fit(train_set, products, space.names, validation.shapes)
     weights = validation.blend.weights if validation.blend is not None else catalogue.decision.weights
     metrics = _evaluate_holdout(holdout, products, space, catalogue, fitted, weights, config.k)
+    # The served models are the same recipe refitted on every labelled row, the holdout's included: the
+    # evaluation judged it fitted on less, and the newest uptakes tell the most about the next ones.
+    served = _fit(data, products, space.names, validation.shapes)
     serve_matrix, serve_clients = await _serving_interactions(store, products, subjects)
     meta = {
         "version": datetime.now(UTC).strftime("v%Y%m%dT%H%M%S%f"),
         "created_at": time.time(),
         "features": space.names,
         "products": products,
-        "xgboost_products": sorted(fitted.boosters),
-        "popularity": fitted.popularity,
-        "segment_popularity": fitted.segment_popularity,
+        "xgboost_products": sorted(served.boosters),
+        "popularity": served.popularity,
+        "segment_popularity": served.segment_popularity,
         "blend": {"weights": validation.blend.weights} if validation.blend is not None else {},
         "metrics": metrics,
         "validation": validation.as_dict(),
@@ -180,10 +184,11 @@ async def train(
             "horizon_days": config.horizon_days,
             "train_rows": len(train_set.clients),
             "holdout_rows": len(holdout.clients),
+            "served_rows": len(data.clients),  # what the served models were refitted on
             "clients": len(clients),
         },
     }
-    _write_version(models_dir, meta, fitted, serve_matrix, serve_clients, holdout)
+    _write_version(models_dir, meta, served, serve_matrix, serve_clients, holdout, fitted.boosters)
     return meta
 
 
@@ -330,15 +335,17 @@ async def _serving_interactions(
 def _write_version(
     models_dir: Path,
     meta: dict[str, Any],
-    fitted: FittedModels,
+    served: FittedModels,
     serve_matrix: Any,
     serve_clients: list[str],
     holdout: Dataset,
+    evaluated_boosters: dict[str, xgb.Booster],
 ) -> None:
-    """The version directory (models, statistics, meta, report), then LATEST pointed at it atomically."""
+    """The version directory (the served models, statistics, meta, the report of the evaluated boosters on the
+    holdout), then LATEST pointed at it atomically."""
     products, directory = meta["products"], models_dir / meta["version"]
     directory.mkdir(parents=True, exist_ok=True)
-    for product, booster in fitted.boosters.items():
+    for product, booster in served.boosters.items():
         booster.save_model(directory / f"xgb_{product}.ubj")
     if serve_matrix.nnz:
         client_factors, product_factors = train_als(serve_matrix)
@@ -348,13 +355,13 @@ def _write_version(
             products=np.array(products),
             client_factors=client_factors,
             product_factors=product_factors,
-            popularity=np.array([fitted.popularity[p] for p in products], dtype=np.float32),
+            popularity=np.array([served.popularity[p] for p in products], dtype=np.float32),
         )
-    np.savez(directory / "expert_stats.npz", mean=fitted.mean, std=fitted.std)
+    np.savez(directory / "expert_stats.npz", mean=served.mean, std=served.std)
     (directory / "meta.json").write_text(json.dumps(meta, indent=2))
     from recommenders.report import write_report
 
-    write_report(directory, meta, holdout, fitted.boosters, meta["features"], products)
+    write_report(directory, meta, holdout, evaluated_boosters, meta["features"], products)
     pointer = models_dir / "LATEST.tmp"
     pointer.write_text(meta["version"])
     os.replace(pointer, models_dir / "LATEST")  # atomic: servers never read half a name

@@ -115,6 +115,8 @@ async def test_training_learns_the_blend_and_beats_the_popularity_baseline(
     metrics = trained["metrics"]
     assert metrics["evaluated_clients"] >= 20
     assert trained["training"]["holdout_cuts"] == 2 and trained["training"]["holdout_rows"] == 2 * len(bank)
+    # the served models were refitted on every labelled row, the holdout's included
+    assert trained["training"]["served_rows"] == trained["training"]["train_rows"] + 2 * len(bank) > 2 * len(bank)
     assert metrics["evaluated_distinct_clients"] <= metrics["evaluated_clients"]
     assert metrics["map_at_3"] > metrics["map_at_3_popularity"]
     # the blend's weights were learned on the validation cut, are served, and every source had its say
