@@ -146,6 +146,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             horizon_days=args.horizon_days,
             step_days=args.step_days,
             cuts=args.cuts,
+            holdout_cuts=args.holdout_cuts,
             k=args.k,
             end=_epoch(args.end) if args.end else None,
         )
@@ -336,7 +337,10 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--horizon-days", type=float, default=30.0, help="label: uptake within this many days")
     trainer.add_argument("--step-days", type=float, default=7.0, help="days between training cuts")
     trainer.add_argument(
-        "--cuts", type=int, default=12, help="number of cuts: the holdout, then training cuts a horizon before it"
+        "--cuts", type=int, default=15, help="number of cuts: the holdout cuts, then training cuts a horizon before"
+    )
+    trainer.add_argument(
+        "--holdout-cuts", type=int, default=4, help="holdout cuts, step-days apart (the served models learn them too)"
     )
     trainer.add_argument("--k", type=int, default=3, help="k of MAP@k")
     trainer.add_argument("--end", default=None, help="ISO time the labels end (default now)")
