@@ -64,7 +64,7 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
     if meta["features"] != space.names:
         raise ValueError(f"model {version} was trained on other features than the configured view")
     stats = np.load(directory / "expert_stats.npz")
-    popularity = {k: float(v) for k, v in meta.get("popularity", {}).items()}
+    popularity = _rates_by_segment({"": meta.get("popularity", {})})[""]
     als_path = directory / "als.npz"
     return LoadedModels(
         version=version,
@@ -73,9 +73,35 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
         expert=ExpertScorer(version, space, catalogue, stats["mean"], stats["std"], popularity),
         popularity=popularity,
         meta=meta,
-        segment_popularity=meta.get("segment_popularity", {}),
-        blend_weights=meta.get("blend", {}).get("weights"),
+        segment_popularity=_rates_by_segment(meta.get("segment_popularity", {})),
+        blend_weights=_weights(meta.get("blend", {})),
     )
+
+
+def _rates_by_segment(raw: object) -> dict[str, dict[str, float]]:
+    """``meta.json`` segment -> product -> rate, checked: a malformed file is refused (ValueError), never
+    half-served."""
+    if not isinstance(raw, dict) or not all(isinstance(rates, dict) for rates in raw.values()):
+        raise ValueError("segment_popularity must map segments to product rates")
+    return {str(seg): {str(p): _number(r) for p, r in rates.items()} for seg, rates in raw.items()}
+
+
+def _weights(raw: object) -> dict[str, float] | None:
+    """``meta.json`` blend -> the learned weights (None when the version has none), checked like the rates."""
+    if not isinstance(raw, dict):
+        raise ValueError("blend must be an object")
+    weights = raw.get("weights")
+    if weights is None:
+        return None
+    if not isinstance(weights, dict) or not weights:
+        raise ValueError("blend weights must map sources to weights")
+    return {str(source): _number(w) for source, w in weights.items()}
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < float("inf"):
+        raise ValueError(f"not a rate or weight: {value!r}")
+    return float(value)
 
 
 def untrained(space: FeatureSpace, catalogue: Catalogue) -> LoadedModels:
@@ -96,7 +122,7 @@ class ModelRegistry:
             return False
         try:
             loaded = load_version(self.models_dir, version, self.space, self.catalogue)
-        except (OSError, ValueError, KeyError) as exc:
+        except (OSError, ValueError, KeyError, TypeError) as exc:  # a bad version never stops the reload loop
             log.error("cannot load model version %s: %s (keeping %s)", version, exc, self.current.version)
             return False
         # one reference swap: a request takes `current` once and keeps that version to its end
