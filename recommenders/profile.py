@@ -40,6 +40,7 @@ DERIVED = (
 )
 
 
+@functools.cache  # on every request: the labels are built once
 def _label(fn: AggregateFn, feature: str, days: float = 0.0) -> str:
     return AggregateSpec(fn, feature, days * DAY).label
 
