@@ -16,6 +16,7 @@ import xgboost as xgb
 from sklearn.metrics import average_precision_score, roc_auc_score
 
 from recommenders.als import ALSScorer
+from recommenders.baselines import base_rate_matrix
 from recommenders.dataset import Dataset
 from recommenders.decision import blend
 from recommenders.evaluation import (
@@ -99,11 +100,8 @@ def evaluate(
     is resampled whole for every interval."""
     if sources is None:
         sources = score_sources(holdout, products, xgb_scorer, als, expert)
-    by_segment = segment_popularity or {}
-    base = np.array(
-        [[by_segment.get(s.segment or "", popularity).get(p, 0.0) for p in products] for s in holdout.snapshots],
-        dtype=np.float64,
-    ).reshape(len(holdout.snapshots), len(products))
+    base = base_rate_matrix(holdout, products, segment_popularity or {}, popularity)
+    column = {p: j for j, p in enumerate(products)}
     per_product = _per_product(holdout, products, sources["xgboost"], logistic)
     ap: dict[str, list[float]] = {}
     ndcg: dict[str, list[float]] = {}
@@ -116,7 +114,6 @@ def evaluate(
         clients.append(holdout.clients[i])
         row_base = dict(zip(products, base[i].tolist(), strict=True))
         blended = blend(allowed, _results(sources, i, products), weights, row_base)
-        column = {p: j for j, p in enumerate(products)}
         scores: dict[str, dict[str, float]] = {
             "blend": {p: blended[p][0] for p in allowed},
             "xgboost": {p: float(np.nan_to_num(sources["xgboost"][i, column[p]])) for p in allowed},
