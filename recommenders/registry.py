@@ -64,7 +64,7 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
     if meta["features"] != space.names:
         raise ValueError(f"model {version} was trained on other features than the configured view")
     stats = np.load(directory / "expert_stats.npz")
-    popularity = _rates_by_segment({"": meta.get("popularity", {})})[""]
+    popularity = _numbers(meta.get("popularity", {}), "popularity")
     als_path = directory / "als.npz"
     return LoadedModels(
         version=version,
@@ -81,9 +81,9 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
 def _rates_by_segment(raw: object) -> dict[str, dict[str, float]]:
     """``meta.json`` segment -> product -> rate, checked: a malformed file is refused (ValueError), never
     half-served."""
-    if not isinstance(raw, dict) or not all(isinstance(rates, dict) for rates in raw.values()):
+    if not isinstance(raw, dict):
         raise ValueError("segment_popularity must map segments to product rates")
-    return {str(seg): {str(p): _number(r) for p, r in rates.items()} for seg, rates in raw.items()}
+    return {str(segment): _numbers(rates, "segment rates") for segment, rates in raw.items()}
 
 
 def _weights(raw: object) -> dict[str, float] | None:
@@ -91,11 +91,16 @@ def _weights(raw: object) -> dict[str, float] | None:
     if not isinstance(raw, dict):
         raise ValueError("blend must be an object")
     weights = raw.get("weights")
-    if weights is None:
-        return None
-    if not isinstance(weights, dict) or not weights:
-        raise ValueError("blend weights must map sources to weights")
-    return {str(source): _number(w) for source, w in weights.items()}
+    if weights == {}:
+        raise ValueError("blend weights must not be empty")
+    return None if weights is None else _numbers(weights, "blend weights")
+
+
+def _numbers(raw: object, what: str) -> dict[str, float]:
+    """A name -> non-negative number map from ``meta.json``, or ValueError."""
+    if not isinstance(raw, dict):
+        raise ValueError(f"{what} must map names to numbers")
+    return {str(name): _number(value) for name, value in raw.items()}
 
 
 def _number(value: object) -> float:
