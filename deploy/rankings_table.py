@@ -7,6 +7,8 @@ from typing import Any
 
 from rich.table import Table
 
+from recommenders.evaluation import format_interval
+
 NAMES = {
     "blend": "blend (served)",
     "blend_with_value": "blend x business value (shown order)",
@@ -16,14 +18,6 @@ NAMES = {
     "expert": "expert portraits alone",
     "logistic_regression": "logistic regression",
 }
-
-
-def _interval(values: list[float] | None, signed: bool = False) -> str:
-    if not values:
-        return ""
-    mean, low, high = values
-    sign = "+" if signed else ""
-    return f"{mean:{sign}.3f} [{low:{sign}.3f}, {high:{sign}.3f}]"
 
 
 def rankings_table(metrics: dict[str, Any], k: int = 3) -> Table:
@@ -39,7 +33,10 @@ def rankings_table(metrics: dict[str, Any], k: int = 3) -> Table:
         gain = metrics.get("blend_minus", {}).get(name)
         style = "bold green" if name == "blend" else None
         table.add_row(
-            NAMES.get(name, name), _interval(values[f"map_at_{k}"]), _interval(gain, signed=True), style=style
+            NAMES.get(name, name),
+            format_interval(values[f"map_at_{k}"], missing=""),
+            format_interval(gain, signed=True, missing=""),
+            style=style,
         )
     return table
 

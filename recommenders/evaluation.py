@@ -32,6 +32,16 @@ class Interval:
         return [round(self.mean, 4), round(self.low, 4), round(self.high, 4)]
 
 
+def format_interval(values: object, signed: bool = False, missing: str = "-") -> str:
+    """``[mean, low, high]`` (as ``Interval.as_list`` gives it in reports) as "0.731 [0.693, 0.767]"; a sign on
+    every figure for a difference; ``missing`` for anything else."""
+    if not isinstance(values, list | tuple) or len(values) != 3:
+        return missing
+    sign = "+" if signed else ""
+    mean, low, high = values
+    return f"{mean:{sign}.3f} [{low:{sign}.3f}, {high:{sign}.3f}]"
+
+
 def _resamples(n: int, rounds: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, n, size=(rounds, n))
 

@@ -17,6 +17,7 @@ import xgboost as xgb
 from sklearn.metrics import roc_curve
 
 from recommenders.dataset import Dataset
+from recommenders.evaluation import format_interval
 
 
 def write_report(
@@ -60,22 +61,22 @@ def write_report(
 
     table = "".join(
         f"<tr><td>{html.escape(p)}</td><td>{m.get('rows', 0)}</td><td>{m.get('positives', 0)}</td>"
-        f"<td>{_interval(m.get('auc_interval'))}</td><td>{_interval(m.get('auc_logistic_interval'))}</td>"
-        f"<td>{_interval(m.get('auc_minus_logistic'))}</td>"
+        f"<td>{format_interval(m.get('auc_interval'))}</td><td>{format_interval(m.get('auc_logistic_interval'))}</td>"
+        f"<td>{format_interval(m.get('auc_minus_logistic'))}</td>"
         f"<td>{_fmt(m.get('pr_auc'))}</td><td>{_fmt(m.get('pr_auc_base_rate'))}</td>"
         f"<td>{'yes' if m.get('too_few_positives') else ''}</td></tr>"
         for p, m in metrics["per_product"].items()
     )
     k = next((key.removeprefix("map_at_") for key in metrics if key.startswith("map_at_")), "k")
     rankings = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{_interval(values.get(f'map_at_{k}'))}</td>"
-        f"<td>{_interval(values.get(f'ndcg_at_{k}'))}</td>"
-        f"<td>{_interval(metrics.get('blend_minus', {}).get(name))}</td></tr>"
+        f"<tr><td>{html.escape(name)}</td><td>{format_interval(values.get(f'map_at_{k}'))}</td>"
+        f"<td>{format_interval(values.get(f'ndcg_at_{k}'))}</td>"
+        f"<td>{format_interval(metrics.get('blend_minus', {}).get(name))}</td></tr>"
         for name, values in metrics.get("rankings", {}).items()
     )
     gains = "".join(
         f"<tr><td>{html.escape(name)}</td><td>{_fmt(metrics.get('blend_weights', {}).get(name))}</td>"
-        f"<td>{_interval(gain)}</td></tr>"
+        f"<td>{format_interval(gain)}</td></tr>"
         for name, gain in metrics.get("source_gain", {}).items()
     )
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>rtrec model {meta["version"]}</title>
@@ -116,13 +117,6 @@ def _draw_rankings(path: Path, metrics: dict[str, Any]) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
-
-
-def _interval(values: object) -> str:
-    if not isinstance(values, list | tuple) or len(values) != 3:
-        return "-"
-    mean, low, high = values
-    return f"{mean:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _fmt(value: object) -> str:
