@@ -86,20 +86,31 @@ def evaluate(
     popularity: dict[str, float],
     weights: dict[str, float],
     k: int,
+    **options: Any,
+) -> dict[str, Any]:
+    """Holdout metrics of these scorers on one cut: ``evaluate_sources`` of their scores."""
+    sources = score_sources(holdout, products, xgb_scorer, als, expert)
+    return evaluate_sources(holdout, products, sources, popularity, weights, k, **options)
+
+
+def evaluate_sources(
+    holdout: Dataset,
+    products: list[str],
+    sources: dict[str, np.ndarray],
+    popularity: dict[str, float],
+    weights: dict[str, float],
+    k: int,
     *,
     segment_popularity: dict[str, dict[str, float]] | None = None,
     logistic: dict[str, np.ndarray] | None = None,
     values: dict[str, float] | None = None,
-    sources: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
-    """Holdout metrics (see the module). With ``segment_popularity`` the blend's base rates are the client's
-    segment's, as at serving time. With ``values`` (the catalogue's business values) the ranking the server
-    shows, the blend times each product's value, is reported too (``blend_with_value``): what preferring
-    valuable products costs in uptake. ``sources``: the scorers' matrices when already computed (the holdout
-    spans several cuts, each with its own ALS); else they are scored here. A client with rows at several cuts
-    is resampled whole for every interval."""
-    if sources is None:
-        sources = score_sources(holdout, products, xgb_scorer, als, expert)
+    """Holdout metrics (see the module) from the scorers' matrices (``score_sources``; a holdout of several
+    cuts is scored cut by cut, each with its own ALS). With ``segment_popularity`` the blend's base rates are
+    the client's segment's, as at serving time. With ``values`` (the catalogue's business values) the ranking
+    the server shows, the blend times each product's value, is reported too (``blend_with_value``): what
+    preferring valuable products costs in uptake. A client with rows at several cuts is resampled whole for
+    every interval."""
     base = base_rate_matrix(holdout, products, segment_popularity or {}, popularity)
     column = {p: j for j, p in enumerate(products)}
     per_product = _per_product(holdout, products, sources["xgboost"], logistic)

@@ -35,7 +35,7 @@ from recommenders.catalogue import Catalogue, load_catalogue
 from recommenders.config import TrainingConfig as TrainingSettings
 from recommenders.dataset import DAY, Dataset, build_dataset
 from recommenders.expert import ExpertScorer, _squash
-from recommenders.holdout import evaluate, score_sources
+from recommenders.holdout import evaluate_sources, score_sources
 from recommenders.profile import FeatureSpace
 from recommenders.stacking import LearnedBlend, learn_weights
 from recommenders.xgb import XGBoostScorer
@@ -241,8 +241,7 @@ def _validate(
         return Validation({}, None, len(validation.clients))
     boosters, shapes = choose_shapes(fit_set, validation, products, space.names)
     fitted = _fitted(fit_set, products, boosters)
-    xgb_scorer, als, expert = _scorers(validation, products, space, catalogue, fitted)
-    sources = score_sources(validation, products, xgb_scorer, als, expert)
+    sources = _sources_by_cut(validation, products, space, catalogue, fitted)
     base = baselines.base_rate_matrix(validation, products, fitted.segment_popularity, fitted.popularity)
     learned = learn_weights(sources, base, validation.labels, validation.mask, config.k)
     return Validation(shapes, learned, len(validation.clients))
@@ -262,6 +261,21 @@ def _fitted(train_set: Dataset, products: list[str], boosters: dict[str, xgb.Boo
 
 def _fit(train_set: Dataset, products: list[str], names: list[str], shapes: dict[str, BoosterShape]) -> FittedModels:
     return _fitted(train_set, products, fit_boosters(train_set, products, names, shapes))
+
+
+def _sources_by_cut(
+    rows: Dataset, products: list[str], space: FeatureSpace, catalogue: Catalogue, fitted: FittedModels
+) -> dict[str, np.ndarray]:
+    """Every scorer's matrix for ``rows``, each cut scored with the scorers as of that cut (ALS learns the
+    clients' products then), so a product taken at a later cut is never an input at an earlier one."""
+    sources: dict[str, np.ndarray] = {}
+    for cut in np.unique(rows.cut):
+        at_cut = rows.where(rows.cut == cut)
+        for name, matrix in score_sources(
+            at_cut, products, *_scorers(at_cut, products, space, catalogue, fitted)
+        ).items():
+            sources.setdefault(name, np.full((len(rows.clients), len(products)), np.nan))[rows.cut == cut] = matrix
+    return sources
 
 
 def _scorers(
@@ -294,29 +308,18 @@ def _evaluate_holdout(
     weights: dict[str, float],
     k: int,
 ) -> dict[str, Any]:
-    """Every scorer, the blend and the baselines on the holdout cuts. Each cut is scored with the scorers as of
-    that cut (ALS learns the clients' products then), so a product taken at a later holdout cut is never an
-    input at an earlier one."""
-    sources: dict[str, np.ndarray] = {}
-    for cut in np.unique(holdout.cut):
-        at_cut = holdout.where(holdout.cut == cut)
-        xgb_scorer, als, expert = _scorers(at_cut, products, space, catalogue, fitted)
-        for name, matrix in score_sources(at_cut, products, xgb_scorer, als, expert).items():
-            empty = np.full((len(holdout.clients), len(products)), np.nan)
-            sources.setdefault(name, empty)[holdout.cut == cut] = matrix
-    return evaluate(
+    """Every scorer, the blend and the baselines on the holdout cuts."""
+    sources = _sources_by_cut(holdout, products, space, catalogue, fitted)
+    return evaluate_sources(
         holdout,
         products,
-        xgb_scorer,
-        als,
-        expert,
+        sources,
         fitted.popularity,
         weights,
         k,
         segment_popularity=fitted.segment_popularity,
         logistic=baselines.logistic_scores(fitted.train_set, holdout, products),
         values={p.id: p.value for p in catalogue.products} if catalogue.decision.use_business_value else None,
-        sources=sources,
     )
 
 
