@@ -22,7 +22,7 @@ from deploy.bench import _machine
 from deploy.settings import Settings
 from recommenders.boosting import XGB_PARAMS, XGB_ROUNDS
 from recommenders.catalogue import load_catalogue
-from recommenders.profile import FeatureSpace
+from recommenders.profile import ClientSnapshot, FeatureSpace
 from recommenders.reasons import describe
 from recommenders.xgb import EXPLAINED, REASONS_PER_PRODUCT, XGBoostScorer
 
@@ -61,6 +61,12 @@ def _ms_per_call(fn: Any, *args: Any, seconds: float = 0.5) -> float:
     return round((time.perf_counter() - started) * 1000 / calls, 4)
 
 
+def _client(space: FeatureSpace) -> ClientSnapshot:
+    """A client with every view aggregate on record, so each behaviour ratio is computed."""
+    values: dict[str, object] = {name: 1000.0 + i for i, name in enumerate(space.names)}
+    return ClientSnapshot("bench", time.time(), values, "retail", 40.0, 400.0, set(), set())
+
+
 def run_score(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     space = FeatureSpace.from_view(settings.views[settings.recommendations.view])
     products = [p for p in load_catalogue(settings.recommendations.catalogue).ids][:9]
@@ -94,6 +100,8 @@ def run_score(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         }
     return {
         "benchmark": "score",
+        # a client's model vector (the view's values plus the derived facts and behaviour ratios), per request
+        "vector_ms": _ms_per_call(_client(space).vector, space),
         "machine": _machine(),
         "products": len(products),
         "trees_per_product": XGB_ROUNDS,
