@@ -189,6 +189,13 @@ def cmd_serve_scorer(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_uptake_signal(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.uptake_signal import run_uptake_signal
+
+    _print_json(run_uptake_signal(args))
+    return 0
+
+
 def cmd_evaluate(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.evaluate import run_evaluation
 
@@ -345,6 +352,18 @@ def build_parser() -> argparse.ArgumentParser:
     trainer.add_argument("--k", type=int, default=3, help="k of MAP@k")
     trainer.add_argument("--end", default=None, help="ISO time the labels end (default now)")
     trainer.set_defaults(fn=cmd_train)
+
+    signal = sub.add_parser(
+        "uptake-signal", parents=[common], help="how well balance for income ranks a product's takers (raw events)"
+    )
+    signal.add_argument("--product", default="savings_account")
+    signal.add_argument("--segment", default="retail")
+    signal.add_argument("--clients", type=int, default=1500)
+    signal.add_argument("--days", type=int, default=200)
+    signal.add_argument("--seed", type=int, default=101)
+    signal.add_argument("--at", type=int, nargs="+", default=[70, 100, 130, 170], help="cut days into the bank")
+    signal.add_argument("--json", action="store_true", help="accepted for symmetry: the output is JSON")
+    signal.set_defaults(fn=cmd_uptake_signal)
 
     evaluate = sub.add_parser("evaluate", parents=[common], help="train and evaluate on a dataset (private cluster)")
     evaluate.add_argument("--dataset", choices=["simulated", "berka"], default="simulated")
