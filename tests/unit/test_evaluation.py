@@ -82,3 +82,9 @@ def test_rows_of_one_client_are_resampled_together() -> None:
     single = auc_interval(y, np.repeat(values, 4) + 0.5 * np.random.default_rng(3).random(800))
     assert clustered is not None and single is not None
     assert clustered.high - clustered.low > single.high - single.low
+
+
+def test_groups_that_do_not_match_the_rows_are_refused() -> None:
+    y = np.array([0.0, 1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="3 groups for 4 rows"):
+        auc_interval(y, np.arange(4.0), groups=["a", "b", "c"])
