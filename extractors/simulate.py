@@ -5,9 +5,19 @@ online use, age, tenure) that show in what they do: a saver spends less on what 
 buys tickets abroad, an online client pays online. Each day they earn (monthly salary from an employer, or
 business revenue for companies), spend by MCC with seasonality (travel peaks in summer and December,
 seasonal SME industries), sometimes reverse a transaction, change their profile, and apply for and open
-products. Uptake depends on
-behaviour (a saver with a steady balance opens a deposit, a traveller takes insurance and a credit card, a
-shop with many card payments takes acquiring), so models trained on the features have real signal.
+products.
+
+Uptake follows what banks see in their own data (and what real-time features exist for):
+- steady traits: a saver with a steady balance opens a deposit, a traveller a credit card, a shop with many
+  card payments takes acquiring;
+- life events that raise the chance for weeks: a one-off large inflow (a bonus, the sale of a car or a flat)
+  brings deposits and, for savers, investments; a trip booking brings travel insurance and a credit card; a
+  salary raise brings a premium card and a mortgage; running short of money before payday brings a loan;
+- thresholds: a deposit has a minimum amount and a brokerage account wants a cushion, so few open them below;
+- cross-selling: credit card holders take loans, deposit holders investments, acquiring clients an overdraft,
+  while a premium card includes travel insurance;
+- eligibility as in deploy/products.toml (segments, ages, tenure at the bank).
+So models trained on the features have real signal, not all of it linear in the traits.
 
 ``events()`` yields ``(topic_key, partition_key, payload)`` with payloads in the DESIGN.md event shapes.
 """
@@ -22,6 +32,16 @@ from datetime import UTC, datetime
 import numpy as np
 
 DAY = 86400.0
+NEVER = 10**6
+# Life events per retail client and day: a one-off large inflow about once in 16 months, a salary raise
+# (new job, promotion) about once in three years.
+WINDFALL_DAILY = 1 / 480
+RAISE_DAILY = 1 / 1100
+# Product minimums: a term deposit's smallest amount and the cushion a brokerage client keeps (RUB).
+MIN_DEPOSIT = 50_000.0
+MIN_INVESTMENT = 100_000.0
+# Monthly income from which a premium card's fee pays for itself.
+PREMIUM_INCOME = 120_000.0
 
 REGIONS = ("moscow", "spb", "kazan", "novosibirsk", "ekb", "samara", "sochi", "krasnodar", "ufa", "perm")
 # Seasonal SME industries (OKVED-like codes): tourism and agriculture peak in summer, retail in December.
@@ -56,18 +76,21 @@ AMOUNT_SCALE = {
     "transport": 300,
     "cash": 5000,
 }
-PRODUCTS = (
-    "deposit",
-    "savings_account",
-    "credit_card",
-    "premium_debit_card",
-    "consumer_loan",
-    "mortgage",
-    "investments",
-    "insurance",
-    "sme_overdraft",
-    "sme_acquiring",
-)
+
+# product -> (segments, min age, max age, min tenure in days), as in deploy/products.toml
+ELIGIBILITY: dict[str, tuple[tuple[str, ...], float, float, float]] = {
+    "deposit": (("retail", "sme", "corporate"), 18, 200, 0),
+    "savings_account": (("retail",), 14, 200, 0),
+    "credit_card": (("retail",), 21, 70, 30),
+    "premium_debit_card": (("retail",), 18, 200, 0),
+    "consumer_loan": (("retail",), 21, 70, 90),
+    "mortgage": (("retail",), 21, 65, 180),
+    "investments": (("retail", "sme"), 18, 200, 0),
+    "insurance": (("retail", "sme"), 18, 200, 0),
+    "sme_overdraft": (("sme", "corporate"), 0, 200, 90),
+    "sme_acquiring": (("sme", "corporate"), 0, 200, 0),
+}
+PRODUCTS = tuple(ELIGIBILITY)
 
 
 @dataclass(frozen=True)
@@ -99,6 +122,10 @@ class _Client:
     balance: float
     held: set[str]
     pending: dict[str, float]  # product -> day index when the application is decided
+    # Day indices of the latest life events (NEVER before one happened).
+    windfall_day: int = -NEVER
+    trip_day: int = -NEVER
+    raise_day: int = -NEVER
 
 
 def _today_midnight() -> float:
@@ -110,11 +137,32 @@ def _sigmoid(x: float) -> float:
     return 1.0 / (1.0 + math.exp(-x))
 
 
+def _life_stage(age: float, peak: float, width: float) -> float:
+    """1 at the age when a product suits most (a mortgage at about 32), falling off on both sides."""
+    return math.exp(-(((age - peak) / width) ** 2))
+
+
 class BankSimulator:
     def __init__(self, config: SimulationConfig) -> None:
         self.config = config
         self.end_ts = config.end_ts if config.end_ts is not None else _today_midnight()
         self.start_ts = self.end_ts - config.days * DAY
+        # client -> [(decision time, product -> monthly chance of applying)], filled as events() runs
+        self._chances: dict[str, list[tuple[float, dict[str, float]]]] = {}
+
+    def chances(self, client_id: str, at: float) -> dict[str, float]:
+        """The simulator's own monthly chance of each product the client could apply for, at its latest weekly
+        decision by ``at`` (empty before the first one, or before ``events()`` has produced the client).
+
+        An evaluation ranks by it beside the models: how much of the signal that drew the uptake they recover.
+        It is a reference, not a ceiling: a label counts uptake over the next weeks, which also depends on what
+        happens after the cut (a trip's effect fades, a windfall's lasts), and models learn that from history."""
+        latest: dict[str, float] = {}
+        for ts, chances in self._chances.get(client_id, []):
+            if ts > at:
+                break
+            latest = chances
+        return latest
 
     def events(self) -> Iterator[tuple[str, str, dict[str, object]]]:
         for index in range(self.config.clients):
@@ -146,7 +194,7 @@ class BankSimulator:
         yield self._client_event(c, self.start_ts + 60, rng)
         # Products held before the simulated period.
         for product in PRODUCTS:
-            if self._eligible(c, product) and rng.random() < 0.25 * self._propensity(c, product, 0.0):
+            if self._eligible(c, product, 0) and rng.random() < 0.25 * self._propensity(c, product, 0.0, 0):
                 c.held.add(product)
                 yield (
                     "products",
@@ -162,7 +210,7 @@ class BankSimulator:
             month = datetime.fromtimestamp(day_ts, UTC).month
             day_of_month = datetime.fromtimestamp(day_ts, UTC).day
             spent_today = 0.0
-            for payload in self._day_transactions(rng, c, day_ts, month, day_of_month, salary_day):
+            for payload in self._day_transactions(rng, c, day, day_ts, month, day_of_month, salary_day):
                 tx_seq += 1
                 payload["tx_id"] = f"{c.client_id}-t{tx_seq}"
                 if payload["direction"] == "out":
@@ -208,6 +256,7 @@ class BankSimulator:
         self,
         rng: np.random.Generator,
         c: _Client,
+        day: int,
         day_ts: float,
         month: int,
         day_of_month: int,
@@ -216,6 +265,23 @@ class BankSimulator:
         cur = self.config.currency
         travel_season = 3.0 if month in (6, 7, 8, 12) else 1.0
         if c.segment == "retail":
+            if rng.random() < RAISE_DAILY:
+                c.income *= float(rng.uniform(1.2, 1.5))
+                c.raise_day = day
+            if rng.random() < WINDFALL_DAILY:
+                amount = round(c.income * float(rng.uniform(3.0, 12.0)), 2)
+                c.balance += amount
+                c.windfall_day = day
+                yield self._tx(
+                    day_ts + float(rng.uniform(9, 18)) * 3600,
+                    amount,
+                    cur,
+                    "in",
+                    None,
+                    "transfer",
+                    f"person:p{int(rng.integers(0, 20000))}",
+                    c,
+                )
             if day_of_month == salary_day:
                 amount = round(c.income * float(rng.uniform(0.95, 1.05)), 2)
                 c.balance += amount
@@ -236,6 +302,8 @@ class BankSimulator:
                     if amount > c.balance and rng.random() < 0.9:
                         continue  # most clients do not spend money they do not have
                     c.balance -= amount
+                    if category == "travel":
+                        c.trip_day = day
                     channel = "atm" if category == "cash" else ("online" if rng.random() < c.online else "pos")
                     currency = "EUR" if category == "travel" and rng.random() < 0.4 else cur
                     yield self._tx(
@@ -317,33 +385,60 @@ class BankSimulator:
 
     # ---- products ----------------------------------------------------------------------------------
     @staticmethod
-    def _eligible(c: _Client, product: str) -> bool:
-        if product.startswith("sme_"):
-            return c.segment in ("sme", "corporate")
-        if product in ("credit_card", "consumer_loan"):
-            return c.segment == "retail" and 21 <= c.age <= 70
-        if product == "mortgage":
-            return c.segment == "retail" and 21 <= c.age <= 65
-        return True
+    def _eligible(c: _Client, product: str, day: int) -> bool:
+        """The catalogue's eligibility (deploy/products.toml): a client the bank would refuse does not apply."""
+        segments, min_age, max_age, min_tenure_days = ELIGIBILITY[product]
+        age = c.age + day / 365.25
+        return c.segment in segments and min_age <= age <= max_age and c.tenure_days + day >= min_tenure_days
 
     @staticmethod
-    def _propensity(c: _Client, product: str, spend_30d: float) -> float:
+    def _propensity(c: _Client, product: str, spend_30d: float, day: int) -> float:
         """Monthly-ish chance of applying, from the client's behaviour (the signal models should learn)."""
         wealth = math.log(max(c.balance, 1.0) / max(c.income, 1.0) + 1e-3)
         spend = math.log1p(spend_30d / max(c.income, 1.0))
+        log_income = math.log(c.income / 60000.0 + 1e-3)
+        windfall = day - c.windfall_day <= 45
+        trip = day - c.trip_day <= 14
+        raised = day - c.raise_day <= 90
+        short = c.balance < 0.3 * c.income  # running short before payday
         x = {
-            "deposit": -3.2 + 2.2 * c.saver + 0.9 * wealth,
-            "savings_account": -3.0 + 1.5 * c.saver + 0.4 * wealth,
-            "credit_card": -3.2 + 1.6 * spend + 1.4 * c.online + 0.8 * c.traveler,
-            "premium_debit_card": -4.0 + 1.1 * math.log(c.income / 60000.0 + 1e-3) + 1.5 * c.traveler,
-            "consumer_loan": -3.0 - 1.0 * wealth + 0.6 * spend - 0.02 * abs(c.age - 35),
-            "mortgage": -4.2 + 1.2 * math.log(c.income / 60000.0 + 1e-3) - 0.05 * abs(c.age - 33) + 0.8 * c.saver,
-            "investments": -4.2 + 1.2 * wealth + 0.03 * (c.age - 30) + 1.0 * c.saver,
-            "insurance": -3.6 + 3.0 * c.traveler + 0.02 * (c.age - 30),
-            "sme_overdraft": -2.6 - 0.8 * wealth,
+            "deposit": -3.6 + 2.2 * c.saver + 0.9 * wealth + 2.5 * windfall,
+            "savings_account": -3.2 + 1.5 * c.saver + 0.4 * wealth + 1.0 * windfall + 1.0 * (c.age >= 60),
+            "credit_card": -3.8
+            + 1.6 * spend
+            + 1.4 * c.online
+            + 0.8 * c.traveler
+            + 1.0 * _life_stage(c.age, 27, 8)
+            + 1.2 * trip
+            + 1.0 * raised,
+            "premium_debit_card": -4.4 + 1.8 * (c.income >= PREMIUM_INCOME) + 1.5 * c.traveler + 1.8 * raised,
+            "consumer_loan": -4.0
+            - 0.6 * wealth
+            + 0.6 * spend
+            + 1.2 * _life_stage(c.age, 32, 10)
+            + 1.6 * short
+            + 0.6 * ("credit_card" in c.held),
+            "mortgage": -5.2 + 1.2 * log_income + 2.0 * _life_stage(c.age, 32, 7) + 0.8 * c.saver + 1.5 * raised,
+            "investments": -4.8
+            + 1.2 * wealth
+            + 1.2 * _life_stage(c.age, 50, 10)
+            + 1.0 * c.saver
+            + 2.5 * (windfall and c.saver > 0.4)
+            + 0.7 * ("deposit" in c.held),
+            "insurance": -5.0
+            + 1.0 * c.traveler
+            + 0.01 * (c.age - 30)
+            + 3.5 * trip
+            - 1.5 * ("premium_debit_card" in c.held),
+            "sme_overdraft": -2.6 - 0.8 * wealth + 0.6 * ("sme_acquiring" in c.held),
             "sme_acquiring": -2.4 + (1.8 if SME_INDUSTRIES.get(c.industry or "") == "retail" else -0.6),
         }[product]
-        return _sigmoid(x)
+        chance = _sigmoid(x)
+        if product == "deposit" and c.balance < MIN_DEPOSIT:
+            chance *= 0.1
+        if product == "investments" and c.balance < MIN_INVESTMENT:
+            chance *= 0.2
+        return chance
 
     def _product_events(
         self,
@@ -376,10 +471,14 @@ class BankSimulator:
                         c.client_id,
                         {"client_id": c.client_id, "product": product, "action": "opened", "ts": day_ts + 15 * 3600},
                     )
-        for product in PRODUCTS:
-            if product in c.held or product in c.pending or not self._eligible(c, product):
+        chances = {
+            p: self._propensity(c, p, spend_30d, day) for p in PRODUCTS if p not in c.held and self._eligible(c, p, day)
+        }
+        self._chances.setdefault(c.client_id, []).append((day_ts + 10 * 3600, chances))
+        for product, chance in chances.items():
+            if product in c.pending:
                 continue
-            if rng.random() < self._propensity(c, product, spend_30d) / 4.3:  # weekly from monthly
+            if rng.random() < chance / 4.3:  # weekly from monthly
                 decide = day + int(rng.integers(1, 6))
                 c.pending[product] = decide
                 yield (

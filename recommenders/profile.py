@@ -27,6 +27,9 @@ BEHAVIOUR = (
     "travel_share",
     "balance_swing",
     "salary_recency",
+    "inflow_spike",
+    "balance_floor",
+    "salary_growth",
 )
 DERIVED = (
     "age_years",
@@ -77,6 +80,10 @@ def behaviour(values: dict[str, object]) -> dict[str, float | None]:
         "salary_recency": _ratio(
             n(_label("count", "tx.in.salary", 30)), _third(n(_label("count", "tx.in.salary", 90)))
         ),
+        # life events: a one-off large inflow (bonus, a sale), a month short of money, a salary raise
+        "inflow_spike": _ratio(n(_label("max", "tx.in.amount", 30)), income),
+        "balance_floor": _ratio(n(_label("min", "balance", 30)), income),
+        "salary_growth": _ratio(n(_label("avg", "tx.in.salary", 30)), salary),
     }
 
 

@@ -25,6 +25,9 @@ _DERIVED = {
     "travel_share": "share of travel spending",
     "balance_swing": "balance swings for the income",
     "salary_recency": "salary still arriving",
+    "inflow_spike": "recent one-off inflow for the income",
+    "balance_floor": "balance floor over 30 days for the income",
+    "salary_growth": "salary growth",
 }
 
 

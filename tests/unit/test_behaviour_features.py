@@ -24,6 +24,9 @@ FULL = {
     "min(balance,180d)": 150_000.0,
     "count(tx.in.salary,30d)": 1,
     "count(tx.in.salary,90d)": 3,
+    "max(tx.in.amount,30d)": 500_000.0,
+    "min(balance,30d)": 25_000.0,
+    "avg(tx.in.salary,30d)": 130_000.0,
 }
 
 
@@ -38,6 +41,9 @@ def test_ratios_from_a_full_view() -> None:
             "travel_share": 0.1,
             "balance_swing": 2.0,
             "salary_recency": 1.0,
+            "inflow_spike": 5.0,
+            "balance_floor": 0.25,
+            "salary_growth": 1.3,
         }
     )
 
@@ -52,6 +58,8 @@ def test_income_falls_back_to_inflows_and_missing_parts_give_missing_ratios() ->
     assert behaviour({**FULL, "last(balance)": True})["balance_trend"] is None  # not a number
     assert behaviour({**FULL, "count(tx.in.salary,30d)": 0})["salary_recency"] == 0.0  # the salary stopped
     assert behaviour({**FULL, "count(tx.in.salary,90d)": 0})["salary_recency"] is None  # never had one
+    assert behaviour(no_salary)["salary_growth"] is None  # no salary: no raise to see
+    assert behaviour(no_salary)["inflow_spike"] == pytest.approx(500_000 / 110_000)
 
 
 def test_the_ratios_are_model_inputs_in_a_fixed_order() -> None:

@@ -1,3 +1,4 @@
+from recommenders.profile import DERIVED
 from recommenders.reasons import describe
 
 
@@ -11,3 +12,10 @@ def test_reasons_read_like_a_banker_and_follow_the_clients_level() -> None:
     assert describe("segment_retail", -1.0) == "not a retail client"
     assert describe("age_years", -0.2) == "low age"
     assert describe("month_sin", 0.4) == "the time of year"
+    assert describe("inflow_spike", 1.0) == "high recent one-off inflow for the income"
+
+
+def test_every_derived_feature_has_words() -> None:
+    """A derived feature added without words would show its code name to the client."""
+    for name in DERIVED:
+        assert name not in describe(name, 1.0), name
