@@ -29,32 +29,36 @@ from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
 from recommenders.catalogue import load_catalogue
 from recommenders.profile import FeatureSpace
-from recommenders.training import TrainingConfig, train
+from recommenders.training import ReferenceChances, TrainingConfig, train
 
 
-def _dataset(args: argparse.Namespace) -> tuple[Iterable[tuple[str, str, dict[str, object]]], TrainingConfig, str]:
+def _dataset(
+    args: argparse.Namespace,
+) -> tuple[Iterable[tuple[str, str, dict[str, object]]], TrainingConfig, str, ReferenceChances | None]:
+    """The events, the training settings, the home currency, and the known chances of uptake (simulated)."""
     if args.dataset == "simulated":
         sim = BankSimulator(SimulationConfig(clients=args.clients, days=args.days, seed=args.seed))
         # four weekly holdout cuts: about four times the holdout rows, each client resampled whole
         config = TrainingConfig(end=sim.end_ts, horizon_days=30, cuts=15, holdout_cuts=4, progress=False)
-        return sim.events(), config, "RUB"
+        return sim.events(), config, "RUB", sim.chances
     shift = default_shift_years()
     horizon = args.horizon_days
     events = berka_events(Path(args.path), shift, products_until=CUTOFF + timedelta(days=horizon))
     end = BerkaShift(shift).ts(CUTOFF + timedelta(days=horizon), 23.9)
     config = TrainingConfig(end=end, horizon_days=horizon, step_days=horizon, cuts=3, progress=False)
-    return events, config, "CZK"
+    return events, config, "CZK", None
 
 
 async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     cluster = StoreCluster(settings)
     await cluster.start()
     try:
-        events, config, currency = _dataset(args)
+        events, config, currency, reference = _dataset(args)
         async with FeatureStore(settings.store, topology=cluster.topology) as store:
             loaded = await load_events(store, events, ExtractionConfig(home_currency=currency))
             space = FeatureSpace.from_view(settings.views[settings.recommendations.view])
-            meta = await train(store, space, load_catalogue(settings.recommendations.catalogue), workdir, config)
+            catalogue = load_catalogue(settings.recommendations.catalogue)
+            meta = await train(store, space, catalogue, workdir, config, reference=reference)
         metrics = meta["metrics"]
         report = _keep_report(workdir / meta["version"], Path(args.report_dir), args)
         return {

@@ -17,6 +17,7 @@ NAMES = {
     "segment_popularity": "popularity per segment",
     "expert": "expert portraits alone",
     "logistic_regression": "logistic regression",
+    "simulator_chances": "the simulator's own chances",
 }
 
 

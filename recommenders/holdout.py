@@ -104,12 +104,14 @@ def evaluate_sources(
     segment_popularity: dict[str, dict[str, float]] | None = None,
     logistic: dict[str, np.ndarray] | None = None,
     values: dict[str, float] | None = None,
+    references: dict[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Holdout metrics (see the module) from the scorers' matrices (``score_sources``; a holdout of several
     cuts is scored cut by cut, each with its own ALS). With ``segment_popularity`` the blend's base rates are
     the client's segment's, as at serving time. With ``values`` (the catalogue's business values) the ranking
     the server shows, the blend times each product's value, is reported too (``blend_with_value``): what
-    preferring valuable products costs in uptake. A client with rows at several cuts is resampled whole for
+    preferring valuable products costs in uptake. ``references`` (name -> rows x products) are ranked too: a
+    simulated bank's own chances show the ceiling. A client with rows at several cuts is resampled whole for
     every interval."""
     base = base_rate_matrix(holdout, products, segment_popularity or {}, popularity)
     column = {p: j for j, p in enumerate(products)}
@@ -137,6 +139,8 @@ def evaluate_sources(
             scores["segment_popularity"] = {p: row_base[p] for p in allowed}
         if logistic is not None:
             scores["logistic_regression"] = {p: float(logistic[p][i]) if p in logistic else 0.0 for p in allowed}
+        for name, matrix in (references or {}).items():
+            scores[name] = {p: float(matrix[i, column[p]]) for p in allowed}
         for name, by_product in scores.items():
             ranked = sorted(allowed, key=lambda p: -by_product[p])
             ap.setdefault(name, []).append(average_precision_at_k(ranked, relevant, k))

@@ -15,7 +15,7 @@ import dataclasses
 import json
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,6 +39,10 @@ from recommenders.holdout import evaluate_sources, score_sources
 from recommenders.profile import FeatureSpace
 from recommenders.stacking import LearnedBlend, learn_weights
 from recommenders.xgb import XGBoostScorer
+
+# (client id, cut time) -> product -> a known chance of uptake (a simulated bank's own), ranked beside the
+# models on the holdout: how much of the signal that drew the uptake the models recover.
+ReferenceChances = Callable[[str, float], dict[str, float]]
 
 # Fewer validation clients with an uptake than this: keep the default booster shapes and the catalogue's
 # blend weights (a choice made on a handful of clients is noise).
@@ -150,8 +154,10 @@ async def train(
     models_dir: Path,
     config: TrainingConfig = TrainingConfig(),
     subjects: Sequence[str] | None = None,
+    reference: ReferenceChances | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate, write a new version and point LATEST at it; returns the version's meta."""
+    """Train, evaluate, write a new version and point LATEST at it; returns the version's meta. With
+    ``reference`` the holdout ranks its chances too (``simulator_chances``)."""
     products = catalogue.ids
     clients = list(subjects) if subjects is not None else await list_subjects(store)
     # "now" is read once: every cut and the split below must agree on it to the second
@@ -162,7 +168,7 @@ async def train(
     validation = _validate(train_set, products, space, catalogue, config)
     fitted = _fit(train_set, products, space.names, validation.shapes)
     weights = validation.blend.weights if validation.blend is not None else catalogue.decision.weights
-    metrics = _evaluate_holdout(holdout, products, space, catalogue, fitted, weights, config.k)
+    metrics = _evaluate_holdout(holdout, products, space, catalogue, fitted, weights, config.k, reference)
     # The served models are the same recipe refitted on every labelled row, the holdout's included: the
     # evaluation judged it fitted on less, and the newest uptakes tell the most about the next ones.
     served = _fit(data, products, space.names, validation.shapes)
@@ -307,9 +313,19 @@ def _evaluate_holdout(
     fitted: FittedModels,
     weights: dict[str, float],
     k: int,
+    reference: ReferenceChances | None = None,
 ) -> dict[str, Any]:
-    """Every scorer, the blend and the baselines on the holdout cuts."""
+    """Every scorer, the blend and the baselines on the holdout cuts (and the reference chances, if any)."""
     sources = _sources_by_cut(holdout, products, space, catalogue, fitted)
+    references = {}
+    if reference is not None:
+        references["simulator_chances"] = np.array(
+            [
+                [reference(s.client_id, float(cut)).get(p, 0.0) for p in products]
+                for s, cut in zip(holdout.snapshots, holdout.cut, strict=True)
+            ],
+            dtype=np.float64,
+        ).reshape(len(holdout.snapshots), len(products))
     return evaluate_sources(
         holdout,
         products,
@@ -320,6 +336,7 @@ def _evaluate_holdout(
         segment_popularity=fitted.segment_popularity,
         logistic=baselines.logistic_scores(fitted.train_set, holdout, products),
         values={p.id: p.value for p in catalogue.products} if catalogue.decision.use_business_value else None,
+        references=references,
     )
 
 

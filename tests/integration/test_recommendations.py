@@ -57,14 +57,18 @@ class BrokenScorer:
 
 
 @pytest.fixture(scope="module")
-async def bank(cluster: StoreCluster, settings: Settings) -> AsyncIterator[list[str]]:
-    """A simulated bank of its own (unique client ids) loaded through the extractors."""
+def simulator() -> BankSimulator:
+    """A simulated bank of its own (unique client ids)."""
     prefix = f"r{uuid.uuid4().hex[:6]}"
+    return BankSimulator(SimulationConfig(clients=300, days=240, seed=3, client_prefix=prefix))
+
+
+@pytest.fixture(scope="module")
+async def bank(cluster: StoreCluster, settings: Settings, simulator: BankSimulator) -> AsyncIterator[list[str]]:
+    """The simulated bank loaded through the extractors."""
     async with FeatureStore(settings.store, topology=cluster.topology) as store:
-        await load_events(
-            store, BankSimulator(SimulationConfig(clients=300, days=240, seed=3, client_prefix=prefix)).events()
-        )
-    yield [f"{prefix}{i:06d}" for i in range(300)]
+        await load_events(store, simulator.events())
+    yield [f"{simulator.config.client_prefix}{i:06d}" for i in range(300)]
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +87,12 @@ def space(settings: Settings) -> FeatureSpace:
 
 @pytest.fixture(scope="module")
 async def trained(
-    bank: list[str], cluster: StoreCluster, settings: Settings, rec_dir: Path, space: FeatureSpace
+    bank: list[str],
+    cluster: StoreCluster,
+    settings: Settings,
+    rec_dir: Path,
+    space: FeatureSpace,
+    simulator: BankSimulator,
 ) -> dict[str, Any]:
     async with FeatureStore(settings.store, topology=cluster.topology) as store:
         return await train(
@@ -93,6 +102,7 @@ async def trained(
             rec_dir / "models",
             TrainingConfig(progress=False, cuts=13, holdout_cuts=2),  # two holdout cuts: scorers per cut
             subjects=bank,
+            reference=simulator.chances,  # ranked beside the models
         )
 
 
@@ -124,7 +134,12 @@ async def test_training_learns_the_blend_and_beats_the_popularity_baseline(
     assert learned["learned"] and trained["blend"]["weights"] == learned["weights"] == metrics["blend_weights"]
     assert sum(learned["weights"].values()) == pytest.approx(1.0)
     assert learned["map"] >= max(learned["map_alone"].values())  # never worse than its best part on validation
-    assert set(metrics["rankings"]) >= {"blend", "xgboost", "popularity", "segment_popularity", "logistic_regression"}
+    assert set(metrics["rankings"]) >= {
+        "blend", "xgboost", "popularity", "segment_popularity", "logistic_regression", "simulator_chances"
+    }  # fmt: skip
+    # the simulator's own chances at the holdout cuts: every holdout client had some (none ranks at 0)
+    mean, low, high = metrics["rankings"]["simulator_chances"]["map_at_3"]
+    assert 0 < low <= mean <= high and "simulator_chances" in metrics["blend_minus"]
     assert set(trained["segment_popularity"]) >= {"retail", "sme"}
     directory = rec_dir / "models" / trained["version"]
     for name in ("meta.json", "report.html", "roc.png", "map.png", "importance.png", "expert_stats.npz"):

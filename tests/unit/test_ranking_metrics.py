@@ -266,3 +266,26 @@ def test_evaluate_reports_every_ranking_with_intervals_and_the_blends_paired_gai
     a = metrics["per_product"]["a"]
     assert a["too_few_positives"] is True and a["auc_interval"] == [1.0, 1.0, 1.0]
     assert a["auc_logistic_interval"][0] == pytest.approx(1.0)
+
+
+def test_evaluate_ranks_reference_chances_beside_the_models(space: FeatureSpace, xgb_scorer: XGBoostScorer) -> None:
+    """A simulated bank's own chances are one more ranking, with its interval and the blend's paired gain."""
+    data = holdout(
+        space,
+        f0=[-5, -5, -4, 5, 4],
+        mask=[[1, 1, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1], [0, 1, 1]],
+        labels=[[0, 0, 1], [0, 1, 0], [0, 0, 0], [1, 0, 0], [1, 0, 0]],
+    )
+    catalogue = Catalogue(products=[Product(id=p, title=p.upper()) for p in PRODUCTS])
+    expert = ExpertScorer("eval", space, catalogue, prior=POPULARITY)
+    weights = {"xgboost": 0.8, "als": 0.1, "expert": 0.1}
+    knowing = data.labels + 0.01  # the chances put what each client takes first
+    backwards = 1.0 - data.labels  # ... and last
+    metrics = evaluate(
+        data, PRODUCTS, xgb_scorer, None, expert, POPULARITY, weights, 2,
+        references={"knowing": knowing, "backwards": backwards},
+    )  # fmt: skip
+    assert metrics["rankings"]["knowing"]["map_at_2"] == [1.0, 1.0, 1.0]
+    # backwards: client 0 ranks a,b (c missed), client 1 c only before b (b at 2: 0.5), client 3 b,c (a missed)
+    assert metrics["rankings"]["backwards"]["map_at_2"][0] == pytest.approx(0.5 / 3, abs=1e-4)
+    assert metrics["blend_minus"]["knowing"][0] == pytest.approx(metrics["map_at_2"] - 1.0, abs=1e-4)
