@@ -115,7 +115,7 @@ def evaluate_sources(
     every interval."""
     base = base_rate_matrix(holdout, products, segment_popularity or {}, popularity)
     column = {p: j for j, p in enumerate(products)}
-    per_product = _per_product(holdout, products, sources["xgboost"], logistic)
+    per_product = _per_product(holdout, products, sources["xgboost"], logistic, references or {})
     ap: dict[str, list[float]] = {}
     ndcg: dict[str, list[float]] = {}
     clients: list[str] = []  # of the rows with something to find, for resampling by client
@@ -193,9 +193,14 @@ def _source_gain(
 
 
 def _per_product(
-    holdout: Dataset, products: list[str], xgb_scores: np.ndarray, logistic: dict[str, np.ndarray] | None
+    holdout: Dataset,
+    products: list[str],
+    xgb_scores: np.ndarray,
+    logistic: dict[str, np.ndarray] | None,
+    references: dict[str, np.ndarray],
 ) -> dict[str, dict[str, Any]]:
-    """AUC and PR-AUC of XGBoost per product (with intervals, and the logistic regression's AUC beside it)."""
+    """AUC and PR-AUC of XGBoost per product (with intervals, and the logistic regression's AUC beside it), and
+    each reference's AUC (``auc_<name>``: how predictable the product is from the simulator's own chances)."""
     per_product = {}
     for j, product in enumerate(products):
         rows = holdout.mask[:, j] > 0
@@ -212,6 +217,8 @@ def _per_product(
                 other = logistic[product][rows]
                 entry["auc_logistic_interval"] = _listed(auc_interval(y, other, groups=clients))
                 entry["auc_minus_logistic"] = _listed(auc_difference(y, scores, other, groups=clients))
+            for name, matrix in references.items():
+                entry[f"auc_{name}"] = float(roc_auc_score(y, matrix[rows, j]))
             entry["too_few_positives"] = bool(y.sum() < MIN_POSITIVES)
         per_product[product] = entry
     return per_product

@@ -289,3 +289,6 @@ def test_evaluate_ranks_reference_chances_beside_the_models(space: FeatureSpace,
     # backwards: client 0 ranks a,b (c missed), client 1 c only before b (b at 2: 0.5), client 3 b,c (a missed)
     assert metrics["rankings"]["backwards"]["map_at_2"][0] == pytest.approx(0.5 / 3, abs=1e-4)
     assert metrics["blend_minus"]["knowing"][0] == pytest.approx(metrics["map_at_2"] - 1.0, abs=1e-4)
+    # per product, how well each reference ranks the takers (a: rows 0, 2, 3 with client 3 the one taker)
+    a = metrics["per_product"]["a"]
+    assert a["auc_knowing"] == 1.0 and a["auc_backwards"] == 0.0
