@@ -81,12 +81,14 @@ async def _query(settings: Settings, console: Console, clients: list[str]) -> No
         )
 
 
-async def _train(settings: Settings, dataset: str) -> dict[str, Any]:
+async def _train(settings: Settings, simulator: BankSimulator | None) -> dict[str, Any]:
     from recommenders.training import TrainingConfig, train_configured
 
-    if dataset != "berka":
-        # four weekly holdout cuts: the demo's small bank gives a few hundred client-cuts to judge the models on
-        return await train_configured(settings, TrainingConfig(cuts=15, holdout_cuts=4))
+    if simulator is not None:
+        # four weekly holdout cuts: the demo's small bank gives a few hundred client-cuts to judge the models on;
+        # the table ranks the simulator's own chances beside them
+        config = TrainingConfig(cuts=15, holdout_cuts=4)
+        return await train_configured(settings, config, reference=simulator.chances)
     from extractors.berka import CUTOFF, BerkaShift, default_shift_years
 
     # Berka ends at its (shifted) cutoff: the labels must end there too
@@ -166,6 +168,7 @@ def run_demo(
         console.print(f"  replica set {rs['id']}: {roles}")
     console.print(f"  Kafka {status['kafka']['bootstrap']}, API {status['api']['url']}")
 
+    simulator = None
     if dataset == "berka":
         from extractors.berka import berka_events
 
@@ -190,7 +193,7 @@ def run_demo(
     from recommenders.training import TrainingSetupError  # here: the CLI starts without the model libraries
 
     try:
-        meta = asyncio.run(_train(settings, dataset))
+        meta = asyncio.run(_train(settings, simulator))
         metrics = meta["metrics"]
         console.print(rankings_table(metrics))
         weights = ", ".join(f"{s} {w:.1f}" for s, w in metrics["blend_weights"].items())

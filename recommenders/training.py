@@ -387,7 +387,9 @@ def _write_version(
     os.replace(pointer, models_dir / "LATEST")  # atomic: servers never read half a name
 
 
-async def train_configured(settings: TrainingSettings, config: TrainingConfig = TrainingConfig()) -> dict[str, Any]:
+async def train_configured(
+    settings: TrainingSettings, config: TrainingConfig = TrainingConfig(), reference: ReferenceChances | None = None
+) -> dict[str, Any]:
     """`train` with everything taken from the settings: the store, the serving view, the catalogue and the
     models directory (what `rtrec train` and the demo run)."""
     rec = settings.recommendations
@@ -398,4 +400,5 @@ async def train_configured(settings: TrainingSettings, config: TrainingConfig = 
             load_catalogue(rec.catalogue),
             rec.models_dir,
             config,
+            reference=reference,
         )
