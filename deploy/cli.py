@@ -14,6 +14,7 @@ import os
 import shutil
 import signal
 import sys
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -371,6 +372,13 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--clients", type=int, default=600)
     evaluate.add_argument("--days", type=int, default=300)
     evaluate.add_argument("--seed", type=int, default=42)
+    evaluate.add_argument(
+        "--end-date",
+        type=date.fromisoformat,
+        default=None,
+        help="simulated: the bank's last day ends at this date's midnight UTC (default today); a seed and a date "
+        "give the same bank",
+    )
     evaluate.add_argument("--horizon-days", type=float, default=180.0, help="berka: uptake window after the cutoff")
     evaluate.add_argument("--json", action="store_true", help="the whole result as JSON instead of the table")
     evaluate.add_argument("--report-dir", default="artifacts/evaluations", help="where the report is kept")

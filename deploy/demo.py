@@ -176,7 +176,7 @@ def run_demo(
         events = berka_events(berka_path)
         shown = ["a576", "a3818", "a704", "a2378", "a2632"]
     else:
-        simulator = BankSimulator(SimulationConfig(clients=clients, days=days, seed=seed))
+        simulator = BankSimulator(SimulationConfig(clients=clients, days=days, seed=seed, record_chances=True))
         console.print(f"[bold]>[/] simulating {clients} clients over {days} days (seed {seed}) into Kafka ...")
         events = simulator.events()
         shown = [f"c{i:06d}" for i in range(0, min(clients, 5))]

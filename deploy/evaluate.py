@@ -15,7 +15,7 @@ import asyncio
 import shutil
 import tempfile
 from collections.abc import Iterable
-from datetime import timedelta
+from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,9 @@ def _dataset(
 ) -> tuple[Iterable[tuple[str, str, dict[str, object]]], TrainingConfig, str, ReferenceChances | None]:
     """The events, the training settings, the home currency, and the known chances of uptake (simulated)."""
     if args.dataset == "simulated":
-        sim = BankSimulator(SimulationConfig(clients=args.clients, days=args.days, seed=args.seed))
+        end = None if args.end_date is None else datetime.combine(args.end_date, time(), UTC).timestamp()
+        simulated = SimulationConfig(args.clients, args.days, args.seed, end_ts=end, record_chances=True)
+        sim = BankSimulator(simulated)
         # four weekly holdout cuts: about four times the holdout rows, each client resampled whole
         config = TrainingConfig(end=sim.end_ts, horizon_days=30, cuts=15, holdout_cuts=4, progress=False)
         return sim.events(), config, "RUB", sim.chances
@@ -66,6 +68,8 @@ async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path)
             "report": str(report / "report.html"),
             "machine": _machine(),
             "features_loaded": loaded.written,
+            # the data's end (simulated: --end-date, today by default): with the seed it reproduces the run
+            "end": None if config.end is None else datetime.fromtimestamp(config.end, UTC).isoformat(),
             "training": meta["training"],
             "validation": meta["validation"],
             **{k: v for k, v in metrics.items() if k != "per_product"},

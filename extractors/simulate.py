@@ -105,6 +105,8 @@ class SimulationConfig:
     currency: str = "RUB"
     # Client ids are f"{client_prefix}{index:06d}" (tests give each run its own prefix).
     client_prefix: str = "c"
+    # Keep each client's daily chances of uptake for ``chances()`` (evaluations; 40 bytes per client and day).
+    record_chances: bool = False
 
 
 @dataclass
@@ -147,22 +149,23 @@ class BankSimulator:
         self.config = config
         self.end_ts = config.end_ts if config.end_ts is not None else _today_midnight()
         self.start_ts = self.end_ts - config.days * DAY
-        # client -> [(decision time, product -> monthly chance of applying)], filled as events() runs
-        self._chances: dict[str, list[tuple[float, dict[str, float]]]] = {}
+        # client -> days x products: each day's monthly chance of applying at the day's end (NaN where the
+        # client held the product or was not eligible); kept only with config.record_chances
+        self._chances: dict[str, np.ndarray] = {}
 
     def chances(self, client_id: str, at: float) -> dict[str, float]:
-        """The simulator's own monthly chance of each product the client could apply for, at its latest weekly
-        decision by ``at`` (empty before the first one, or before ``events()`` has produced the client).
+        """The simulator's own monthly chance of each product the client could apply for, as of ``at``: after
+        the last whole simulated day before it (empty before the first day ends, for a client ``events()`` has
+        not produced, or without ``config.record_chances``).
 
         An evaluation ranks by it beside the models: how much of the signal that drew the uptake they recover.
         It is a reference, not a ceiling: a label counts uptake over the next weeks, which also depends on what
         happens after the cut (a trip's effect fades, a windfall's lasts), and models learn that from history."""
-        latest: dict[str, float] = {}
-        for ts, chances in self._chances.get(client_id, []):
-            if ts > at:
-                break
-            latest = chances
-        return latest
+        by_day = self._chances.get(client_id)
+        day = min(math.floor((at - self.start_ts) / DAY) - 1, self.config.days - 1)
+        if by_day is None or day < 0:
+            return {}
+        return {p: float(v) for p, v in zip(PRODUCTS, by_day[day], strict=True) if not math.isnan(v)}
 
     def events(self) -> Iterator[tuple[str, str, dict[str, object]]]:
         for index in range(self.config.clients):
@@ -201,6 +204,8 @@ class BankSimulator:
                     c.client_id,
                     {"client_id": c.client_id, "product": product, "action": "opened", "ts": self.start_ts + 120},
                 )
+        if self.config.record_chances:
+            self._chances[c.client_id] = np.full((self.config.days, len(PRODUCTS)), np.nan, dtype=np.float32)
         tx_seq = 0
         spend_30d: list[float] = []
         profile_change_day = int(rng.integers(30, max(self.config.days, 31))) if rng.random() < 0.1 else -1
@@ -237,6 +242,13 @@ class BankSimulator:
                 yield self._client_event(c, day_ts + 3600 * 10, rng)
             if day % 7 == 3:
                 yield from self._product_events(rng, c, day, day_ts, sum(spend_30d))
+            if self.config.record_chances:
+                self._chances[c.client_id][day] = [
+                    self._propensity(c, p, sum(spend_30d), day)
+                    if p not in c.held and self._eligible(c, p, day)
+                    else math.nan
+                    for p in PRODUCTS
+                ]
 
     def _client_event(self, c: _Client, ts: float, rng: np.random.Generator) -> tuple[str, str, dict[str, object]]:
         payload: dict[str, object] = {
@@ -471,14 +483,10 @@ class BankSimulator:
                         c.client_id,
                         {"client_id": c.client_id, "product": product, "action": "opened", "ts": day_ts + 15 * 3600},
                     )
-        chances = {
-            p: self._propensity(c, p, spend_30d, day) for p in PRODUCTS if p not in c.held and self._eligible(c, p, day)
-        }
-        self._chances.setdefault(c.client_id, []).append((day_ts + 10 * 3600, chances))
-        for product, chance in chances.items():
-            if product in c.pending:
+        for product in PRODUCTS:
+            if product in c.held or product in c.pending or not self._eligible(c, product, day):
                 continue
-            if rng.random() < chance / 4.3:  # weekly from monthly
+            if rng.random() < self._propensity(c, product, spend_30d, day) / 4.3:  # weekly from monthly
                 decide = day + int(rng.integers(1, 6))
                 c.pending[product] = decide
                 yield (

@@ -60,7 +60,7 @@ class BrokenScorer:
 def simulator() -> BankSimulator:
     """A simulated bank of its own (unique client ids)."""
     prefix = f"r{uuid.uuid4().hex[:6]}"
-    return BankSimulator(SimulationConfig(clients=300, days=240, seed=3, client_prefix=prefix))
+    return BankSimulator(SimulationConfig(clients=300, days=240, seed=3, client_prefix=prefix, record_chances=True))
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
-from extractors.simulate import DAY, ELIGIBILITY, BankSimulator, SimulationConfig
+import pytest
+
+from extractors.simulate import DAY, ELIGIBILITY, NEVER, BankSimulator, SimulationConfig, _Client
 from recommenders.catalogue import load_catalogue
 
 END = 1_790_000_000.0
@@ -13,7 +16,7 @@ TRAVEL_MCC = 4511
 
 
 def _events(clients: int, days: int, seed: int) -> tuple[BankSimulator, list[tuple[str, str, dict[str, object]]]]:
-    sim = BankSimulator(SimulationConfig(clients=clients, days=days, seed=seed, end_ts=END))
+    sim = BankSimulator(SimulationConfig(clients=clients, days=days, seed=seed, end_ts=END, record_chances=True))
     return sim, list(sim.events())
 
 
@@ -74,32 +77,131 @@ def test_a_trip_booking_brings_travel_insurance() -> None:
     assert after_trip > 3 * otherwise > 0
 
 
-def test_a_large_inflow_brings_deposits() -> None:
-    _, events = _events(400, 180, seed=12)
-    salary = {}
-    large = defaultdict(list)
-    for topic, key, payload in events:
-        if topic == "transactions" and payload["channel"] == "payroll":
-            salary[key] = float(payload["amount"])  # type: ignore[arg-type]
-    for topic, key, payload in events:
-        if topic == "transactions" and payload["direction"] == "in" and payload["channel"] == "transfer":
-            if key in salary and float(payload["amount"]) > 3 * salary[key]:  # type: ignore[arg-type]
-                large[key].append(float(payload["ts"]))  # type: ignore[arg-type]
-    assert large
-    after_inflow, otherwise = _weekly_rates(events, "deposit", large, 45)
-    assert after_inflow > 2 * otherwise > 0
+# ---- the rules, one at a time, on a plain retail client (pure functions of the client's state) --------------
+DAY_INDEX = 100
+PLAIN = _Client(
+    client_id="c",
+    segment="retail",
+    age=45.0,
+    income=60_000.0,
+    saver=0.5,
+    traveler=0.2,
+    online=0.5,
+    tenure_days=1000.0,
+    region="moscow",
+    industry=None,
+    balance=120_000.0,
+    held=set(),
+    pending={},
+)
 
 
-def test_chances_are_the_latest_weekly_decisions_and_leave_out_what_is_held() -> None:
+def _chance(product: str, **changes: object) -> float:
+    client = dataclasses.replace(PLAIN, **{"held": set(), **changes})  # type: ignore[arg-type]
+    return BankSimulator._propensity(client, product, 30_000.0, DAY_INDEX)
+
+
+@pytest.mark.parametrize(
+    ("product", "event", "days_ago", "lasts_days"),
+    [
+        ("deposit", "windfall_day", 10, 45),
+        ("insurance", "trip_day", 3, 14),
+        ("credit_card", "trip_day", 3, 14),
+        ("premium_debit_card", "raise_day", 30, 90),
+        ("mortgage", "raise_day", 30, 90),
+    ],
+)
+def test_a_life_event_raises_the_chance_for_weeks_then_fades(
+    product: str, event: str, days_ago: int, lasts_days: int
+) -> None:
+    before = _chance(product, **{event: -NEVER})
+    assert _chance(product, **{event: DAY_INDEX - days_ago}) > 2.5 * before
+    assert _chance(product, **{event: DAY_INDEX - lasts_days - 1}) == before
+
+
+def test_a_windfall_brings_investments_to_savers_only() -> None:
+    recent = DAY_INDEX - 10
+    assert _chance("investments", saver=0.6, windfall_day=recent) > 5 * _chance("investments", saver=0.6)
+    assert _chance("investments", saver=0.2, windfall_day=recent) == _chance("investments", saver=0.2)
+
+
+def test_running_short_brings_a_loan() -> None:
+    assert _chance("consumer_loan", balance=10_000.0) > 3 * _chance("consumer_loan", balance=20_000.0)
+
+
+def test_life_stages_peak_and_fall_off_on_both_sides() -> None:
+    assert _chance("mortgage", age=32.0) > 2 * _chance("mortgage", age=50.0)
+    assert _chance("mortgage", age=32.0) > 2 * _chance("mortgage", age=22.0)
+    assert _chance("investments", age=50.0) > _chance("investments", age=30.0)
+    assert _chance("savings_account", age=62.0) > 2 * _chance("savings_account", age=59.0)
+
+
+def test_minimums_hold_most_clients_back() -> None:
+    assert _chance("deposit", balance=40_000.0) < 0.2 * _chance("deposit", balance=60_000.0)
+    assert _chance("investments", balance=90_000.0) < 0.3 * _chance("investments", balance=110_000.0)
+    assert _chance("premium_debit_card", income=130_000.0) > 4 * _chance("premium_debit_card", income=110_000.0)
+
+
+def test_cross_selling_and_bundles() -> None:
+    assert _chance("consumer_loan", held={"credit_card"}) > 1.5 * _chance("consumer_loan")
+    assert _chance("investments", held={"deposit"}) > 1.5 * _chance("investments")
+    trip = DAY_INDEX - 3
+    assert _chance("insurance", trip_day=trip, held={"premium_debit_card"}) < 0.5 * _chance("insurance", trip_day=trip)
+
+
+@pytest.mark.parametrize(
+    ("product", "changes", "eligible"),
+    [
+        ("credit_card", {"age": 20.0}, False),
+        ("credit_card", {"age": 21.0}, True),
+        ("credit_card", {"age": 70.5}, False),
+        ("mortgage", {"age": 65.5}, False),
+        ("consumer_loan", {"tenure_days": 80.0}, True),  # tenure grows: 80 + 100 simulated days >= 90
+        ("mortgage", {"tenure_days": 60.0}, False),  # 160 < 180
+        ("mortgage", {"tenure_days": 90.0}, True),
+        ("savings_account", {"segment": "sme"}, False),
+        ("sme_acquiring", {"segment": "sme"}, True),
+        ("sme_acquiring", {}, False),
+    ],
+)
+def test_eligibility_by_age_tenure_and_segment_at_the_day(
+    product: str, changes: dict[str, object], eligible: bool
+) -> None:
+    client = dataclasses.replace(PLAIN, **changes)  # type: ignore[arg-type]
+    assert BankSimulator._eligible(client, product, DAY_INDEX) is eligible
+
+
+# ---- chances(): what the evaluation ranks beside the models -------------------------------------------------
+def test_chances_at_a_time_are_those_after_the_last_whole_day_before_it() -> None:
     sim, events = _events(30, 60, seed=3)
-    held: dict[str, set[str]] = defaultdict(set)
-    for topic, key, payload in events:
-        if topic == "products" and payload["action"] == "opened":
-            held[key].add(str(payload["product"]))
-        elif topic == "products":
-            held[key].discard(str(payload["product"]))
-    assert sim.chances("c000000", sim.start_ts) == {}  # before the first weekly decision
+    assert sim.chances("c000000", sim.start_ts) == {}  # no day has ended yet
+    assert sim.chances("nobody", sim.end_ts) == {}
     for key in {k for _, k, _ in events}:
+        for day in (5, 33, 59):
+            midnight = sim.start_ts + day * DAY
+            # nothing that happens during a day shows before it ends: no look-ahead for a cut inside the day
+            assert sim.chances(key, midnight) == sim.chances(key, midnight + DAY - 1)
         latest = sim.chances(key, sim.end_ts)
         assert latest and all(0 < chance < 1 for chance in latest.values())
-        assert not set(latest) & held[key]  # nothing opens after the last weekly decision
+    unrecorded = BankSimulator(SimulationConfig(clients=3, days=20, seed=3, end_ts=END))
+    list(unrecorded.events())
+    assert unrecorded.chances("c000000", END) == {}
+
+
+def test_a_trip_shows_in_the_chances_after_its_day_ends() -> None:
+    sim, events = _events(200, 120, seed=11)
+    seen = 0
+    trips = defaultdict(list)
+    for topic, key, payload in events:
+        if topic == "transactions" and payload.get("mcc") == TRAVEL_MCC:
+            trips[key].append(float(payload["ts"]))  # type: ignore[arg-type]
+    for key, times in trips.items():
+        for ts in times:
+            if any(0 < ts - t <= 16 * DAY for t in times):
+                continue  # a trip in the 14 whole days before: insurance was already up
+            day_end = sim.start_ts + (int((ts - sim.start_ts) // DAY) + 1) * DAY
+            before, after = sim.chances(key, ts), sim.chances(key, day_end)
+            if "insurance" in before and "insurance" in after:
+                assert after["insurance"] > 2.5 * before["insurance"]
+                seen += 1
+    assert seen >= 10
