@@ -111,8 +111,8 @@ def evaluate_sources(
     the client's segment's, as at serving time. With ``values`` (the catalogue's business values) the ranking
     the server shows, the blend times each product's value, is reported too (``blend_with_value``): what
     preferring valuable products costs in uptake. ``references`` (name -> rows x products) are ranked too: a
-    simulated bank's own chances show the ceiling. A client with rows at several cuts is resampled whole for
-    every interval."""
+    simulated bank's own chances show how much of the generating signal the models recover. A client with rows
+    at several cuts is resampled whole for every interval."""
     base = base_rate_matrix(holdout, products, segment_popularity or {}, popularity)
     column = {p: j for j, p in enumerate(products)}
     per_product = _per_product(holdout, products, sources["xgboost"], logistic, references or {})

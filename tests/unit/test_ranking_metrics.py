@@ -214,9 +214,8 @@ def test_population_stats_ignore_missing_values() -> None:
     assert not np.isnan(mean).any() and not np.isnan(spread).any()
 
 
-def test_evaluate_reports_every_ranking_with_intervals_and_the_blends_paired_gains(
-    space: FeatureSpace, xgb_scorer: XGBoostScorer
-) -> None:
+def five_clients(space: FeatureSpace) -> tuple[Dataset, ExpertScorer, dict[str, float]]:
+    """Five holdout clients (1 and 4 hold a, 2 takes nothing), an expert with empty portraits, and weights."""
     data = holdout(
         space,
         f0=[-5, -5, -4, 5, 4],
@@ -225,7 +224,13 @@ def test_evaluate_reports_every_ranking_with_intervals_and_the_blends_paired_gai
     )
     catalogue = Catalogue(products=[Product(id=p, title=p.upper()) for p in PRODUCTS])
     expert = ExpertScorer("eval", space, catalogue, prior=POPULARITY)
-    weights = {"xgboost": 0.8, "als": 0.1, "expert": 0.1}
+    return data, expert, {"xgboost": 0.8, "als": 0.1, "expert": 0.1}
+
+
+def test_evaluate_reports_every_ranking_with_intervals_and_the_blends_paired_gains(
+    space: FeatureSpace, xgb_scorer: XGBoostScorer
+) -> None:
+    data, expert, weights = five_clients(space)
     by_segment = {"retail": {"a": 0.9, "b": 0.1, "c": 0.0}}  # retail clients take a: ranks a, b, c
     logistic = {"a": np.array([0.1, 0.1, 0.1, 0.9, 0.9]), "b": np.full(5, 0.5), "c": np.full(5, 0.2)}
     metrics = evaluate(
@@ -270,15 +275,7 @@ def test_evaluate_reports_every_ranking_with_intervals_and_the_blends_paired_gai
 
 def test_evaluate_ranks_reference_chances_beside_the_models(space: FeatureSpace, xgb_scorer: XGBoostScorer) -> None:
     """A simulated bank's own chances are one more ranking, with its interval and the blend's paired gain."""
-    data = holdout(
-        space,
-        f0=[-5, -5, -4, 5, 4],
-        mask=[[1, 1, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1], [0, 1, 1]],
-        labels=[[0, 0, 1], [0, 1, 0], [0, 0, 0], [1, 0, 0], [1, 0, 0]],
-    )
-    catalogue = Catalogue(products=[Product(id=p, title=p.upper()) for p in PRODUCTS])
-    expert = ExpertScorer("eval", space, catalogue, prior=POPULARITY)
-    weights = {"xgboost": 0.8, "als": 0.1, "expert": 0.1}
+    data, expert, weights = five_clients(space)
     knowing = data.labels + 0.01  # the chances put what each client takes first
     backwards = 1.0 - data.labels  # ... and last
     metrics = evaluate(
