@@ -108,6 +108,7 @@ def _chance(product: str, **changes: object) -> float:
         ("insurance", "trip_day", 3, 14),
         ("credit_card", "trip_day", 3, 14),
         ("premium_debit_card", "raise_day", 30, 90),
+        ("credit_card", "raise_day", 30, 90),
         ("mortgage", "raise_day", 30, 90),
     ],
 )
@@ -115,7 +116,7 @@ def test_a_life_event_raises_the_chance_for_weeks_then_fades(
     product: str, event: str, days_ago: int, lasts_days: int
 ) -> None:
     before = _chance(product, **{event: -NEVER})
-    assert _chance(product, **{event: DAY_INDEX - days_ago}) > 2.5 * before
+    assert _chance(product, **{event: DAY_INDEX - days_ago}) > 2 * before
     assert _chance(product, **{event: DAY_INDEX - lasts_days - 1}) == before
 
 
@@ -133,6 +134,9 @@ def test_life_stages_peak_and_fall_off_on_both_sides() -> None:
     assert _chance("mortgage", age=32.0) > 2 * _chance("mortgage", age=50.0)
     assert _chance("mortgage", age=32.0) > 2 * _chance("mortgage", age=22.0)
     assert _chance("investments", age=50.0) > _chance("investments", age=30.0)
+    assert _chance("investments", age=50.0) > _chance("investments", age=72.0)
+    assert _chance("consumer_loan", age=32.0) > 1.5 * _chance("consumer_loan", age=60.0)
+    assert _chance("credit_card", age=27.0) > 1.5 * _chance("credit_card", age=55.0)
     assert _chance("savings_account", age=62.0) > 2 * _chance("savings_account", age=59.0)
 
 
@@ -145,6 +149,8 @@ def test_minimums_hold_most_clients_back() -> None:
 def test_cross_selling_and_bundles() -> None:
     assert _chance("consumer_loan", held={"credit_card"}) > 1.5 * _chance("consumer_loan")
     assert _chance("investments", held={"deposit"}) > 1.5 * _chance("investments")
+    sme = {"segment": "sme", "industry": "62.01"}
+    assert _chance("sme_overdraft", held={"sme_acquiring"}, **sme) > 1.5 * _chance("sme_overdraft", **sme)
     trip = DAY_INDEX - 3
     assert _chance("insurance", trip_day=trip, held={"premium_debit_card"}) < 0.5 * _chance("insurance", trip_day=trip)
 
@@ -155,6 +161,7 @@ def test_cross_selling_and_bundles() -> None:
         ("credit_card", {"age": 20.0}, False),
         ("credit_card", {"age": 21.0}, True),
         ("credit_card", {"age": 70.5}, False),
+        ("credit_card", {"age": 69.9}, False),  # clients age: 69.9 + 100 simulated days > 70
         ("mortgage", {"age": 65.5}, False),
         ("consumer_loan", {"tenure_days": 80.0}, True),  # tenure grows: 80 + 100 simulated days >= 90
         ("mortgage", {"tenure_days": 60.0}, False),  # 160 < 180
@@ -174,6 +181,12 @@ def test_eligibility_by_age_tenure_and_segment_at_the_day(
 # ---- chances(): what the evaluation ranks beside the models -------------------------------------------------
 def test_chances_at_a_time_are_those_after_the_last_whole_day_before_it() -> None:
     sim, events = _events(30, 60, seed=3)
+    held_at_end: dict[str, set[str]] = defaultdict(set)
+    for topic, key, payload in events:
+        if topic == "products":
+            change = held_at_end[key].add if payload["action"] == "opened" else held_at_end[key].discard
+            change(str(payload["product"]))
+    assert any(held_at_end.values())
     assert sim.chances("c000000", sim.start_ts) == {}  # no day has ended yet
     assert sim.chances("nobody", sim.end_ts) == {}
     for key in {k for _, k, _ in events}:
@@ -183,6 +196,7 @@ def test_chances_at_a_time_are_those_after_the_last_whole_day_before_it() -> Non
             assert sim.chances(key, midnight) == sim.chances(key, midnight + DAY - 1)
         latest = sim.chances(key, sim.end_ts)
         assert latest and all(0 < chance < 1 for chance in latest.values())
+        assert not set(latest) & held_at_end[key]  # nothing opens after the last day ends
     unrecorded = BankSimulator(SimulationConfig(clients=3, days=20, seed=3, end_ts=END))
     list(unrecorded.events())
     assert unrecorded.chances("c000000", END) == {}
