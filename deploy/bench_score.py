@@ -22,7 +22,7 @@ from deploy.bench import _machine
 from deploy.settings import Settings
 from recommenders.boosting import XGB_PARAMS, XGB_ROUNDS
 from recommenders.catalogue import load_catalogue
-from recommenders.profile import ClientSnapshot, FeatureSpace
+from recommenders.profile import ClientSnapshot, FeatureSpace, model_space
 from recommenders.reasons import describe
 from recommenders.xgb import EXPLAINED, REASONS_PER_PRODUCT, XGBoostScorer
 
@@ -68,8 +68,9 @@ def _client(space: FeatureSpace) -> ClientSnapshot:
 
 
 def run_score(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
-    space = FeatureSpace.from_view(settings.views[settings.recommendations.view])
-    products = [p for p in load_catalogue(settings.recommendations.catalogue).ids][:9]
+    catalogue = load_catalogue(settings.recommendations.catalogue)
+    space = model_space(settings.views[settings.recommendations.view], catalogue)
+    products = catalogue.ids[:9]
     rng = np.random.default_rng(3)
     rows = (rng.lognormal(4, 2, size=(4000, len(space.names))) * rng.choice([-1, 1, 1, 1], (4000, 1))).astype(
         np.float32

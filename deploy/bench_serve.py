@@ -38,7 +38,7 @@ from extractors.direct import load_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
 from recommenders.catalogue import load_catalogue
-from recommenders.profile import FeatureSpace
+from recommenders.profile import model_space
 from recommenders.training import TrainingConfig, train
 
 
@@ -202,7 +202,7 @@ async def _prepare(settings: Settings, cluster: StoreCluster, workdir: Path, cli
         bank = SimulationConfig(clients=TRAINING_CLIENTS, days=180, seed=21)
         await load_events(store, BankSimulator(bank).events())
         catalogue = load_catalogue(workdir / "products.toml")
-        space = FeatureSpace.from_view(settings.views[settings.recommendations.view])
+        space = model_space(settings.views[settings.recommendations.view], catalogue)
         await train(store, space, catalogue, workdir / "models", TrainingConfig(progress=False, cuts=3))
         light = SimulationConfig(clients=clients, days=LOAD_DAYS, seed=22, client_prefix="load")
         await load_events(store, BankSimulator(light).events())

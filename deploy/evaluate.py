@@ -28,7 +28,7 @@ from extractors.extract import ExtractionConfig
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
 from recommenders.catalogue import load_catalogue
-from recommenders.profile import FeatureSpace
+from recommenders.profile import model_space
 from recommenders.training import ReferenceChances, TrainingConfig, train
 
 
@@ -58,8 +58,8 @@ async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path)
         events, config, currency, reference = _dataset(args)
         async with FeatureStore(settings.store, topology=cluster.topology) as store:
             loaded = await load_events(store, events, ExtractionConfig(home_currency=currency))
-            space = FeatureSpace.from_view(settings.views[settings.recommendations.view])
             catalogue = load_catalogue(settings.recommendations.catalogue)
+            space = model_space(settings.views[settings.recommendations.view], catalogue)
             meta = await train(store, space, catalogue, workdir, config, reference=reference)
         metrics = meta["metrics"]
         report = _keep_report(workdir / meta["version"], Path(args.report_dir), args)

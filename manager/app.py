@@ -32,7 +32,7 @@ from manager.remote import remote_scorers
 from manager.replays_api import router as replays_router
 from manager.store_watch import StoreWatch
 from recommenders.catalogue import CatalogueFile
-from recommenders.profile import FeatureSpace
+from recommenders.profile import model_space
 from recommenders.registry import ModelRegistry
 from replay.registry import ReplayRegistry
 
@@ -49,7 +49,7 @@ def create_app(settings: AppConfig) -> FastAPI:
         store = FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl), role="api")
         await store.start()
         catalogue = CatalogueFile(rec.catalogue)
-        space = FeatureSpace.from_view(settings.views[rec.view])
+        space = model_space(settings.views[rec.view], catalogue())
         registry = ModelRegistry(rec.models_dir, space, catalogue())
         registry.reload_if_changed()
         watcher = asyncio.create_task(registry.watch(rec.reload_interval_s, catalogue))

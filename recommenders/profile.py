@@ -31,6 +31,7 @@ BEHAVIOUR = (
     "balance_floor",
     "salary_growth",
 )
+HOLDS = "holds."  # the prefix of a held-product flag: holds.credit_card
 DERIVED = (
     "age_years",
     "tenure_years",
@@ -114,15 +115,16 @@ class FeatureSpace:
     """The model inputs: numeric view aggregates plus derived client facts, in a fixed order."""
 
     view: list[AggregateSpec]
+    products: tuple[str, ...] = ()  # a flag per product the client holds (cross-selling)
     names: list[str] = field(init=False)
 
     def __post_init__(self) -> None:
         numeric = [s.label for s in self.view if s.label not in NON_NUMERIC]
-        object.__setattr__(self, "names", [*numeric, *DERIVED])
+        object.__setattr__(self, "names", [*numeric, *DERIVED, *(f"{HOLDS}{p}" for p in self.products)])
 
     @classmethod
-    def from_view(cls, specs: list[str]) -> FeatureSpace:
-        return cls(parse_view(specs))
+    def from_view(cls, specs: list[str], products: Sequence[str] = ()) -> FeatureSpace:
+        return cls(parse_view(specs), tuple(products))
 
 
 @dataclass
@@ -153,12 +155,21 @@ class ClientSnapshot:
             "month_sin": math.sin(2 * math.pi * month / 12),
             "month_cos": math.cos(2 * math.pi * month / 12),
             **behaviour(self.values),
+            **{f"{HOLDS}{p}": float(p in self.held) for p in space.products},
         }
         row = []
         for name in space.names:
             value = derived[name] if name in derived else self.values.get(name)
             row.append(float(value) if isinstance(value, int | float) and not isinstance(value, bool) else np.nan)
         return np.asarray(row, dtype=np.float32)
+
+
+def model_space(view: list[str], catalogue: Catalogue) -> FeatureSpace:
+    """The space every model is trained and served on: the view, the derived facts, and a flag per catalogue
+    product the client holds (what a client holds says much about what they take next: a card holder's loan,
+    a depositor's brokerage account). Training and serving must both build it here, or the registry refuses
+    the models as trained on other features."""
+    return FeatureSpace.from_view(view, catalogue.ids)
 
 
 def all_specs(space: FeatureSpace, catalogue: Catalogue) -> list[AggregateSpec]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import functools
 import re
 
+from recommenders.profile import HOLDS
+
 _SPEC = re.compile(r"^(\w+)\(([\w.]+)(?:,(\w+))?\)$")
 _FN = {"sum": "total", "avg": "average", "min": "minimum", "max": "peak", "last": "latest"}
 _WINDOW_UNITS = {"d": "days", "h": "hours", "m": "minutes", "s": "seconds"}
@@ -67,6 +69,9 @@ def _describe(name: str, high: bool) -> str:
         if name.startswith("month"):
             return "the time of year"
         return f"{'high' if high else 'low'} {words}"
+    if name.startswith(HOLDS):
+        product = name.removeprefix(HOLDS).replace("_", " ")
+        return f"holds a {product}" if high else f"has no {product}"
     match = _SPEC.match(name)
     if match is None:
         return f"{'high' if high else 'low'} {name}"

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from recommenders.catalogue import load_catalogue
 from recommenders.config import RecommendationSettings
-from recommenders.profile import FeatureSpace
+from recommenders.profile import model_space
 from recommenders.registry import ModelRegistry
 
 
@@ -41,11 +41,12 @@ class ScoreResponse(BaseModel):
 
 def create_scorer_app(settings: ScorerServiceConfig, product: str) -> FastAPI:
     rec = settings.recommendations
-    space = FeatureSpace.from_view(settings.views[rec.view])
+    catalogue = load_catalogue(rec.catalogue)
+    space = model_space(settings.views[rec.view], catalogue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = ModelRegistry(rec.models_dir, space, load_catalogue(rec.catalogue))
+        registry = ModelRegistry(rec.models_dir, space, catalogue)
         registry.reload_if_changed()
         app.state.registry = registry
         watcher = asyncio.create_task(registry.watch(rec.reload_interval_s))

@@ -36,7 +36,7 @@ from recommenders.config import TrainingConfig as TrainingSettings
 from recommenders.dataset import DAY, Dataset, build_dataset
 from recommenders.expert import ExpertScorer, _squash
 from recommenders.holdout import evaluate_sources, score_sources
-from recommenders.profile import FeatureSpace
+from recommenders.profile import FeatureSpace, model_space
 from recommenders.stacking import LearnedBlend, learn_weights
 from recommenders.xgb import XGBoostScorer
 
@@ -393,11 +393,12 @@ async def train_configured(
     """`train` with everything taken from the settings: the store, the serving view, the catalogue and the
     models directory (what `rtrec train` and the demo run)."""
     rec = settings.recommendations
+    catalogue = load_catalogue(rec.catalogue)
     async with FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
         return await train(
             store,
-            FeatureSpace.from_view(settings.views[rec.view]),
-            load_catalogue(rec.catalogue),
+            model_space(settings.views[rec.view], catalogue),
+            catalogue,
             rec.models_dir,
             config,
             reference=reference,

@@ -29,7 +29,7 @@ from manager.metrics import metrics_registry
 from manager.recommend import RecommendationService
 from manager.recommendations_api import RecommendationsResponse
 from recommenders.catalogue import CatalogueFile
-from recommenders.profile import ClientSnapshot, FeatureSpace
+from recommenders.profile import ClientSnapshot, FeatureSpace, model_space
 from recommenders.registry import ModelRegistry
 from recommenders.scorer import ProductScore
 from recommenders.training import TrainingConfig, train
@@ -81,8 +81,9 @@ def rec_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def space(settings: Settings) -> FeatureSpace:
-    return FeatureSpace.from_view(settings.views["client_profile"])
+def space(settings: Settings, rec_dir: Path) -> FeatureSpace:
+    """As the server builds it: the view and a held flag per catalogue product."""
+    return model_space(settings.views["client_profile"], CatalogueFile(rec_dir / "products.toml")())
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,8 @@ import math
 
 import pytest
 
-from recommenders.profile import BEHAVIOUR, DERIVED, ClientSnapshot, FeatureSpace, behaviour
+from recommenders.catalogue import Catalogue, Product
+from recommenders.profile import BEHAVIOUR, DERIVED, ClientSnapshot, FeatureSpace, behaviour, model_space
 
 FULL = {
     "avg(tx.in.salary,365d)": 100_000.0,
@@ -73,3 +74,12 @@ def test_the_ratios_are_model_inputs_in_a_fixed_order() -> None:
 
 
 FULL_SPECS = [label.replace(",", ", ") for label in FULL]
+
+
+def test_the_model_space_ends_with_a_flag_per_catalogue_product_the_client_holds() -> None:
+    catalogue = Catalogue(products=[Product(id="deposit", title="Deposit"), Product(id="credit_card", title="Card")])
+    space = model_space(sorted(FULL_SPECS), catalogue)
+    assert space.names[-2:] == ["holds.deposit", "holds.credit_card"]
+    holder = ClientSnapshot("c", 1.79e9, dict(FULL), "retail", 40.0, 400.0, {"credit_card"}, set())
+    assert holder.vector(space)[-2:].tolist() == [0.0, 1.0]
+    assert FeatureSpace.from_view(sorted(FULL_SPECS)).names == space.names[:-2]  # no catalogue: no flags

@@ -13,6 +13,8 @@ def test_reasons_read_like_a_banker_and_follow_the_clients_level() -> None:
     assert describe("age_years", -0.2) == "low age"
     assert describe("month_sin", 0.4) == "the time of year"
     assert describe("inflow_spike", 1.0) == "high recent one-off inflow for the income"
+    assert describe("holds.credit_card", 1.0) == "holds a credit card"
+    assert describe("holds.deposit", -1.0) == "has no deposit"
 
 
 def test_every_derived_feature_has_words() -> None:
