@@ -62,7 +62,10 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
     directory = models_dir / version
     meta = json.loads((directory / "meta.json").read_text())
     if meta["features"] != space.names:
-        raise ValueError(f"model {version} was trained on other features than the configured view")
+        raise ValueError(
+            f"model {version} was trained on other features than the configured view and catalogue products "
+            "(run `rtrec train` after changing either)"
+        )
     stats = np.load(directory / "expert_stats.npz")
     popularity = _numbers(meta.get("popularity", {}), "popularity")
     als_path = directory / "als.npz"
