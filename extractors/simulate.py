@@ -240,11 +240,12 @@ class BankSimulator:
                 if c.segment == "retail" and rng.random() < 0.2:
                     c.segment, c.industry = "sme", str(rng.choice(list(SME_INDUSTRIES)))
                 yield self._client_event(c, day_ts + 3600 * 10, rng)
+            spent_30d = sum(spend_30d)
             if day % 7 == 3:
-                yield from self._product_events(rng, c, day, day_ts, sum(spend_30d))
+                yield from self._product_events(rng, c, day, day_ts, spent_30d)
             if self.config.record_chances:
                 self._chances[c.client_id][day] = [
-                    self._propensity(c, p, sum(spend_30d), day)
+                    self._propensity(c, p, spent_30d, day)
                     if p not in c.held and self._eligible(c, p, day)
                     else math.nan
                     for p in PRODUCTS

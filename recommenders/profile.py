@@ -123,8 +123,8 @@ class FeatureSpace:
         object.__setattr__(self, "names", [*numeric, *DERIVED, *(f"{HOLDS}{p}" for p in self.products)])
 
     @classmethod
-    def from_view(cls, specs: list[str], products: Sequence[str] = ()) -> FeatureSpace:
-        return cls(parse_view(specs), tuple(products))
+    def from_view(cls, specs: list[str]) -> FeatureSpace:
+        return cls(parse_view(specs))
 
 
 @dataclass
@@ -169,7 +169,7 @@ def model_space(view: list[str], catalogue: Catalogue) -> FeatureSpace:
     product the client holds (what a client holds says much about what they take next: a card holder's loan,
     a depositor's brokerage account). Training and serving must both build it here, or the registry refuses
     the models as trained on other features."""
-    return FeatureSpace.from_view(view, catalogue.ids)
+    return FeatureSpace(parse_view(view), tuple(catalogue.ids))
 
 
 def all_specs(space: FeatureSpace, catalogue: Catalogue) -> list[AggregateSpec]:
