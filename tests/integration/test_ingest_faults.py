@@ -244,8 +244,9 @@ async def test_a_store_out_of_memory_is_held_shown_in_status_and_lands_exactly_o
             return status if held and "refused writes for lack of memory" in problems else None
 
         status = await wait_for(out_of_memory_shown, timeout=120, what="status to show the full store", interval=1)
-        consumer = status["consumers"]["processes"][0]
-        assert consumer["alive"] and consumer["holding"]["stage"] == "store" and consumer["restarts"] == 0
+        consumers = status["consumers"]["processes"]  # whichever hit the full store first holds; none died
+        assert all(c["alive"] and c["restarts"] == 0 for c in consumers)
+        assert any((c["holding"] or {}).get("stage") == "store" for c in consumers)
         assert sum(status["consumers"]["lag"].values()) > 0
 
         # the operator restarts the store with more memory; the consumer goes on by itself
@@ -258,8 +259,8 @@ async def test_a_store_out_of_memory_is_held_shown_in_status_and_lands_exactly_o
 
         await wait_for(caught_up, timeout=180, what="the consumer to catch up", interval=1)
         status = await asyncio.to_thread(_status, small)
-        assert not [p for p in status["problems"] if "memory" in p or "held" in p or "consumer-1" in p]
-        assert status["consumers"]["processes"][0]["restarts"] == 0
+        assert not [p for p in status["problems"] if "memory" in p or "held" in p or "consumer-" in p]
+        assert all(c["restarts"] == 0 for c in status["consumers"]["processes"])
         subjects = sorted({key for _, key, _ in events})
         async with FeatureStore(bigger.store, topology=cluster.topology) as store:
             await assert_store_equals(store, await expected_state(small, events), subjects)
