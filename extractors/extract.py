@@ -8,6 +8,10 @@ Feature names (the catalogue the feature views and models refer to):
 - client data (replace): source ``client_profile``: ``profile.segment``, ``profile.birth_date``,
   ``profile.region``, ``profile.registered_at``; source ``registry``: ``registry.industry_code``,
   ``registry.director_birth_date`` (object = client_id, time_use = ts)
+- client data history (append): every version of those facts again as ``history.<fact>`` (``history.segment``,
+  ``history.region``, ...) in source ``client_history``, object = ``v@<ts>``, time_use = ts. The replace keeps
+  only the newest version, which is right for serving; training needs the facts as of a past cut and when
+  they changed (``changes(history.region, 90d)``: a move), so the versions are kept too.
 - applications (append): ``app.<product>.<status>`` = ts (object = application_id)
 - products (append): ``product.<product>.<action>`` = ts (object = ``<product>@<ts>``)
 Values that are times hold epoch seconds, so ``last(product.deposit.opened)`` is the last opening time.
@@ -15,6 +19,7 @@ Values that are times hold epoch seconds, so ``last(product.deposit.opened)`` is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from extractors.events import (
@@ -34,6 +39,9 @@ SOURCE_PROFILE = "client_profile"
 SOURCE_REGISTRY = "registry"
 SOURCE_APPLICATIONS = "applications"
 SOURCE_PRODUCTS = "products"
+SOURCE_HISTORY = "client_history"
+CLIENT_DATA_SOURCES = (SOURCE_PROFILE, SOURCE_REGISTRY)
+HISTORY = "history."  # the name prefix of a kept version of a client fact: history.segment
 
 COUNTERPARTY_KINDS = ("employer", "merchant", "person", "government", "bank")
 
@@ -106,6 +114,15 @@ def extract_client(event: ClientEvent) -> list[ReplaceSource]:
     ]
 
 
+def client_history(subject: str, version: float, facts: Sequence[Feature]) -> tuple[Feature, ...]:
+    """The version of client facts to keep: ``profile.region`` becomes ``history.region`` at the version's
+    time. Idempotent (the object is the version), so a replay or a redelivery adds nothing."""
+    return tuple(
+        Feature(subject, SOURCE_HISTORY, HISTORY + f.name.split(".", 1)[-1], f"v@{version:.3f}", f.value, version)
+        for f in facts
+    )
+
+
 def extract_application(event: ApplicationEvent) -> Feature:
     return Feature(
         event.client_id,
@@ -135,7 +152,12 @@ def extract(event: BankEvent, config: ExtractionConfig, origin: int = -1) -> lis
     if isinstance(event, TransactionDeleteEvent):
         return [DeleteObject(event.client_id, event.tx_id, origin)]
     if isinstance(event, ClientEvent):
-        return [ReplaceSource(op.subject, op.source, op.version, op.features, origin) for op in extract_client(event)]
+        replaces = extract_client(event)
+        history = client_history(event.client_id, event.ts, [f for op in replaces for f in op.features])
+        return [
+            *(ReplaceSource(op.subject, op.source, op.version, op.features, origin) for op in replaces),
+            AppendFeatures(history, origin),
+        ]
     if isinstance(event, ApplicationEvent):
         return [AppendFeatures((extract_application(event),), origin)]
     if isinstance(event, ProductEvent):

@@ -13,6 +13,8 @@ Uptake follows what banks see in their own data (and what real-time features exi
 - life events that raise the chance for weeks: a one-off large inflow (a bonus, the sale of a car or a flat)
   brings deposits and, for savers, investments; a trip booking brings travel insurance and a credit card; a
   salary raise brings a premium card and a mortgage; running short of money before payday brings a loan;
+  life events in the client data: a move to another region brings a mortgage, home insurance and a loan
+  for the furniture, and a retail client who opens a business takes acquiring and an overdraft;
 - thresholds: a deposit has a minimum amount and a brokerage account wants a cushion, so few open them below;
 - cross-selling: credit card holders take loans, deposit holders investments, acquiring clients an overdraft,
   while a premium card includes travel insurance;
@@ -128,6 +130,8 @@ class _Client:
     windfall_day: int = -NEVER
     trip_day: int = -NEVER
     raise_day: int = -NEVER
+    moved_day: int = -NEVER  # a move to another region (a client event says so)
+    business_day: int = -NEVER  # a retail client who opened a business (now an SME client)
 
 
 def _today_midnight() -> float:
@@ -236,9 +240,12 @@ class BankSimulator:
             if len(spend_30d) > 30:
                 spend_30d.pop(0)
             if day == profile_change_day:
-                c.region = str(rng.choice(REGIONS))
+                region = str(rng.choice(REGIONS))
+                if region != c.region:
+                    c.region, c.moved_day = region, day
                 if c.segment == "retail" and rng.random() < 0.2:
                     c.segment, c.industry = "sme", str(rng.choice(list(SME_INDUSTRIES)))
+                    c.business_day = day
                 yield self._client_event(c, day_ts + 3600 * 10, rng)
             spent_30d = sum(spend_30d)
             if day % 7 == 3:
@@ -413,6 +420,8 @@ class BankSimulator:
         windfall = day - c.windfall_day <= 45
         trip = day - c.trip_day <= 14
         raised = day - c.raise_day <= 90
+        moved = day - c.moved_day <= 60
+        new_business = day - c.business_day <= 90
         short = c.balance < 0.3 * c.income  # running short before payday
         x = {
             "deposit": -3.6 + 2.2 * c.saver + 0.9 * wealth + 2.5 * windfall,
@@ -430,8 +439,14 @@ class BankSimulator:
             + 0.6 * spend
             + 1.2 * _life_stage(c.age, 32, 10)
             + 1.6 * short
-            + 0.6 * ("credit_card" in c.held),
-            "mortgage": -5.2 + 1.2 * log_income + 2.0 * _life_stage(c.age, 32, 7) + 0.8 * c.saver + 1.5 * raised,
+            + 0.6 * ("credit_card" in c.held)
+            + 1.0 * moved,
+            "mortgage": -5.2
+            + 1.2 * log_income
+            + 2.0 * _life_stage(c.age, 32, 7)
+            + 0.8 * c.saver
+            + 1.5 * raised
+            + 1.5 * moved,
             "investments": -4.8
             + 1.2 * wealth
             + 1.2 * _life_stage(c.age, 50, 10)
@@ -442,9 +457,12 @@ class BankSimulator:
             + 1.0 * c.traveler
             + 0.01 * (c.age - 30)
             + 3.5 * trip
-            - 1.5 * ("premium_debit_card" in c.held),
-            "sme_overdraft": -2.6 - 0.8 * wealth + 0.6 * ("sme_acquiring" in c.held),
-            "sme_acquiring": -2.4 + (1.8 if SME_INDUSTRIES.get(c.industry or "") == "retail" else -0.6),
+            - 1.5 * ("premium_debit_card" in c.held)
+            + 1.5 * moved,
+            "sme_overdraft": -2.6 - 0.8 * wealth + 0.6 * ("sme_acquiring" in c.held) + 1.0 * new_business,
+            "sme_acquiring": -2.4
+            + (1.8 if SME_INDUSTRIES.get(c.industry or "") == "retail" else -0.6)
+            + 1.5 * new_business,
         }[product]
         chance = _sigmoid(x)
         if product == "deposit" and c.balance < MIN_DEPOSIT:

@@ -58,6 +58,7 @@ class TtlSettings(BaseModel):
         default_factory=lambda: {
             "transactions": 400.0,
             "client_profile": 3650.0,
+            "client_history": 3650.0,
             "registry": 3650.0,
             "applications": 400.0,
             "products": 3650.0,

@@ -4,6 +4,7 @@ uninterrupted ingest must reach in integration tests."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -96,19 +97,22 @@ class InMemoryFeatureStore:
         out: list[Value | None] = []
         for spec in specs:
             lo = at - spec.window_s if spec.window_s > 0 else -math.inf
-            rows = sorted(
+            history = sorted(
                 (
                     (f.time_use, f.value)
                     for f in self.features.values()
                     if f.subject == subject
                     and f.name == spec.feature
-                    and lo < f.time_use <= at
+                    and f.time_use <= at
                     and (f.expires_at is None or f.expires_at > at)
                 ),  # as the store: an expired row never counts
                 key=lambda row: (row[0], value_order(row[1])),
             )
+            rows = [row for row in history if row[0] > lo]
             numbers = [float(v) for _, v in rows if isinstance(v, int | float) and not isinstance(v, bool)]
-            if spec.fn == "count":
+            if spec.fn == "changes":  # against the version before, which may be older than the window
+                out.append(sum(1 for before, (t, v) in itertools.pairwise(history) if t > lo and v != before[1]))
+            elif spec.fn == "count":
                 out.append(len(rows))
             elif spec.fn == "last":
                 out.append(rows[-1][1] if rows else None)

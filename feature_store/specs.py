@@ -2,6 +2,9 @@
 
 A spec reads ``fn(feature, window)`` such as ``sum(tx.out.amount, 30d)`` or ``last(profile.segment)``; the
 window covers ``now - window < time_use <= now`` and no window means the whole stored history.
+``changes(history.region, 90d)`` counts the versions in the window whose value differs from the version before
+them (which may be older than the window): a feature kept as a history of versions, such as the client data
+history, says when a fact changed.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
-AggregateFn = Literal["sum", "count", "min", "max", "avg", "last"]
+AggregateFn = Literal["sum", "count", "min", "max", "avg", "last", "changes"]
 FUNCTIONS: tuple[str, ...] = get_args(AggregateFn)
 
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}

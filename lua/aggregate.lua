@@ -1,6 +1,6 @@
 -- Aggregation on demand: a list of specs computed in one call at a given `now` (point-in-time correct).
 --
--- A spec is {fn, name, window_seconds} with fn in sum|count|min|max|avg|last and window 0 meaning
+-- A spec is {fn, name, window_seconds} with fn in sum|count|min|max|avg|last|changes and window 0 meaning
 -- "all history". A window covers now - window < time_use <= now. Specs are grouped by feature name and
 -- each group is one scan of the subject's (subject, name_id) prefix of the primary index, as a `fun` chain with
 -- no intermediate tables: every stored row is touched at most once per request, only rows of the names asked.
@@ -12,9 +12,10 @@ local dict = require('dict')
 
 local M = {}
 
-local FUNCTIONS = {sum = true, count = true, min = true, max = true, avg = true, last = true}
+local FUNCTIONS = {sum = true, count = true, min = true, max = true, avg = true, last = true, changes = true}
 
--- Groups spec indexes by feature name; returns {name = {lowest_time_bound, {spec_index, ...}}}.
+-- Groups spec indexes by feature name; returns {name = {lowest_time_bound, {spec_index, ...}, versions}}, where
+-- versions is a list to collect the name's rows in when a `changes` spec asks for it (nil otherwise).
 local function group_by_name(specs, now)
     local groups = {}
     for i, spec in ipairs(specs) do
@@ -28,8 +29,11 @@ local function group_by_name(specs, now)
         local bound = window > 0 and (now - window) or -math.huge
         local group = groups[name]
         if group == nil then
-            groups[name] = {bound, {i}}
+            groups[name] = {bound, {i}, fn == 'changes' and {} or nil}
         else
+            if fn == 'changes' and group[3] == nil then
+                group[3] = {}
+            end
             if bound < group[1] then
                 group[1] = bound
             end
@@ -80,7 +84,7 @@ local function fold_row(state, specs, bounds, members, t)
                 end
             elseif fn == 'count' then
                 state.count[i] = (state.count[i] or 0) + 1
-            elseif numeric then
+            elseif numeric and fn ~= 'changes' then  -- changes are counted after the scan, in time order
                 state.sum[i] = (state.sum[i] or 0) + value
                 state.count[i] = (state.count[i] or 0) + 1
                 if state.min[i] == nil or value < state.min[i] then
@@ -94,8 +98,29 @@ local function fold_row(state, specs, bounds, members, t)
     end
 end
 
+-- `changes`: how many versions inside the window differ in value from the version just before them, which may
+-- lie before the window (a move to another region, a retail client who opened a business). The rows of a
+-- prefix come in object order, so they are sorted by time first; a history name holds a few versions per
+-- client, so the sort costs nothing that matters.
+local function count_changes(versions, bound)
+    table.sort(versions, function(a, b)
+        if a[1] ~= b[1] then
+            return a[1] < b[1]
+        end
+        return greater(b[2], a[2])
+    end)
+    local changes, previous = 0, nil
+    for k, version in ipairs(versions) do
+        if k > 1 and version[1] > bound and version[2] ~= previous then
+            changes = changes + 1
+        end
+        previous = version[2]
+    end
+    return changes
+end
+
 local function result_of(state, fn, i)
-    if fn == 'count' then
+    if fn == 'count' or fn == 'changes' then
         return state.count[i] or 0
     elseif fn == 'avg' then
         local n = state.count[i]
@@ -131,10 +156,22 @@ function M.aggregate(bucket_id, subject, now, specs)
     for name, group in pairs(groups) do
         local name_id = dict.find('name', name)
         if name_id ~= nil then  -- a name never stored has no rows
-            local members = group[2]
+            local members, versions = group[2], group[3]
             primary:pairs({subject, name_id}, {iterator = 'EQ'})
                 :filter(function(t) return t[C.F_TIME_USE] <= now and t[C.F_EXPIRES_AT] > now end)
-                :each(function(t) fold_row(state, specs, bounds, members, t) end)
+                :each(function(t)
+                    fold_row(state, specs, bounds, members, t)
+                    if versions ~= nil then
+                        versions[#versions + 1] = {t[C.F_TIME_USE], t[C.F_VALUE]}
+                    end
+                end)
+            if versions ~= nil then
+                for _, i in ipairs(members) do
+                    if specs[i][1] == 'changes' then
+                        state.count[i] = count_changes(versions, bounds[i])
+                    end
+                end
+            end
         end
     end
     local values = {}

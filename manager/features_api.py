@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
 from extractors.decode import shorten
 from extractors.events import Timestamp, TransactionEvent
-from extractors.extract import ExtractionConfig, extract
+from extractors.extract import CLIENT_DATA_SOURCES, ExtractionConfig, client_history, extract
 from extractors.ops import apply_ops
 from feature_store.client import FeatureStore
 from feature_store.records import Feature
@@ -68,7 +68,8 @@ async def replace_source(
     source: SourceName,
     body: ReplaceSourceBody,
 ) -> ReplaceResponse:
-    """Replace all features of ``source`` for ``subject`` atomically; an older version than stored is ignored."""
+    """Replace all features of ``source`` for ``subject`` atomically; an older version than stored is ignored.
+    Client data (``client_profile``, ``registry``) is also kept as history, as the consumer keeps it."""
     version = body.version if body.version is not None else time.time()
     features = tuple(
         Feature(
@@ -78,6 +79,9 @@ async def replace_source(
     )
     with STORE_LATENCY.labels("replace_source").time():
         answer = await _store(request).replace_source(subject, source, version, features)
+    if source in CLIENT_DATA_SOURCES:
+        with STORE_LATENCY.labels("put_features").time():
+            await _store(request).put_features(client_history(subject, version, features))
     return ReplaceResponse(
         applied=answer.applied,
         written=answer.written,

@@ -17,7 +17,10 @@ from recommenders.catalogue import Catalogue
 
 DAY = 86400.0
 # Raw view labels that are not model inputs as such (they become derived features below).
-NON_NUMERIC = {"last(profile.segment)", "last(profile.birth_date)", "last(profile.registered_at)"}
+# Client facts come from the newest client data (``profile.*``), or, as of a cut before it, from the version
+# kept in the client data history (``history.*``): training rows before a profile change see the profile of then.
+FACTS = ("segment", "birth_date", "registered_at")
+NON_NUMERIC = {f"last({source}.{fact})" for source in ("profile", "history") for fact in FACTS}
 BEHAVIOUR = (
     "spend_to_income",
     "balance_to_income",
@@ -188,9 +191,7 @@ def snapshot_from(
     specs = specs if specs is not None else all_specs(space, catalogue)
     by_label = {spec.label: value for spec, value in zip(specs, values, strict=True)}
     view_values = {s.label: by_label[s.label] for s in space.view}
-    birth = by_label.get("last(profile.birth_date)")
-    registered = by_label.get("last(profile.registered_at)")
-    segment = by_label.get("last(profile.segment)")
+    birth, segment, registered = (_fact(by_label, fact) for fact in ("birth_date", "segment", "registered_at"))
     held: set[str] = set()
     applied: set[str] = set()
     for product in catalogue.ids:
@@ -213,6 +214,12 @@ def snapshot_from(
         held=held,
         applied=applied,
     )
+
+
+def _fact(by_label: dict[str, object], fact: str) -> object:
+    """The newest client data's fact when it is older than the snapshot; otherwise the version of then."""
+    value = by_label.get(f"last(profile.{fact})")
+    return value if value is not None else by_label.get(f"last(history.{fact})")
 
 
 def _window(days: float) -> str:

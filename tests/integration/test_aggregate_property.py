@@ -1,9 +1,11 @@
 """Property: the storage's Lua aggregates equal a plain-Python reference on random data, for every function
-and at the window edges (a window covers now - window < time_use <= now)."""
+(`changes` included: versions equal to the one before do not count) and at the window edges (a window covers
+now - window < time_use <= now)."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import math
 import uuid
 from collections.abc import Iterator
@@ -25,6 +27,9 @@ NAMES = ["a", "b"]
 
 def reference(rows: list[tuple[str, float, float]], spec: AggregateSpec, now: float) -> float | int | None:
     lo = now - spec.window_s if spec.window_s > 0 else -math.inf
+    if spec.fn == "changes":  # each version in the window against the one before it, wherever that one is
+        versions = sorted((t, v) for name, t, v in rows if name == spec.feature and t <= now)
+        return sum(1 for before, (t, v) in itertools.pairwise(versions) if t > lo and v != before[1])
     picked = sorted(((t, v) for name, t, v in rows if name == spec.feature and lo < t <= now), key=lambda p: p[0])
     values = [v for _, v in picked]
     if spec.fn == "count":
@@ -41,8 +46,10 @@ edge_offsets = st.sampled_from(
     [0.0, -60.0, -3600.0, -86400.0, -30 * 86400.0, 1.0, 0.5, -59.5, -60.5, -3599.0, -86401.0, -30 * 86400.0 + 1]
 )
 offsets = st.one_of(edge_offsets, st.floats(-40 * 86400.0, 3600.0, allow_nan=False))
+# a few repeated values, so that `changes` meets versions equal to the one before
+values = st.one_of(st.sampled_from([1.0, 2.0]), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False))
 rows_strategy = st.lists(
-    st.tuples(st.sampled_from(NAMES), offsets, st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False)),
+    st.tuples(st.sampled_from(NAMES), offsets, values),
     max_size=60,
 )
 specs_strategy = st.lists(

@@ -92,9 +92,17 @@ def test_client_event_replaces_profile_and_registry() -> None:
         }
     )
     ops = extract(event, ExtractionConfig(), origin=3)
-    assert [type(op) for op in ops] == [ReplaceSource, ReplaceSource]
-    profile, registry = ops
+    assert [type(op) for op in ops] == [ReplaceSource, ReplaceSource, AppendFeatures]
+    profile, registry, history = ops
     assert isinstance(profile, ReplaceSource) and isinstance(registry, ReplaceSource)
+    assert isinstance(history, AppendFeatures) and history.origin == 3
+    # every fact is kept again as a version: same value, at the event's time, the version as object
+    assert {(f.source, f.name, f.object, f.value, f.time_use) for f in history.features} == {
+        ("client_history", "history.segment", "v@1772359200.000", "sme", 1772359200),
+        ("client_history", "history.region", "v@1772359200.000", "kazan", 1772359200),
+        ("client_history", "history.birth_date", "v@1772359200.000", 325987200.0, 1772359200),
+        ("client_history", "history.industry_code", "v@1772359200.000", "47.11", 1772359200),
+    }
     assert profile.source == "client_profile" and profile.version == 1772359200 and profile.origin == 3
     assert {f.name: f.value for f in profile.features} == {
         "profile.segment": "sme",

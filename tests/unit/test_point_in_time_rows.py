@@ -61,3 +61,38 @@ async def test_held_applied_and_ineligible_products_are_masked_and_labels_come_f
     assert mask["credit_card"] == 1 and labels["credit_card"] == 1
     assert labels["sme_overdraft"] == 1  # the label is kept; the mask keeps it out of training and scoring
     assert data.features[0, space.names.index("sum(tx.out.amount,30d)")] == np.float32(5000.0)
+
+
+async def test_a_row_before_a_profile_change_sees_the_profile_of_then() -> None:
+    """The newest client data (``profile.*``) is dated at its change, so as of an earlier cut it is not there
+    yet; the version kept in the history (``history.*``) gives the facts of then. Before the history, such a
+    client had no segment or age at that cut, and most products were masked as not eligible."""
+    catalogue = load_catalogue(ROOT / "deploy" / "products.toml")
+    space = FeatureSpace.from_view(
+        [
+            "last(profile.segment)",
+            "last(profile.birth_date)",
+            "last(profile.registered_at)",
+            "last(history.segment)",
+            "last(history.birth_date)",
+            "last(history.registered_at)",
+            "changes(history.region, 90d)",
+        ]
+    )
+    as_of_then = {  # the client became an SME after the cut: the profile's newest version is not visible yet
+        "last(history.segment)": "retail",
+        "last(history.birth_date)": CUT - 30 * 365.25 * DAY,
+        "last(history.registered_at)": CUT - 400 * DAY,
+        "changes(history.region,90d)": 1,
+    }
+    store = LabelStore({"c1": as_of_then}, {})
+    data = await build_dataset(cast(FeatureStore, store), space, catalogue, ["c1"], [CUT], 30)
+    snapshot = data.snapshots[0]
+    assert snapshot.segment == "retail" and snapshot.age_years is not None and round(snapshot.age_years) == 30
+    mask = dict(zip(catalogue.ids, data.mask[0].tolist(), strict=True))
+    assert mask["credit_card"] == 1 and mask["sme_acquiring"] == 0  # eligible as the retail client of then
+    assert data.features[0, space.names.index("changes(history.region,90d)")] == np.float32(1)
+    # the newest data wins where it is already there (serving: it is the same version)
+    newest = {**as_of_then, "last(profile.segment)": "sme"}
+    data = await build_dataset(cast(FeatureStore, LabelStore({"c1": newest}, {})), space, catalogue, ["c1"], [CUT], 30)
+    assert data.snapshots[0].segment == "sme"

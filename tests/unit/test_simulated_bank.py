@@ -110,6 +110,8 @@ def _chance(product: str, **changes: object) -> float:
         ("premium_debit_card", "raise_day", 30, 90),
         ("credit_card", "raise_day", 30, 90),
         ("mortgage", "raise_day", 30, 90),
+        ("mortgage", "moved_day", 20, 60),
+        ("insurance", "moved_day", 20, 60),
     ],
 )
 def test_a_life_event_raises_the_chance_for_weeks_then_fades(
@@ -124,6 +126,33 @@ def test_a_windfall_brings_investments_to_savers_only() -> None:
     recent = DAY_INDEX - 10
     assert _chance("investments", saver=0.6, windfall_day=recent) > 5 * _chance("investments", saver=0.6)
     assert _chance("investments", saver=0.2, windfall_day=recent) == _chance("investments", saver=0.2)
+
+
+def test_a_move_brings_a_loan_and_a_new_business_brings_acquiring_and_an_overdraft() -> None:
+    moved = DAY_INDEX - 20
+    assert _chance("consumer_loan", moved_day=moved) > 2 * _chance("consumer_loan")
+    assert _chance("consumer_loan", moved_day=DAY_INDEX - 61) == _chance("consumer_loan")
+    business = {"segment": "sme", "industry": "62.01"}
+    for product in ("sme_acquiring", "sme_overdraft"):
+        opened = _chance(product, business_day=DAY_INDEX - 30, **business)
+        assert opened > 1.8 * _chance(product, **business), product
+        assert _chance(product, business_day=DAY_INDEX - 91, **business) == _chance(product, **business)
+
+
+def test_profile_changes_are_client_events_with_the_new_facts() -> None:
+    """A move or a new business reaches the bank as a client event on its day, after the first one; the
+    client's uptake rules see the same day (``moved_day``, ``business_day``)."""
+    _, events = _events(300, 120, seed=7)
+    versions = defaultdict(list)
+    for topic, key, payload in events:
+        if topic == "clients":
+            versions[key].append(payload)
+    changed = {key: v for key, v in versions.items() if len(v) > 1}
+    assert changed, "some clients change their profile"
+    moves = [v for v in changed.values() if v[0]["region"] != v[1]["region"]]
+    businesses = [v for v in changed.values() if v[0]["segment"] == "retail" and v[1]["segment"] == "sme"]
+    assert moves and businesses
+    assert all(v[1]["ts"] > v[0]["ts"] for v in changed.values())  # type: ignore[operator]
 
 
 def test_running_short_brings_a_loan() -> None:
