@@ -3,9 +3,9 @@
 For a client and a cut time t: the features are the serving view aggregated *as of t* (the store only counts
 features with time_use <= t), and the label of a product is 1 when the client applied for or opened it in
 (t, t + horizon]. Products the client already held, had applied for, or was not eligible for at t are masked
-out: the manager would never recommend them, so models neither learn from nor are scored on them. Caveat:
-client-data sources keep only their newest version, so profile facts (segment, region) are as of today, not as
-of t.
+out: the manager would never recommend them, so models neither learn from nor are scored on them. Client
+facts (segment, age, tenure) are as of t too: the newest client data where it is older than t, otherwise the
+version kept in the client data history (``history.*``).
 """
 
 from __future__ import annotations

@@ -136,6 +136,8 @@ class Validation:
                     "weights": self.blend.weights,
                     "map": round(self.blend.validation_map, 4),
                     "map_alone": {s: round(v, 4) for s, v in self.blend.alone.items()},
+                    # the best mixture over the best single source, and the lower end of its one-sided interval
+                    "mixture_gain": [round(self.blend.mixture_gain, 4), round(self.blend.mixture_gain_low, 4)],
                 }
                 if self.blend is not None
                 else {}
@@ -249,7 +251,7 @@ def _validate(
     fitted = _fitted(fit_set, products, boosters)
     sources = _sources_by_cut(validation, products, space, catalogue, fitted)
     base = baselines.base_rate_matrix(validation, products, fitted.segment_popularity, fitted.popularity)
-    learned = learn_weights(sources, base, validation.labels, validation.mask, config.k)
+    learned = learn_weights(sources, base, validation.labels, validation.mask, config.k, np.array(validation.clients))
     return Validation(shapes, learned, len(validation.clients))
 
 

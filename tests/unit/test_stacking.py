@@ -2,7 +2,7 @@
 the server's ``decision.blend`` and ``holdout.average_precision_at_k`` row by row (including scorers that
 answered nothing for a row, and the base-rate weight); the weight grid covers the simplex and every source
 alone; and the learned weights find the informative source and are never worse on the validation cut than
-any single source."""
+any single source, while a mixture is served only when it beats the best single source with confidence."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from recommenders.decision import blend
 from recommenders.holdout import average_precision_at_k
 from recommenders.scorer import ProductScore
-from recommenders.stacking import SOURCES, average_precision_rows, blend_matrix, learn_weights, weight_grid
+from recommenders.stacking import (
+    SOURCES,
+    average_precision_rows,
+    blend_matrix,
+    gain_lower_bound,
+    learn_weights,
+    weight_grid,
+)
 
 PRODUCTS = [f"p{j}" for j in range(6)]
 PROPERTY = settings(max_examples=60, deadline=None, derandomize=True)
@@ -100,3 +107,57 @@ def test_a_source_missing_on_validation_gets_weight_zero_not_the_default() -> No
     del sources["als"]  # e.g. nobody held a product at the validation cut
     learned = learn_weights(sources, base, labels, allowed, 3)
     assert set(learned.weights) == set(SOURCES) and learned.weights["als"] == 0.0
+
+
+def _informative(rng: np.random.Generator, truth: np.ndarray, knows: np.ndarray) -> np.ndarray:
+    """Scores that follow the truth on the products ``knows`` marks and are noise on the others."""
+    return np.where(knows, np.clip(truth + rng.normal(0, 0.3, truth.shape), 0, 1), rng.random(truth.shape))
+
+
+def test_sources_that_only_look_better_by_luck_stay_out_of_the_blend() -> None:
+    """The best of 286 weightings beats XGBoost alone on the validation rows by chance even when the other
+    sources are noise; that gain is not confident, so XGBoost is served alone."""
+    rng = np.random.default_rng(0)
+    shape = (300, len(PRODUCTS))
+    truth = rng.random(shape)
+    labels = (truth > 0.85).astype(np.float32)
+    sources = {
+        "xgboost": _informative(rng, truth, np.ones(shape, dtype=bool)),
+        "als": rng.random(shape),
+        "expert": rng.random(shape),
+    }
+    base = np.tile(rng.random(len(PRODUCTS)) * 0.1, (300, 1))
+    learned = learn_weights(sources, base, labels, np.ones(shape), 3)
+    assert learned.mixture_gain > 0  # the grid's best mixture did look better here
+    assert learned.mixture_gain_low <= 0
+    assert learned.weights == {"xgboost": 1.0, "als": 0.0, "expert": 0.0, "base_rate": 0.0}
+    assert learned.validation_map == learned.alone["xgboost"]
+
+
+def test_sources_that_know_different_products_are_blended() -> None:
+    rng = np.random.default_rng(1)
+    shape = (300, len(PRODUCTS))
+    truth = rng.random(shape)
+    labels = (truth > 0.85).astype(np.float32)
+    first_half = np.arange(len(PRODUCTS)) < len(PRODUCTS) // 2
+    sources = {
+        "xgboost": _informative(rng, truth, np.tile(first_half, (300, 1))),
+        "expert": _informative(rng, truth, np.tile(~first_half, (300, 1))),
+    }
+    base = np.tile(rng.random(len(PRODUCTS)) * 0.1, (300, 1))
+    learned = learn_weights(sources, base, labels, np.ones(shape), 3)
+    assert learned.mixture_gain_low > 0
+    assert learned.weights["xgboost"] > 0 and learned.weights["expert"] > 0
+    assert learned.validation_map > max(learned.alone.values()) + 0.02
+
+
+def test_a_clients_rows_are_resampled_together() -> None:
+    """Four copies of each client's row are one client's evidence, not four: the interval is as wide as with
+    one row each, not half as wide."""
+    rng = np.random.default_rng(0)
+    gain = rng.normal(0.01, 0.1, 200)
+    alone = gain_lower_bound(gain, None)
+    copies = gain_lower_bound(np.repeat(gain, 4), np.repeat(np.arange(200), 4))
+    as_rows = gain_lower_bound(np.repeat(gain, 4), None)
+    assert copies == pytest.approx(alone, abs=0.004)
+    assert as_rows > alone + 0.003
