@@ -8,10 +8,11 @@ Feature names (the catalogue the feature views and models refer to):
 - client data (replace): source ``client_profile``: ``profile.segment``, ``profile.birth_date``,
   ``profile.region``, ``profile.registered_at``; source ``registry``: ``registry.industry_code``,
   ``registry.director_birth_date`` (object = client_id, time_use = ts)
-- client data history (append): every version of those facts again as ``history.<fact>`` (``history.segment``,
-  ``history.region``, ...) in source ``client_history``, object = ``v@<ts>``, time_use = ts. The replace keeps
-  only the newest version, which is right for serving; training needs the facts as of a past cut and when
-  they changed (``changes(history.region, 90d)``: a move), so the versions are kept too.
+- client data history (append): every version of those facts again as ``history.<name>``
+  (``history.profile.segment``, ``history.registry.industry_code``, ...) in source ``client_history``, object =
+  ``v@<ts>``, time_use = ts. The replace keeps only the newest version, which is right for serving; training
+  needs the facts as of a past cut and when they changed (``changes(history.profile.region, 90d)``: a move),
+  so the versions are kept too.
 - applications (append): ``app.<product>.<status>`` = ts (object = application_id)
 - products (append): ``product.<product>.<action>`` = ts (object = ``<product>@<ts>``)
 Values that are times hold epoch seconds, so ``last(product.deposit.opened)`` is the last opening time.
@@ -40,8 +41,9 @@ SOURCE_REGISTRY = "registry"
 SOURCE_APPLICATIONS = "applications"
 SOURCE_PRODUCTS = "products"
 SOURCE_HISTORY = "client_history"
-CLIENT_DATA_SOURCES = (SOURCE_PROFILE, SOURCE_REGISTRY)
-HISTORY = "history."  # the name prefix of a kept version of a client fact: history.segment
+# client-data source -> the prefix of its fact names; only such names are kept as history
+CLIENT_DATA_PREFIXES = {SOURCE_PROFILE: "profile.", SOURCE_REGISTRY: "registry."}
+HISTORY = "history."  # the name prefix of a kept version of a client fact: history.profile.segment
 
 COUNTERPARTY_KINDS = ("employer", "merchant", "person", "government", "bank")
 
@@ -115,11 +117,13 @@ def extract_client(event: ClientEvent) -> list[ReplaceSource]:
 
 
 def client_history(subject: str, version: float, facts: Sequence[Feature]) -> tuple[Feature, ...]:
-    """The version of client facts to keep: ``profile.region`` becomes ``history.region`` at the version's
-    time. Idempotent (the object is the version), so a replay or a redelivery adds nothing."""
+    """The version of client facts to keep: ``profile.region`` becomes ``history.profile.region`` at the
+    version's time (only names of their own source's prefix: nothing else can write into a history name).
+    Idempotent (the object is the version, to the microsecond), so a replay or a redelivery adds nothing."""
     return tuple(
-        Feature(subject, SOURCE_HISTORY, HISTORY + f.name.split(".", 1)[-1], f"v@{version:.3f}", f.value, version)
+        Feature(subject, SOURCE_HISTORY, HISTORY + f.name, f"v@{version:.6f}", f.value, version)
         for f in facts
+        if f.name.startswith(CLIENT_DATA_PREFIXES.get(f.source, "\0"))
     )
 
 

@@ -111,7 +111,10 @@ class InMemoryFeatureStore:
             rows = [row for row in history if row[0] > lo]
             numbers = [float(v) for _, v in rows if isinstance(v, int | float) and not isinstance(v, bool)]
             if spec.fn == "changes":  # against the version before, which may be older than the window
-                out.append(sum(1 for before, (t, v) in itertools.pairwise(history) if t > lo and v != before[1]))
+                changed = (
+                    value_order(v) != value_order(was) for (_, was), (t, v) in itertools.pairwise(history) if t > lo
+                )
+                out.append(sum(changed))  # as the store: true is not 1
             elif spec.fn == "count":
                 out.append(len(rows))
             elif spec.fn == "last":

@@ -2,7 +2,7 @@
 
 A spec reads ``fn(feature, window)`` such as ``sum(tx.out.amount, 30d)`` or ``last(profile.segment)``; the
 window covers ``now - window < time_use <= now`` and no window means the whole stored history.
-``changes(history.region, 90d)`` counts the versions in the window whose value differs from the version before
+``changes(history.profile.region, 90d)`` counts the versions in the window whose value differs from the version before
 them (which may be older than the window): a feature kept as a history of versions, such as the client data
 history, says when a fact changed.
 """

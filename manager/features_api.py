@@ -10,7 +10,7 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
 from extractors.decode import shorten
 from extractors.events import Timestamp, TransactionEvent
-from extractors.extract import CLIENT_DATA_SOURCES, ExtractionConfig, client_history, extract
+from extractors.extract import ExtractionConfig, client_history, extract
 from extractors.ops import apply_ops
 from feature_store.client import FeatureStore
 from feature_store.records import Feature
@@ -69,7 +69,9 @@ async def replace_source(
     body: ReplaceSourceBody,
 ) -> ReplaceResponse:
     """Replace all features of ``source`` for ``subject`` atomically; an older version than stored is ignored.
-    Client data (``client_profile``, ``registry``) is also kept as history, as the consumer keeps it."""
+    Client data (``client_profile``, ``registry``) is also kept as history at the version's time, as the
+    consumer keeps it (an older version too: it is a true past state). Send the whole profile, segment
+    included, as a client event carries it."""
     version = body.version if body.version is not None else time.time()
     features = tuple(
         Feature(
@@ -77,11 +79,14 @@ async def replace_source(
         )
         for f in body.features
     )
+    history = client_history(subject, version, features)
+    if history:  # first, as the consumer applies it: a replace never shows without its history
+        with STORE_LATENCY.labels("put_features").time():
+            kept = await _store(request).put_features(history)
+        if kept.refused:
+            raise HTTPException(status.HTTP_409_CONFLICT, f"the store refused the history: {kept.refused[0][1]}")
     with STORE_LATENCY.labels("replace_source").time():
         answer = await _store(request).replace_source(subject, source, version, features)
-    if source in CLIENT_DATA_SOURCES:
-        with STORE_LATENCY.labels("put_features").time():
-            await _store(request).put_features(client_history(subject, version, features))
     return ReplaceResponse(
         applied=answer.applied,
         written=answer.written,

@@ -18,9 +18,10 @@ from recommenders.catalogue import Catalogue
 DAY = 86400.0
 # Raw view labels that are not model inputs as such (they become derived features below).
 # Client facts come from the newest client data (``profile.*``), or, as of a cut before it, from the version
-# kept in the client data history (``history.*``): training rows before a profile change see the profile of then.
+# kept in the client data history (``history.profile.*``): training rows before a profile change see the
+# profile of then.
 FACTS = ("segment", "birth_date", "registered_at")
-NON_NUMERIC = {f"last({source}.{fact})" for source in ("profile", "history") for fact in FACTS}
+NON_NUMERIC = {f"last({prefix}profile.{fact})" for prefix in ("", "history.") for fact in FACTS}
 BEHAVIOUR = (
     "spend_to_income",
     "balance_to_income",
@@ -191,7 +192,12 @@ def snapshot_from(
     specs = specs if specs is not None else all_specs(space, catalogue)
     by_label = {spec.label: value for spec, value in zip(specs, values, strict=True)}
     view_values = {s.label: by_label[s.label] for s in space.view}
-    birth, segment, registered = (_fact(by_label, fact) for fact in ("birth_date", "segment", "registered_at"))
+    # The newest version is visible when its segment is (every client event carries one); then a fact it left
+    # out stays out. Before it (a training cut), the version of then comes from the history.
+    facts = "profile." if by_label.get("last(profile.segment)") is not None else "history.profile."
+    birth, segment, registered = (
+        by_label.get(f"last({facts}{fact})") for fact in ("birth_date", "segment", "registered_at")
+    )
     held: set[str] = set()
     applied: set[str] = set()
     for product in catalogue.ids:
@@ -214,12 +220,6 @@ def snapshot_from(
         held=held,
         applied=applied,
     )
-
-
-def _fact(by_label: dict[str, object], fact: str) -> object:
-    """The newest client data's fact when it is older than the snapshot; otherwise the version of then."""
-    value = by_label.get(f"last(profile.{fact})")
-    return value if value is not None else by_label.get(f"last(history.{fact})")
 
 
 def _window(days: float) -> str:

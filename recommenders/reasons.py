@@ -77,7 +77,7 @@ def _describe(name: str, high: bool) -> str:
         return f"{'high' if high else 'low'} {name}"
     fn, feature, window = match.groups()
     if fn == "changes":  # a life event in the client data: "region changed over the last 90 days"
-        fact = feature.split(".", 1)[-1].replace("_", " ")
+        fact = feature.rsplit(".", 1)[-1].replace("_", " ")
         text = f"{fact} {'changed' if high else 'unchanged'}"
     elif fn == "count":
         text = f"{'frequent' if high else 'little or no'} {_feature_words(feature)}"

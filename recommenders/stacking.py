@@ -9,9 +9,10 @@ its best part.
 
 A few hundred validation clients make the best of 286 weightings partly luck: on banks where the other sources
 add nothing, the chosen mixture moved from bank to bank and served worse than XGBoost alone on the holdout.
-So a mixture is kept only when it beats the best single source on the validation clients with confidence
-(the lower end of a one-sided 95 % paired bootstrap interval of the gain above zero); otherwise the best
-single source is served alone.
+So a mixture is kept only when it beats the best single source on the validation clients with confidence:
+picked on one half of the clients and compared on the other (both ways round), the lower end of a one-sided
+95 % bootstrap interval of that held-out gain must be above zero; otherwise the best single source is served
+alone.
 
 Matrices here are rows x products; NaN means "this scorer did not score this product for this client", which
 the blend reads as the product's base rate, exactly as ``decision.blend`` does at serving time.
@@ -93,32 +94,55 @@ def learn_weights(
     k: int,
     groups: np.ndarray | None = None,
 ) -> LearnedBlend:
-    """The grid weighting with the best validation MAP@k, when it beats the best single source with
-    confidence; the best single source otherwise. On a tie the earlier grid point wins (less weight on the
-    earlier-listed sources is tried first, so ties lean to the base rate, the simplest model). ``groups``
-    names each row's client, so several rows of a client are resampled together (default: a client a row)."""
-    names = tuple(s for s in SOURCES if s in sources or s == "base_rate")
-    everything = {**sources, "base_rate": base}
-    best: tuple[float, dict[str, float]] | None = None
-    for weights in weight_grid(names):
-        score = float(average_precision_rows(blend_matrix(everything, base, weights), labels, allowed, k).mean())
-        if best is None or score > best[0] + 1e-12:
-            best = (score, weights)
-    assert best is not None
-    ap_alone = {
-        s: average_precision_rows(np.where(np.isnan(m), base, m), labels, allowed, k) for s, m in everything.items()
-    }
-    alone = {s: float(ap.mean()) for s, ap in ap_alone.items()}
-    single = max(names, key=lambda s: (alone[s], -names.index(s)))  # ties: the earlier-listed source
+    """The grid weighting with the best validation MAP@k, when a mixture beats the best single source with
+    confidence; the best single source otherwise. Ties go to the earlier grid point (the base rate first: the
+    simplest model). ``groups`` names each row's client (default: a client a row).
+
+    The confidence is cross-fitted: the best of 286 weightings on the rows it was picked on always looks a
+    little better than it is, so the clients are split in two, the mixture and the single source are picked
+    on one half and compared on the other, both ways round, and the bootstrap bounds those held-out gains."""
+    # a source that scored nobody here is absent: alone it would tie with the base rate, unvalidated
+    present = {name: m for name, m in sources.items() if not np.all(np.isnan(m))}
+    names = tuple(s for s in SOURCES if s in present or s == "base_rate")
+    everything = {**present, "base_rate": base}
+    grid = weight_grid(names)
+    # AP@k of every weighting (grid x validation rows with an uptake)
+    ap = np.stack([average_precision_rows(blend_matrix(everything, base, w), labels, allowed, k) for w in grid])
+    single_of = {max(w, key=lambda s: w[s]): i for i, w in enumerate(grid) if max(w.values()) == 1.0}
+    singles = np.array(sorted(single_of.values()))
+    everyone = np.arange(len(grid))
     relevant = ((labels > 0) & (allowed > 0)).any(axis=1)
-    gain = average_precision_rows(blend_matrix(everything, base, best[1]), labels, allowed, k) - ap_alone[single]
-    low = gain_lower_bound(gain, None if groups is None else groups[relevant])
-    chosen = best[1] if low > 0 else {s: float(s == single) for s in names}
+    row_groups = (np.asarray(groups) if groups is not None else np.arange(len(labels)))[relevant]
+    rows = np.ones(ap.shape[1], dtype=bool)
+    mixture, single = _best(ap, everyone, rows), _best(ap, singles, rows)
+    gain = _held_out_gain(ap, everyone, singles, row_groups)
+    low = gain_lower_bound(gain, row_groups)
+    chosen = mixture if low > 0 else single
     # a source without scores here gets weight 0, not the blend's default of 1 for a source it is not told of
-    weights = {s: chosen.get(s, 0.0) for s in SOURCES}
-    score = best[0] if low > 0 else alone[single]
-    clients = int(relevant.sum())
-    return LearnedBlend(weights, score, alone, clients, float(gain.mean()) if len(gain) else 0.0, low)
+    weights = {s: grid[chosen].get(s, 0.0) for s in SOURCES}
+    alone = {s: float(ap[i].mean()) if ap.shape[1] else 0.0 for s, i in single_of.items()}
+    score = float(ap[chosen].mean()) if ap.shape[1] else 0.0
+    return LearnedBlend(weights, score, alone, int(relevant.sum()), float(gain.mean()) if len(gain) else 0.0, low)
+
+
+def _best(ap: np.ndarray, candidates: np.ndarray, rows: np.ndarray) -> int:
+    """The candidate weighting with the best mean AP on ``rows``; the earliest on a tie (float noise aside)."""
+    if not rows.any():
+        return int(candidates[0])
+    scores = ap[candidates][:, rows].mean(axis=1)
+    return int(candidates[np.flatnonzero(scores >= scores.max() - 1e-12)[0]])
+
+
+def _held_out_gain(ap: np.ndarray, everyone: np.ndarray, singles: np.ndarray, groups: np.ndarray) -> np.ndarray:
+    """Per row, the gain of the best mixture over the best single source, both picked on the other half of
+    the clients (two folds of whole clients, fixed seed)."""
+    clients = np.unique(groups)
+    half = np.isin(groups, np.random.default_rng(0).permutation(clients)[: len(clients) // 2])
+    gain = np.zeros(len(groups))
+    for test in (half, ~half):
+        fit = ~test
+        gain[test] = ap[_best(ap, everyone, fit), test] - ap[_best(ap, singles, fit), test]
+    return gain
 
 
 def gain_lower_bound(gain: np.ndarray, groups: np.ndarray | None = None) -> float:

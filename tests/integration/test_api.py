@@ -224,23 +224,26 @@ async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str, se
     # client data is kept as history too, the late older version included: the facts as of a past time
     history = {(r["name"], r["value"], r["time_use"]) for r in rows if r["source"] == "client_history"}
     assert history == {
-        ("history.segment", "sme", 2000000000),
-        ("history.region", "kazan", 2000000000),
-        ("history.segment", "retail", 1900000000),
+        ("history.profile.segment", "sme", 2000000000),
+        ("history.profile.region", "kazan", 2000000000),
+        ("history.profile.segment", "retail", 1900000000),
     }
     as_of = await api.post(
         f"/v1/subjects/{subject}/aggregate",
         headers=READER,
         json={
             "now": 1950000000,
-            "specs": [{"feature": "history.segment", "fn": "last"}, {"feature": "profile.segment", "fn": "last"}],
+            "specs": [
+                {"feature": "history.profile.segment", "fn": "last"},
+                {"feature": "profile.segment", "fn": "last"},
+            ],
         },
     )
     assert as_of.json()["values"] == ["retail", None]
     changed = await api.post(
         f"/v1/subjects/{subject}/aggregate",
         headers=READER,
-        json={"now": 2000000001, "specs": [{"feature": "history.segment", "fn": "changes", "window": "365d"}]},
+        json={"now": 2000000001, "specs": [{"feature": "history.profile.segment", "fn": "changes", "window": "365d"}]},
     )
     assert changed.json()["values"] == [1]
     view = await api.get(

@@ -98,10 +98,10 @@ def test_client_event_replaces_profile_and_registry() -> None:
     assert isinstance(history, AppendFeatures) and history.origin == 3
     # every fact is kept again as a version: same value, at the event's time, the version as object
     assert {(f.source, f.name, f.object, f.value, f.time_use) for f in history.features} == {
-        ("client_history", "history.segment", "v@1772359200.000", "sme", 1772359200),
-        ("client_history", "history.region", "v@1772359200.000", "kazan", 1772359200),
-        ("client_history", "history.birth_date", "v@1772359200.000", 325987200.0, 1772359200),
-        ("client_history", "history.industry_code", "v@1772359200.000", "47.11", 1772359200),
+        ("client_history", "history.profile.segment", "v@1772359200.000000", "sme", 1772359200),
+        ("client_history", "history.profile.region", "v@1772359200.000000", "kazan", 1772359200),
+        ("client_history", "history.profile.birth_date", "v@1772359200.000000", 325987200.0, 1772359200),
+        ("client_history", "history.registry.industry_code", "v@1772359200.000000", "47.11", 1772359200),
     }
     assert profile.source == "client_profile" and profile.version == 1772359200 and profile.origin == 3
     assert {f.name: f.value for f in profile.features} == {

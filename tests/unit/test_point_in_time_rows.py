@@ -73,17 +73,17 @@ async def test_a_row_before_a_profile_change_sees_the_profile_of_then() -> None:
             "last(profile.segment)",
             "last(profile.birth_date)",
             "last(profile.registered_at)",
-            "last(history.segment)",
-            "last(history.birth_date)",
-            "last(history.registered_at)",
-            "changes(history.region, 90d)",
+            "last(history.profile.segment)",
+            "last(history.profile.birth_date)",
+            "last(history.profile.registered_at)",
+            "changes(history.profile.region, 90d)",
         ]
     )
     as_of_then = {  # the client became an SME after the cut: the profile's newest version is not visible yet
-        "last(history.segment)": "retail",
-        "last(history.birth_date)": CUT - 30 * 365.25 * DAY,
-        "last(history.registered_at)": CUT - 400 * DAY,
-        "changes(history.region,90d)": 1,
+        "last(history.profile.segment)": "retail",
+        "last(history.profile.birth_date)": CUT - 30 * 365.25 * DAY,
+        "last(history.profile.registered_at)": CUT - 400 * DAY,
+        "changes(history.profile.region,90d)": 1,
     }
     store = LabelStore({"c1": as_of_then}, {})
     data = await build_dataset(cast(FeatureStore, store), space, catalogue, ["c1"], [CUT], 30)
@@ -91,8 +91,8 @@ async def test_a_row_before_a_profile_change_sees_the_profile_of_then() -> None:
     assert snapshot.segment == "retail" and snapshot.age_years is not None and round(snapshot.age_years) == 30
     mask = dict(zip(catalogue.ids, data.mask[0].tolist(), strict=True))
     assert mask["credit_card"] == 1 and mask["sme_acquiring"] == 0  # eligible as the retail client of then
-    assert data.features[0, space.names.index("changes(history.region,90d)")] == np.float32(1)
-    # the newest data wins where it is already there (serving: it is the same version)
-    newest = {**as_of_then, "last(profile.segment)": "sme"}
+    assert data.features[0, space.names.index("changes(history.profile.region,90d)")] == np.float32(1)
+    # once the newest version is there (serving), its facts hold, and one it left out stays out
+    newest = {**as_of_then, "last(profile.segment)": "sme", "last(profile.registered_at)": CUT - 400 * DAY}
     data = await build_dataset(cast(FeatureStore, LabelStore({"c1": newest}, {})), space, catalogue, ["c1"], [CUT], 30)
-    assert data.snapshots[0].segment == "sme"
+    assert data.snapshots[0].segment == "sme" and data.snapshots[0].age_years is None

@@ -15,8 +15,8 @@ def test_reasons_read_like_a_banker_and_follow_the_clients_level() -> None:
     assert describe("inflow_spike", 1.0) == "high recent one-off inflow for the income"
     assert describe("holds.credit_card", 1.0) == "holds a credit card"
     assert describe("holds.deposit", -1.0) == "has no deposit"
-    assert describe("changes(history.region,90d)", 1.0) == "region changed over the last 90 days"
-    assert describe("changes(history.segment,180d)", -1.0) == "segment unchanged over the last 180 days"
+    assert describe("changes(history.profile.region,90d)", 1.0) == "region changed over the last 90 days"
+    assert describe("changes(history.profile.segment,180d)", -1.0) == "segment unchanged over the last 180 days"
 
 
 def test_every_derived_feature_has_words() -> None:

@@ -155,6 +155,28 @@ def test_profile_changes_are_client_events_with_the_new_facts() -> None:
     assert all(v[1]["ts"] > v[0]["ts"] for v in changed.values())  # type: ignore[operator]
 
 
+def test_a_move_raises_the_chances_from_its_day() -> None:
+    """The uptake rules see the move the client event reports: the day's chances of a mortgage, insurance and
+    a loan rise over the day before's (the rest of a client's state moves little in a day)."""
+    sim, events = _events(300, 120, seed=7)
+    moves = {}
+    first_region: dict[str, object] = {}
+    for topic, key, payload in events:
+        if topic == "clients" and payload["segment"] == "retail":
+            if key in first_region and payload["region"] != first_region[key]:
+                moves[key] = float(payload["ts"])  # type: ignore[arg-type]
+            first_region.setdefault(key, payload["region"])
+    rises = []
+    for key, ts in moves.items():
+        after_day = sim.start_ts + ((ts - sim.start_ts) // DAY + 1) * DAY + 1  # just after the move day's end
+        before, after = sim.chances(key, after_day - DAY), sim.chances(key, after_day)
+        rises += [
+            after[p] / before[p] for p in ("mortgage", "insurance", "consumer_loan") if p in before and p in after
+        ]
+    assert len(rises) >= 10
+    assert sorted(rises)[len(rises) // 2] > 1.8  # the median product's chance almost triples
+
+
 def test_running_short_brings_a_loan() -> None:
     assert _chance("consumer_loan", balance=10_000.0) > 3 * _chance("consumer_loan", balance=20_000.0)
 
