@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
@@ -84,6 +84,10 @@ Timestamp = Annotated[float, BeforeValidator(_to_epoch)]
 DateTimestamp = Annotated[float, BeforeValidator(lambda v: _to_epoch(v, low=MIN_DATE_TS))]
 
 
+Segment = Literal["retail", "sme", "corporate"]
+SEGMENTS: tuple[str, ...] = get_args(Segment)
+
+
 class _Event(BaseModel):
     # NaN and infinities are never bank amounts or times (msgpack can carry them, JSON cannot).
     model_config = ConfigDict(extra="ignore", frozen=True, str_strip_whitespace=True, allow_inf_nan=False)
@@ -112,7 +116,7 @@ class TransactionDeleteEvent(_Event):
 class ClientEvent(_Event):
     client_id: ClientId
     ts: Timestamp
-    segment: Literal["retail", "sme", "corporate"]
+    segment: Segment
     birth_date: DateTimestamp | None = None
     region: Annotated[str | None, OptionalText] = Field(default=None, max_length=64)
     registered_at: DateTimestamp | None = None

@@ -14,8 +14,8 @@ local M = {}
 
 local FUNCTIONS = {sum = true, count = true, min = true, max = true, avg = true, last = true, changes = true}
 
--- Groups spec indexes by feature name; returns {name = {lowest_time_bound, {spec_index, ...}, versions}}, where
--- versions is a list to collect the name's rows in when a `changes` spec asks for it (nil otherwise).
+-- Groups spec indexes by feature name; returns {name = {lowest_time_bound, {spec_index, ...}, changes_bound}},
+-- where changes_bound is the lowest time bound of the name's `changes` specs (nil without one).
 local function group_by_name(specs, now)
     local groups = {}
     for i, spec in ipairs(specs) do
@@ -29,10 +29,10 @@ local function group_by_name(specs, now)
         local bound = window > 0 and (now - window) or -math.huge
         local group = groups[name]
         if group == nil then
-            groups[name] = {bound, {i}, fn == 'changes' and {} or nil}
+            groups[name] = {bound, {i}, fn == 'changes' and bound or nil}
         else
-            if fn == 'changes' and group[3] == nil then
-                group[3] = {}
+            if fn == 'changes' and (group[3] == nil or bound < group[3]) then
+                group[3] = bound
             end
             if bound < group[1] then
                 group[1] = bound
@@ -100,8 +100,9 @@ end
 
 -- `changes`: how many versions inside the window differ in value from the version just before them, which may
 -- lie before the window (a move to another region, a retail client who opened a business). The rows of a
--- prefix come in object order, so they are sorted by time first; a history name holds a few versions per
--- client, so the sort costs nothing that matters.
+-- prefix come in object order, so the scan keeps the rows inside the widest `changes` window and the newest
+-- row before it, and they are sorted by time here: a client-data history holds a version per client event, so
+-- the sort is small; `changes` over a transaction name sorts that window's rows.
 local function count_changes(versions, bound)
     table.sort(versions, function(a, b)
         if a[1] ~= b[1] then
@@ -156,16 +157,24 @@ function M.aggregate(bucket_id, subject, now, specs)
     for name, group in pairs(groups) do
         local name_id = dict.find('name', name)
         if name_id ~= nil then  -- a name never stored has no rows
-            local members, versions = group[2], group[3]
+            local members, changes_bound = group[2], group[3]
+            local versions, before = {}, nil  -- rows in the widest `changes` window, the newest row before it
             primary:pairs({subject, name_id}, {iterator = 'EQ'})
                 :filter(function(t) return t[C.F_TIME_USE] <= now and t[C.F_EXPIRES_AT] > now end)
                 :each(function(t)
                     fold_row(state, specs, bounds, members, t)
-                    if versions ~= nil then
-                        versions[#versions + 1] = {t[C.F_TIME_USE], t[C.F_VALUE]}
+                    if changes_bound ~= nil then
+                        local version = {t[C.F_TIME_USE], t[C.F_VALUE]}
+                        if version[1] > changes_bound then
+                            versions[#versions + 1] = version
+                        elseif before == nil or version[1] > before[1]
+                                or (version[1] == before[1] and greater(version[2], before[2])) then
+                            before = version
+                        end
                     end
                 end)
-            if versions ~= nil then
+            if changes_bound ~= nil then
+                versions[#versions + 1] = before  -- a no-op when nil
                 for _, i in ipairs(members) do
                     if specs[i][1] == 'changes' then
                         state.count[i] = count_changes(versions, bounds[i])

@@ -9,8 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
 from extractors.decode import shorten
-from extractors.events import Timestamp, TransactionEvent
-from extractors.extract import ExtractionConfig, client_history, extract
+from extractors.events import SEGMENTS, Timestamp, TransactionEvent
+from extractors.extract import SOURCE_HISTORY, SOURCE_PROFILE, ExtractionConfig, client_history, extract
 from extractors.ops import apply_ops
 from feature_store.client import FeatureStore
 from feature_store.records import Feature
@@ -70,8 +70,12 @@ async def replace_source(
 ) -> ReplaceResponse:
     """Replace all features of ``source`` for ``subject`` atomically; an older version than stored is ignored.
     Client data (``client_profile``, ``registry``) is also kept as history at the version's time, as the
-    consumer keeps it (an older version too: it is a true past state). Send the whole profile, segment
-    included, as a client event carries it."""
+    consumer keeps it (an older version too: it is a true past state). A ``client_profile`` replace carries the
+    whole profile, segment included, as a client event does: the segment says which version is visible."""
+    if source == SOURCE_HISTORY:
+        raise HTTPException(422, f"{SOURCE_HISTORY} is kept by the store from client-data replaces; it is append-only")
+    if source == SOURCE_PROFILE and not any(f.name == "profile.segment" and f.value in SEGMENTS for f in body.features):
+        raise HTTPException(422, f"a {SOURCE_PROFILE} replace needs profile.segment, one of {', '.join(SEGMENTS)}")
     version = body.version if body.version is not None else time.time()
     features = tuple(
         Feature(
@@ -80,11 +84,10 @@ async def replace_source(
         for f in body.features
     )
     history = client_history(subject, version, features)
-    if history:  # first, as the consumer applies it: a replace never shows without its history
+    refused = 0
+    if history:  # first, as the consumer applies it
         with STORE_LATENCY.labels("put_features").time():
-            kept = await _store(request).put_features(history)
-        if kept.refused:
-            raise HTTPException(status.HTTP_409_CONFLICT, f"the store refused the history: {kept.refused[0][1]}")
+            refused = len((await _store(request).put_features(history)).refused)  # a subject at its row cap
     with STORE_LATENCY.labels("replace_source").time():
         answer = await _store(request).replace_source(subject, source, version, features)
     return ReplaceResponse(
@@ -93,6 +96,7 @@ async def replace_source(
         unchanged=answer.unchanged,
         deleted=answer.deleted,
         stored_version=answer.stored_version,
+        history_refused=refused,
     )
 
 

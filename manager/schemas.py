@@ -89,6 +89,8 @@ class ReplaceResponse(BaseModel):
     unchanged: int
     deleted: int
     stored_version: float | None
+    # history rows of this version the store refused (a subject at its row cap); the replace applies regardless
+    history_refused: int = 0
 
 
 class FeaturesResponse(BaseModel):

@@ -136,7 +136,7 @@ class Validation:
                     "weights": self.blend.weights,
                     "map": round(self.blend.validation_map, 4),
                     "map_alone": {s: round(v, 4) for s, v in self.blend.alone.items()},
-                    # the best mixture over the best single source, and the lower end of its one-sided interval
+                    # a mixture's held-out gain over the single source served, and the lower end of its interval
                     "mixture_gain": [round(self.blend.mixture_gain, 4), round(self.blend.mixture_gain_low, 4)],
                 }
                 if self.blend is not None

@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from feature_store.client import FeatureStore
-from feature_store.records import Feature
+from feature_store.fake import value_order
+from feature_store.records import Feature, Value
 from feature_store.specs import FUNCTIONS, AggregateSpec
 
 NOW = 1_750_000_000.0
@@ -25,20 +26,22 @@ WINDOWS = [0.0, 60.0, 3600.0, 86400.0, 30 * 86400.0]
 NAMES = ["a", "b"]
 
 
-def reference(rows: list[tuple[str, float, float]], spec: AggregateSpec, now: float) -> float | int | None:
+def reference(rows: list[tuple[str, float, Value]], spec: AggregateSpec, now: float) -> Value | None:
     lo = now - spec.window_s if spec.window_s > 0 else -math.inf
     if spec.fn == "changes":  # each version in the window against the one before it, wherever that one is
-        versions = sorted((t, v) for name, t, v in rows if name == spec.feature and t <= now)
-        return sum(1 for before, (t, v) in itertools.pairwise(versions) if t > lo and v != before[1])
+        versions = sorted(((t, v) for name, t, v in rows if name == spec.feature and t <= now), key=lambda p: p[0])
+        return sum(
+            1 for before, (t, v) in itertools.pairwise(versions) if t > lo and value_order(v) != value_order(before[1])
+        )  # value_order: true is not 1, as in the store
     picked = sorted(((t, v) for name, t, v in rows if name == spec.feature and lo < t <= now), key=lambda p: p[0])
-    values = [v for _, v in picked]
     if spec.fn == "count":
-        return len(values)
-    if not values:
-        return None
+        return len(picked)
     if spec.fn == "last":
-        return picked[-1][1]
-    return {"sum": sum, "min": min, "max": max, "avg": lambda xs: sum(xs) / len(xs)}[spec.fn](values)
+        return picked[-1][1] if picked else None
+    numbers = [v for _, v in picked if isinstance(v, int | float) and not isinstance(v, bool)]
+    if not numbers:
+        return None  # sum, min, max and avg read numbers only
+    return {"sum": sum, "min": min, "max": max, "avg": lambda xs: sum(xs) / len(xs)}[spec.fn](numbers)
 
 
 # time_use offsets chosen to hit the edges: exactly now, exactly now - window, just inside/outside, future.
@@ -46,8 +49,12 @@ edge_offsets = st.sampled_from(
     [0.0, -60.0, -3600.0, -86400.0, -30 * 86400.0, 1.0, 0.5, -59.5, -60.5, -3599.0, -86401.0, -30 * 86400.0 + 1]
 )
 offsets = st.one_of(edge_offsets, st.floats(-40 * 86400.0, 3600.0, allow_nan=False))
-# a few repeated values, so that `changes` meets versions equal to the one before
-values = st.one_of(st.sampled_from([1.0, 2.0]), st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False))
+# a few repeated values, so that `changes` meets versions equal to the one before, and values of other types
+# (a string fact, a flag: `true` must not equal 1)
+values = st.one_of(
+    st.sampled_from([1.0, 2.0, 1, "kazan", "ufa", True, False]),
+    st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+)
 rows_strategy = st.lists(
     st.tuples(st.sampled_from(NAMES), offsets, values),
     max_size=60,
@@ -78,7 +85,7 @@ def runner_store(cluster: StoreCluster, settings: Settings) -> Iterator[tuple[as
 @given(rows=rows_strategy, specs=specs_strategy)
 def test_lua_aggregates_equal_python_reference(
     runner_store: tuple[asyncio.Runner, FeatureStore],
-    rows: list[tuple[str, float, float]],
+    rows: list[tuple[str, float, Value]],
     specs: list[AggregateSpec],
 ) -> None:
     runner, store = runner_store
@@ -100,5 +107,7 @@ def test_lua_aggregates_equal_python_reference(
         expected = reference(unique_rows, spec, NOW)
         if expected is None:
             assert value is None, spec
+        elif isinstance(expected, str | bool):
+            assert value == expected and type(value) is type(expected), spec
         else:
             assert value == pytest.approx(expected, rel=1e-9, abs=1e-6), spec

@@ -212,6 +212,16 @@ async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str, se
         },
     )
     assert put.status_code == 200 and put.json()["applied"] and put.json()["written"] == 2
+    assert put.json()["history_refused"] == 0
+    # a profile without its segment would leave an older version's segment visible; the history is the store's
+    partial = await api.put(
+        f"/v1/subjects/{subject}/sources/client_profile",
+        headers=WRITER,
+        json={"version": 2000000100, "features": [{"name": "profile.region", "value": "ufa"}]},
+    )
+    assert partial.status_code == 422 and "profile.segment" in partial.json()["detail"]
+    erase = await api.put(f"/v1/subjects/{subject}/sources/client_history", headers=WRITER, json={"features": []})
+    assert erase.status_code == 422 and "append-only" in erase.json()["detail"]
     older = await api.put(
         f"/v1/subjects/{subject}/sources/client_profile",
         headers=WRITER,

@@ -16,6 +16,9 @@ import pytest
 from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
+from extractors.events import ClientEvent
+from extractors.extract import ExtractionConfig, extract
+from extractors.ops import apply_ops
 from feature_store.client import FeatureStore
 from feature_store.errors import StoreInternalError, SubjectDenied
 from feature_store.fake import InMemoryFeatureStore
@@ -198,6 +201,33 @@ async def test_cap_follows_expiry_deletes_and_restarts(
             after = await store.put_features(_rows(subject, 40, 42))
             assert after.written == 1 and [code for _, code in after.refused] == ["SUBJECT_TOO_FAT"]
             assert len(await store.get_features(subject)) == 10
+    finally:
+        StoreCluster(s).stop()
+
+
+async def test_a_client_event_at_the_cap_replaces_the_profile_and_dead_letters_for_its_history(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, uid: str
+) -> None:
+    """A subject at its row cap has no room for a new version's history rows. The newest profile still
+    replaces the old one (it reuses its rows and decides eligibility); the event is reported refused with the
+    store's reason, so the consumer sends it to the dead-letter topic and a later replay can add the history."""
+    s = private_settings(settings, tmp_path_factory.mktemp("capclient"), replicasets=1, max_features_per_subject=10)
+    cluster = StoreCluster(s)
+    await cluster.start()
+    try:
+        subject = f"{uid}-capc"
+        event = {"client_id": subject, "segment": "retail", "region": "kazan", "birth_date": "1980-01-01"}
+        async with FeatureStore(s.store, topology=cluster.topology) as store:
+            first = extract(ClientEvent.model_validate({**event, "ts": 1_700_000_000}), ExtractionConfig(), origin=0)
+            assert not (await apply_ops(store, first)).refused  # 3 profile rows + 3 history rows
+            assert (await store.put_features(_rows(subject, 0, 4))).written == 4  # now at the cap of 10
+            moved = {**event, "region": "ufa", "ts": 1_700_100_000}
+            second = extract(ClientEvent.model_validate(moved), ExtractionConfig(), origin=7)
+            result = await apply_ops(store, second)
+            assert "SUBJECT_TOO_FAT" in result.refused[7]
+            now = 1_700_100_001
+            region = await store.aggregate(subject, [AggregateSpec("last", "profile.region")], now)
+            assert region == ["ufa"] and result.replaced == 2  # the profile and the (empty) registry
     finally:
         StoreCluster(s).stop()
 

@@ -124,8 +124,13 @@ def _noise_bank(seed: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarra
 def test_sources_that_only_look_better_by_luck_stay_out_of_the_blend() -> None:
     """Even when the other sources are noise, a mixture can do a little better than XGBoost alone on these
     clients by chance; that gain is not confident, so XGBoost is served alone."""
-    learned = learn_weights(*_noise_bank(0), 3)
-    assert learned.mixture_gain > 0  # the mixture did a little better on held-out clients here
+    sources, base, labels, allowed = _noise_bank(0)
+    learned = learn_weights(sources, base, labels, allowed, 3)
+    in_sample = max(
+        average_precision_rows(blend_matrix({**sources, "base_rate": base}, base, w), labels, allowed, 3).mean()
+        for w in weight_grid()
+    )
+    assert in_sample > learned.alone["xgboost"] + 0.005  # on these very clients some mixture looks better
     assert learned.mixture_gain_low <= 0
     assert learned.weights == {"xgboost": 1.0, "als": 0.0, "expert": 0.0, "base_rate": 0.0}
     assert learned.validation_map == learned.alone["xgboost"]
