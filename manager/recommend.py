@@ -41,7 +41,7 @@ from manager.metrics import (
 from recommenders.catalogue import Catalogue
 from recommenders.decision import Item, allowed_products, decide
 from recommenders.profile import (
-    NON_NUMERIC,
+    PROFILE_FACTS,
     ClientSnapshot,
     FeatureSpace,
     all_specs,
@@ -306,7 +306,8 @@ class RecommendationService:
     def _status_specs(self, catalogue: Catalogue) -> list[AggregateSpec]:
         """Product status plus the profile facts eligibility needs (the fast path's only store read)."""
         if self._status_for is None or self._status_for[0] is not catalogue:
-            facts = [s for s in self.space.view if s.label in NON_NUMERIC]
+            # the newest profile only: as of now it is visible, so the history's versions would go unread
+            facts = [s for s in self.space.view if s.label in PROFILE_FACTS]
             self._status_for = (catalogue, [*facts, *status_specs(catalogue)])
         return self._status_for[1]
 

@@ -21,7 +21,8 @@ DAY = 86400.0
 # kept in the client data history (``history.profile.*``): training rows before a profile change see the
 # profile of then.
 FACTS = ("segment", "birth_date", "registered_at")
-NON_NUMERIC = {f"last({prefix}profile.{fact})" for prefix in ("", "history.") for fact in FACTS}
+PROFILE_FACTS = {f"last(profile.{fact})" for fact in FACTS}
+NON_NUMERIC = PROFILE_FACTS | {f"last(history.profile.{fact})" for fact in FACTS}
 BEHAVIOUR = (
     "spend_to_income",
     "balance_to_income",

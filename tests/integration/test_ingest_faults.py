@@ -23,6 +23,7 @@ import orjson
 from aiokafka.admin import AIOKafkaAdminClient
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
+from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from deploy.stack import LocalStack
@@ -371,8 +372,7 @@ async def test_the_supervisor_restarts_a_killed_and_a_hung_consumer(
 
         async def running_pid() -> int | None:
             health = _health(s, 1)
-            pid_file = s.run_dir / "procs" / "consumer-1.pid"
-            pid = int(pid_file.read_text()) if pid_file.exists() else None
+            pid = processes.read_pid(s.run_dir / "procs" / "consumer-1.pid")  # None while it is being written
             fresh = health.get("pid") == pid and time.time() - health.get("updated_at", 0) < 2
             return pid if fresh and health.get("state") == "running" else None
 

@@ -23,7 +23,7 @@ from feature_store.specs import AggregateSpec
 from manager.recommend import FACTS_UNAVAILABLE, OVERLOADED, SHED_ABOVE, RecommendationService
 from recommenders.catalogue import Catalogue, Rule
 from recommenders.expert import ExpertScorer
-from recommenders.profile import NON_NUMERIC, ClientSnapshot, FeatureSpace, all_specs, status_specs
+from recommenders.profile import PROFILE_FACTS, ClientSnapshot, FeatureSpace, all_specs, status_specs
 from recommenders.registry import ModelRegistry
 from recommenders.scorer import ProductScore
 
@@ -253,7 +253,7 @@ async def test_under_overload_the_fast_path_ranks_by_popularity_and_still_filter
     assert spy.asked == []  # no model is run
     # the one store read asks for the product status and the eligibility facts, not the model inputs
     labels = {s.label for s in store.reads[0]}
-    assert labels == NON_NUMERIC | {s.label for s in status_specs(catalogue)}
+    assert labels == PROFILE_FACTS | {s.label for s in status_specs(catalogue)}
     await settle(service)
     assert store.puts == []
 
