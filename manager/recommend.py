@@ -41,6 +41,7 @@ from manager.metrics import (
 from recommenders.catalogue import Catalogue
 from recommenders.decision import Item, allowed_products, decide
 from recommenders.profile import (
+    HISTORY_FACTS,
     PROFILE_FACTS,
     ClientSnapshot,
     FeatureSpace,
@@ -314,7 +315,8 @@ class RecommendationService:
     def _specs(self, catalogue: Catalogue) -> list[AggregateSpec]:
         """The request's aggregate specs, rebuilt only when the catalogue object changes."""
         if self._specs_for is None or self._specs_for[0] is not catalogue:
-            self._specs_for = (catalogue, all_specs(self.space, catalogue))
+            # as of now the newest profile is visible, so the history's versions of it would go unread
+            self._specs_for = (catalogue, [s for s in all_specs(self.space, catalogue) if s.label not in HISTORY_FACTS])
         return self._specs_for[1]
 
     @staticmethod

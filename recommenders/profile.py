@@ -22,7 +22,8 @@ DAY = 86400.0
 # profile of then.
 FACTS = ("segment", "birth_date", "registered_at")
 PROFILE_FACTS = {f"last(profile.{fact})" for fact in FACTS}
-NON_NUMERIC = PROFILE_FACTS | {f"last(history.profile.{fact})" for fact in FACTS}
+HISTORY_FACTS = {f"last(history.profile.{fact})" for fact in FACTS}  # read by training; as of now, never needed
+NON_NUMERIC = PROFILE_FACTS | HISTORY_FACTS
 BEHAVIOUR = (
     "spend_to_income",
     "balance_to_income",
@@ -192,7 +193,7 @@ def snapshot_from(
     """Build the snapshot from the values of ``all_specs`` (same order; pass that list when you have it)."""
     specs = specs if specs is not None else all_specs(space, catalogue)
     by_label = {spec.label: value for spec, value in zip(specs, values, strict=True)}
-    view_values = {s.label: by_label[s.label] for s in space.view}
+    view_values = {s.label: by_label.get(s.label) for s in space.view}  # serving leaves out the HISTORY_FACTS
     # The newest version is visible when its segment is (every client event carries one); then a fact it left
     # out stays out. Before it (a training cut), the version of then comes from the history.
     facts = "profile." if by_label.get("last(profile.segment)") is not None else "history.profile."
