@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import shutil
 import tempfile
 from collections.abc import Iterable
@@ -68,6 +69,11 @@ async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path)
             "report": str(report / "report.html"),
             "machine": _machine(),
             "features_loaded": loaded.written,
+            "store": {
+                "replicasets": settings.store.replicasets,
+                "instances_per_replicaset": settings.store.instances_per_replicaset,
+                "memtx_memory_mb": settings.store.memtx_memory_mb,
+            },
             # the data's end (simulated: --end-date, today by default): with the seed it reproduces the run
             "end": None if config.end is None else datetime.fromtimestamp(config.end, UTC).isoformat(),
             "training": meta["training"],
@@ -90,7 +96,18 @@ def _keep_report(version_dir: Path, report_dir: Path, args: argparse.Namespace) 
     return target
 
 
+def _throwaway_store(settings: Settings) -> Settings:
+    """The evaluation's private store holds a copy of a dataset that is deleted afterwards, so it runs without
+    replicas (they doubled the store's CPU while loading, on a 2-core machine) and with a memory limit of half
+    the machine's RAM over its masters, so a large simulated bank fits without ``RTREC_STORE__MEMTX_MEMORY_MB``.
+    The limit is a ceiling, not an allocation: a master takes what it stores."""
+    ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    memory_mb = max(settings.store.memtx_memory_mb, ram_mb // 2 // settings.store.replicasets)
+    store = settings.store.model_copy(update={"instances_per_replicaset": 1, "memtx_memory_mb": memory_mb})
+    return settings.model_copy(update={"store": store})
+
+
 def run_evaluation(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rtrec-eval-") as tmp:
-        private = _private(settings, Path(tmp) / "run")
+        private = _throwaway_store(_private(settings, Path(tmp) / "run"))
         return asyncio.run(_evaluate(private, args, Path(tmp) / "models"))

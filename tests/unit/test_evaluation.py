@@ -8,8 +8,19 @@ import math
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.metrics import roc_auc_score
 
-from recommenders.evaluation import auc_difference, auc_interval, mean_interval, ndcg_at_k, paired_difference
+from recommenders.evaluation import (
+    _weight_blocks,
+    _weighted_aucs,
+    auc_difference,
+    auc_interval,
+    mean_interval,
+    ndcg_at_k,
+    paired_difference,
+)
 
 
 def test_the_interval_holds_the_mean_and_narrows_with_more_clients() -> None:
@@ -88,3 +99,34 @@ def test_groups_that_do_not_match_the_rows_are_refused() -> None:
     y = np.array([0.0, 1.0, 0.0, 1.0])
     with pytest.raises(ValueError, match="3 groups for 4 rows"):
         auc_interval(y, np.arange(4.0), groups=["a", "b", "c"])
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.booleans(), st.integers(0, 6), st.integers(0, 3)), min_size=2, max_size=40),
+    st.lists(st.integers(0, 39), min_size=1, max_size=60),
+)
+def test_the_bootstrap_auc_is_sklearns_auc_on_the_drawn_rows(
+    rows: list[tuple[bool, int, int]], draw: list[int]
+) -> None:
+    """The bootstrap computes every round's AUC from draw counts and one sort; on any draw (rows twice, tied
+    scores, one class only) that must be ``roc_auc_score`` on the drawn rows themselves."""
+    labels = np.array([r[0] for r in rows], dtype=float)
+    scores = np.array([r[1] for r in rows], dtype=float)
+    picked = np.array([i % len(rows) for i in draw])
+    counts = np.bincount(picked, minlength=len(rows)).astype(float)[None, :]
+    [weighted] = _weighted_aucs(labels, scores, counts)
+    drawn = labels[picked]
+    if drawn.min() == drawn.max():
+        assert math.isnan(weighted)
+    else:
+        assert weighted == pytest.approx(roc_auc_score(drawn, scores[picked]))
+
+
+def test_clients_are_drawn_whole_in_the_auc_bootstrap() -> None:
+    """With ``groups``, the rows of one client are drawn the same number of times in every round."""
+    groups = ["a", "b", "a", "c", "b", "a"]
+    for block in _weight_blocks(6, 100, 0, groups):
+        assert (block[:, 0] == block[:, 2]).all() and (block[:, 0] == block[:, 5]).all()
+        assert (block[:, 1] == block[:, 4]).all()
+        assert (block[:, [0, 1, 3]].sum(axis=1) == 3).all()  # three clients drawn per round
