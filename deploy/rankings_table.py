@@ -1,5 +1,6 @@
 """The holdout rankings as a table for people (`rtrec evaluate` without --json, the demo): every ranking's
-MAP@k with its 95 % interval and the served blend's paired gain over it, best first."""
+MAP@k with its 95 % interval, the served blend's paired gain over it, and whether the two intervals overlap
+(the stricter test, which a model must pass on the simulated banks), best first."""
 
 from __future__ import annotations
 
@@ -29,7 +30,9 @@ def rankings_table(metrics: dict[str, Any], k: int = 3) -> Table:
     table.add_column("ranking")
     table.add_column(f"MAP@{k}", justify="right")
     table.add_column("blend minus it (paired)", justify="right")
+    table.add_column("intervals")
     rankings = metrics.get("rankings", {})
+    served = rankings.get("blend", {}).get(f"map_at_{k}")
     for name, values in sorted(rankings.items(), key=lambda item: -item[1][f"map_at_{k}"][0]):
         gain = metrics.get("blend_minus", {}).get(name)
         style = "bold green" if name == "blend" else None
@@ -37,9 +40,22 @@ def rankings_table(metrics: dict[str, Any], k: int = 3) -> Table:
             NAMES.get(name, name),
             format_interval(values[f"map_at_{k}"], missing=""),
             format_interval(gain, signed=True, missing=""),
+            "" if name == "blend" else intervals_apart(served, values[f"map_at_{k}"]),
             style=style,
         )
     return table
+
+
+def intervals_apart(served: list[float] | None, other: list[float]) -> str:
+    """How the served blend's interval ``[mean, low, high]`` lies against another ranking's: "blend above" or
+    "blend below" when they do not overlap, "overlap" when they do."""
+    if served is None:
+        return ""
+    if served[1] > other[2]:
+        return f"blend above by {served[1] - other[2]:.3f}"
+    if served[2] < other[1]:
+        return f"blend below by {other[1] - served[2]:.3f}"
+    return f"overlap by {min(served[2], other[2]) - max(served[1], other[1]):.3f}"
 
 
 def verdict(metrics: dict[str, Any], baseline: str) -> str:
