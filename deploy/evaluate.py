@@ -18,6 +18,7 @@ import tempfile
 from collections.abc import Iterable
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
+from time import monotonic
 from typing import Any
 
 from deploy.bench import _machine, _private
@@ -58,7 +59,9 @@ async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path)
     try:
         events, config, currency, reference = _dataset(args)
         async with FeatureStore(settings.store, topology=cluster.topology) as store:
+            started = monotonic()
             loaded = await load_events(store, events, ExtractionConfig(home_currency=currency))
+            load_seconds = monotonic() - started
             catalogue = load_catalogue(settings.recommendations.catalogue)
             space = model_space(settings.views[settings.recommendations.view], catalogue)
             meta = await train(store, space, catalogue, workdir, config, reference=reference)
@@ -69,6 +72,7 @@ async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path)
             "report": str(report / "report.html"),
             "machine": _machine(),
             "features_loaded": loaded.written,
+            "load_seconds": round(load_seconds, 2),  # simulating (or reading) and extracting included
             "store": {
                 "replicasets": settings.store.replicasets,
                 "instances_per_replicaset": settings.store.instances_per_replicaset,
@@ -96,12 +100,23 @@ def _keep_report(version_dir: Path, report_dir: Path, args: argparse.Namespace) 
     return target
 
 
+def _memory_mb() -> int:
+    """The machine's RAM in MB, or the container's memory limit when one is set and lower (cgroup v2 or v1)."""
+    ram = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    for limit_file in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            ram = min(ram, int(Path(limit_file).read_text().strip()))
+        except (OSError, ValueError):  # no such file, or "max": no limit
+            continue
+    return ram // 2**20
+
+
 def _throwaway_store(settings: Settings) -> Settings:
     """The evaluation's private store holds a copy of a dataset that is deleted afterwards, so it runs without
     replicas (they doubled the store's CPU while loading, on a 2-core machine) and with a memory limit of half
     the machine's RAM over its masters, so a large simulated bank fits without ``RTREC_STORE__MEMTX_MEMORY_MB``.
     The limit is a ceiling, not an allocation: a master takes what it stores."""
-    ram_mb = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // 2**20
+    ram_mb = _memory_mb()
     memory_mb = max(settings.store.memtx_memory_mb, ram_mb // 2 // settings.store.replicasets)
     store = settings.store.model_copy(update={"instances_per_replicaset": 1, "memtx_memory_mb": memory_mb})
     return settings.model_copy(update={"store": store})

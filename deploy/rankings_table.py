@@ -4,6 +4,7 @@ MAP@k with its 95 % interval, the served blend's paired gain over it, and whethe
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.table import Table
@@ -49,7 +50,7 @@ def rankings_table(metrics: dict[str, Any], k: int = 3) -> Table:
 def intervals_apart(served: list[float] | None, other: list[float]) -> str:
     """How the served blend's interval ``[mean, low, high]`` lies against another ranking's: "blend above" or
     "blend below" when they do not overlap, "overlap" when they do."""
-    if served is None:
+    if served is None or any(math.isnan(v) for v in (*served[1:], *other[1:])):
         return ""
     if served[1] > other[2]:
         return f"blend above by {served[1] - other[2]:.3f}"

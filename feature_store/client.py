@@ -24,6 +24,8 @@ from feature_store.topology import InstanceSpec, ReplicaSetSpec, topology_from
 from feature_store.ttl import TtlPolicy
 
 ROUTING_ATTEMPTS = 5
+# Times per `aggregate_at` call: the store's limit (lua/constants.lua), so a call holds its master a few ms.
+AGGREGATE_MAX_TIMES = 64
 
 
 @dataclass
@@ -319,6 +321,23 @@ class FeatureStore:
         at = float(now) if now is not None else time.time()
         values = await self.call_routed(subject, "aggregate", [subject, at, [s.wire for s in specs]], write=False)
         return list(values)
+
+    async def aggregate_at(
+        self,
+        subject: str,
+        specs: Sequence[AggregateSpec],
+        times: Sequence[float],
+    ) -> list[list[Value | None]]:
+        """Values of ``specs`` for ``subject`` as of each of ``times`` (one list per time, in order), from one
+        scan of the subject's rows per ``AGGREGATE_MAX_TIMES`` times: what training reads of a client at every
+        cut."""
+        wire = [s.wire for s in specs]
+        out: list[list[Value | None]] = []
+        for first in range(0, len(times), AGGREGATE_MAX_TIMES):
+            at = [float(t) for t in times[first : first + AGGREGATE_MAX_TIMES]]
+            answers = await self.call_routed(subject, "aggregate_at", [subject, at, wire], write=False)
+            out.extend(list(values) for values in answers)
+        return out
 
 
 __all__ = ["FeatureStore", "ReplaceResult", "StoreError", "WriteResult"]

@@ -87,6 +87,14 @@ class InMemoryFeatureStore:
     def subjects(self) -> set[str]:
         return {f.subject for f in self.features.values()}
 
+    async def aggregate_at(
+        self,
+        subject: str,
+        specs: Sequence[AggregateSpec],
+        times: Sequence[float],
+    ) -> list[list[Value | None]]:
+        return [await self.aggregate(subject, specs, t) for t in times]
+
     async def aggregate(
         self,
         subject: str,

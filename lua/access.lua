@@ -13,7 +13,7 @@ local M = {}
 
 local INGEST = {'put_features', 'replace_source', 'delete_object', 'buckets_owned', 'topology_get', 'ping'}
 local API_EXTRA = {
-    'aggregate', 'client_read', 'get_features', 'cache_get', 'cache_put', 'cache_invalidate',
+    'aggregate', 'aggregate_at', 'client_read', 'get_features', 'cache_get', 'cache_put', 'cache_invalidate',
     'list_subjects', 'interactions', 'stats',
 }
 

@@ -14,9 +14,9 @@ local M = {}
 
 local FUNCTIONS = {sum = true, count = true, min = true, max = true, avg = true, last = true, changes = true}
 
--- Groups spec indexes by feature name; returns {name = {lowest_time_bound, {spec_index, ...}, changes_bound}},
--- where changes_bound is the lowest time bound of the name's `changes` specs (nil without one).
-local function group_by_name(specs, now)
+-- Groups spec indexes by feature name: {name = {members = {spec_index, ...}, changes = true when one of them
+-- is a `changes` spec}}.
+local function group_by_name(specs)
     local groups = {}
     for i, spec in ipairs(specs) do
         local fn, name, window = spec[1], spec[2], spec[3] or 0
@@ -26,19 +26,13 @@ local function group_by_name(specs, now)
         if type(name) ~= 'string' or type(window) ~= 'number' or window < 0 then
             return nil, errors.new('BAD_ARGUMENT', 'spec needs a feature name and a window >= 0', {index = i})
         end
-        local bound = window > 0 and (now - window) or -math.huge
         local group = groups[name]
         if group == nil then
-            groups[name] = {bound, {i}, fn == 'changes' and bound or nil}
-        else
-            if fn == 'changes' and (group[3] == nil or bound < group[3]) then
-                group[3] = bound
-            end
-            if bound < group[1] then
-                group[1] = bound
-            end
-            group[2][#group[2] + 1] = i
+            group = {members = {}, changes = false}
+            groups[name] = group
         end
+        group.members[#group.members + 1] = i
+        group.changes = group.changes or fn == 'changes'
     end
     return groups
 end
@@ -134,60 +128,129 @@ local function result_of(state, fn, i)
     return v
 end
 
--- Returns an array of values in spec order (count of nothing is 0, anything else of nothing is null).
-function M.aggregate(bucket_id, subject, now, specs)
-    if type(subject) ~= 'string' or type(now) ~= 'number' or type(specs) ~= 'table' then
-        return nil, errors.new('BAD_ARGUMENT', 'aggregate(bucket_id, subject, now, specs)')
-    end
-    local wrong = buckets.check_readable(bucket_id)
-    if wrong ~= nil then
-        return nil, wrong
-    end
-    local groups, err = group_by_name(specs, now)
-    if groups == nil then
-        return nil, err
-    end
+-- The bounds of every spec as of `now` (a window covers now - window < time_use <= now), and per feature name
+-- the lowest bound of its `changes` specs (absent without one).
+local function bounds_at(specs, groups, now)
     local bounds = {}
     for i, spec in ipairs(specs) do
         local window = spec[3] or 0
         bounds[i] = window > 0 and (now - window) or -math.huge
     end
-    local state = new_state(#specs)
+    local changes_bounds = {}
+    for name, group in pairs(groups) do
+        for _, i in ipairs(group.members) do
+            if specs[i][1] == 'changes' and (changes_bounds[name] == nil or bounds[i] < changes_bounds[name]) then
+                changes_bounds[name] = bounds[i]
+            end
+        end
+    end
+    return bounds, changes_bounds
+end
+
+local function validate(subject, times, specs)
+    if type(subject) ~= 'string' or type(times) ~= 'table' or type(specs) ~= 'table' then
+        return errors.new('BAD_ARGUMENT', 'aggregate_at(bucket_id, subject, times, specs)')
+    end
+    if #times == 0 or #times > C.AGGREGATE_MAX_TIMES then
+        return errors.new('BAD_ARGUMENT', 'between 1 and ' .. C.AGGREGATE_MAX_TIMES .. ' times per call')
+    end
+    for k, now in ipairs(times) do
+        if type(now) ~= 'number' then
+            return errors.new('BAD_ARGUMENT', 'a time must be a number', {index = k})
+        end
+    end
+end
+
+-- The values of `specs` as of each of `times`, from one scan of each feature name: a row is read once and
+-- folded into the state of every time it is visible at (time_use <= now < expires_at).
+local function aggregate_times(bucket_id, subject, times, specs)
+    local err = validate(subject, times, specs)
+    if err ~= nil then
+        return nil, err
+    end
+    local wrong = buckets.check_readable(bucket_id)
+    if wrong ~= nil then
+        return nil, wrong
+    end
+    local groups
+    groups, err = group_by_name(specs)
+    if groups == nil then
+        return nil, err
+    end
+    local n = #times
+    local states, bounds, changes_bounds = {}, {}, {}
+    for k, now in ipairs(times) do
+        states[k] = new_state(#specs)
+        bounds[k], changes_bounds[k] = bounds_at(specs, groups, now)
+    end
     local primary = box.space.features.index.primary
     for name, group in pairs(groups) do
         local name_id = dict.find('name', name)
         if name_id ~= nil then  -- a name never stored has no rows
-            local members, changes_bound = group[2], group[3]
-            local versions, before = {}, nil  -- rows in the widest `changes` window, the newest row before it
-            primary:pairs({subject, name_id}, {iterator = 'EQ'})
-                :filter(function(t) return t[C.F_TIME_USE] <= now and t[C.F_EXPIRES_AT] > now end)
-                :each(function(t)
-                    fold_row(state, specs, bounds, members, t)
-                    if changes_bound ~= nil then
-                        local version = {t[C.F_TIME_USE], t[C.F_VALUE]}
-                        if version[1] > changes_bound then
-                            versions[#versions + 1] = version
-                        elseif before == nil or version[1] > before[1]
-                                or (version[1] == before[1] and greater(version[2], before[2])) then
-                            before = version
+            local members, has_changes = group.members, group.changes
+            -- per time: rows in the widest `changes` window, and the newest row before it
+            local versions, before = {}, {}
+            for k = 1, n do
+                versions[k] = {}
+            end
+            for _, t in primary:pairs({subject, name_id}, {iterator = 'EQ'}) do
+                local time_use, expires_at = t[C.F_TIME_USE], t[C.F_EXPIRES_AT]
+                local version = has_changes and {time_use, t[C.F_VALUE]} or nil  -- shared: only read later
+                for k = 1, n do
+                    local now = times[k]
+                    if time_use <= now and expires_at > now then
+                        fold_row(states[k], specs, bounds[k], members, t)
+                        if has_changes then
+                            local previous = before[k]
+                            if time_use > changes_bounds[k][name] then
+                                versions[k][#versions[k] + 1] = version
+                            elseif previous == nil or time_use > previous[1]
+                                    or (time_use == previous[1] and greater(version[2], previous[2])) then
+                                before[k] = version
+                            end
                         end
                     end
-                end)
-            if changes_bound ~= nil then
-                versions[#versions + 1] = before  -- a no-op when nil
-                for _, i in ipairs(members) do
-                    if specs[i][1] == 'changes' then
-                        state.count[i] = count_changes(versions, bounds[i])
+                end
+            end
+            if has_changes then
+                for k = 1, n do
+                    versions[k][#versions[k] + 1] = before[k]  -- a no-op when nil
+                    for _, i in ipairs(members) do
+                        if specs[i][1] == 'changes' then
+                            states[k].count[i] = count_changes(versions[k], bounds[k][i])
+                        end
                     end
                 end
             end
         end
     end
-    local values = {}
-    for i, spec in ipairs(specs) do
-        values[i] = result_of(state, spec[1], i)
+    local answers = {}
+    for k = 1, n do
+        local values = {}
+        for i, spec in ipairs(specs) do
+            values[i] = result_of(states[k], spec[1], i)
+        end
+        answers[k] = values
     end
-    return values
+    return answers
+end
+
+-- Returns an array of values in spec order (count of nothing is 0, anything else of nothing is null).
+function M.aggregate(bucket_id, subject, now, specs)
+    if type(subject) ~= 'string' or type(now) ~= 'number' or type(specs) ~= 'table' then
+        return nil, errors.new('BAD_ARGUMENT', 'aggregate(bucket_id, subject, now, specs)')
+    end
+    local answers, err = aggregate_times(bucket_id, subject, {now}, specs)
+    if answers == nil then
+        return nil, err
+    end
+    return answers[1]
+end
+
+-- The same specs as of several times in one call, one array of values per time (training reads a client at
+-- every cut: one scan instead of one per cut).
+function M.aggregate_at(bucket_id, subject, times, specs)
+    return aggregate_times(bucket_id, subject, times, specs)
 end
 
 return M

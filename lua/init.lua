@@ -101,6 +101,7 @@ function M.start(settings)
         purge_subject = delete.purge_subject,
         get_features = read.get_features,
         aggregate = aggregate.aggregate,
+        aggregate_at = aggregate.aggregate_at,
         stats = stats.stats,
         expire_now = function(now) return expiry.run_once(now, true) end,
         buckets_owned = buckets.owned,

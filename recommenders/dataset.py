@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from feature_store.client import FeatureStore
+from feature_store.records import Value
 from feature_store.specs import AggregateSpec
 from recommenders.catalogue import Catalogue
 from recommenders.decision import open_products
@@ -72,21 +73,30 @@ async def build_dataset(
     products = catalogue.ids
     semaphore = asyncio.Semaphore(CONCURRENCY)
 
-    async def row(subject: str, cut: float) -> tuple[ClientSnapshot, np.ndarray, np.ndarray]:
-        async with semaphore:
-            values = await store.aggregate(subject, specs, cut)
-            future = await store.aggregate(subject, labels_spec, cut + horizon_s)
+    def row(
+        subject: str, cut: float, values: list[Value | None], future: list[Value | None]
+    ) -> tuple[ClientSnapshot, np.ndarray, np.ndarray]:
         snapshot = snapshot_from(subject, cut, space, catalogue, values)
         label = np.array(
             [float(bool(future[2 * i]) or bool(future[2 * i + 1])) for i in range(len(products))], dtype=np.float32
         )
         verdicts = open_products(snapshot, catalogue)
         mask = np.array([float(verdicts[p] is None) for p in products], dtype=np.float32)
-        if progress is not None:
-            progress(1)
         return snapshot, label, mask
 
-    rows = await asyncio.gather(*(row(s, c) for c in cuts for s in subjects))
+    async def client_rows(subject: str) -> list[tuple[ClientSnapshot, np.ndarray, np.ndarray]]:
+        """A client at every cut: two store calls, each one scan of the client's rows (features as of the
+        cuts, labels as of the horizon after them)."""
+        async with semaphore:
+            values = await store.aggregate_at(subject, specs, cuts)
+            future = await store.aggregate_at(subject, labels_spec, [cut + horizon_s for cut in cuts])
+        if progress is not None:
+            progress(len(cuts))
+        return [row(subject, cut, v, f) for cut, v, f in zip(cuts, values, future, strict=True)]
+
+    by_client = await asyncio.gather(*(client_rows(s) for s in subjects))
+    # cut-major order, as before: every client at the first cut, then every client at the next
+    rows = [by_client[j][i] for i in range(len(cuts)) for j in range(len(subjects))]
     rows = [r for r in rows if r[0].known]
     snapshots = [r[0] for r in rows]
     return Dataset(

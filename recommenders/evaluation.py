@@ -46,6 +46,8 @@ def _resamples(n: int, rounds: int, seed: int) -> np.ndarray:
 
 
 def _bounds(estimates: np.ndarray, level: float) -> tuple[float, float]:
+    if len(estimates) == 0:  # no round could be computed (every draw of a tiny holdout held one class)
+        return math.nan, math.nan
     tail = (1 - level) / 2 * 100
     low, high = np.percentile(estimates, [tail, 100 - tail])
     return float(low), float(high)
@@ -95,17 +97,18 @@ BLOCK = 64
 def _weight_blocks(n: int, rounds: int, seed: int, groups: Sequence[str] | None) -> Iterator[np.ndarray]:
     """How often each row is drawn in each bootstrap round, ``BLOCK`` rounds (x rows) at a time: rows one by one,
     or whole clients with ``groups`` (a client drawn twice brings all its rows twice). The draws are those of
-    ``mean_interval``."""
+    ``mean_interval`` (drawn a block at a time from the same generator: the same numbers as drawing them all at
+    once)."""
     if groups is None:
-        picks, row_unit = _resamples(n, rounds, seed), np.arange(n)
+        row_unit = np.arange(n)
     else:
         if len(groups) != n:
             raise ValueError(f"{len(groups)} groups for {n} rows")
         _, row_unit = np.unique(np.asarray(groups), return_inverse=True)
-        picks = _resamples(int(row_unit.max()) + 1, rounds, seed)
-    units = picks.shape[1]
+    units = int(row_unit.max()) + 1
+    rng = np.random.default_rng(seed)
     for first in range(0, rounds, BLOCK):
-        block = picks[first : first + BLOCK]
+        block = rng.integers(0, units, size=(min(BLOCK, rounds - first), units))
         offsets = units * np.arange(len(block))[:, None]
         counts = np.bincount((block + offsets).ravel(), minlength=len(block) * units).reshape(len(block), units)
         yield counts[:, row_unit].astype(np.float64)
@@ -118,11 +121,13 @@ def _weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) 
     half), from one sort instead of one per round: for every distinct score, the positives' weight there times
     the negatives' weight below it plus half the negatives' weight at it.
     """
+    if not np.isfinite(scores).all():
+        raise ValueError("scores must be finite: a NaN would rank as the highest score")
     order = np.argsort(scores, kind="stable")
     sorted_scores = scores[order]
     tie_group = np.concatenate(([0], np.cumsum(sorted_scores[1:] != sorted_scores[:-1])))
     groups = int(tie_group[-1]) + 1
-    positive = labels[order] > 0
+    positive = labels[order] == labels.max()  # the greater label is the positive class, as in roc_auc_score
     w = weights[:, order]
     rounds = w.shape[0]
     flat = (tie_group + groups * np.arange(rounds)[:, None]).ravel()
@@ -175,8 +180,9 @@ def _auc_statistic(
     y = np.asarray(labels)
     if y.min() == y.max():
         return None
-    if len(y) != len(scores[0]):
-        raise ValueError(f"{len(scores[0])} scores for {len(y)} labels")
+    for values in scores:
+        if len(values) != len(y):
+            raise ValueError(f"{len(values)} scores for {len(y)} labels")
 
     def statistic(weights: np.ndarray) -> np.ndarray:
         value = _weighted_aucs(y, scores[0], weights)

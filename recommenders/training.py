@@ -165,16 +165,21 @@ async def train(
     # "now" is read once: every cut and the split below must agree on it to the second
     config = dataclasses.replace(config, end=config.end if config.end is not None else time.time())
     cuts = cut_times(config)
+    clock = _PhaseClock()
     data = await _point_in_time_rows(store, space, catalogue, clients, cuts, config)
+    clock.lap("point_in_time_rows")
     train_set, holdout = _split(data, min(holdout_times(config)), config.horizon_days)
     validation = _validate(train_set, products, space, catalogue, config)
+    clock.lap("validation")
     fitted = _fit(train_set, products, space.names, validation.shapes)
     weights = validation.blend.weights if validation.blend is not None else catalogue.decision.weights
     metrics = _evaluate_holdout(holdout, products, space, catalogue, fitted, weights, config.k, reference)
+    clock.lap("holdout")
     # The served models are the same recipe refitted on every labelled row, the holdout's included: the
     # evaluation judged it fitted on less, and the newest uptakes tell the most about the next ones.
     served = _fit(data, products, space.names, validation.shapes)
     serve_matrix, serve_clients = await _serving_interactions(store, products, subjects)
+    clock.lap("served_models")
     meta = {
         "version": datetime.now(UTC).strftime("v%Y%m%dT%H%M%S%f"),
         "created_at": time.time(),
@@ -194,10 +199,24 @@ async def train(
             "holdout_rows": len(holdout.clients),
             "served_rows": len(data.clients),  # what the served models were refitted on
             "clients": len(clients),
+            "seconds": clock.laps,  # where a training run's time goes, by phase
         },
     }
     _write_version(models_dir, meta, served, serve_matrix, serve_clients, holdout, fitted.boosters)
     return meta
+
+
+class _PhaseClock:
+    """Wall-clock seconds of each phase of a training run, in the order they ran."""
+
+    def __init__(self) -> None:
+        self.laps: dict[str, float] = {}
+        self._since = time.monotonic()
+
+    def lap(self, phase: str) -> None:
+        now = time.monotonic()
+        self.laps[phase] = round(now - self._since, 2)
+        self._since = now
 
 
 async def _point_in_time_rows(

@@ -16,12 +16,13 @@ from hypothesis import strategies as st
 
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
-from feature_store.client import FeatureStore
+from feature_store.client import FeatureStore, StoreError
 from feature_store.fake import value_order
 from feature_store.records import Feature, Value
 from feature_store.specs import FUNCTIONS, AggregateSpec
 
 NOW = 1_750_000_000.0
+LATER = 2_500_000_000.0  # 2049: rows that expire around it are not swept away during a test
 WINDOWS = [0.0, 60.0, 3600.0, 86400.0, 30 * 86400.0]
 NAMES = ["a", "b"]
 
@@ -104,10 +105,63 @@ def test_lua_aggregates_equal_python_reference(
     runner.run(store.put_features(features))
     got = runner.run(store.aggregate(subject, specs, NOW))
     for spec, value in zip(specs, got, strict=True):
-        expected = reference(unique_rows, spec, NOW)
-        if expected is None:
-            assert value is None, spec
-        elif isinstance(expected, str | bool):
-            assert value == expected and type(value) is type(expected), spec
-        else:
-            assert value == pytest.approx(expected, rel=1e-9, abs=1e-6), spec
+        _check(reference(unique_rows, spec, NOW), value, spec)
+
+
+def _check(expected: Value | None, value: Value | None, spec: AggregateSpec) -> None:
+    if expected is None:
+        assert value is None, spec
+    elif isinstance(expected, str | bool):
+        assert value == expected and type(value) is type(expected), spec
+    else:
+        assert value == pytest.approx(expected, rel=1e-9, abs=1e-6), spec
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(NAMES), offsets, values, offsets), max_size=60),
+    specs=specs_strategy,
+    times=st.lists(edge_offsets, min_size=1, max_size=6),
+)
+def test_aggregates_at_several_times_equal_the_reference_at_each(
+    runner_store: tuple[asyncio.Runner, FeatureStore],
+    rows: list[tuple[str, float, Value, float]],
+    specs: list[AggregateSpec],
+    times: list[float],
+) -> None:
+    """`aggregate_at` (training's call: one scan folded into every time) against the reference at each time,
+    with rows that expire between the times: each time sees exactly the rows visible then. The times lie in the
+    future (``LATER``): the store's expiry sweep deletes rows whose expiry has passed on the wall clock, which
+    would race with the read."""
+    runner, store = runner_store
+    subject = f"prop-at-{uuid.uuid4().hex[:10]}"
+    seen: set[tuple[str, float]] = set()
+    unique_rows = []
+    for name, offset, value, lives in rows:
+        if (name, LATER + offset) not in seen:
+            seen.add((name, LATER + offset))
+            unique_rows.append((name, LATER + offset, value, LATER + offset + abs(lives) + 1.0))
+    features = [
+        Feature(subject, "transactions", name, f"o{i}", value, t, expires_at=expires)
+        for i, (name, t, value, expires) in enumerate(unique_rows)
+    ]
+    runner.run(store.put_features(features))
+    at = [LATER + offset for offset in times]
+    got = runner.run(store.aggregate_at(subject, specs, at))
+    assert len(got) == len(at)
+    for now, answer in zip(at, got, strict=True):
+        visible = [(name, t, value) for name, t, value, expires in unique_rows if expires > now]
+        for spec, value in zip(specs, answer, strict=True):
+            _check(reference(visible, spec, now), value, spec)
+
+
+def test_aggregate_at_refuses_no_times_and_too_many(runner_store: tuple[asyncio.Runner, FeatureStore]) -> None:
+    runner, store = runner_store
+    spec = [AggregateSpec("count", "a", 0.0)]
+    assert runner.run(store.aggregate_at("prop-none", spec, [])) == []  # nothing asked, nothing sent
+    many = [NOW + i for i in range(200)]  # the client splits them into calls the store accepts
+    assert runner.run(store.aggregate_at("prop-none", spec, many)) == [[0]] * 200
+    with pytest.raises(StoreError, match="between 1 and 64 times"):
+        runner.run(
+            store.call_routed("prop-none", "aggregate_at", ["prop-none", many, [s.wire for s in spec]], write=False)
+        )

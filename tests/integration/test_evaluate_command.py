@@ -32,5 +32,6 @@ def test_rtrec_evaluate_reports_every_figure_with_an_interval_from_its_own_clust
     for mean, low, high in (served, logistic, result["blend_minus"]["logistic_regression"]):
         assert low <= mean <= high and high > low
     assert result["evaluated_distinct_clients"] >= 30
+    assert result["load_seconds"] > 0 and set(result["training"]["seconds"]) >= {"point_in_time_rows", "holdout"}
     assert Path(result["report"]).is_file() and Path(result["report"]).is_relative_to(tmp_path)
     assert _tarantools() == before  # the private cluster was stopped

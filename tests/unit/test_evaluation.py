@@ -130,3 +130,14 @@ def test_clients_are_drawn_whole_in_the_auc_bootstrap() -> None:
         assert (block[:, 0] == block[:, 2]).all() and (block[:, 0] == block[:, 5]).all()
         assert (block[:, 1] == block[:, 4]).all()
         assert (block[:, [0, 1, 3]].sum(axis=1) == 3).all()  # three clients drawn per round
+
+
+def test_the_auc_refuses_scores_it_cannot_rank_and_takes_the_greater_label_as_positive() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        auc_interval(np.array([0.0, 1.0, 1.0]), np.array([math.nan, 0.2, 0.3]))
+    with pytest.raises(ValueError, match="2 scores for 3 labels"):
+        auc_difference(np.array([0.0, 1.0, 1.0]), np.arange(3.0), np.arange(2.0))
+    labels = np.array([1, 2, 2, 1, 2])
+    scores = np.array([0.1, 0.7, 0.4, 0.5, 0.9])
+    interval = auc_interval(labels, scores)
+    assert interval is not None and interval.mean == pytest.approx(roc_auc_score(labels, scores))

@@ -21,17 +21,20 @@ CUT = 1.8e9
 
 
 class LabelStore:
-    """``aggregate`` answers from ``facts[subject]`` by label, and remembers at what time it was asked."""
+    """``aggregate_at`` answers from ``facts[subject]`` by label, and remembers at what times it was asked."""
 
     def __init__(self, facts: dict[str, dict[str, Any]], future: dict[str, dict[str, Any]]) -> None:
         self.facts, self.future = facts, future
         self.asked: list[float] = []
 
-    async def aggregate(self, subject: str, specs: Sequence[AggregateSpec], now: float | None = None) -> list[Any]:
-        assert now is not None
-        self.asked.append(now)
-        source = self.facts if now <= CUT else self.future
-        return [source.get(subject, {}).get(spec.label) for spec in specs]
+    async def aggregate_at(
+        self, subject: str, specs: Sequence[AggregateSpec], times: Sequence[float]
+    ) -> list[list[Any]]:
+        self.asked.extend(times)
+        return [
+            [(self.facts if now <= CUT else self.future).get(subject, {}).get(spec.label) for spec in specs]
+            for now in times
+        ]
 
 
 async def test_held_applied_and_ineligible_products_are_masked_and_labels_come_from_the_horizon() -> None:

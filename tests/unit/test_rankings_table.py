@@ -12,6 +12,7 @@ def test_intervals_apart_says_which_side_and_by_how_much() -> None:
     assert intervals_apart([0.60, 0.58, 0.62], [0.70, 0.65, 0.72]) == "blend below by 0.030"
     assert intervals_apart([0.74, 0.72, 0.75], [0.72, 0.70, 0.73]) == "overlap by 0.010"
     assert intervals_apart(None, [0.7, 0.6, 0.8]) == ""
+    assert intervals_apart([0.7, 0.6, 0.8], [float("nan")] * 3) == ""
 
 
 def test_the_table_lists_every_ranking_best_first_with_its_overlap() -> None:
