@@ -334,7 +334,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.set_defaults(fn=cmd_bench)
 
     demo = sub.add_parser("demo", parents=[common], help="the main job: up, simulate, ingest, query")
-    demo.add_argument("--clients", type=int, default=300)
+    demo.add_argument("--clients", type=int, default=600)
     demo.add_argument("--days", type=int, default=200)
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--dataset", choices=["simulated", "berka"], default="simulated")
