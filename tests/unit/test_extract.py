@@ -1,10 +1,14 @@
 from __future__ import annotations
 
+import gc
+from collections.abc import Iterator
+
 import msgpack
 import orjson
 import pytest
 
 from extractors.decode import InvalidEvent, MalformedMessage, UnknownEventType, decode_event
+from extractors.direct import BULK_GC_THRESHOLD, load_events
 from extractors.events import ClientEvent, TransactionEvent
 from extractors.extract import ExtractionConfig, counterparty_kind, extract, extract_transaction
 from extractors.mcc import mcc_group
@@ -155,3 +159,19 @@ async def test_apply_ops_semantics_on_the_fake_store() -> None:
     denied = TransactionEvent.model_validate({**TX, "client_id": "BANK", "tx_id": "t9", "ts": 1772359200})
     result = await apply_ops(store, extract(denied, config, 7))
     assert 7 in result.refused and "SUBJECT_DENIED" in result.refused[7]
+
+
+async def test_a_bulk_load_collects_less_often_and_restores_the_collector_even_when_it_fails() -> None:
+    """`load_events` raises the collector's threshold for the load only (fewer passes over millions of
+    short-lived rows), and gives it back afterwards, also when an event is refused."""
+    default = gc.get_threshold()
+    seen: list[tuple[int, int, int]] = []
+
+    def events() -> Iterator[tuple[str, str, dict[str, object]]]:
+        seen.append(gc.get_threshold())
+        yield "clients", "c1", {"not": "a client event"}
+
+    with pytest.raises(InvalidEvent):
+        await load_events(InMemoryFeatureStore(), events())
+    assert seen == [(BULK_GC_THRESHOLD, 20, 100)]
+    assert gc.get_threshold() == default
