@@ -47,16 +47,21 @@ def rankings_table(metrics: dict[str, Any], k: int = 3) -> Table:
     return table
 
 
+def intervals_overlap(a: list[float], b: list[float]) -> bool:
+    """Whether two intervals ``[mean, low, high]`` share any value."""
+    return not (a[1] > b[2] or a[2] < b[1])
+
+
 def intervals_apart(served: list[float] | None, other: list[float]) -> str:
     """How the served blend's interval ``[mean, low, high]`` lies against another ranking's: "blend above" or
     "blend below" when they do not overlap, "overlap" when they do."""
     if served is None or any(math.isnan(v) for v in (*served[1:], *other[1:])):
         return ""
+    if intervals_overlap(served, other):
+        return f"overlap by {min(served[2], other[2]) - max(served[1], other[1]):.3f}"
     if served[1] > other[2]:
         return f"blend above by {served[1] - other[2]:.3f}"
-    if served[2] < other[1]:
-        return f"blend below by {other[1] - served[2]:.3f}"
-    return f"overlap by {min(served[2], other[2]) - max(served[1], other[1]):.3f}"
+    return f"blend below by {other[1] - served[2]:.3f}"
 
 
 def verdict(metrics: dict[str, Any], baseline: str) -> str:

@@ -249,8 +249,6 @@ end
 
 -- The same specs as of several times in one call, one array of values per time (training reads a client at
 -- every cut: one scan instead of one per cut).
-function M.aggregate_at(bucket_id, subject, times, specs)
-    return aggregate_times(bucket_id, subject, times, specs)
-end
+M.aggregate_at = aggregate_times
 
 return M

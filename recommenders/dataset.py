@@ -84,12 +84,14 @@ async def build_dataset(
         mask = np.array([float(verdicts[p] is None) for p in products], dtype=np.float32)
         return snapshot, label, mask
 
+    label_times = [cut + horizon_s for cut in cuts]
+
     async def client_rows(subject: str) -> list[tuple[ClientSnapshot, np.ndarray, np.ndarray]]:
         """A client at every cut: two store calls, each one scan of the client's rows (features as of the
         cuts, labels as of the horizon after them)."""
         async with semaphore:
             values = await store.aggregate_at(subject, specs, cuts)
-            future = await store.aggregate_at(subject, labels_spec, [cut + horizon_s for cut in cuts])
+            future = await store.aggregate_at(subject, labels_spec, label_times)
         if progress is not None:
             progress(len(cuts))
         return [row(subject, cut, v, f) for cut, v, f in zip(cuts, values, future, strict=True)]

@@ -10,7 +10,7 @@ clients" directly, and more tightly than two overlapping intervals.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -114,12 +114,13 @@ def _weight_blocks(n: int, rounds: int, seed: int, groups: Sequence[str] | None)
         yield counts[:, row_unit].astype(np.float64)
 
 
-def _weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """ROC AUC of each row of ``weights`` (rows drawn that many times), NaN where a draw holds one class.
+def _auc_of_draws(labels: np.ndarray, scores: np.ndarray) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from draw counts (rounds x rows: each row drawn that many times) to each round's ROC AUC, NaN
+    where a draw holds one class.
 
     The same figure as ``roc_auc_score`` on the drawn rows (a row drawn twice is a tie with itself; ties count
-    half), from one sort instead of one per round: for every distinct score, the positives' weight there times
-    the negatives' weight below it plus half the negatives' weight at it.
+    half), from one sort of the scores for every round: for every distinct score, the positives' weight there
+    times the negatives' weight below it plus half the negatives' weight at it.
     """
     if not np.isfinite(scores).all():
         raise ValueError("scores must be finite: a NaN would rank as the highest score")
@@ -128,16 +129,20 @@ def _weighted_aucs(labels: np.ndarray, scores: np.ndarray, weights: np.ndarray) 
     tie_group = np.concatenate(([0], np.cumsum(sorted_scores[1:] != sorted_scores[:-1])))
     groups = int(tie_group[-1]) + 1
     positive = labels[order] == labels.max()  # the greater label is the positive class, as in roc_auc_score
-    w = weights[:, order]
-    rounds = w.shape[0]
-    flat = (tie_group + groups * np.arange(rounds)[:, None]).ravel()
-    pos = np.bincount(flat, weights=(w * positive).ravel(), minlength=rounds * groups).reshape(rounds, groups)
-    neg = np.bincount(flat, weights=(w * ~positive).ravel(), minlength=rounds * groups).reshape(rounds, groups)
-    below = np.cumsum(neg, axis=1) - neg
-    pairs = pos.sum(axis=1) * neg.sum(axis=1)
-    wins = (pos * (below + 0.5 * neg)).sum(axis=1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(pairs > 0, wins / pairs, np.nan)
+
+    def aucs(weights: np.ndarray) -> np.ndarray:
+        w = weights[:, order]
+        rounds = w.shape[0]
+        flat = (tie_group + groups * np.arange(rounds)[:, None]).ravel()
+        pos = np.bincount(flat, weights=(w * positive).ravel(), minlength=rounds * groups).reshape(rounds, groups)
+        neg = np.bincount(flat, weights=(w * ~positive).ravel(), minlength=rounds * groups).reshape(rounds, groups)
+        below = np.cumsum(neg, axis=1) - neg
+        pairs = pos.sum(axis=1) * neg.sum(axis=1)
+        wins = (pos * (below + 0.5 * neg)).sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where(pairs > 0, wins / pairs, np.nan)
+
+    return aucs
 
 
 def auc_interval(
@@ -184,9 +189,11 @@ def _auc_statistic(
         if len(values) != len(y):
             raise ValueError(f"{len(values)} scores for {len(y)} labels")
 
+    aucs = [_auc_of_draws(y, values) for values in scores]
+
     def statistic(weights: np.ndarray) -> np.ndarray:
-        value = _weighted_aucs(y, scores[0], weights)
-        return value if len(scores) == 1 else value - _weighted_aucs(y, scores[1], weights)
+        value = aucs[0](weights)
+        return value if len(aucs) == 1 else value - aucs[1](weights)
 
     estimates = np.concatenate([statistic(block) for block in _weight_blocks(len(y), rounds, seed, groups)])
     estimates = estimates[~np.isnan(estimates)]

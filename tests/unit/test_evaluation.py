@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
 from recommenders.evaluation import (
+    _auc_of_draws,
     _weight_blocks,
-    _weighted_aucs,
     auc_difference,
     auc_interval,
     mean_interval,
@@ -115,7 +115,7 @@ def test_the_bootstrap_auc_is_sklearns_auc_on_the_drawn_rows(
     scores = np.array([r[1] for r in rows], dtype=float)
     picked = np.array([i % len(rows) for i in draw])
     counts = np.bincount(picked, minlength=len(rows)).astype(float)[None, :]
-    [weighted] = _weighted_aucs(labels, scores, counts)
+    [weighted] = _auc_of_draws(labels, scores)(counts)
     drawn = labels[picked]
     if drawn.min() == drawn.max():
         assert math.isnan(weighted)
