@@ -141,3 +141,10 @@ def test_the_auc_refuses_scores_it_cannot_rank_and_takes_the_greater_label_as_po
     scores = np.array([0.1, 0.7, 0.4, 0.5, 0.9])
     interval = auc_interval(labels, scores)
     assert interval is not None and interval.mean == pytest.approx(roc_auc_score(labels, scores))
+
+
+def test_an_auc_whose_draws_all_hold_one_class_has_no_bounds_rather_than_a_crash() -> None:
+    """Two rows and one round: the round draws one class (seed 0), so there is no estimate to take bounds of."""
+    interval = auc_interval(np.array([0.0, 1.0]), np.array([0.1, 0.2]), rounds=1, seed=0)
+    assert interval is not None and interval.mean == 1.0
+    assert math.isnan(interval.low) and math.isnan(interval.high)
