@@ -91,6 +91,7 @@ class StoreCluster:
             "replication": [self._peer_uri(i) for i in rs.instances],
             "bootstrap_replication": [] if spec == master else [self._peer_uri(master)],
             "memtx_memory": self.store.memtx_memory_mb * 1024 * 1024,
+            "wal_mode": self.store.wal_mode,
             "user": self.store.user,
             "password": self.store.password,
             "users": {

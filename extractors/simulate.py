@@ -27,7 +27,7 @@ So models trained on the features have real signal, not all of it linear in the 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -148,6 +148,85 @@ def _life_stage(age: float, peak: float, width: float) -> float:
     return math.exp(-(((age - peak) / width) ** 2))
 
 
+@dataclass(frozen=True, slots=True)
+class _Signals:
+    """What drives uptake on one day, computed once for all of a client's products (each product's chance
+    used to recompute every one of them: half the simulation's time)."""
+
+    wealth: float  # log of the balance over the monthly income
+    spend: float  # log1p of the last 30 days' spending over the monthly income
+    log_income: float
+    windfall: bool  # life events still in effect
+    trip: bool
+    raised: bool
+    moved: bool
+    new_business: bool
+    short: bool  # running short before payday
+
+    @classmethod
+    def of(cls, c: _Client, spend_30d: float, day: int) -> _Signals:
+        return cls(
+            wealth=math.log(max(c.balance, 1.0) / max(c.income, 1.0) + 1e-3),
+            spend=math.log1p(spend_30d / max(c.income, 1.0)),
+            log_income=math.log(c.income / 60000.0 + 1e-3),
+            windfall=day - c.windfall_day <= 45,
+            trip=day - c.trip_day <= 14,
+            raised=day - c.raise_day <= 90,
+            moved=day - c.moved_day <= 60,
+            new_business=day - c.business_day <= 90,
+            short=c.balance < 0.3 * c.income,
+        )
+
+
+# product -> the log-odds of applying within about a month
+_LOGITS: dict[str, Callable[[_Client, _Signals], float]] = {
+    "deposit": lambda c, s: -3.6 + 2.2 * c.saver + 0.9 * s.wealth + 2.5 * s.windfall,
+    "savings_account": lambda c, s: -3.2 + 1.5 * c.saver + 0.4 * s.wealth + 1.0 * s.windfall + 1.0 * (c.age >= 60),
+    "credit_card": lambda c, s: (
+        -3.8
+        + 1.6 * s.spend
+        + 1.4 * c.online
+        + 0.8 * c.traveler
+        + 1.0 * _life_stage(c.age, 27, 8)
+        + 1.2 * s.trip
+        + 1.0 * s.raised
+    ),
+    "premium_debit_card": lambda c, s: -4.4 + 1.8 * (c.income >= PREMIUM_INCOME) + 1.5 * c.traveler + 1.8 * s.raised,
+    "consumer_loan": lambda c, s: (
+        -4.0
+        - 0.6 * s.wealth
+        + 0.6 * s.spend
+        + 1.2 * _life_stage(c.age, 32, 10)
+        + 1.6 * s.short
+        + 0.6 * ("credit_card" in c.held)
+        + 1.0 * s.moved
+    ),
+    "mortgage": lambda c, s: (
+        -5.2 + 1.2 * s.log_income + 2.0 * _life_stage(c.age, 32, 7) + 0.8 * c.saver + 1.5 * s.raised + 1.5 * s.moved
+    ),
+    "investments": lambda c, s: (
+        -4.8
+        + 1.2 * s.wealth
+        + 1.2 * _life_stage(c.age, 50, 10)
+        + 1.0 * c.saver
+        + 2.5 * (s.windfall and c.saver > 0.4)
+        + 0.7 * ("deposit" in c.held)
+    ),
+    "insurance": lambda c, s: (
+        -5.0
+        + 1.0 * c.traveler
+        + 0.01 * (c.age - 30)
+        + 3.5 * s.trip
+        - 1.5 * ("premium_debit_card" in c.held)
+        + 1.5 * s.moved
+    ),
+    "sme_overdraft": lambda c, s: -2.6 - 0.8 * s.wealth + 0.6 * ("sme_acquiring" in c.held) + 1.0 * s.new_business,
+    "sme_acquiring": lambda c, s: (
+        -2.4 + (1.8 if SME_INDUSTRIES.get(c.industry or "") == "retail" else -0.6) + 1.5 * s.new_business
+    ),
+}
+
+
 class BankSimulator:
     def __init__(self, config: SimulationConfig) -> None:
         self.config = config
@@ -156,6 +235,19 @@ class BankSimulator:
         # client -> days x products: each day's monthly chance of applying at the day's end (NaN where the
         # client held the product or was not eligible); kept only with config.record_chances
         self._chances: dict[str, np.ndarray] = {}
+        # day index -> (month, day of the month), shared by every client
+        self._calendar = [
+            (when.month, when.day)
+            for when in (datetime.fromtimestamp(self.start_ts + day * DAY, UTC) for day in range(config.days))
+        ]
+
+    def recorded_chances(self) -> dict[str, np.ndarray]:
+        """Client -> the daily chances kept so far (``config.record_chances``), to hand to another simulator."""
+        return dict(self._chances)
+
+    def keep_chances(self, chances: dict[str, np.ndarray]) -> None:
+        """Adopt chances recorded by another simulator of the same bank (a worker process's part of it)."""
+        self._chances.update(chances)
 
     def chances(self, client_id: str, at: float) -> dict[str, float]:
         """The simulator's own monthly chance of each product the client could apply for, as of ``at``: after
@@ -171,8 +263,10 @@ class BankSimulator:
             return {}
         return {p: float(v) for p, v in zip(PRODUCTS, by_day[day], strict=True) if not math.isnan(v)}
 
-    def events(self) -> Iterator[tuple[str, str, dict[str, object]]]:
-        for index in range(self.config.clients):
+    def events(self, clients: range | None = None) -> Iterator[tuple[str, str, dict[str, object]]]:
+        """Every client's events in turn (or those of the client indices in ``clients``: each client has its
+        own random stream, so a part of the bank simulated alone gives the same events)."""
+        for index in clients if clients is not None else range(self.config.clients):
             rng = np.random.default_rng([self.config.seed, index])
             client = self._new_client(rng, index)
             yield from self._client_events(rng, client)
@@ -200,8 +294,9 @@ class BankSimulator:
     def _client_events(self, rng: np.random.Generator, c: _Client) -> Iterator[tuple[str, str, dict[str, object]]]:
         yield self._client_event(c, self.start_ts + 60, rng)
         # Products held before the simulated period.
+        at_start = _Signals.of(c, 0.0, 0)
         for product in PRODUCTS:
-            if self._eligible(c, product, 0) and rng.random() < 0.25 * self._propensity(c, product, 0.0, 0):
+            if self._eligible(c, product, 0) and rng.random() < 0.25 * self._propensity(c, product, at_start):
                 c.held.add(product)
                 yield (
                     "products",
@@ -216,8 +311,7 @@ class BankSimulator:
         salary_day = int(rng.integers(1, 28))
         for day in range(self.config.days):
             day_ts = self.start_ts + day * DAY
-            month = datetime.fromtimestamp(day_ts, UTC).month
-            day_of_month = datetime.fromtimestamp(day_ts, UTC).day
+            month, day_of_month = self._calendar[day]
             spent_today = 0.0
             for payload in self._day_transactions(rng, c, day, day_ts, month, day_of_month, salary_day):
                 tx_seq += 1
@@ -251,10 +345,9 @@ class BankSimulator:
             if day % 7 == 3:
                 yield from self._product_events(rng, c, day, day_ts, spent_30d)
             if self.config.record_chances:
+                signals = _Signals.of(c, spent_30d, day)
                 self._chances[c.client_id][day] = [
-                    self._propensity(c, p, spent_30d, day)
-                    if p not in c.held and self._eligible(c, p, day)
-                    else math.nan
+                    self._propensity(c, p, signals) if p not in c.held and self._eligible(c, p, day) else math.nan
                     for p in PRODUCTS
                 ]
 
@@ -412,59 +505,9 @@ class BankSimulator:
         return c.segment in segments and min_age <= age <= max_age and c.tenure_days + day >= min_tenure_days
 
     @staticmethod
-    def _propensity(c: _Client, product: str, spend_30d: float, day: int) -> float:
+    def _propensity(c: _Client, product: str, signals: _Signals) -> float:
         """Monthly-ish chance of applying, from the client's behaviour (the signal models should learn)."""
-        wealth = math.log(max(c.balance, 1.0) / max(c.income, 1.0) + 1e-3)
-        spend = math.log1p(spend_30d / max(c.income, 1.0))
-        log_income = math.log(c.income / 60000.0 + 1e-3)
-        windfall = day - c.windfall_day <= 45
-        trip = day - c.trip_day <= 14
-        raised = day - c.raise_day <= 90
-        moved = day - c.moved_day <= 60
-        new_business = day - c.business_day <= 90
-        short = c.balance < 0.3 * c.income  # running short before payday
-        x = {
-            "deposit": -3.6 + 2.2 * c.saver + 0.9 * wealth + 2.5 * windfall,
-            "savings_account": -3.2 + 1.5 * c.saver + 0.4 * wealth + 1.0 * windfall + 1.0 * (c.age >= 60),
-            "credit_card": -3.8
-            + 1.6 * spend
-            + 1.4 * c.online
-            + 0.8 * c.traveler
-            + 1.0 * _life_stage(c.age, 27, 8)
-            + 1.2 * trip
-            + 1.0 * raised,
-            "premium_debit_card": -4.4 + 1.8 * (c.income >= PREMIUM_INCOME) + 1.5 * c.traveler + 1.8 * raised,
-            "consumer_loan": -4.0
-            - 0.6 * wealth
-            + 0.6 * spend
-            + 1.2 * _life_stage(c.age, 32, 10)
-            + 1.6 * short
-            + 0.6 * ("credit_card" in c.held)
-            + 1.0 * moved,
-            "mortgage": -5.2
-            + 1.2 * log_income
-            + 2.0 * _life_stage(c.age, 32, 7)
-            + 0.8 * c.saver
-            + 1.5 * raised
-            + 1.5 * moved,
-            "investments": -4.8
-            + 1.2 * wealth
-            + 1.2 * _life_stage(c.age, 50, 10)
-            + 1.0 * c.saver
-            + 2.5 * (windfall and c.saver > 0.4)
-            + 0.7 * ("deposit" in c.held),
-            "insurance": -5.0
-            + 1.0 * c.traveler
-            + 0.01 * (c.age - 30)
-            + 3.5 * trip
-            - 1.5 * ("premium_debit_card" in c.held)
-            + 1.5 * moved,
-            "sme_overdraft": -2.6 - 0.8 * wealth + 0.6 * ("sme_acquiring" in c.held) + 1.0 * new_business,
-            "sme_acquiring": -2.4
-            + (1.8 if SME_INDUSTRIES.get(c.industry or "") == "retail" else -0.6)
-            + 1.5 * new_business,
-        }[product]
-        chance = _sigmoid(x)
+        chance = _sigmoid(_LOGITS[product](c, signals))
         if product == "deposit" and c.balance < MIN_DEPOSIT:
             chance *= 0.1
         if product == "investments" and c.balance < MIN_INVESTMENT:
@@ -502,10 +545,11 @@ class BankSimulator:
                         c.client_id,
                         {"client_id": c.client_id, "product": product, "action": "opened", "ts": day_ts + 15 * 3600},
                     )
+        signals = _Signals.of(c, spend_30d, day)
         for product in PRODUCTS:
             if product in c.held or product in c.pending or not self._eligible(c, product, day):
                 continue
-            if rng.random() < self._propensity(c, product, spend_30d, day) / 4.3:  # weekly from monthly
+            if rng.random() < self._propensity(c, product, signals) / 4.3:  # weekly from monthly
                 decide = day + int(rng.integers(1, 6))
                 c.pending[product] = decide
                 yield (

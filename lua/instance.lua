@@ -33,7 +33,7 @@ box.cfg({
     replication_timeout = 1,
     read_only = settings.read_only,
     memtx_memory = settings.memtx_memory,
-    wal_mode = 'write',
+    wal_mode = settings.wal_mode or 'write',
     log_level = settings.log_level or 5,
     checkpoint_interval = 3600,
     -- Batched writes are ~100-400 KB requests; the 16 KB default made iproto stop reading the writers'

@@ -8,7 +8,8 @@ from collections import defaultdict
 
 import pytest
 
-from extractors.simulate import DAY, ELIGIBILITY, NEVER, BankSimulator, SimulationConfig, _Client
+from extractors.simulate import DAY, ELIGIBILITY, NEVER, BankSimulator, SimulationConfig, _Client, _Signals
+from extractors.simulate_worker import events_from_worker
 from recommenders.catalogue import load_catalogue
 
 END = 1_790_000_000.0
@@ -98,7 +99,7 @@ PLAIN = _Client(
 
 def _chance(product: str, **changes: object) -> float:
     client = dataclasses.replace(PLAIN, **{"held": set(), **changes})  # type: ignore[arg-type]
-    return BankSimulator._propensity(client, product, 30_000.0, DAY_INDEX)
+    return BankSimulator._propensity(client, product, _Signals.of(client, 30_000.0, DAY_INDEX))
 
 
 @pytest.mark.parametrize(
@@ -270,3 +271,22 @@ def test_a_trip_shows_in_the_chances_after_its_day_ends() -> None:
                 assert after["insurance"] > 2.5 * before["insurance"]
                 seen += 1
     assert seen >= 10
+
+
+# ---- the bank made in parts (a worker process simulates while `rtrec evaluate` loads) -------------------------
+def test_a_part_of_the_bank_simulated_alone_gives_the_same_events() -> None:
+    config = SimulationConfig(clients=6, days=40, seed=5, end_ts=1.7e9)
+    whole = list(BankSimulator(config).events())
+    part = list(BankSimulator(config).events(range(2, 4)))
+    assert part == [event for event in whole if event[1] in ("c000002", "c000003")] and part
+
+
+def test_the_worker_gives_the_same_events_in_order_and_the_same_chances() -> None:
+    """Parts of two clients each, simulated in a worker process, against the bank simulated in this one; the
+    worker's chances land in the caller's simulator."""
+    config = SimulationConfig(clients=7, days=40, seed=5, record_chances=True)  # "today" fixed by the caller
+    here, there = BankSimulator(config), BankSimulator(config)
+    assert list(events_from_worker(there, part_clients=2)) == list(here.events())
+    assert here.recorded_chances().keys() == there.recorded_chances().keys() and len(here.recorded_chances()) == 7
+    at = here.start_ts + 30 * DAY
+    assert all(here.chances(client, at) == there.chances(client, at) for client in here.recorded_chances())
