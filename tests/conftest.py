@@ -4,6 +4,7 @@ unique subjects and, for Kafka, their own topic prefix and consumer group."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -95,6 +96,16 @@ async def cluster(settings: Settings) -> AsyncIterator[StoreCluster]:
 async def store(cluster: StoreCluster, settings: Settings) -> AsyncIterator[FeatureStore]:
     async with FeatureStore(settings.store, topology=cluster.topology) as client:
         yield client
+
+
+@pytest.fixture(scope="module")
+def runner_store(cluster: StoreCluster, settings: Settings) -> Iterator[tuple[asyncio.Runner, FeatureStore]]:
+    """A private event loop so hypothesis can drive the async client from a synchronous test."""
+    with asyncio.Runner() as runner:
+        store = FeatureStore(settings.store, topology=cluster.topology)
+        runner.run(store.start())
+        yield runner, store
+        runner.run(store.stop())
 
 
 @pytest.fixture(scope="session")

@@ -8,14 +8,11 @@ import asyncio
 import itertools
 import math
 import uuid
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deploy.cluster import StoreCluster
-from deploy.settings import Settings
 from feature_store.client import FeatureStore, StoreError
 from feature_store.fake import value_order
 from feature_store.records import Feature, Value
@@ -70,16 +67,6 @@ specs_strategy = st.lists(
     min_size=1,
     max_size=12,
 )
-
-
-@pytest.fixture(scope="module")
-def runner_store(cluster: StoreCluster, settings: Settings) -> Iterator[tuple[asyncio.Runner, FeatureStore]]:
-    """A private event loop so hypothesis can drive the async client from a synchronous test."""
-    with asyncio.Runner() as runner:
-        store = FeatureStore(settings.store, topology=cluster.topology)
-        runner.run(store.start())
-        yield runner, store
-        runner.run(store.stop())
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterator
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from feature_store.client import FeatureStore
 from feature_store.fake import InMemoryFeatureStore
@@ -33,15 +30,6 @@ versions_strategy = st.lists(
     max_size=25,
     unique_by=lambda v: v[0],
 ).map(lambda vs: [(LATER + day * DAY, value) for day, value in vs])
-
-
-@pytest.fixture(scope="module")
-def runner_store(cluster: StoreCluster, settings: Settings) -> Iterator[tuple[asyncio.Runner, FeatureStore]]:
-    with asyncio.Runner() as runner:
-        store = FeatureStore(settings.store, topology=cluster.topology)
-        runner.run(store.start())
-        yield runner, store
-        runner.run(store.stop())
 
 
 def _feature(subject: str, version: Version) -> Feature:
