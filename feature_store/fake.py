@@ -22,7 +22,6 @@ def value_order(value: Value) -> tuple[int, Value]:
 
 
 NaturalKey = tuple[str, str, str, str]  # subject, source, object, name
-HISTORY_SOURCE = "client_history"  # versions of client facts, folded into runs as the store does
 
 _NUMERIC: dict[str, Callable[[list[float]], float]] = {
     "sum": sum,
@@ -38,8 +37,6 @@ class InMemoryFeatureStore:
         self.tombstones: set[tuple[str, str]] = set()
         self.versions: dict[tuple[str, str], float] = {}
         self.deny = set(deny_subjects)
-        # (subject, history name) -> keys of its stored versions, so a fold does not scan every feature
-        self._history_keys: dict[tuple[str, str], set[NaturalKey]] = {}
 
     async def put_features(self, features: Iterable[Feature]) -> WriteResult:
         result = WriteResult()
@@ -56,33 +53,9 @@ class InMemoryFeatureStore:
             elif (f.subject, f.object) in self.tombstones:
                 result.tombstoned += 1
                 continue
-            elif f.source == HISTORY_SOURCE and self._fold_history(f):
-                result.unchanged += 1
-                continue
             self.features[key] = f
             result.written += 1
         return result
-
-    def _fold_history(self, new: Feature) -> bool:
-        """The store's fold of a client fact's versions (lua/history.lua): of each run of equal values only the
-        first and the last are kept. True when ``new`` falls inside a run (nothing to store); otherwise drops
-        the neighbour ``new`` turns into a run's middle."""
-        keys = self._history_keys.setdefault((new.subject, new.name), set())
-        keys.intersection_update(self.features)  # forget versions deleted since
-        keys.add((new.subject, new.source, new.object, new.name))  # stored unless it falls inside a run
-        versions = sorted((self.features[k] for k in keys if k in self.features), key=lambda f: f.time_use)
-        before = [f for f in reversed(versions) if f.time_use < new.time_use][:2]
-        after = [f for f in versions if f.time_use > new.time_use][:2]
-
-        def same(side: list[Feature], n: int) -> bool:
-            return len(side) >= n and all(value_order(f.value) == value_order(new.value) for f in side[:n])
-
-        if same(before, 1) and same(after, 1):
-            return True
-        for side in (before, after):
-            if same(side, 2):
-                del self.features[(side[0].subject, side[0].source, side[0].object, side[0].name)]
-        return False
 
     async def replace_source(
         self, subject: str, source: str, version: float, features: Sequence[Feature]

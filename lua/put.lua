@@ -8,7 +8,6 @@ local buckets = require('buckets')
 local counts = require('counts')
 local cache = require('cache')
 local dict = require('dict')
-local history = require('history')
 
 local M = {}
 
@@ -84,13 +83,6 @@ function M.upsert_row(row, headroom)
     if room <= 0 then
         headroom[subject] = room
         return 'SUBJECT_TOO_FAT'
-    end
-    if source == history.SOURCE then  -- only once the version is sure to be stored: the fold drops rows
-        local inside, dropped = history.fold(subject, name_id, source_id, value, time_use)
-        if inside then
-            return 'unchanged'
-        end
-        room = room + dropped
     end
     headroom[subject] = room - 1
     features:insert({row[C.R_BUCKET_ID], subject, name_id, object, source_id, value, time_use, expires_at})
