@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import replace
 from itertools import islice
 from multiprocessing import get_context
+from multiprocessing.pool import AsyncResult
 
 import numpy as np
 
@@ -38,18 +38,21 @@ def events_from_worker(simulator: BankSimulator, part_clients: int = PART_CLIENT
     config = replace(simulator.config, end_ts=simulator.end_ts)
     clients = config.clients
     parts = [range(first, min(first + part_clients, clients)) for first in range(0, clients, part_clients)]
-    pool = ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn"))  # no fork of a running event loop
+    # spawned, not forked: the caller runs an event loop. Terminated on the way out, so a caller that stops
+    # early (an error while loading) does not wait for the parts simulated ahead.
+    pool = get_context("spawn").Pool(processes=1)
     try:
         waiting = iter(parts)
-        pending: deque[Future[tuple[list[Event], dict[str, np.ndarray]]]] = deque(
-            pool.submit(_simulate_part, config, part) for part in islice(waiting, PARTS_AHEAD)
+        pending: deque[AsyncResult[tuple[list[Event], dict[str, np.ndarray]]]] = deque(
+            pool.apply_async(_simulate_part, (config, part)) for part in islice(waiting, PARTS_AHEAD)
         )
         while pending:
-            events, chances = pending.popleft().result()
+            events, chances = pending.popleft().get()
             part = next(waiting, None)
             if part is not None:
-                pending.append(pool.submit(_simulate_part, config, part))
+                pending.append(pool.apply_async(_simulate_part, (config, part)))
             simulator.keep_chances(chances)
             yield from events
     finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+        pool.terminate()
+        pool.join()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
 StoreRole = Literal["ops", "ingest", "api"]
 
@@ -40,6 +40,13 @@ class StoreSettings(BaseModel):
     feature_sweep_interval_s: float = 3600.0
     tombstone_ttl_s: float = 7 * 86400.0
     read_from: Literal["master", "replica"] = "master"
+
+    @model_validator(mode="after")
+    def _replicas_need_the_log(self) -> StoreSettings:
+        """Replicas follow their master through its write-ahead log: without one they would never get a row."""
+        if self.wal_mode == "none" and self.instances_per_replicaset > 1:
+            raise ValueError("store.wal_mode = 'none' needs instances_per_replicaset = 1 (replicas read the log)")
+        return self
 
     def credentials(self, role: StoreRole) -> tuple[str, str]:
         """(user, password) of a store role: ``ops``, ``ingest`` or ``api``."""

@@ -16,6 +16,7 @@ from deploy.cli import main
 from deploy.cluster import StoreCluster
 from deploy.evaluate import _memory_mb, _throwaway_store
 from deploy.settings import Settings
+from feature_store.config import StoreSettings
 from tests.conftest import private_settings
 
 
@@ -77,3 +78,9 @@ def test_the_memory_limit_is_the_containers_when_it_is_lower_than_the_machines(
     assert _memory_mb() == 1024
     limit.write_text(f"{2**70}\n")  # v1 reports "no limit" as a huge number
     assert _memory_mb() == machine_mb
+
+
+def test_a_store_without_a_write_ahead_log_cannot_have_replicas() -> None:
+    with pytest.raises(ValueError, match="replicas read the log"):
+        StoreSettings(wal_mode="none", instances_per_replicaset=3)
+    assert StoreSettings(wal_mode="none", instances_per_replicaset=1).wal_mode == "none"

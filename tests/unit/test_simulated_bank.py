@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import dataclasses
+import multiprocessing
+import time
 from collections import defaultdict
 
 import pytest
@@ -290,3 +292,14 @@ def test_the_worker_gives_the_same_events_in_order_and_the_same_chances() -> Non
     assert here.recorded_chances().keys() == there.recorded_chances().keys() and len(here.recorded_chances()) == 7
     at = here.start_ts + 30 * DAY
     assert all(here.chances(client, at) == there.chances(client, at) for client in here.recorded_chances())
+
+
+def test_a_caller_that_stops_early_does_not_wait_for_the_parts_simulated_ahead() -> None:
+    """Loading failed after the first event: the worker is stopped at once, not left to finish its parts."""
+    config = SimulationConfig(clients=600, days=365, seed=5, end_ts=1.7e9)
+    events = events_from_worker(BankSimulator(config), part_clients=200)  # a few seconds a part
+    next(events)
+    started = time.monotonic()
+    events.close()
+    assert time.monotonic() - started < 1.0
+    assert multiprocessing.active_children() == []
