@@ -14,12 +14,15 @@ import argparse
 import asyncio
 import os
 import shutil
+import sys
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from time import monotonic
 from typing import Any
+
+from rich.progress import Progress, TaskID
 
 from deploy.bench import _machine, _private
 from deploy.cluster import StoreCluster
@@ -28,11 +31,11 @@ from extractors.berka import CUTOFF, BerkaShift, berka_events, default_shift_yea
 from extractors.direct import load_events
 from extractors.extract import ExtractionConfig
 from extractors.simulate import BankSimulator, SimulationConfig
-from extractors.simulate_worker import events_from_worker
+from extractors.simulate_worker import Event, events_from_worker
 from feature_store.client import FeatureStore
 from recommenders.catalogue import load_catalogue
 from recommenders.profile import model_space
-from recommenders.training import ReferenceChances, TrainingConfig, train
+from recommenders.training import ReferenceChances, TrainingConfig, progress_bar, train
 
 
 def _dataset(
@@ -44,14 +47,25 @@ def _dataset(
         simulated = SimulationConfig(args.clients, args.days, args.seed, end_ts=end, record_chances=True)
         sim = BankSimulator(simulated)
         # four weekly holdout cuts: about four times the holdout rows, each client resampled whole
-        config = TrainingConfig(end=sim.end_ts, horizon_days=30, cuts=15, holdout_cuts=4, progress=False)
+        config = TrainingConfig(end=sim.end_ts, horizon_days=30, cuts=15, holdout_cuts=4, progress=sys.stderr.isatty())
         return events_from_worker(sim), config, "RUB", sim.chances
     shift = default_shift_years()
     horizon = args.horizon_days
     events = berka_events(Path(args.path), shift, products_until=CUTOFF + timedelta(days=horizon))
     end = BerkaShift(shift).ts(CUTOFF + timedelta(days=horizon), 23.9)
-    config = TrainingConfig(end=end, horizon_days=horizon, step_days=horizon, cuts=3, progress=False)
+    config = TrainingConfig(end=end, horizon_days=horizon, step_days=horizon, cuts=3, progress=sys.stderr.isatty())
     return events, config, "CZK", None
+
+
+def _advancing(bar: Progress, task: TaskID, events: Iterable[Event]) -> Iterator[Event]:
+    """The events, advancing the bar at each new client (the simulator gives each client's events together):
+    the load is most of a large evaluation's time."""
+    previous = None
+    for event in events:
+        if event[1] != previous:
+            previous = event[1]
+            bar.advance(task)
+        yield event
 
 
 async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
@@ -61,7 +75,9 @@ async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path)
         events, config, currency, reference = _dataset(args)
         async with FeatureStore(settings.store, topology=cluster.topology) as store:
             started = monotonic()
-            loaded = await load_events(store, events, ExtractionConfig(home_currency=currency))
+            with progress_bar(config.progress and args.dataset == "simulated") as bar:
+                shown = _advancing(bar, bar.add_task("simulating and loading clients", total=args.clients), events)
+                loaded = await load_events(store, shown, ExtractionConfig(home_currency=currency))
             load_seconds = monotonic() - started
             catalogue = load_catalogue(settings.recommendations.catalogue)
             space = model_space(settings.views[settings.recommendations.view], catalogue)

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 import xgboost as xgb
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from feature_store.client import FeatureStore
@@ -228,19 +229,24 @@ async def _point_in_time_rows(
     config: TrainingConfig,
 ) -> Dataset:
     """The serving view of every client as of every cut, with the labels of the horizon after it."""
-    bar = Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        disable=not config.progress,
-        transient=True,
-    )
-    with bar:
+    with progress_bar(config.progress) as bar:
         task = bar.add_task("point-in-time features", total=len(clients) * len(cuts))
         return await build_dataset(
             store, space, catalogue, clients, cuts, config.horizon_days, progress=lambda n: bar.advance(task, n)
         )
+
+
+def progress_bar(enabled: bool) -> Progress:
+    """A bar with counts and the time elapsed, on stderr (stdout may carry a command's JSON), gone when done."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not enabled,
+        transient=True,
+        console=Console(stderr=True),
+    )
 
 
 def _split(data: Dataset, at: float, horizon_days: float) -> tuple[Dataset, Dataset]:

@@ -14,9 +14,11 @@ import pytest
 from deploy import evaluate
 from deploy.cli import main
 from deploy.cluster import StoreCluster
-from deploy.evaluate import _memory_mb, _throwaway_store
+from deploy.evaluate import _advancing, _memory_mb, _throwaway_store
 from deploy.settings import Settings
+from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.config import StoreSettings
+from recommenders.training import progress_bar
 from tests.conftest import private_settings
 
 
@@ -84,3 +86,11 @@ def test_a_store_without_a_write_ahead_log_cannot_have_replicas() -> None:
     with pytest.raises(ValueError, match="replicas read the log"):
         StoreSettings(wal_mode="none", instances_per_replicaset=3)
     assert StoreSettings(wal_mode="none", instances_per_replicaset=1).wal_mode == "none"
+
+
+def test_the_load_bar_counts_clients_not_events() -> None:
+    events = list(BankSimulator(SimulationConfig(clients=3, days=20, seed=1, end_ts=1.7e9)).events())
+    with progress_bar(False) as bar:
+        task = bar.add_task("loading", total=3)
+        assert list(_advancing(bar, task, events)) == events
+        assert bar.tasks[0].completed == 3 < len(events)
