@@ -15,11 +15,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from multiprocessing import get_context
+from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +42,7 @@ from extractors.direct import load_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
 from recommenders.catalogue import load_catalogue
+from recommenders.dataset import build_dataset
 from recommenders.profile import model_space
 from recommenders.training import TrainingConfig, train
 
@@ -216,6 +221,61 @@ async def _prepare(settings: Settings, cluster: StoreCluster, workdir: Path, cli
     return order
 
 
+TRAINING_CUTS = 15  # as `rtrec evaluate` reads a client
+
+
+def _training_reads(settings: Settings, catalogue: Path, rows_read: Synchronized[int]) -> None:
+    """Training's point-in-time reads of the trained bank as `rtrec train` makes them (`aggregate_at`, from
+    where and how many at a time `recommendations.training_*` say, at its CPU priority), over and over until the
+    process is stopped: in a process of its own, as training would be, not taking the generator's CPU."""
+    rec = settings.recommendations
+    os.nice(rec.training_niceness)
+
+    def count(rows: int) -> None:
+        with rows_read.get_lock():
+            rows_read.value += rows
+
+    async def forever() -> None:
+        store_settings = settings.store.model_copy(update={"read_from": rec.training_read_from})
+        async with FeatureStore(store_settings, topology=StoreCluster(settings).topology) as store:
+            cat = load_catalogue(catalogue)
+            space = model_space(settings.views[settings.recommendations.view], cat)
+            clients = [f"c{i:06d}" for i in range(TRAINING_CLIENTS)]
+            cuts = [time.time() - week * 7 * 86400.0 for week in range(2, 2 + TRAINING_CUTS)]
+            while True:
+                await build_dataset(
+                    store, space, cat, clients, cuts, 30, progress=count, concurrency=rec.training_read_concurrency
+                )
+
+    asyncio.run(forever())
+
+
+def _while_training(settings: Settings, catalogue: Path, measure: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """``measure()`` while training's reads run in another process."""
+    rec = settings.recommendations
+    context = get_context("spawn")
+    rows_read = context.Value("q", 0)
+    reader = context.Process(target=_training_reads, args=(settings, catalogue, rows_read))
+    reader.start()
+    try:
+        time.sleep(3)  # its start-up (imports, connections) must not fall into the measured seconds
+        rows_before, started = rows_read.value, time.perf_counter()
+        served = measure()
+        rows_per_s = (rows_read.value - rows_before) / (time.perf_counter() - started)
+        return {
+            **served,
+            "while_training": {
+                "read_from": rec.training_read_from,
+                "read_concurrency": rec.training_read_concurrency,
+                "niceness": rec.training_niceness,
+                "training_rows_per_s": round(rows_per_s),  # client-cuts read meanwhile
+            },
+        }
+    finally:
+        reader.terminate()
+        reader.join()
+
+
 def run_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="rtrec-bench-serve-") as tmp:
         workdir = Path(tmp)
@@ -241,10 +301,15 @@ def run_serve(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
             store_pids = {spec.name: processes.read_pid(cluster.pid_path(spec)) or 0 for spec in cluster.instances()}
             url = private.api.url
             warm = uvloop.run(_open_loop(url, key, clients, 50, 2, budget, pid, store_pids))
-            runs = [
-                uvloop.run(_open_loop(url, key, clients, rate, args.seconds, budget, pid, store_pids))
-                for rate in args.rates
-            ]
+            runs = []
+            for rate in args.rates:
+
+                def measure(rate: float = rate) -> dict[str, Any]:
+                    return uvloop.run(_open_loop(url, key, clients, rate, args.seconds, budget, pid, store_pids))
+
+                runs.append(measure())
+                if args.while_training:
+                    runs.append(_while_training(private, catalogue_path, measure))
             return {
                 "benchmark": "serve",
                 "machine": _machine(),

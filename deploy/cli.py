@@ -142,8 +142,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     from recommenders.training import TrainingConfig, TrainingSetupError, train_configured
 
+    rec = settings.recommendations
+    os.nice(rec.training_niceness)  # serving shares the machine: it goes first
     try:
         config = TrainingConfig(
+            read_concurrency=rec.training_read_concurrency,
             horizon_days=args.horizon_days,
             step_days=args.step_days,
             cuts=args.cuts,
@@ -151,7 +154,7 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
             k=args.k,
             end=_epoch(args.end) if args.end else None,
         )
-        meta = asyncio.run(train_configured(settings, config))
+        meta = asyncio.run(train_configured(settings, config, read_from=rec.training_read_from))
     except TrainingSetupError as exc:
         print(f"rtrec train: {exc}", file=sys.stderr)
         return 2
@@ -331,6 +334,11 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--clients", type=int, default=20_000, help="serve: distinct light clients asked")
     bench.add_argument("--rates", type=float, nargs="+", default=[500, 1000, 2000], help="serve: offered rps")
     bench.add_argument("--seconds", type=float, default=5, help="serve: seconds per offered rate")
+    bench.add_argument(
+        "--while-training",
+        action="store_true",
+        help="serve: measure each rate again while training's reads run as `rtrec train` makes them",
+    )
     bench.set_defaults(fn=cmd_bench)
 
     demo = sub.add_parser("demo", parents=[common], help="the main job: up, simulate, ingest, query")

@@ -66,12 +66,14 @@ async def build_dataset(
     cuts: Sequence[float],
     horizon_days: float,
     progress: Callable[[int], None] | None = None,
+    concurrency: int = CONCURRENCY,
 ) -> Dataset:
+    """Every client's rows at every cut, ``concurrency`` clients read at a time."""
     specs = all_specs(space, catalogue)
     horizon_s = horizon_days * DAY
     labels_spec = label_specs(catalogue, horizon_s)
     products = catalogue.ids
-    semaphore = asyncio.Semaphore(CONCURRENCY)
+    semaphore = asyncio.Semaphore(concurrency)
 
     def row(
         subject: str, cut: float, values: list[Value | None], future: list[Value | None]

@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xgboost as xgb
@@ -63,6 +63,9 @@ class TrainingConfig:
     holdout_cuts: int = 1  # more, step_days apart, evaluate more clients (each resampled whole)
     k: int = 3
     progress: bool = True
+    # clients read from the store at a time: as many as help on a store that serves nothing (evaluation, the
+    # demo); `rtrec train` against a serving store reads gently (recommendations.training_read_concurrency)
+    read_concurrency: int = 16
 
     def __post_init__(self) -> None:
         if self.holdout_cuts < 1 or self.cuts <= self.holdout_cuts:
@@ -232,7 +235,14 @@ async def _point_in_time_rows(
     with progress_bar(config.progress) as bar:
         task = bar.add_task("point-in-time features", total=len(clients) * len(cuts))
         return await build_dataset(
-            store, space, catalogue, clients, cuts, config.horizon_days, progress=lambda n: bar.advance(task, n)
+            store,
+            space,
+            catalogue,
+            clients,
+            cuts,
+            config.horizon_days,
+            progress=lambda n: bar.advance(task, n),
+            concurrency=config.read_concurrency,
         )
 
 
@@ -415,13 +425,17 @@ def _write_version(
 
 
 async def train_configured(
-    settings: TrainingSettings, config: TrainingConfig = TrainingConfig(), reference: ReferenceChances | None = None
+    settings: TrainingSettings,
+    config: TrainingConfig = TrainingConfig(),
+    reference: ReferenceChances | None = None,
+    read_from: Literal["master", "replica"] | None = None,
 ) -> dict[str, Any]:
     """`train` with everything taken from the settings: the store, the serving view, the catalogue and the
-    models directory (what `rtrec train` and the demo run)."""
+    models directory (what `rtrec train` and the demo run); ``read_from`` overrides where the store is read."""
     rec = settings.recommendations
     catalogue = load_catalogue(rec.catalogue)
-    async with FeatureStore(settings.store, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
+    store_settings = settings.store if read_from is None else settings.store.model_copy(update={"read_from": read_from})
+    async with FeatureStore(store_settings, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
         return await train(
             store,
             model_space(settings.views[rec.view], catalogue),

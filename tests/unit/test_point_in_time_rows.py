@@ -5,6 +5,7 @@ nothing about is left out."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any, cast
 
@@ -99,3 +100,31 @@ async def test_a_row_before_a_profile_change_sees_the_profile_of_then() -> None:
     newest = {**as_of_then, "last(profile.segment)": "sme", "last(profile.registered_at)": CUT - 400 * DAY}
     data = await build_dataset(cast(FeatureStore, LabelStore({"c1": newest}, {})), space, catalogue, ["c1"], [CUT], 30)
     assert data.snapshots[0].segment == "sme" and data.snapshots[0].age_years is None
+
+
+class CountingStore(LabelStore):
+    """Remembers the most ``aggregate_at`` calls it had in flight at once."""
+
+    def __init__(self) -> None:
+        super().__init__({}, {})
+        self.in_flight = self.most_in_flight = 0
+
+    async def aggregate_at(
+        self, subject: str, specs: Sequence[AggregateSpec], times: Sequence[float]
+    ) -> list[list[Any]]:
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0.001)
+        self.in_flight -= 1
+        return await super().aggregate_at(subject, specs, times)
+
+
+async def test_training_reads_as_many_clients_at_a_time_as_it_is_told() -> None:
+    """`rtrec train` against the serving store reads one client at a time (recommendations.training_*)."""
+    catalogue = load_catalogue(ROOT / "deploy" / "products.toml")
+    space = FeatureSpace.from_view(["last(profile.segment)"])
+    clients = [f"c{i}" for i in range(20)]
+    for concurrency in (1, 4):
+        store = CountingStore()
+        await build_dataset(cast(FeatureStore, store), space, catalogue, clients, [CUT], 30, concurrency=concurrency)
+        assert store.most_in_flight == concurrency

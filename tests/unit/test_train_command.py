@@ -1,0 +1,31 @@
+"""`rtrec train` shares the machine and the store with serving: it lowers its own CPU priority and reads the
+replicas a client at a time, as `recommendations.training_*` say (figures in docs/benchmarks.md)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import pytest
+
+from deploy import cli
+from deploy.settings import load_settings
+from recommenders import training
+
+
+def test_rtrec_train_reads_gently_at_a_low_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    asked: dict[str, Any] = {}
+    monkeypatch.setattr(cli.os, "nice", lambda increment: asked.setdefault("niceness", increment))
+
+    async def fake_train(settings: Any, config: training.TrainingConfig, read_from: str | None = None) -> Any:
+        asked.update(read_from=read_from, concurrency=config.read_concurrency)
+        return {"version": "v1", "training": {}, "metrics": {"per_product": {}}}
+
+    monkeypatch.setattr(training, "train_configured", fake_train)
+    settings = load_settings()
+    args = argparse.Namespace(horizon_days=30.0, step_days=7.0, cuts=12, holdout_cuts=1, k=3, end=None)
+    assert cli.cmd_train(settings, args) == 0
+    rec = settings.recommendations
+    assert asked == {"niceness": 19, "read_from": "replica", "concurrency": 1}
+    assert (rec.training_niceness, rec.training_read_from, rec.training_read_concurrency) == (19, "replica", 1)
+    assert training.TrainingConfig().read_concurrency == 16  # evaluation and the demo: nothing else is served
