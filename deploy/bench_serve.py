@@ -262,6 +262,8 @@ def _while_training(settings: Settings, catalogue: Path, measure: Callable[[], d
         rows_before, started = rows_read.value, time.perf_counter()
         served = measure()
         rows_per_s = (rows_read.value - rows_before) / (time.perf_counter() - started)
+        if not reader.is_alive() or rows_per_s == 0:  # else the row would show serving with no training at all
+            raise RuntimeError(f"training's reads stopped during the measurement (exit code {reader.exitcode})")
         return {
             **served,
             "while_training": {

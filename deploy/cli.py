@@ -140,10 +140,11 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
+    rec = settings.recommendations
+    # serving shares the machine: it goes first. Before the imports, whose BLAS threads would keep the old priority
+    os.nice(rec.training_niceness)
     from recommenders.training import TrainingConfig, TrainingSetupError, train_configured
 
-    rec = settings.recommendations
-    os.nice(rec.training_niceness)  # serving shares the machine: it goes first
     try:
         config = TrainingConfig(
             read_concurrency=rec.training_read_concurrency,

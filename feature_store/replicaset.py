@@ -4,6 +4,7 @@ is picked up without a restart), calls storage procedures, and translates asynct
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -183,6 +184,9 @@ class ReplicaSetClient:
 
     async def _target(self, write: bool) -> InstanceConnection:
         if not write and self.read_from == "replica":
+            if self._master is None:  # a reader that never wrote must still know which copy is the master
+                with contextlib.suppress(StoreUnavailable):
+                    await self.discover_master()
             replicas = [i for i in self.instances if i is not self._master]
             random.shuffle(replicas)
             for replica in replicas:

@@ -26,13 +26,15 @@ class RecommendationSettings(BaseModel):
     audit_to_kafka: bool = True
     # The recommendation cache (on in production; `rtrec bench serve --no-cache` measures the full path).
     cache: bool = True
-    # `rtrec train` against the store that serves: its point-in-time reads go to the replicas, one client at a
-    # time, from a process of the lowest CPU priority. On 2 cores at 500 rps, training's reads at full speed
-    # (16 clients at a time, masters) took serving's p99 from 25 ms to 640 ms with 6 % of answers over budget;
-    # gently, 18 ms -> 89 ms and none, for 38 % fewer rows read a second (`rtrec bench serve --while-training`).
-    training_read_from: Literal["master", "replica"] = "replica"
-    training_read_concurrency: int = 1
-    training_niceness: int = 19
+    # `rtrec train` against the store that serves: one client read at a time, from a process of the lowest CPU
+    # priority. On 2 cores at 500 rps, training's reads at full speed (16 clients at a time) took serving's p99
+    # from 25 ms to 640 ms with 6 % of answers over budget; gently, 15 ms -> 267 ms and none
+    # (`rtrec bench serve --while-training`, docs/benchmarks.md). "replica" spares the masters' CPU but reads
+    # copies that replicate asynchronously: a replica restarted or cut off may be behind, and nothing here
+    # checks it, so the default is the master.
+    training_read_from: Literal["master", "replica"] = "master"
+    training_read_concurrency: int = Field(default=1, ge=1)
+    training_niceness: int = Field(default=19, ge=0, le=19)
 
 
 class TrainingConfig(Protocol):

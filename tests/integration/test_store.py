@@ -266,3 +266,14 @@ async def test_store_users_hold_only_what_their_role_needs(cluster: StoreCluster
         await guest.connect()
         await guest.call("rtrec.ping", [])
     await guest.disconnect()
+
+
+async def test_reads_from_replicas_never_reach_the_master(cluster: StoreCluster, settings: Settings) -> None:
+    """A client that only reads (`rtrec train` with `training_read_from = "replica"`) has never had to find the
+    master; its reads must still go to read-only copies only."""
+    replica_settings = settings.store.model_copy(update={"read_from": "replica"})
+    async with FeatureStore(replica_settings, topology=cluster.topology) as reader:
+        for rs in reader.replicasets.values():
+            answers = [await rs.call("ping", [], write=False) for _ in range(30)]
+            assert all(answer["ro"] for answer in answers)
+            assert len({answer["uuid"] for answer in answers}) == 2  # both replicas share the reads

@@ -1,5 +1,5 @@
-"""`rtrec train` shares the machine and the store with serving: it lowers its own CPU priority and reads the
-replicas a client at a time, as `recommendations.training_*` say (figures in docs/benchmarks.md)."""
+"""`rtrec train` shares the machine and the store with serving: it lowers its own CPU priority and reads one
+client at a time, from where `recommendations.training_*` say (figures in docs/benchmarks.md)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import pytest
 from deploy import cli
 from deploy.settings import load_settings
 from recommenders import training
+from recommenders.config import RecommendationSettings
 
 
 def test_rtrec_train_reads_gently_at_a_low_priority(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,6 +27,14 @@ def test_rtrec_train_reads_gently_at_a_low_priority(monkeypatch: pytest.MonkeyPa
     args = argparse.Namespace(horizon_days=30.0, step_days=7.0, cuts=12, holdout_cuts=1, k=3, end=None)
     assert cli.cmd_train(settings, args) == 0
     rec = settings.recommendations
-    assert asked == {"niceness": 19, "read_from": "replica", "concurrency": 1}
-    assert (rec.training_niceness, rec.training_read_from, rec.training_read_concurrency) == (19, "replica", 1)
+    assert asked == {"niceness": 19, "read_from": "master", "concurrency": 1}
+    assert (rec.training_niceness, rec.training_read_from, rec.training_read_concurrency) == (19, "master", 1)
     assert training.TrainingConfig().read_concurrency == 16  # evaluation and the demo: nothing else is served
+
+
+@pytest.mark.parametrize(
+    "bad", [{"training_read_concurrency": 0}, {"training_niceness": -1}, {"training_niceness": 20}]
+)
+def test_settings_that_would_hang_or_fail_training_are_refused_at_load(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match="training_"):
+        RecommendationSettings(**bad)  # type: ignore[arg-type]
