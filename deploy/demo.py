@@ -210,7 +210,7 @@ def run_demo(
             console.print(
                 f"  {metrics['evaluated_distinct_clients']} clients are too few for the two intervals to part: "
                 "on banks of 24,000 and 32,000 clients the gap is about 0.015 and the intervals part "
-                "(`make evaluate-large`, 13 minutes; docs/models.md)"
+                "(`make evaluate-large`, 13-21 minutes on 2 cores; docs/models.md)"
             )
     except TrainingSetupError as exc:
         console.print(f"  not enough labelled history to train ({exc}); serving the expert cold-start models")
