@@ -135,10 +135,10 @@ def _memory_mb() -> int:
 
 def _throwaway_store(settings: Settings) -> Settings:
     """The evaluation's private store holds a copy of a dataset that is deleted afterwards, so it runs without
-    replicas (they doubled the store's CPU while loading, on a 2-core machine), without a write-ahead log (13 %
-    of the load's time; a crash loses nothing that a rerun does not make again) and with a memory limit of half
-    the machine's RAM over its masters, so a large simulated bank fits without ``RTREC_STORE__MEMTX_MEMORY_MB``.
-    The limit is a ceiling, not an allocation: a master takes what it stores."""
+    replicas (they doubled the store's CPU while loading, on a 2-core machine), without a write-ahead log
+    (about 12 % of the load's time; a crash loses nothing that a rerun does not make again) and with a memory
+    limit of half the machine's RAM over its masters, so a large simulated bank fits without
+    ``RTREC_STORE__MEMTX_MEMORY_MB``. The limit is a ceiling, not an allocation: a master takes what it stores."""
     ram_mb = _memory_mb()
     memory_mb = max(settings.store.memtx_memory_mb, ram_mb // 2 // settings.store.replicasets)
     store = settings.store.model_copy(

@@ -34,7 +34,7 @@ from recommenders.als import ALSScorer, interaction_matrix, train_als
 from recommenders.boosting import BoosterShape, choose_shapes, fit_boosters
 from recommenders.catalogue import Catalogue, load_catalogue
 from recommenders.config import TrainingConfig as TrainingSettings
-from recommenders.dataset import DAY, Dataset, build_dataset
+from recommenders.dataset import CONCURRENCY, DAY, Dataset, build_dataset
 from recommenders.expert import ExpertScorer, _squash
 from recommenders.holdout import evaluate_sources, score_sources
 from recommenders.profile import FeatureSpace, model_space
@@ -65,7 +65,7 @@ class TrainingConfig:
     progress: bool = True
     # clients read from the store at a time: as many as help on a store that serves nothing (evaluation, the
     # demo); `rtrec train` against a serving store reads gently (recommendations.training_read_concurrency)
-    read_concurrency: int = 16
+    read_concurrency: int = CONCURRENCY
 
     def __post_init__(self) -> None:
         if self.holdout_cuts < 1 or self.cuts <= self.holdout_cuts:
