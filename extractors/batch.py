@@ -8,11 +8,12 @@ exactly one dead letter with a reason: an unexpected exception inside an extract
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from extractors.decode import ExtractionError, decode_event, shorten
+from extractors.decode import ExtractionError, check_not_ahead, decode_event, shorten
 from extractors.dlq import DeadLetter
 from extractors.extract import ExtractionConfig, extract
 from extractors.ops import StoreOp
@@ -62,14 +63,18 @@ def extract_batch(
     records: Sequence[KafkaRecord],
     config: ExtractionConfig,
     canonical: Callable[[str], str] = str,
+    now: float | None = None,
 ) -> ExtractedBatch:
     """Decode and extract every record; failures become dead letters. ``canonical`` maps a (prefixed)
-    topic to its DESIGN.md name, which decides the event type."""
+    topic to its DESIGN.md name, which decides the event type; ``now`` (default: the clock) bounds event times
+    (``config.max_ahead_s``)."""
+    now = time.time() if now is None else now
     ops: list[StoreOp] = []
     dead: list[DeadLetter] = []
     for origin, record in enumerate(records):
         try:
             event = decode_event(canonical(record.topic), record.value, record.headers)
+            check_not_ahead(event.ts, now, config.max_ahead_s)
             ops.extend(extract(event, config, origin))
         except ExtractionError as exc:
             dead.append(dead_letter(record, str(exc), exc.kind))

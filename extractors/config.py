@@ -8,6 +8,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
+from extractors.extract import ExtractionConfig
 from feature_store.config import StoreSettings, TtlSettings
 
 TOPICS = {
@@ -57,6 +58,9 @@ class ConsumerSettings(BaseModel):
     instances: int = 1
     # Transactions in any other currency also produce tx.<dir>.fx.amount.
     home_currency: str = "RUB"
+    # How far an event time may be ahead of the consumer's clock (clock skew); an event further ahead is a dead
+    # letter (kind future_timestamp): stored, it would hide itself from reads and freeze client data until then.
+    max_ahead_s: float = Field(default=300.0, ge=0)
     # Prometheus endpoint of consumer i (1-based) is metrics_port + i - 1; 0 turns it off.
     metrics_port: int = 9102
     metrics_host: str = "127.0.0.1"
@@ -66,6 +70,10 @@ class ConsumerSettings(BaseModel):
     # `rtrec up` supervision: restart backoff cap, and how long a silent (no heartbeat) consumer may live.
     restart_backoff_max_s: float = 60.0
     hung_after_s: float = 30.0
+
+    def extraction(self) -> ExtractionConfig:
+        """What the extractors read of these settings (the consumer, replays and the HTTP write path alike)."""
+        return ExtractionConfig(home_currency=self.home_currency, max_ahead_s=self.max_ahead_s)
 
 
 class IngestConfig(Protocol):

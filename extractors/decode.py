@@ -60,6 +60,23 @@ class InvalidEvent(ExtractionError):
     kind = "invalid"
 
 
+class FutureTimestamp(ExtractionError):
+    """An event time ahead of the clock: stored, it would hide itself from every read until then (an application
+    not seen is a product offered again) and, for client data, win "newest wins" against every real update."""
+
+    kind = "future_timestamp"
+
+
+def check_not_ahead(ts: float, now: float, max_ahead_s: float, what: str = "ts") -> None:
+    """Refuse a time more than ``max_ahead_s`` after ``now`` (FutureTimestamp, with what to look at)."""
+    ahead = ts - now
+    if ahead > max_ahead_s:
+        raise FutureTimestamp(
+            f"{what} is {ahead:.0f} s ahead of this clock (at most {max_ahead_s:.0f} s): a producer clock running "
+            "fast, or a local time sent without its zone (read as UTC)"
+        )
+
+
 class UnknownEventType(ExtractionError):
     kind = "unknown_type"
 

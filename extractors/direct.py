@@ -4,11 +4,12 @@ fixtures and bulk backfills where the broker adds nothing."""
 from __future__ import annotations
 
 import gc
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from extractors.config import TOPICS
-from extractors.decode import validate_event
+from extractors.decode import check_not_ahead, validate_event
 from extractors.extract import ExtractionConfig, extract
 from extractors.ops import ApplyResult, FeatureWriter, StoreOp, apply_ops
 
@@ -48,9 +49,12 @@ async def load_events(
         total.refused.update(result.refused)
         ops.clear()
 
+    now = time.time()
     with fewer_collections():
         for count, (topic_key, _, payload) in enumerate(events, start=1):
-            ops.extend(extract(validate_event(TOPICS[topic_key], payload), config))
+            event = validate_event(TOPICS[topic_key], payload)
+            check_not_ahead(event.ts, now, config.max_ahead_s)
+            ops.extend(extract(event, config))
             if count % BATCH_EVENTS == 0:
                 await flush()
         await flush()

@@ -51,6 +51,8 @@ COUNTERPARTY_KINDS = ("employer", "merchant", "person", "government", "bank")
 @dataclass(frozen=True)
 class ExtractionConfig:
     home_currency: str = "RUB"
+    # how far an event time may be ahead of the consumer's clock (clock skew); further is a dead letter
+    max_ahead_s: float = 300.0
 
 
 def counterparty_kind(counterparty: str | None) -> str | None:
@@ -154,7 +156,7 @@ def extract(event: BankEvent, config: ExtractionConfig, origin: int = -1) -> lis
     if isinstance(event, TransactionEvent):
         return [AppendFeatures(tuple(extract_transaction(event, config)), origin)]
     if isinstance(event, TransactionDeleteEvent):
-        return [DeleteObject(event.client_id, event.tx_id, origin)]
+        return [DeleteObject(event.client_id, event.tx_id, origin, source=SOURCE_TRANSACTIONS)]
     if isinstance(event, ClientEvent):
         replaces = extract_client(event)
         history = client_history(event.client_id, event.ts, [f for op in replaces for f in op.features])

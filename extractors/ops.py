@@ -31,6 +31,7 @@ class FeatureWriter(Protocol):
         subject: str,
         object_id: str,
         tombstone_expires_at: float | None = None,
+        source: str | None = None,
     ) -> int: ...
 
 
@@ -55,11 +56,13 @@ class ReplaceSource:
 
 @dataclass(frozen=True, slots=True)
 class DeleteObject:
-    """A transaction deletion: remove the features of ``object_id`` and leave a tombstone."""
+    """A deletion: remove the features of ``object_id`` from ``source`` (every source when None) and leave a
+    tombstone of the same scope."""
 
     subject: str
     object_id: str
     origin: int = -1
+    source: str | None = None
 
 
 StoreOp = AppendFeatures | ReplaceSource | DeleteObject
@@ -115,12 +118,13 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
             result.written += answer.written
             result.unchanged += answer.unchanged
             result.deleted += answer.deleted
+            result.tombstoned += answer.tombstoned
         else:
             result.replace_ignored += 1
 
     async def delete(op: DeleteObject) -> None:
         try:
-            result.deleted += await store.delete_object(op.subject, op.object_id)
+            result.deleted += await store.delete_object(op.subject, op.object_id, source=op.source)
         except StoreError as exc:
             if not exc.refuses_input:
                 raise

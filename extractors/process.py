@@ -17,7 +17,6 @@ from collections.abc import Callable
 
 from extractors.config import IngestConfig
 from extractors.consumer import ExtractorConsumer
-from extractors.extract import ExtractionConfig
 from extractors.health import ConsumerHealth, state_path
 from feature_store.client import FeatureStore
 from feature_store.ttl import TtlPolicy
@@ -56,7 +55,7 @@ def run_consumer_process(
         consumer = ExtractorConsumer(
             settings,
             store,
-            extraction=ExtractionConfig(home_currency=settings.consumer.home_currency),
+            extraction=settings.consumer.extraction(),
             health=ConsumerHealth(instance=instance),
             state_file=state_path(settings.run_dir, instance),
         )

@@ -49,6 +49,7 @@ class ReplaceResult:
     written: int = 0
     unchanged: int = 0
     deleted: int = 0
+    tombstoned: int = 0  # rows skipped because their object was deleted (as put_features skips them)
     stored_version: float | None = None
 
 
@@ -278,15 +279,20 @@ class FeatureStore:
             written=answer.get("written", 0),
             unchanged=answer.get("unchanged", 0),
             deleted=answer.get("deleted", 0),
+            tombstoned=answer.get("tombstoned", 0),
             stored_version=answer.get("stored_version"),
         )
 
-    async def delete_object(self, subject: str, object_id: str, tombstone_expires_at: float | None = None) -> int:
-        """Delete the subject's features extracted from ``object_id`` and leave a tombstone."""
+    async def delete_object(
+        self, subject: str, object_id: str, tombstone_expires_at: float | None = None, source: str | None = None
+    ) -> int:
+        """Delete the subject's features extracted from ``object_id`` and leave a tombstone. With ``source``, only
+        that source's features (and later rows of it) are affected: a transaction id may equal a client or an
+        application id, whose features must survive the transaction's deletion."""
         expires = (
             tombstone_expires_at if tombstone_expires_at is not None else (time.time() + self.settings.tombstone_ttl_s)
         )
-        answer = await self.call_routed(subject, "delete_object", [subject, object_id, expires], write=True)
+        answer = await self.call_routed(subject, "delete_object", [subject, object_id, expires, source], write=True)
         return int(answer["deleted"])
 
     # ---- reads -----------------------------------------------------------------------------------------

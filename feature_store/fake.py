@@ -34,7 +34,7 @@ _NUMERIC: dict[str, Callable[[list[float]], float]] = {
 class InMemoryFeatureStore:
     def __init__(self, deny_subjects: Iterable[str] = ()) -> None:
         self.features: dict[NaturalKey, Feature] = {}
-        self.tombstones: set[tuple[str, str]] = set()
+        self.tombstones: dict[tuple[str, str], str | None] = {}  # (subject, object) -> source, None: every source
         self.versions: dict[tuple[str, str], float] = {}
         self.deny = set(deny_subjects)
 
@@ -50,7 +50,10 @@ class InMemoryFeatureStore:
             elif f.subject in self.deny:
                 result.refused.append((f, "SUBJECT_DENIED"))
                 continue
-            elif (f.subject, f.object) in self.tombstones:
+            elif (f.subject, f.object) in self.tombstones and self.tombstones[(f.subject, f.object)] in (
+                None,
+                f.source,
+            ):
                 result.tombstoned += 1
                 continue
             self.features[key] = f
@@ -69,13 +72,22 @@ class InMemoryFeatureStore:
             del self.features[key]
         written = await self.put_features(features)
         self.versions[(subject, source)] = version
-        return ReplaceResult(applied=True, written=written.written, unchanged=written.unchanged, deleted=len(stale))
+        return ReplaceResult(
+            applied=True,
+            written=written.written,
+            unchanged=written.unchanged,
+            deleted=len(stale),
+            tombstoned=written.tombstoned,
+        )
 
-    async def delete_object(self, subject: str, object_id: str, tombstone_expires_at: float | None = None) -> int:
-        doomed = [k for k in self.features if k[0] == subject and k[2] == object_id]
+    async def delete_object(
+        self, subject: str, object_id: str, tombstone_expires_at: float | None = None, source: str | None = None
+    ) -> int:
+        doomed = [k for k in self.features if k[0] == subject and k[2] == object_id and source in (None, k[1])]
         for key in doomed:
             del self.features[key]
-        self.tombstones.add((subject, object_id))
+        scope = self.tombstones.get((subject, object_id), source)  # another source's tombstone widens to every one
+        self.tombstones[(subject, object_id)] = source if scope == source else None
         return len(doomed)
 
     def snapshot(self, subject: str) -> set[tuple[str, str, str, Value, float]]:

@@ -8,6 +8,7 @@ local buckets = require('buckets')
 local counts = require('counts')
 local cache = require('cache')
 local dict = require('dict')
+local delete = require('delete')
 
 local M = {}
 
@@ -70,7 +71,7 @@ function M.upsert_row(row, headroom)
     if config.deny_subjects[subject] then
         return 'SUBJECT_DENIED'
     end
-    if box.space.tombstones:get({subject, object}) ~= nil then
+    if delete.tombstoned(subject, object, source) then
         return 'tombstoned'
     end
     local room = headroom[subject]

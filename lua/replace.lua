@@ -24,7 +24,7 @@ function M.stored(subject, source_id)
     return found
 end
 
--- Returns {applied=true, written=, deleted=} or {applied=false, stored_version=} or nil, err.
+-- Returns {applied=true, written=, unchanged=, deleted=, tombstoned=} or {applied=false, stored_version=} or nil, err.
 function M.replace_source(bucket_id, subject, source, version, rows)
     if type(subject) ~= 'string' or type(source) ~= 'string' or type(version) ~= 'number' then
         return nil, errors.new('BAD_ARGUMENT', 'subject, source and a numeric version are required')
@@ -56,7 +56,7 @@ function M.replace_source(bucket_id, subject, source, version, rows)
         keep[row[C.R_OBJECT] .. '\0' .. row[C.R_NAME]] = true
     end
     local features = box.space.features
-    local result = {applied = true, written = 0, unchanged = 0, deleted = 0}
+    local result = {applied = true, written = 0, unchanged = 0, deleted = 0, tombstoned = 0}
     box.begin()
     local stale = {}
     local source_id = dict.find('source', source)
@@ -76,7 +76,8 @@ function M.replace_source(bucket_id, subject, source, version, rows)
     local headroom = {}
     for _, row in ipairs(rows) do
         local outcome = put.upsert_row(row, headroom)
-        if outcome == 'written' or outcome == 'unchanged' then
+        -- a tombstoned row is skipped as in put_features: a deleted object stays deleted, the rest applies
+        if outcome == 'written' or outcome == 'unchanged' or outcome == 'tombstoned' then
             result[outcome] = result[outcome] + 1
         else
             counts.rollback()

@@ -86,7 +86,7 @@ local function create_support_spaces()
     b:create_index('pk', {parts = {{1, 'unsigned'}}, if_not_exists = true})
     b:create_index('status', {parts = {{2, 'string'}}, unique = false, if_not_exists = true})
 
-    -- A deleted transaction leaves a tombstone so a late duplicate cannot resurrect it.
+    -- A deleted object leaves a tombstone so a late duplicate cannot resurrect it.
     local t = box.schema.space.create('tombstones', {
         if_not_exists = true,
         format = {
@@ -94,6 +94,7 @@ local function create_support_spaces()
             {name = 'object', type = 'string'},
             {name = 'bucket_id', type = 'unsigned'},
             {name = 'expires_at', type = 'number'},
+            {name = 'source', type = 'string', is_nullable = true},  -- nil: every source (constants.T_SOURCE)
         },
     })
     t:create_index('primary', {parts = {{1, 'string'}, {2, 'string'}}, if_not_exists = true})

@@ -24,7 +24,7 @@ from manager.metrics import FAST_LANE_ANSWERS
 from manager.recommendations_api import Recommendation, RecommendationsResponse
 
 ROUTE_PATH = "/v1/recommendations/{client_id}"
-_PATH = re.compile(r"^/v1/recommendations/([A-Za-z0-9_.:\-]{1,64})$")
+_PATH = re.compile(r"/v1/recommendations/([A-Za-z0-9_.:\-]{1,64})")
 _ANSWER_FIELDS = tuple(RecommendationsResponse.model_fields)
 _ITEM_FIELDS = tuple(Recommendation.model_fields)
 _HEADERS = [(b"content-type", b"application/json")]
@@ -69,7 +69,7 @@ class RecommendationFastLane:
         """The client id of a GET of the recommendations path with a key allowed to read, else None."""
         if scope["type"] != "http" or scope["method"] != "GET":
             return None
-        match = _PATH.match(scope["path"])
+        match = _PATH.fullmatch(scope["path"])  # fullmatch: "$" would also match before a final newline
         if match is None:
             return None
         authorization = next((v for k, v in scope.get("headers") or () if k == b"authorization"), None)

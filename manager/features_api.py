@@ -4,11 +4,12 @@ Routers only parse, call the store, and shape the answer."""
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
-from extractors.decode import shorten
+from extractors.decode import FutureTimestamp, check_not_ahead, shorten
 from extractors.events import SEGMENTS, Timestamp, TransactionEvent
 from extractors.extract import SOURCE_HISTORY, SOURCE_PROFILE, ExtractionConfig, client_history, extract
 from extractors.ops import apply_ops
@@ -34,6 +35,18 @@ SourceName = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[a-z0-9
 ObjectName = Annotated[str, Path(min_length=1, max_length=128)]
 
 
+def _refuse_future(config: ExtractionConfig, times: Iterable[tuple[str, float | None]]) -> None:
+    """422 for a time ahead of the clock, as the consumer dead-letters it: stored, it would hide itself from reads
+    (and a client-data version would win against every real update) until then."""
+    now = time.time()
+    try:
+        for what, ts in times:
+            if ts is not None:
+                check_not_ahead(ts, now, config.max_ahead_s, what)
+    except FutureTimestamp as exc:
+        raise HTTPException(422, str(exc)) from exc
+
+
 def _store(request: Request) -> FeatureStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
@@ -45,7 +58,8 @@ async def write_transactions(
     events: Annotated[list[TransactionEvent], Body(max_length=10_000)],
 ) -> WriteResponse:
     """Write a batch of transaction events through the same extractors the Kafka consumers use."""
-    config = ExtractionConfig(home_currency=request.app.state.settings.consumer.home_currency)
+    config = request.app.state.settings.consumer.extraction()
+    _refuse_future(config, ((f"events[{i}].ts", event.ts) for i, event in enumerate(events)))
     ops = [op for i, event in enumerate(events) for op in extract(event, config, origin=i)]
     with STORE_LATENCY.labels("put_features").time():
         result = await apply_ops(_store(request), ops)
@@ -77,6 +91,8 @@ async def replace_source(
     if source == SOURCE_PROFILE and not any(f.name == "profile.segment" and f.value in SEGMENTS for f in body.features):
         raise HTTPException(422, f"a {SOURCE_PROFILE} replace needs profile.segment, one of {', '.join(SEGMENTS)}")
     version = body.version if body.version is not None else time.time()
+    times = [("version", version), *((f"features[{i}].time_use", f.time_use) for i, f in enumerate(body.features))]
+    _refuse_future(request.app.state.settings.consumer.extraction(), times)
     features = tuple(
         Feature(
             subject, source, f.name, f.object or subject, f.value, f.time_use if f.time_use is not None else version

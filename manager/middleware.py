@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 from fastapi import HTTPException
 
-SAFE_REQUEST_ID = re.compile(rb"^[A-Za-z0-9._\-]{1,64}$")
+SAFE_REQUEST_ID = re.compile(rb"[A-Za-z0-9._\-]{1,64}")
 
 
 class RequestIdMiddleware:
@@ -24,7 +24,7 @@ class RequestIdMiddleware:
             await self.app(scope, receive, send)
             return
         given = dict(scope.get("headers") or []).get(b"x-request-id", b"")
-        request_id = given.decode() if SAFE_REQUEST_ID.match(given) else uuid.uuid4().hex[:16]
+        request_id = given.decode() if SAFE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex[:16]
         scope.setdefault("state", {})["request_id"] = request_id
 
         async def send_with_id(message: dict[str, Any]) -> None:

@@ -18,7 +18,6 @@ from aiokafka import AIOKafkaConsumer
 from extractors.batch import extract_batch
 from extractors.config import IngestConfig
 from extractors.decode import INPUT_TOPICS
-from extractors.extract import ExtractionConfig
 from extractors.metrics import REPLAY_OFFSETS_DONE, REPLAY_OFFSETS_TOTAL
 from extractors.offsets import partitions_of
 from extractors.ops import AppendFeatures, ApplyResult, DeleteObject, ReplaceSource, StoreOp, apply_ops_retrying
@@ -85,7 +84,7 @@ class ReplayJob:
         self.max_events_per_s = max_events_per_s
         self.progress = ReplayProgress(uuid.uuid4().hex[:12], start_ts, end_ts, canonical, dry_run)
         self._cancel = asyncio.Event()
-        self.extraction = ExtractionConfig(home_currency=settings.consumer.home_currency)
+        self.extraction = settings.consumer.extraction()
 
     def cancel(self) -> None:
         self._cancel.set()

@@ -107,6 +107,15 @@ async def test_hostile_http_input_is_a_4xx_with_a_message_and_a_request_id(api: 
     )
     assert nan.status_code == 422 and "amount" in str(nan.json()["detail"]) and nan.json()["request_id"]
     assert nan.headers["x-request-id"] == nan.json()["request_id"]
+    ahead = time.time() + 3600  # a fast clock: stored, it would hide itself from reads until then
+    future = await api.post("/v1/features/transactions", json=[{**tx, "ts": ahead}], headers=WRITER)
+    assert future.status_code == 422 and "events[0].ts is 3600 s ahead" in future.json()["detail"]
+    frozen = await api.put(
+        f"/v1/subjects/{uid}/sources/client_profile",
+        json={"version": ahead, "features": [{"name": "profile.segment", "value": "retail"}]},
+        headers=WRITER,
+    )
+    assert frozen.status_code == 422 and "version is" in frozen.json()["detail"]
     huge_now = await api.post(
         f"/v1/subjects/{uid}/aggregate",
         content='{"now": 1' + "0" * 400 + ', "specs": [{"feature": "x", "fn": "sum"}]}',

@@ -139,6 +139,43 @@ async def test_delete_before_the_transaction_arrives_blocks_resurrection(store: 
     assert [r.object for r in await store.get_features(subject)] == [features[1].object]
 
 
+async def test_a_transaction_deletion_leaves_other_sources_sharing_its_id(store: FeatureStore, uid: str) -> None:
+    """Core banking ids collide across kinds (a transaction id equal to the client's or an application's): a
+    transaction deletion removes and blocks only transaction rows."""
+    subject, now = f"{uid}-scope", time.time()
+    profile = [Feature(subject, "profile", "profile.segment", subject, "mass", now)]
+    await store.replace_source(subject, "profile", now, profile)
+    application = Feature(subject, "applications", "app.deposit.submitted", "A77", 1, now)
+    await store.put_features([application, *tx(subject, 1, now)])
+    assert await store.delete_object(subject, subject, source="transactions") == 0
+    assert await store.delete_object(subject, "A77", source="transactions") == 0
+    assert await store.delete_object(subject, f"{subject}-tx0", source="transactions") == 1
+    assert {r.name for r in await store.get_features(subject)} == {"profile.segment", "app.deposit.submitted"}
+    again = await store.put_features([application, Feature(subject, "transactions", "tx.in.amount", "A77", 5, now)])
+    assert (again.unchanged, again.tombstoned) == (1, 1)  # the application is still writable, the transaction not
+    changed = [Feature(subject, "profile", "profile.segment", subject, "affluent", now + 1)]
+    assert (await store.replace_source(subject, "profile", now + 1, changed)).written == 1
+    # a deletion of every source (the API's) widens the scope of an existing one
+    assert await store.delete_object(subject, "A77") == 1
+    assert (await store.put_features([application])).tombstoned == 1
+
+
+async def test_client_data_of_a_deleted_object_is_skipped_not_an_error(store: FeatureStore, uid: str) -> None:
+    """A client-data replace meeting a tombstone skips that row and applies the rest, as put_features does (it
+    was an internal error, which held the consumer until the tombstone expired: 7 days)."""
+    subject, now = f"{uid}-tomb", time.time()
+    rows = [
+        Feature(subject, "profile", "profile.segment", subject, "mass", now),
+        Feature(subject, "profile", "profile.region", "home", "north", now),
+    ]
+    await store.replace_source(subject, "profile", now, rows)
+    assert await store.delete_object(subject, subject) == 1  # DELETE /v1/subjects/S/objects/S
+    moved = [rows[0], Feature(subject, "profile", "profile.region", "home", "south", now + 1)]
+    result = await store.replace_source(subject, "profile", now + 1, moved)
+    assert (result.applied, result.written, result.tombstoned) == (True, 1, 1)
+    assert {(r.name, r.value) for r in await store.get_features(subject)} == {("profile.region", "south")}
+
+
 async def test_expired_features_disappear_by_the_background_fiber(store: FeatureStore, uid: str) -> None:
     subject = f"{uid}-exp"
     now = time.time()

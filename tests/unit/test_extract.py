@@ -135,7 +135,7 @@ def test_applications_products_and_deletes() -> None:
     delete = decode_event(
         "bank.transaction-deletes", orjson.dumps({"tx_id": "t1", "client_id": "c1", "ts": 1772359200})
     )
-    assert extract(delete, ExtractionConfig()) == [DeleteObject("c1", "t1")]
+    assert extract(delete, ExtractionConfig()) == [DeleteObject("c1", "t1", source="transactions")]
 
 
 def test_mcc_groups_and_counterparty_kinds() -> None:

@@ -4,6 +4,7 @@ operations or in exactly one dead letter with a reason, and the dead letter alwa
 from __future__ import annotations
 
 import math
+from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +22,7 @@ from extractors.extract import ExtractionConfig
 # What the broker accepts by default (message.max.bytes); a dead letter must stay under it.
 BROKER_MAX_MESSAGE_BYTES = 1_048_588
 # "extractor_error" (the safety net for bugs) is not among them: validation must name every hostile shape.
-KNOWN_KINDS = {"malformed", "invalid", "unknown_type", "unsupported_content_type"}
+KNOWN_KINDS = {"malformed", "invalid", "unknown_type", "unsupported_content_type", "future_timestamp"}
 MSGPACK = [("content-type", b"application/msgpack")]
 
 VALID: dict[str, dict[str, Any]] = {
@@ -181,6 +182,24 @@ def test_blank_optional_text_is_absent_not_an_empty_feature() -> None:
     extracted = extract_batch([Record("bank.clients", orjson.dumps(client))], ExtractionConfig())  # type: ignore[list-item]
     names = {f.name for op in extracted.ops for f in op.features}  # type: ignore[union-attr]
     assert "profile.segment" in names and not names & {"profile.region", "registry.industry_code"}
+
+
+@pytest.mark.parametrize("topic", sorted(VALID))
+def test_an_event_time_ahead_of_the_clock_is_a_dead_letter_within_the_skew_it_is_not(topic: str) -> None:
+    """A fast producer clock or a local time without its zone: stored ahead, an application would hide from the
+    "applied for" filter and a client version would win against every real update until then."""
+    now = 1_790_000_000.0
+    config = ExtractionConfig(max_ahead_s=300)
+
+    def extracted(ts: object) -> Any:
+        record = Record(topic, orjson.dumps({**VALID[topic], "ts": ts}))
+        return extract_batch([record], config, now=now)  # type: ignore[list-item]
+
+    assert extracted(now + 299).ops and not extracted(now + 299).dead
+    dead = extracted(now + 3 * 3600).dead
+    assert len(dead) == 1 and dead[0].error_kind == "future_timestamp" and "10800 s ahead" in dead[0].reason
+    local_time = datetime.fromtimestamp(now, timezone(timedelta(hours=3))).replace(tzinfo=None).isoformat()
+    assert extracted(local_time).dead[0].error_kind == "future_timestamp"  # UTC+3 sent without its zone
 
 
 def test_parameters_and_null_headers_do_not_stop_a_good_message() -> None:
