@@ -60,7 +60,7 @@ class ConsumerSettings(BaseModel):
     home_currency: str = "RUB"
     # How far an event time may be ahead of the consumer's clock (clock skew); an event further ahead is a dead
     # letter (kind future_timestamp): stored, it would hide itself from reads and freeze client data until then.
-    max_ahead_s: float = Field(default=300.0, ge=0)
+    max_ahead_s: float = Field(default=60.0, ge=0)
     # Prometheus endpoint of consumer i (1-based) is metrics_port + i - 1; 0 turns it off.
     metrics_port: int = 9102
     metrics_host: str = "127.0.0.1"

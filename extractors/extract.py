@@ -52,7 +52,7 @@ COUNTERPARTY_KINDS = ("employer", "merchant", "person", "government", "bank")
 class ExtractionConfig:
     home_currency: str = "RUB"
     # how far an event time may be ahead of the consumer's clock (clock skew); further is a dead letter
-    max_ahead_s: float = 300.0
+    max_ahead_s: float = 60.0
 
 
 def counterparty_kind(counterparty: str | None) -> str | None:

@@ -61,18 +61,24 @@ class StoreSettings(BaseModel):
     request_timeout_s: float = 5.0
 
 
+HELD_UNTIL_CHANGED_DAYS = 36525.0  # a century
+
+
 class TtlSettings(BaseModel):
-    """How long features live after their ``time_use``; the most specific rule wins (name, source, default)."""
+    """How long features live after their ``time_use``; the most specific rule wins (name, source, default).
+
+    Facts that hold until replaced or closed (what a client holds, the current client data) live a century: at 10
+    years a card opened in 2015 and never closed expired, and its holder was offered the card again."""
 
     default_days: float = 400.0
     sources: dict[str, float] = Field(
         default_factory=lambda: {
             "transactions": 400.0,
-            "client_profile": 3650.0,
+            "client_profile": HELD_UNTIL_CHANGED_DAYS,
             "client_history": 3650.0,
-            "registry": 3650.0,
+            "registry": HELD_UNTIL_CHANGED_DAYS,
             "applications": 400.0,
-            "products": 3650.0,
+            "products": HELD_UNTIL_CHANGED_DAYS,
         }
     )
     names: dict[str, float] = Field(default_factory=dict)

@@ -77,7 +77,7 @@ function M.interactions(after, limit)
             out[#out + 1] = {subject, product, 'applied'}
         end
         for product, when in pairs(opened) do
-            if closed[product] == nil or closed[product] < when then
+            if closed[product] == nil or closed[product] <= when then  -- as the serving filter: a tie is held
                 out[#out + 1] = {subject, product, 'held'}
             end
         end

@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import tomllib
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+log = logging.getLogger(__name__)
 
 DEFAULT_CATALOGUE = Path("deploy/products.toml")
 SEGMENTS = ("retail", "sme", "corporate")
+MAX_LIMIT = 50  # the most products an answer may list (the API's `limit` bound)
+# a blend weight, a business value or a rule's factor: a number NaN or infinity would turn into a null score
+Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
 
 class Eligibility(BaseModel):
@@ -43,16 +49,16 @@ class Eligibility(BaseModel):
 class Product(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9_]+$")
     title: str
-    value: float = 1.0
+    value: Weight = 1.0
     eligibility: Eligibility = Field(default_factory=Eligibility)
-    portrait: dict[str, float] = Field(default_factory=dict)
+    portrait: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
 
 
 class Rule(BaseModel):
     name: str
     product: str
     action: Literal["force", "boost", "suppress"]
-    factor: float = 1.0
+    factor: Weight = 1.0
     segments: list[str] = Field(default_factory=list)
     clients: list[str] = Field(default_factory=list)
     # A rule targets nobody unless it names clients or segments, or says everyone: an empty watch list must
@@ -64,21 +70,36 @@ class Rule(BaseModel):
 
 
 class Decision(BaseModel):
-    applied_block_days: float = 180.0
-    cache_ttl_s: float = 300.0
-    budget_s: float = 0.5
-    default_limit: int = 3
+    """Bounded: a file that parses but says ``applied_block_days = 0`` or ``budget_s = -1`` is refused (the last
+    good catalogue stays), where it made every request fail or take the fast path."""
+
+    model_config = ConfigDict(allow_inf_nan=False)
+
+    applied_block_days: float = Field(default=180.0, ge=1)
+    cache_ttl_s: float = Field(default=300.0, ge=0)
+    budget_s: float = Field(default=0.5, gt=0, le=10)
+    default_limit: int = Field(default=3, ge=1, le=MAX_LIMIT)
     # The blend's weights when the served models bring none (trained before weights were learned, or
     # learned_weights = false); keys xgboost, als, expert and base_rate (the client's segment's uptake rate).
-    weights: dict[str, float] = Field(default_factory=lambda: {"xgboost": 0.8, "als": 0.1, "expert": 0.1})
+    weights: dict[str, Weight] = Field(default_factory=lambda: {"xgboost": 0.8, "als": 0.1, "expert": 0.1})
     learned_weights: bool = True  # use the weights training learned on its validation cut (meta.json "blend")
     use_business_value: bool = True
 
 
 class Catalogue(BaseModel):
-    products: list[Product]
+    products: list[Product] = Field(min_length=1)
     decision: Decision = Field(default_factory=Decision)
     rules: list[Rule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Catalogue:
+        ids = [p.id for p in self.products]
+        if len(set(ids)) != len(ids):
+            raise ValueError("product ids must be unique")
+        unknown = sorted({r.product for r in self.rules} - set(ids))
+        if unknown:
+            raise ValueError(f"rules name products the catalogue lacks: {', '.join(unknown)}")
+        return self
 
     @property
     def ids(self) -> list[str]:
@@ -118,8 +139,9 @@ class CatalogueFile:
             mtime = self.path.stat().st_mtime
             if mtime == self._mtime:
                 return False
+            self._mtime = mtime  # a refused version is logged once, then waits for the next change
             self.current = load_catalogue(self.path)
-            self._mtime = mtime
             return True
-        except (OSError, ValueError):
+        except (OSError, ValueError) as exc:
+            log.error("catalogue %s refused, the last good one stays: %s", self.path, exc)
             return False

@@ -205,7 +205,8 @@ def snapshot_from(
     for product in catalogue.ids:
         opened = by_label.get(f"last(product.{product}.opened)")
         closed = by_label.get(f"last(product.{product}.closed)")
-        if isinstance(opened, int | float) and (not isinstance(closed, int | float) or closed < opened):
+        # a close and an opening in the same second (a card reissued) leave it held: never offer what may be held
+        if isinstance(opened, int | float) and (not isinstance(closed, int | float) or closed <= opened):
             held.add(product)
         block = _window(catalogue.decision.applied_block_days)
         if by_label.get(f"count(app.{product}.submitted,{block})") or by_label.get(

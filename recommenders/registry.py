@@ -71,7 +71,9 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
     als_path = directory / "als.npz"
     return LoadedModels(
         version=version,
-        xgboost=XGBoostScorer.load(directory, version, space, catalogue.ids, stats["mean"]),
+        xgboost=XGBoostScorer.load(
+            directory, version, space, catalogue.ids, stats["mean"], _names(meta.get("xgboost_products"))
+        ),
         als=ALSScorer.load(als_path, version) if als_path.exists() else None,
         expert=ExpertScorer(version, space, catalogue, stats["mean"], stats["std"], popularity),
         popularity=popularity,
@@ -79,6 +81,15 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
         segment_popularity=_rates_by_segment(meta.get("segment_popularity", {})),
         blend_weights=_weights(meta.get("blend", {})),
     )
+
+
+def _names(raw: object) -> list[str] | None:
+    """``meta.json`` product list (None when an older version has none), checked like the rates."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or not all(isinstance(name, str) for name in raw):
+        raise ValueError("xgboost_products must be a list of product names")
+    return raw
 
 
 def _rates_by_segment(raw: object) -> dict[str, dict[str, float]]:
@@ -123,15 +134,25 @@ class ModelRegistry:
         self.space = space
         self.catalogue = catalogue
         self.current = untrained(space, catalogue)
+        self.refused: str | None = None  # the last version that could not be loaded
 
     def reload_if_changed(self) -> bool:
         version = latest_version(self.models_dir)
         if version is None or version == self.current.version:
             return False
+        if version == self.refused:
+            return False
         try:
             loaded = load_version(self.models_dir, version, self.space, self.catalogue)
-        except (OSError, ValueError, KeyError, TypeError) as exc:  # a bad version never stops the reload loop
-            log.error("cannot load model version %s: %s (keeping %s)", version, exc, self.current.version)
+        except Exception as exc:  # whatever a bad version raises (a truncated .npz: BadZipFile), it is refused
+            self.refused = version  # logged once; a newer LATEST is tried
+            log.error(
+                "cannot load model version %s: %s: %s (keeping %s)",
+                version,
+                type(exc).__name__,
+                exc,
+                self.current.version,
+            )
             return False
         # one reference swap: a request takes `current` once and keeps that version to its end
         self.current = loaded
@@ -144,9 +165,14 @@ class ModelRegistry:
         self.current.expert.catalogue = catalogue
 
     async def watch(self, interval_s: float = 2.0, catalogue_file: CatalogueFile | None = None) -> None:
+        """Reload a new model version or catalogue every ``interval_s``. A round that fails is logged and the next
+        one runs: a watcher that died would leave the API serving old models and rules without a word."""
         while True:
-            await asyncio.to_thread(self.reload_if_changed)
-            if catalogue_file is not None and catalogue_file.reload_if_changed():
-                self.set_catalogue(catalogue_file())
-                log.info("catalogue reloaded from %s", catalogue_file.path)
+            try:
+                await asyncio.to_thread(self.reload_if_changed)
+                if catalogue_file is not None and catalogue_file.reload_if_changed():
+                    self.set_catalogue(catalogue_file())
+                    log.info("catalogue reloaded from %s", catalogue_file.path)
+            except Exception:
+                log.exception("model or catalogue reload failed (tried again in %.0f s)", interval_s)
             await asyncio.sleep(interval_s)

@@ -62,10 +62,16 @@ class XGBoostScorer:
         space: FeatureSpace,
         products: Sequence[str],
         typical: np.ndarray | None = None,
+        trained: Sequence[str] | None = None,
     ) -> XGBoostScorer:
+        """The boosters of ``products``. ``trained`` (``meta.json``'s ``xgboost_products``) are the ones training
+        wrote: a missing file among them is a partly copied version, refused (FileNotFoundError) rather than
+        served with some products on base rates under the full version's name."""
         boosters = {}
         for product in products:
             path = directory / f"xgb_{product}.ubj"
+            if trained is not None and product in trained and not path.exists():
+                raise FileNotFoundError(f"{path.name} is missing though the version trained {product}")
             if path.exists():
                 booster = xgb.Booster()
                 booster.load_model(path)

@@ -4,8 +4,8 @@ operations or in exactly one dead letter with a reason, and the dead letter alwa
 from __future__ import annotations
 
 import math
-from datetime import datetime, timedelta, timezone
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 import msgpack

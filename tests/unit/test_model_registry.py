@@ -5,6 +5,7 @@ well-formed one is served with its learned weights and segment base rates; a ver
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -65,3 +66,42 @@ def test_a_good_version_is_served_with_its_weights_and_base_rates(tmp_path: Path
     write_version(tmp_path, "v0-old", popularity={"deposit": 0.2})  # no learned weights: the catalogue's apply
     assert registry.reload_if_changed() is True
     assert registry.current.blend_weights is None and registry.current.segment_popularity == {}
+
+
+def test_a_truncated_artifact_is_refused_once_and_a_later_good_version_served(tmp_path: Path) -> None:
+    """A half-copied ``.npz`` raises BadZipFile, which the reload loop did not catch: it died, and no model or
+    catalogue was reloaded again until a restart."""
+    registry = ModelRegistry(tmp_path, SPACE, load_catalogue(ROOT / "deploy" / "products.toml"))
+    write_version(tmp_path, "v1", **GOOD)
+    stats = tmp_path / "v1" / "expert_stats.npz"
+    stats.write_bytes(stats.read_bytes()[:60])
+    assert registry.reload_if_changed() is False and registry.current.version == NO_MODEL
+    assert registry.refused == "v1" and registry.reload_if_changed() is False  # not retried every round
+    write_version(tmp_path, "v2", **GOOD)
+    assert registry.reload_if_changed() is True and registry.current.version == "v2"
+
+
+def test_a_version_missing_a_trained_booster_is_refused(tmp_path: Path) -> None:
+    """``meta.json`` lists the boosters training wrote: serving a partly copied version would put some products on
+    base rates under the full version's name."""
+    registry = ModelRegistry(tmp_path, SPACE, load_catalogue(ROOT / "deploy" / "products.toml"))
+    write_version(tmp_path, "v1", **GOOD, xgboost_products=["deposit"])
+    assert registry.reload_if_changed() is False and registry.refused == "v1"
+    write_version(tmp_path, "v2", **GOOD, xgboost_products=[])
+    assert registry.reload_if_changed() is True
+
+
+async def test_the_watcher_outlives_a_failing_round(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry = ModelRegistry(tmp_path, SPACE, load_catalogue(ROOT / "deploy" / "products.toml"))
+    rounds = 0
+
+    def failing() -> bool:
+        nonlocal rounds
+        rounds += 1
+        raise RuntimeError("a bug in a reload")
+
+    monkeypatch.setattr(registry, "reload_if_changed", failing)
+    watcher = asyncio.create_task(registry.watch(interval_s=0.01))
+    await asyncio.sleep(0.2)
+    assert rounds > 2 and not watcher.done()
+    watcher.cancel()

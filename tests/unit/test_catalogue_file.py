@@ -1,0 +1,57 @@
+"""The catalogue file as the API reloads it (``recommenders.catalogue``): a file that parses but holds values
+that would break every request (a zero blocking period, a negative budget, a NaN weight, a rule for a product
+the catalogue lacks) is refused, and the last good catalogue stays."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from recommenders.catalogue import Catalogue, CatalogueFile
+from tests.conftest import ROOT
+
+TEXT = (ROOT / "deploy" / "products.toml").read_text()
+GOOD = tomllib.loads(TEXT)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"decision": {"applied_block_days": 0}},
+        {"decision": {"applied_block_days": -1}},
+        {"decision": {"budget_s": -1}},
+        {"decision": {"default_limit": 0}},
+        {"decision": {"default_limit": 51}},
+        {"decision": {"weights": {"xgboost": float("nan")}}},
+        {"decision": {"cache_ttl_s": -5}},
+        {"rules": [{"name": "r", "product": "no_such_product", "action": "suppress", "everyone": True}]},
+        {"products": [], "rules": []},
+        {"products": [GOOD["products"][0], GOOD["products"][0]], "rules": []},
+        {"products": [{**GOOD["products"][0], "value": float("inf")}], "rules": []},
+    ],
+)
+def test_values_that_would_break_serving_are_refused(change: dict[str, Any]) -> None:
+    broken = {**GOOD, **change}
+    if "decision" in change:
+        broken["decision"] = {**GOOD["decision"], **change["decision"]}
+    with pytest.raises(ValidationError):
+        Catalogue.model_validate(broken)
+
+
+def test_a_refused_edit_keeps_the_last_good_catalogue(tmp_path: Path) -> None:
+    path = tmp_path / "products.toml"
+    path.write_text(TEXT)
+    catalogue = CatalogueFile(path)
+    before = catalogue().fingerprint()
+    assert "applied_block_days = 180" in TEXT
+    path.write_text(TEXT.replace("applied_block_days = 180", "applied_block_days = 0"))
+    os.utime(path, ns=(1, 1))  # a change the reload sees even within the clock's resolution
+    assert catalogue.reload_if_changed() is False and catalogue().fingerprint() == before
+    path.write_text(TEXT.replace("applied_block_days = 180", "applied_block_days = 90"))
+    os.utime(path, ns=(2, 2))
+    assert catalogue.reload_if_changed() is True and catalogue().decision.applied_block_days == 90

@@ -1,0 +1,45 @@
+"""What a client holds, as the serving filter reads it (``recommenders.profile``) and as long as the store keeps
+it (``feature_store.ttl``): a product once opened and not closed since stays held, whatever its age."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from feature_store.config import TtlSettings
+from feature_store.ttl import DAY, TtlPolicy
+from recommenders.catalogue import load_catalogue
+from recommenders.profile import status_snapshot, status_specs
+
+ROOT = Path(__file__).resolve().parents[2]
+NOW = 1_790_000_000.0
+
+
+def held(facts: dict[str, float]) -> set[str]:
+    catalogue = load_catalogue(ROOT / "deploy" / "products.toml")
+    specs = status_specs(catalogue)
+    return status_snapshot("c1", NOW, catalogue, [facts.get(s.label) for s in specs], specs).held
+
+
+@pytest.mark.parametrize(
+    ("closed", "is_held"),
+    [
+        (None, True),
+        (NOW - 20 * DAY, True),  # closed before the newer opening
+        (NOW - 10 * DAY, True),  # closed and reopened in the same second (a card reissued): held
+        (NOW - 5 * DAY, False),  # closed after its opening
+    ],
+)
+def test_a_product_is_held_from_its_opening_until_a_later_closing(closed: float | None, is_held: bool) -> None:
+    facts = {"last(product.credit_card.opened)": NOW - 10 * DAY}
+    if closed is not None:
+        facts["last(product.credit_card.closed)"] = closed
+    assert ("credit_card" in held(facts)) == is_held
+
+
+@pytest.mark.parametrize("source", ["products", "client_profile", "registry"])
+def test_what_holds_until_changed_outlives_any_client(source: str) -> None:
+    """A deposit opened 40 years ago and never closed is still held (at 10 years it expired and was offered)."""
+    opened = NOW - 40 * 365.25 * DAY
+    assert TtlPolicy.from_settings(TtlSettings()).expires_at(source, "x", opened) > NOW
