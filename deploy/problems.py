@@ -52,6 +52,7 @@ def store_problems(store: dict[str, Any], limits: Thresholds) -> list[str]:
                     )
                 continue
             found.extend(_memory_problems(inst, limits))
+            found.extend(_expiry_problems(inst))
             found.extend(_replication_problems(inst, {i["name"] for i in answering}, limits))
         in_flight = max([(i.get("buckets_sending") or 0) + (i.get("buckets_receiving") or 0) for i in answering] or [0])
         if in_flight:
@@ -65,6 +66,21 @@ def store_problems(store: dict[str, Any], limits: Thresholds) -> list[str]:
         elif len(masters) > 1:
             found.append(f"replica set {rs['id']} has {len(masters)} writable masters ({', '.join(masters)})")
     return found
+
+
+def _expiry_problems(inst: dict[str, Any]) -> list[str]:
+    """A master whose expiry does not run frees nothing: memory grows silently until writes are refused."""
+    expiry = inst.get("expiry") or {}
+    if inst.get("ro") is not False or not expiry:
+        return []
+    if expiry.get("running") is False:
+        return [f"store instance {inst['name']}: the expiry fiber is not running (restart the instance)"]
+    if expiry.get("failing"):
+        return [
+            f"store instance {inst['name']}: expiry fails ({expiry.get('failures')} failed passes, last: "
+            f"{expiry.get('last_error')}); expired features are not freed"
+        ]
+    return []
 
 
 def _memory_problems(inst: dict[str, Any], limits: Thresholds) -> list[str]:

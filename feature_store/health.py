@@ -6,6 +6,18 @@ from __future__ import annotations
 from typing import Any
 
 
+def _expiry_facts(expiry: dict[str, Any]) -> dict[str, Any]:
+    """Whether the expiry fiber lives and whether its latest pass failed (a master whose passes fail never
+    frees the space of expired features: memory grows until writes are refused)."""
+    last_ok, last_error_at = expiry.get("last_run_at") or 0, expiry.get("last_error_at")
+    return {
+        "running": expiry.get("running"),
+        "failing": isinstance(last_error_at, int | float) and last_error_at > last_ok,
+        "failures": expiry.get("failures", 0),
+        "last_error": expiry.get("last_error"),
+    }
+
+
 def instance_facts(stats: dict[str, Any], name_by_port: dict[int, str]) -> dict[str, Any]:
     """Status facts of one answering instance, from its ``stats`` procedure."""
     memory = stats.get("memory") or {}
@@ -40,6 +52,7 @@ def instance_facts(stats: dict[str, Any], name_by_port: dict[int, str]) -> dict[
             "last": failures.get("last_message"),
         },
         "upstreams": upstreams,
+        "expiry": _expiry_facts(stats.get("expiry") or {}),
         "buckets_sending": stats.get("buckets_sending", 0),
         "buckets_receiving": stats.get("buckets_receiving", 0),
     }

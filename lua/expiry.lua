@@ -15,7 +15,7 @@ local log = require('log')
 local M = {
     status = {
         runs = 0, deleted_features = 0, deleted_tombstones = 0, last_run_at = 0, last_feature_sweep_at = 0,
-        last_error = box.NULL,
+        last_error = box.NULL, last_error_at = box.NULL, failures = 0,
     },
     fiber = nil,
 }
@@ -107,19 +107,45 @@ function M.run_once(now, sweep_features)
     return totals
 end
 
+-- A pass that failed inside a transaction (a demotion between steps: read-only; out of memory on a count) must
+-- not leave it open: the next box.begin() would fail with "active transaction" on every pass, for good.
+local function after_failure(err)
+    if box.is_in_txn() then
+        box.rollback()
+    end
+    counts.rollback()
+    M.status.failures = M.status.failures + 1
+    M.status.last_error = tostring(err)
+    M.status.last_error_at = fiber.time()
+    log.error('rtrec.expiry: %s', err)
+end
+
+-- One pass as the fiber runs it: a failure is counted and reported, never left behind.
+function M.pass(sweep_features)
+    local ok, err = pcall(M.run_once, nil, sweep_features)
+    if not ok then
+        after_failure(err)
+    end
+    return ok
+end
+
 local function expiry_f()
     fiber.self():name('rtrec.expiry')
     while true do
         fiber.testcancel()
         if not box.info.ro then
-            local ok, err = pcall(M.run_once, nil, nil)
-            if not ok then
-                M.status.last_error = tostring(err)
-                log.error('rtrec.expiry: %s', err)
-            end
+            M.pass(nil)
         end
         fiber.sleep(config.expiry_interval)
     end
+end
+
+-- What `rtrec status` reads: the counters, whether the fiber lives, and how often it should run.
+function M.report()
+    local report = table.deepcopy(M.status)
+    report.running = M.fiber ~= nil and M.fiber:status() ~= 'dead'
+    report.interval = config.expiry_interval
+    return report
 end
 
 function M.start()

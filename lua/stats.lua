@@ -31,7 +31,7 @@ function M.stats()
         vclock = box.info.vclock,
         lsn = box.info.lsn,
         replication = box.info.replication,
-        expiry = expiry.status,
+        expiry = expiry.report(),
         memory = box.slab.info(),
         memory_failures = require('errors').memory_failures,
         now = require('clock').time(),

@@ -194,6 +194,53 @@ async def test_expired_features_disappear_by_the_background_fiber(store: Feature
     assert [r.object for r in rows] == ["keep"]
 
 
+# Expired rows on the master, a pass that fails inside its transaction (as a demotion or an out-of-memory between
+# two deletes would), then a pass with the fault gone: what the expiry fiber does in a loop.
+EXPIRY_AFTER_A_FAILED_PASS = """
+local subject = ...
+local expiry, dict = require('expiry'), require('dict')
+local bucket = box.space._bucket.index.status:select({'active'}, {limit = 1})[1][1]
+box.begin()
+local name, source = dict.intern('name', 'tx.wedge'), dict.intern('source', 'transactions')
+for i = 1, 3 do
+    box.space.features:insert{bucket, subject, name, 'o' .. i, source, 1, 0, 1}
+end
+box.commit()
+local fault = box.space.features:before_replace(function(old, new)
+    if new == nil and old ~= nil and old[2] == subject then
+        error('injected failure')
+    end
+end)
+local failures = expiry.report().failures
+local first = expiry.pass(true)
+local failed = expiry.report().failures - failures
+box.space.features:before_replace(nil, fault)
+local open_after_failure = box.is_in_txn()
+local second = expiry.pass(true)
+return {first, failed, open_after_failure, second, expiry.report().failures - failures,
+        box.space.features.index.primary:count({subject})}
+"""
+
+
+async def test_a_failed_expiry_pass_leaves_no_transaction_behind(
+    store: FeatureStore, cluster: StoreCluster, settings: Settings
+) -> None:
+    """An expiry pass that failed inside its transaction left it open: every later pass failed with "active
+    transaction", and the master never freed an expired row again, silently."""
+    master = cluster.topology[0].bootstrap_master
+    conn = asynctnt.Connection(
+        host=master.host, port=master.port, username=settings.store.user, password=settings.store.password
+    )
+    await conn.connect()
+    try:
+        answer = (await conn.eval(EXPIRY_AFTER_A_FAILED_PASS, ["expiry-wedge"], timeout=10.0)).body[0]
+    finally:
+        await conn.disconnect()
+    first, failed, open_after_failure, second, new_failures, left = answer
+    assert (first, failed, open_after_failure) == (False, 1, False)
+    assert (second, new_failures, left) == (True, 1, 0)
+
+
 async def test_aggregates_never_count_an_expired_row_whatever_the_sweep(store: FeatureStore, uid: str) -> None:
     """The walk that frees expired rows runs at most hourly by default: reads must not depend on it."""
     subject = f"{uid}-ttl"

@@ -26,6 +26,7 @@ def instance(name: str, *, ro: bool, **overrides: Any) -> dict[str, Any]:
         "memory_used_ratio": 0.3,
         "memory_limit_bytes": 256 * 1024 * 1024,
         "memory_failures": {"count": 0, "seconds_ago": None},
+        "expiry": {"running": True, "failing": False, "failures": 0, "last_error": None},
         "upstreams": [{"peer": p, "status": "follow", "lag": 0.001} for p in peers],
         **overrides,
     }
@@ -98,6 +99,12 @@ CONSUMER = ["consumers", "processes", 0]
         ([*STORE, 0, "memory_used_ratio"], 0.85, "near its memory limit (85% of 256 MB)"),
         ([*STORE, 0, "memory_used_ratio"], 0.97, "at its memory limit"),
         ([*STORE, 2, "memory_failures"], {"count": 3, "seconds_ago": 12.0}, "refused writes for lack of memory"),
+        ([*STORE, 0, "expiry", "running"], False, "s-1-a: the expiry fiber is not running"),
+        (
+            [*STORE, 0, "expiry"],
+            {"running": True, "failing": True, "failures": 7, "last_error": "Operation is not permitted"},
+            "s-1-a: expiry fails (7 failed passes, last: Operation is not permitted)",
+        ),
         ([*STORE, 1, "upstreams", 0, "status"], "stopped", "s-1-b does not follow s-1-a (stopped"),
         ([*STORE, 1, "upstreams", 0, "lag"], 30.0, "lags 30.0s behind s-1-a"),
         (["kafka", "running"], False, "Kafka broker is not running"),
