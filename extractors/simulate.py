@@ -321,15 +321,13 @@ class BankSimulator:
                 yield "transactions", c.client_id, payload
                 if payload["direction"] == "out" and rng.random() < self.config.reversal_rate:
                     c.balance += float(payload["amount"])  # type: ignore[arg-type]
-                    yield (
-                        "transaction_deletes",
-                        c.client_id,
-                        {
-                            "tx_id": payload["tx_id"],
-                            "client_id": c.client_id,
-                            "ts": float(payload["ts"]) + float(rng.uniform(3600, 3 * DAY)),  # type: ignore[arg-type]
-                        },
-                    )
+                    reversed_at = float(payload["ts"]) + float(rng.uniform(3600, 3 * DAY))  # type: ignore[arg-type]
+                    if reversed_at <= self.end_ts:  # the bank's now: a later reversal has not happened yet
+                        yield (
+                            "transaction_deletes",
+                            c.client_id,
+                            {"tx_id": payload["tx_id"], "client_id": c.client_id, "ts": reversed_at},
+                        )
             spend_30d.append(spent_today)
             if len(spend_30d) > 30:
                 spend_30d.pop(0)

@@ -6,7 +6,9 @@ moves that stopped half-way.
 2. the records are copied page by page to the destination, which holds the bucket as ``receiving``;
 3. the source marks it ``sent``: it serves nothing any more;
 4. the destination activates it; readers and writers refresh their map and land there;
-5. the source drops its copy in yielding batches.
+5. once a replica of the destination has every row of it, the source drops its copy in yielding batches (until
+   then the source's copy is the only other one: a destination master lost before replicating would take the
+   bucket's history with it).
 
 So a bucket is never writable, nor readable, in two places. Every step carries the move's id: a step of a
 move that was rolled back fails instead of reviving it. Records keep their composite primary key (sequence
@@ -26,8 +28,17 @@ from dataclasses import dataclass
 
 from feature_store.client import FeatureStore
 from feature_store.errors import BucketStateError, StoreError
+from feature_store.replicaset import ReplicaSetClient
 
 log = logging.getLogger(__name__)
+
+BUCKET_PAGE = 2000
+# how long a move waits for a replica of the destination before it keeps the source's copy
+REPLICATION_WAIT_S = 10.0
+
+
+class MoveNotReplicated(StoreError):
+    """The bucket is active at its destination, but no replica there has it yet: the source keeps its copy."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +54,9 @@ async def move_bucket(
     bucket_id: int,
     destination: int,
     *,
-    page: int = 2000,
+    page: int = BUCKET_PAGE,
     refresh: bool = True,
+    replication_wait_s: float = REPLICATION_WAIT_S,
 ) -> MoveResult:
     """Move one bucket. ``refresh=False`` trusts the caller's bucket map (bulk moves refresh once at the end)."""
     if refresh:
@@ -55,19 +67,8 @@ async def move_bucket(
     target_rs = store.replicasets[destination]
     move_id = uuid.uuid4().hex[:16]
     await source_rs.call("bucket_start_send", [bucket_id, destination, move_id])
-    moved = 0
-    after = None
     try:
-        while True:
-            chunk = await source_rs.call("bucket_export", [bucket_id, after, page])
-            features = chunk["features"]
-            first = after is None
-            args = [bucket_id, features, chunk.get("extra"), move_id, first, source_rs.id]
-            await target_rs.call("bucket_import", args)
-            moved += len(features)
-            after = chunk.get("next_after")
-            if after is None:
-                break
+        moved = await _copy(source_rs, target_rs, bucket_id, move_id, page)
         await source_rs.call("bucket_mark_sent", [bucket_id, move_id])
     except StoreError:
         # before `sent` the source still has everything: give the bucket back now rather than leave it
@@ -79,10 +80,42 @@ async def move_bucket(
             await source_rs.call("bucket_cancel_send", [bucket_id])
         raise
     await target_rs.call("bucket_activate", [bucket_id, move_id])
-    await source_rs.call("bucket_drop", [bucket_id])
+    await _drop_once_replicated(source_rs, target_rs, bucket_id, replication_wait_s)
     if refresh:
         await store.refresh_bucket_map()
     return MoveResult(bucket_id, source_rs.id, destination, moved)
+
+
+async def _copy(
+    source_rs: ReplicaSetClient, target_rs: ReplicaSetClient, bucket_id: int, move_id: str, page: int
+) -> int:
+    """Every page of the bucket from the source to the destination's receiving copy (imports are idempotent, so
+    copying again over a partial copy completes it). Returns the features copied."""
+    moved, after = 0, None
+    while True:
+        chunk = await source_rs.call("bucket_export", [bucket_id, after, page])
+        features = chunk["features"]
+        args = [bucket_id, features, chunk.get("extra"), move_id, after is None, source_rs.id]
+        await target_rs.call("bucket_import", args)
+        moved += len(features)
+        after = chunk.get("next_after")
+        if after is None:
+            return moved
+
+
+async def _drop_once_replicated(
+    source_rs: ReplicaSetClient, target_rs: ReplicaSetClient, bucket_id: int, wait_s: float = REPLICATION_WAIT_S
+) -> None:
+    """Drop the source's copy once a replica of the destination has the bucket; otherwise keep it (the bucket is
+    served by the destination meanwhile) and say how to finish."""
+    answer = await target_rs.call("bucket_wait_replicated", [wait_s], timeout=wait_s + 5)
+    if not answer["replicated"]:
+        raise MoveNotReplicated(
+            f"bucket {bucket_id} is active on replica set {target_rs.id}, but none of its replicas caught up within "
+            f"{wait_s:g} s: replica set {source_rs.id} keeps its copy (sent, serving nothing); "
+            "`rtrec reshard --recover` drops it once they follow"
+        )
+    await source_rs.call("bucket_drop", [bucket_id])
 
 
 @dataclass(frozen=True)
@@ -156,13 +189,22 @@ async def _settle(
     if state["activated"] or (move_id is None and state["status"] == "active"):
         if status == "sending":
             await source_rs.call("bucket_mark_sent", [bucket_id, move_id])
-        await source_rs.call("bucket_drop", [bucket_id])
+        try:
+            await _drop_once_replicated(source_rs, target_rs, bucket_id)
+        except MoveNotReplicated as exc:
+            return Recovery(bucket_id, source, destination, "left", str(exc))
         return Recovery(bucket_id, source, destination, "finished", "the destination had activated it")
     if state["status"] == "receiving" and state["move_id"] == move_id:
-        if status == "sent":  # every page had arrived
+        if status == "sent" and move_id is not None:
+            # every page had been acknowledged, but a destination that failed over since may have lost the last
+            # ones with its old master: copy again from the source (idempotent) before activating
+            await _copy(source_rs, target_rs, bucket_id, move_id, BUCKET_PAGE)
             await target_rs.call("bucket_activate", [bucket_id, move_id])
-            await source_rs.call("bucket_drop", [bucket_id])
-            return Recovery(bucket_id, source, destination, "resumed", "every page had arrived: activated there")
+            try:
+                await _drop_once_replicated(source_rs, target_rs, bucket_id)
+            except MoveNotReplicated as exc:
+                return Recovery(bucket_id, source, destination, "left", str(exc))
+            return Recovery(bucket_id, source, destination, "resumed", "copied again from the source, activated there")
         await target_rs.call("bucket_discard", [bucket_id])
         await source_rs.call("bucket_cancel_send", [bucket_id])
         return Recovery(bucket_id, source, destination, "rolled back", "the destination held a partial copy")

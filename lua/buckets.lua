@@ -248,6 +248,36 @@ local function delete_bucket_records(bucket_id)
     return deleted
 end
 
+-- Receiver side, after activation and before the sender drops its copy: wait (up to `timeout` seconds) until a
+-- replica has every row this master wrote so far. Until then the sender's copy is the only other one: a
+-- master lost now, before replicating, would take the bucket's whole history with it. True at once for a
+-- replica set without replicas; {replicated = false} when no replica caught up in time.
+function M.wait_replicated(timeout)
+    local own = box.info.id
+    local target = box.info.vclock[own] or 0
+    local peers = 0
+    for id, _ in pairs(box.info.replication) do
+        if id ~= own then
+            peers = peers + 1
+        end
+    end
+    if peers == 0 then
+        return {replicated = true, replicas = 0}
+    end
+    local deadline = require('fiber').clock() + (timeout or 10)
+    repeat
+        for id, peer in pairs(box.info.replication) do
+            local downstream = peer.downstream
+            if id ~= own and downstream ~= nil and downstream.vclock ~= nil
+                    and (downstream.vclock[own] or 0) >= target then
+                return {replicated = true, replicas = peers}
+            end
+        end
+        require('fiber').sleep(0.01)
+    until require('fiber').clock() > deadline
+    return {replicated = false, replicas = peers}
+end
+
 -- The sender's last step, once the receiver activated the bucket.
 function M.drop(bucket_id)
     local b = box.space._bucket:get(bucket_id)

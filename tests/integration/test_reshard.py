@@ -16,7 +16,7 @@ from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.admin import store_stats
 from feature_store.client import FeatureStore
 from feature_store.errors import BucketStateError, StoreError, WrongBucket
-from feature_store.rebalance import recover_moves
+from feature_store.rebalance import MoveNotReplicated, move_bucket, recover_moves
 from feature_store.records import Feature
 from feature_store.specs import parse_view
 from tests.conftest import ROOT, reference_state
@@ -188,8 +188,6 @@ async def test_a_move_that_had_sent_every_page_is_resumed_and_one_that_moved_on_
         await target.call("bucket_mark_sent", [bucket, "move-2"])
         await source.call("bucket_activate", [bucket, "move-2"])
         await store.refresh_bucket_map()
-        from feature_store.rebalance import move_bucket
-
         with pytest.raises(BucketStateError):  # 2 still holds its sent copy: it cannot receive the bucket yet
             await move_bucket(store, bucket, 2)
         results = await recover_moves(store)
@@ -197,3 +195,46 @@ async def test_a_move_that_had_sent_every_page_is_resumed_and_one_that_moved_on_
         await move_bucket(store, bucket, 2)  # and now it can
         assert len(await store.get_features(subject, limit=10_000)) == 300
         assert await recover_moves(store) == []
+
+
+async def test_a_sent_move_whose_destination_lost_its_last_pages_is_copied_again(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    """The source marks a move sent once every import was acknowledged; a destination master that died before
+    replicating the last pages comes back (failed over) with a partial copy. Resuming activated that copy and
+    dropped the source's: the bucket's history was lost for good, beyond what a replay can bring back."""
+    s, cluster = private_cluster
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        subject, bucket = await _bucket_of_rs1(store, uid)
+        await store.put_features(_features(subject, 1200))
+        await _half_move(store, bucket)  # the first 500 rows reached the destination's new master
+        await store.replicasets[1].call("bucket_mark_sent", [bucket, MOVE])
+        results = await recover_moves(store)
+        assert [(r.bucket_id, r.action) for r in results] == [(bucket, "resumed")]
+        assert len(await store.get_features(subject, limit=10_000)) == 1200
+        assert (await store.replicasets[1].call("bucket_move_state", [bucket, MOVE], write=False))["status"] is None
+
+
+async def test_the_source_keeps_its_copy_until_a_replica_of_the_destination_has_it(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    """Dropped at once after activation, the source's copy was the only other one: had the destination's master
+    died before replicating, the bucket's history went with it."""
+    s, cluster = private_cluster
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        subject, bucket = await _bucket_of_rs1(store, uid)
+        await store.put_features(_features(subject, 400))
+        destination = cluster.topology[1]
+        replicas = [spec for spec in destination.instances if spec != destination.bootstrap_master]
+        for spec in replicas:
+            cluster.kill(spec.name, signal.SIGKILL)
+        with pytest.raises(MoveNotReplicated, match="keeps its copy"):
+            await move_bucket(store, bucket, 2, replication_wait_s=1.0)
+        assert len(await store.get_features(subject, limit=10_000)) == 400  # served by the destination
+        state = await store.replicasets[1].call("bucket_move_state", [bucket, None], write=False)
+        assert state["status"] == "sent"  # kept, serving nothing
+        await cluster.start()
+        results = await recover_moves(store)
+        assert [(r.bucket_id, r.action) for r in results] == [(bucket, "finished")]
+        assert (await store.replicasets[1].call("bucket_move_state", [bucket, None], write=False))["status"] is None
+        assert len(await store.get_features(subject, limit=10_000)) == 400

@@ -303,3 +303,11 @@ def test_a_caller_that_stops_early_does_not_wait_for_the_parts_simulated_ahead()
     events.close()
     assert time.monotonic() - started < 1.0
     assert multiprocessing.active_children() == []
+
+
+def test_no_event_is_dated_after_the_banks_end() -> None:
+    """A reversal is dated up to three days after its payment; one that would fall after the bank's end has not
+    happened yet (the consumers dead-letter events from the future)."""
+    simulator = BankSimulator(SimulationConfig(clients=60, days=30, seed=29, end_ts=1_790_000_000.0))
+    times = [float(p["ts"]) for _, _, p in simulator.events()]  # type: ignore[arg-type]
+    assert max(times) <= simulator.end_ts
