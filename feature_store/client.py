@@ -8,6 +8,7 @@ batches; a WRONG_BUCKET answer (a bucket moved) refreshes the map and retries.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -16,12 +17,14 @@ from typing import Any
 
 from feature_store.buckets import bucket_id_for
 from feature_store.config import StoreRole, StoreSettings
-from feature_store.errors import BadArgument, StoreError, StoreUnavailable, WrongBucket
+from feature_store.errors import BadArgument, NoOwner, StoreError, StoreUnavailable, WrongBucket
 from feature_store.records import Feature, StoredFeature, Value
 from feature_store.replicaset import ReplicaSetClient
 from feature_store.specs import AggregateSpec
 from feature_store.topology import InstanceSpec, ReplicaSetSpec, topology_from
 from feature_store.ttl import TtlPolicy
+
+log = logging.getLogger(__name__)
 
 ROUTING_ATTEMPTS = 5
 # Times per `aggregate_at` call: the store's limit (lua/constants.lua), so a call holds its master a few ms.
@@ -112,19 +115,32 @@ class FeatureStore:
 
     async def refresh_bucket_map(self) -> dict[int, int]:
         """Learn bucket -> replica set from the storages' `_bucket` spaces (an active owner beats one still
-        sending the bucket away), joining replica sets this client has not met yet (added by resharding)."""
+        sending the bucket away), joining replica sets this client has not met yet (added by resharding).
+
+        Any copy of a replica set may answer (ownership is replicated): a dead master must not stop an API from
+        starting. A replica set no copy of which answers keeps the buckets it was known to own (none, at the
+        start): calls for them fail, every other client is served. Only when none answers does this fail."""
         await self._learn_topology()
 
-        async def owned(rs: ReplicaSetClient) -> tuple[int, dict[str, list[int]]]:
-            return rs.id, await rs.call("buckets_owned", [], write=False)
+        async def owned(rs: ReplicaSetClient) -> tuple[int, dict[str, list[int]] | None]:
+            try:
+                return rs.id, await rs.call_any("buckets_owned", [], timeout=self.settings.request_timeout_s)
+            except StoreError as exc:
+                log.warning("bucket ownership of replica set %s unknown: %s", rs.id, exc)
+                return rs.id, None
 
         answers = await asyncio.gather(*(owned(rs) for rs in self.replicasets.values()))
-        owner: dict[int, int] = {}
+        silent = {rs_id for rs_id, buckets in answers if buckets is None}
+        if len(silent) == len(answers):
+            raise StoreUnavailable(f"no replica set answered for its buckets ({len(answers)} tried)")
+        owner = {bucket: rs_id for bucket, rs_id in self._bucket_owner.items() if rs_id in silent}
         for rs_id, buckets in answers:
+            if buckets is None:
+                continue
             for bucket in buckets["sending"]:
                 owner.setdefault(bucket, rs_id)
         for rs_id, buckets in answers:
-            for bucket in buckets["active"]:
+            for bucket in (buckets or {}).get("active", []):
                 owner[bucket] = rs_id
         self._bucket_owner = owner
         return owner
@@ -133,7 +149,7 @@ class FeatureStore:
         """Add replica sets named in the storages' stored topology that this client does not know."""
         for rs in list(self.replicasets.values()):
             try:
-                topology = await rs.call("topology_get", [], write=False, timeout=2.0)
+                topology = await rs.call_any("topology_get", [], timeout=2.0)
             except StoreError:
                 continue
             for entry in (topology or {}).get("replicasets", []):
@@ -157,7 +173,7 @@ class FeatureStore:
     def replicaset_of_bucket(self, bucket_id: int) -> ReplicaSetClient:
         rs_id = self._bucket_owner.get(bucket_id)
         if rs_id is None:
-            raise StoreUnavailable(f"no replica set owns bucket {bucket_id} (is the cluster bootstrapped?)")
+            raise NoOwner(f"no replica set owns bucket {bucket_id} (in a move, down, or not bootstrapped)")
         return self.replicasets[rs_id]
 
     @property
@@ -167,13 +183,15 @@ class FeatureStore:
     async def call_routed(
         self, subject: str, fn: str, args_after_bucket: list[Any], *, write: bool, timeout: float | None = None
     ) -> Any:
-        """Call a per-subject procedure on the subject's replica set, following moved buckets."""
+        """Call a per-subject procedure on the subject's replica set, following moved buckets. A bucket with no
+        owner in the map (between a move's `sent` and its activation: a few milliseconds) is looked up again
+        too, rather than failing a training run or a request at once."""
         bucket = self.bucket_id_for(subject)
         for attempt in range(ROUTING_ATTEMPTS):
-            rs = self.replicaset_of_bucket(bucket)
             try:
+                rs = self.replicaset_of_bucket(bucket)
                 return await rs.call(fn, [bucket, *args_after_bucket], write=write, timeout=timeout)
-            except WrongBucket:
+            except (WrongBucket, NoOwner):
                 if attempt == ROUTING_ATTEMPTS - 1:
                     raise
                 await asyncio.sleep(0.05 * (attempt + 1))
@@ -208,12 +226,14 @@ class FeatureStore:
         total = WriteResult()
         for attempt in range(ROUTING_ATTEMPTS):
             groups: dict[int, list[tuple[Feature, list[Any]]]] = defaultdict(list)
+            unowned: list[tuple[Feature, list[Any]]] = []  # a bucket between `sent` and activation: next round
             for feature, row in pending:
-                groups[self.replicaset_of_bucket(row[0]).id].append((feature, row))
+                rs_id = self._bucket_owner.get(row[0])
+                (unowned if rs_id is None else groups[rs_id]).append((feature, row))
             outcomes = await asyncio.gather(
                 *(self._put_group(self.replicasets[rs_id], group) for rs_id, group in groups.items()),
             )
-            pending = []
+            pending = unowned
             for result, misrouted in outcomes:
                 total.add(result)
                 pending.extend(misrouted)
@@ -221,6 +241,8 @@ class FeatureStore:
                 return total
             await asyncio.sleep(0.05 * (attempt + 1))
             await self.refresh_bucket_map()
+        if any(self._bucket_owner.get(row[0]) is None for _, row in pending):
+            raise NoOwner(f"{len(pending)} features have no replica set to go to after {ROUTING_ATTEMPTS} attempts")
         raise WrongBucket(f"{len(pending)} features could not be routed after {ROUTING_ATTEMPTS} attempts")
 
     async def _put_group(

@@ -81,6 +81,11 @@ class StoreUnavailable(StoreError):
     retriable = True
 
 
+class NoOwner(StoreUnavailable):
+    """The bucket map names no replica set for the bucket: in a move between `sent` and activation, or its
+    replica set did not answer when the map was read."""
+
+
 class StoreTimeout(StoreError):
     """The deadline passed before the store answered."""
 

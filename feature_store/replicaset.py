@@ -199,6 +199,18 @@ class ReplicaSetClient:
             return await self.discover_master()
         return self._master
 
+    async def call_any(self, fn: str, args: list[Any], timeout: float = 2.0) -> Any:
+        """Call a read-only procedure on the master if one is known, else on the first copy that answers: what
+        every copy has (bucket ownership, the stored topology) must not depend on the master being alive."""
+        known = [self._master] if self._master is not None else []
+        last_error: StoreError | None = None
+        for instance in [*known, *(i for i in self.instances if i is not self._master)]:
+            try:
+                return await instance.call(fn, args, timeout=timeout)
+            except StoreError as exc:
+                last_error = exc
+        raise StoreUnavailable(f"replica set {self.id}: no copy answered {fn}: {last_error}")
+
     async def call_each(self, fn: str, args: list[Any], timeout: float = 2.0) -> dict[str, Any]:
         """Call a procedure on every instance (stats, status); an unreachable one maps to its error text."""
 

@@ -73,7 +73,7 @@ async def test_adding_a_replicaset_under_load_keeps_every_record(
 async def _bucket_of_rs1(store: FeatureStore, uid: str) -> tuple[str, int]:
     for i in range(10_000):
         subject = f"{uid}-m{i}"
-        if store.bucket_map[store.bucket_id_for(subject)] == 1:
+        if store.bucket_map.get(store.bucket_id_for(subject)) == 1:
             return subject, store.bucket_id_for(subject)
     raise AssertionError("no subject on replica set 1")
 
@@ -238,3 +238,48 @@ async def test_the_source_keeps_its_copy_until_a_replica_of_the_destination_has_
         assert [(r.bucket_id, r.action) for r in results] == [(bucket, "finished")]
         assert (await store.replicasets[1].call("bucket_move_state", [bucket, None], write=False))["status"] is None
         assert len(await store.get_features(subject, limit=10_000)) == 400
+
+
+async def test_a_read_between_a_moves_sent_and_its_activation_waits_for_the_new_owner(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    """For a few milliseconds per bucket no replica set owns it: a read or a write then failed at once (a whole
+    training run with it), where it should look the owner up again."""
+    s, cluster = private_cluster
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        subject, bucket = await _bucket_of_rs1(store, uid)
+        await store.put_features(_features(subject, 50))
+        source, target = store.replicasets[1], store.replicasets[2]
+        await source.call("bucket_start_send", [bucket, 2, MOVE])
+        everything = await source.call("bucket_export", [bucket, None, 5000])
+        await target.call("bucket_import", [bucket, everything["features"], everything["extra"], MOVE, True, 1])
+        await source.call("bucket_mark_sent", [bucket, MOVE])
+        await store.refresh_bucket_map()
+        assert bucket not in store.bucket_map
+        read = asyncio.create_task(store.get_features(subject, limit=10_000))
+        write = asyncio.create_task(store.put_features(_features(subject, 1, start=5000)))
+        await asyncio.sleep(0.1)
+        await target.call("bucket_activate", [bucket, MOVE])
+        assert len(await read) == 50 and (await write).written == 1
+        await source.call("bucket_drop", [bucket])
+
+
+async def test_a_client_starts_while_a_replica_set_has_no_master_or_is_down(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    """Bucket ownership is replicated: an API (re)started while a master is dead must learn it from a replica,
+    and one replica set down must not keep the others' clients from being served."""
+    s, cluster = private_cluster
+    rs2 = cluster.topology[1]
+    cluster.kill(rs2.bootstrap_master.name, signal.SIGKILL)
+    try:
+        async with FeatureStore(s.store, topology=cluster.topology) as store:
+            assert sorted(set(store.bucket_map.values())) == [1, 2] and len(store.bucket_map) == s.store.bucket_count
+        for spec in rs2.instances:
+            cluster.kill(spec.name, signal.SIGKILL)
+        async with FeatureStore(s.store, topology=cluster.topology) as store:
+            assert set(store.bucket_map.values()) == {1}
+            subject, _ = await _bucket_of_rs1(store, uid)
+            assert (await store.put_features(_features(subject, 3))).written == 3
+    finally:
+        await cluster.start()
