@@ -7,17 +7,19 @@ from feature_store.client import FeatureStore
 
 
 async def list_subjects(store: FeatureStore, page: int = 1000) -> list[str]:
-    """Every stored subject, from all replica sets."""
-    subjects: list[str] = []
+    """Every stored subject, from all replica sets, once each. Each lists the subjects of the buckets it owns;
+    a bucket that moves while the replica sets are listed one after the other could still show on both (it is
+    kept once) or, moving towards one already listed, on neither (that client sits out this listing)."""
+    subjects: dict[str, None] = {}
     for rs in store.replicasets.values():
         after = None
         while True:
             answer = await rs.call("list_subjects", [after, page], write=False)
-            subjects.extend(answer["subjects"])
-            if len(answer["subjects"]) < page:
-                break
+            subjects.update(dict.fromkeys(answer["subjects"]))
             after = answer["next_after"]
-    return subjects
+            if after is None:
+                break
+    return list(subjects)
 
 
 async def interactions(store: FeatureStore, page: int = 1000) -> list[tuple[str, str, str]]:

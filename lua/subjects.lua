@@ -5,10 +5,20 @@
 -- whose rows have all expired is listed until the expiry sweep removes them (its reads are empty meanwhile).
 local C = require('constants')
 local fiber = require('fiber')
+local buckets = require('buckets')
 
 local M = {}
 
--- Subjects after `after` (exclusive), at most `limit`, in key order. Returns {subjects, next_after}.
+-- Whether this replica set owns the subject's bucket (active, or still sending it away): a copy being received,
+-- a sent one awaiting its drop or a rolled-back move's leftovers are another replica set's, and listing them
+-- gave a client twice (double weight in training) or a partial one.
+local function owned_here(bucket_id)
+    local b = box.space._bucket:get(bucket_id)
+    return b ~= nil and (b[2] == buckets.ACTIVE or b[2] == buckets.SENDING)
+end
+
+-- Subjects after `after` (exclusive), at most `limit`, in key order, of buckets owned here. Returns
+-- {subjects, next_after}: next_after is the last subject looked at (owned or not), nil at the end.
 function M.list_subjects(after, limit)
     limit = limit or 1000
     local primary = box.space.features.index.primary
@@ -19,15 +29,22 @@ function M.list_subjects(after, limit)
     else
         t = primary:select({after}, {iterator = 'GT', limit = 1})[1]
     end
+    local last, seen = nil, 0
     while t ~= nil and #page < limit do
         local subject = t[C.F_SUBJECT]
-        page[#page + 1] = subject
+        if owned_here(t[C.F_BUCKET_ID]) then
+            page[#page + 1] = subject
+        end
+        last, seen = subject, seen + 1
         t = primary:select({subject}, {iterator = 'GT', limit = 1})[1]
-        if #page % C.YIELD_EVERY == 0 then
+        if seen % C.YIELD_EVERY == 0 then
             fiber.yield()
         end
     end
-    return {subjects = page, next_after = page[#page] or box.NULL}
+    if t == nil then
+        last = nil
+    end
+    return {subjects = page, next_after = last or box.NULL}
 end
 
 -- For a page of subjects: {subject, product, kind} with kind 'held' (latest product event is an opening)

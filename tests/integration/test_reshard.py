@@ -16,6 +16,7 @@ from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.admin import store_stats
 from feature_store.client import FeatureStore
 from feature_store.errors import BucketStateError, StoreError, WrongBucket
+from feature_store.listings import list_subjects
 from feature_store.rebalance import MoveNotReplicated, move_bucket, recover_moves
 from feature_store.records import Feature
 from feature_store.specs import parse_view
@@ -283,3 +284,22 @@ async def test_a_client_starts_while_a_replica_set_has_no_master_or_is_down(
             assert (await store.put_features(_features(subject, 3))).written == 3
     finally:
         await cluster.start()
+
+
+async def test_a_client_in_a_moving_bucket_is_listed_once(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    """Training lists its clients from every replica set: a bucket half received, or sent and not yet dropped,
+    lives on two of them and gave its clients twice (double weight in the fit and the holdout)."""
+    s, cluster = private_cluster
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        subject, bucket = await _bucket_of_rs1(store, uid)
+        await store.put_features(_features(subject, 700))
+        await _half_move(store, bucket)  # sending at 1, a partial copy receiving at 2
+        assert (await list_subjects(store)).count(subject) == 1
+        rest = await store.replicasets[1].call("bucket_export", [bucket, None, 5000])
+        await store.replicasets[2].call("bucket_import", [bucket, rest["features"], None, MOVE, False, 1])
+        await store.replicasets[1].call("bucket_mark_sent", [bucket, MOVE])
+        await store.replicasets[2].call("bucket_activate", [bucket, MOVE])  # sent at 1, not dropped yet
+        assert (await list_subjects(store)).count(subject) == 1
+        assert [r.action for r in await recover_moves(store)] == ["finished"]
