@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -48,6 +49,8 @@ ReferenceChances = Callable[[str, float], dict[str, float]]
 # Fewer validation clients with an uptake than this: keep the default booster shapes and the catalogue's
 # blend weights (a choice made on a handful of clients is noise).
 MIN_VALIDATION_CLIENTS = 20
+
+log = logging.getLogger(__name__)
 
 
 class TrainingSetupError(ValueError):
@@ -99,6 +102,14 @@ def cut_times(config: TrainingConfig) -> list[float]:
     latest_training = holdouts[0] - config.horizon_days * DAY
     training = [latest_training - i * config.step_days * DAY for i in range(config.cuts - config.holdout_cuts)]
     return sorted([*holdouts, *training])
+
+
+def windows_cut_short(space: FeatureSpace, config: TrainingConfig, ttl: TtlPolicy) -> list[str]:
+    """The view's windows that reach back, at the earliest cut, past what the store keeps (``time_use`` + TTL
+    after now): on a store older than its TTL they would be cut short at training time and whole at serving."""
+    end = config.end if config.end is not None else time.time()
+    back = end - min(cut_times(config))
+    return [s.label for s in space.view if s.window_s and back + s.window_s > ttl.shortest_days(s.feature) * DAY]
 
 
 def _als_inputs(data: Dataset, products: list[str]) -> list[tuple[str, str, str]]:
@@ -435,10 +446,19 @@ async def train_configured(
     rec = settings.recommendations
     catalogue = load_catalogue(rec.catalogue)
     store_settings = settings.store if read_from is None else settings.store.model_copy(update={"read_from": read_from})
-    async with FeatureStore(store_settings, ttl=TtlPolicy.from_settings(settings.ttl)) as store:
+    ttl = TtlPolicy.from_settings(settings.ttl)
+    space = model_space(settings.views[rec.view], catalogue)
+    cut_short = windows_cut_short(space, config, ttl)
+    if cut_short:
+        log.warning(
+            "the store's TTL is shorter than %s reach back at the earliest training cut: they are cut short in "
+            "training (not in serving) once the history is older than the TTL; raise [ttl] or use fewer cuts",
+            ", ".join(cut_short),
+        )
+    async with FeatureStore(store_settings, ttl=ttl) as store:
         return await train(
             store,
-            model_space(settings.views[rec.view], catalogue),
+            space,
             catalogue,
             rec.models_dir,
             config,

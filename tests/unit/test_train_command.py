@@ -10,8 +10,12 @@ import pytest
 
 from deploy import cli
 from deploy.settings import load_settings
+from feature_store.config import TtlSettings
+from feature_store.ttl import TtlPolicy
 from recommenders import training
+from recommenders.catalogue import load_catalogue
 from recommenders.config import RecommendationSettings
+from recommenders.profile import model_space
 
 
 def test_rtrec_train_reads_gently_at_a_low_priority(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -38,3 +42,15 @@ def test_rtrec_train_reads_gently_at_a_low_priority(monkeypatch: pytest.MonkeyPa
 def test_settings_that_would_hang_or_fail_training_are_refused_at_load(bad: dict[str, int]) -> None:
     with pytest.raises(ValueError, match="training_"):
         RecommendationSettings(**bad)  # type: ignore[arg-type]
+
+
+def test_the_default_ttl_keeps_every_window_whole_at_the_earliest_training_cut() -> None:
+    """At 400 days a 365-day window at a cut 130 days back lost its oldest 95 days in training (not in serving):
+    a skew between the two on every yearly feature, once the history is older than the TTL."""
+    settings = load_settings()
+    rec = settings.recommendations
+    space = model_space(settings.views[rec.view], load_catalogue(rec.catalogue))
+    config = training.TrainingConfig(end=1_790_000_000.0)
+    assert training.windows_cut_short(space, config, TtlPolicy.from_settings(settings.ttl)) == []
+    short = TtlPolicy.from_settings(TtlSettings(default_days=400, sources={"transactions": 400}))
+    assert "sum(tx.out.amount,365d)" in training.windows_cut_short(space, config, short)
