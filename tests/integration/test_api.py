@@ -216,7 +216,7 @@ async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str, se
         f"/v1/subjects/{subject}/sources/client_profile",
         headers=WRITER,
         json={
-            "version": 2000000000,
+            "version": 1700000000,
             "features": [{"name": "profile.segment", "value": "sme"}, {"name": "profile.region", "value": "kazan"}],
         },
     )
@@ -226,7 +226,7 @@ async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str, se
     partial = await api.put(
         f"/v1/subjects/{subject}/sources/client_profile",
         headers=WRITER,
-        json={"version": 2000000100, "features": [{"name": "profile.region", "value": "ufa"}]},
+        json={"version": 1700000100, "features": [{"name": "profile.region", "value": "ufa"}]},
     )
     assert partial.status_code == 422 and "profile.segment" in partial.json()["detail"]
     erase = await api.put(f"/v1/subjects/{subject}/sources/client_history", headers=WRITER, json={"features": []})
@@ -234,24 +234,24 @@ async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str, se
     older = await api.put(
         f"/v1/subjects/{subject}/sources/client_profile",
         headers=WRITER,
-        json={"version": 1900000000, "features": [{"name": "profile.segment", "value": "retail"}]},
+        json={"version": 1600000000, "features": [{"name": "profile.segment", "value": "retail"}]},
     )
-    assert older.json()["applied"] is False and older.json()["stored_version"] == 2000000000
+    assert older.json()["applied"] is False and older.json()["stored_version"] == 1700000000
     rows = (await api.get(f"/v1/subjects/{subject}/features", headers=READER)).json()["features"]
     profile = {(r["name"], r["value"]) for r in rows if r["source"] == "client_profile"}
     assert profile == {("profile.segment", "sme"), ("profile.region", "kazan")}
     # client data is kept as history too, the late older version included: the facts as of a past time
     history = {(r["name"], r["value"], r["time_use"]) for r in rows if r["source"] == "client_history"}
     assert history == {
-        ("history.profile.segment", "sme", 2000000000),
-        ("history.profile.region", "kazan", 2000000000),
-        ("history.profile.segment", "retail", 1900000000),
+        ("history.profile.segment", "sme", 1700000000),
+        ("history.profile.region", "kazan", 1700000000),
+        ("history.profile.segment", "retail", 1600000000),
     }
     as_of = await api.post(
         f"/v1/subjects/{subject}/aggregate",
         headers=READER,
         json={
-            "now": 1950000000,
+            "now": 1650000000,
             "specs": [
                 {"feature": "history.profile.segment", "fn": "last"},
                 {"feature": "profile.segment", "fn": "last"},
@@ -262,11 +262,11 @@ async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str, se
     changed = await api.post(
         f"/v1/subjects/{subject}/aggregate",
         headers=READER,
-        json={"now": 2000000001, "specs": [{"feature": "history.profile.segment", "fn": "changes", "window": "365d"}]},
+        json={"now": 1700000001, "specs": [{"feature": "history.profile.segment", "fn": "changes", "window": "365d"}]},
     )
     assert changed.json()["values"] == [1]
     view = await api.get(
-        f"/v1/subjects/{subject}/aggregates", params={"view": "client_profile", "now": 2000000001}, headers=READER
+        f"/v1/subjects/{subject}/aggregates", params={"view": "client_profile", "now": 1700000001}, headers=READER
     )
     assert view.status_code == 200 and view.json()["values"]["last(profile.segment)"] == "sme"
     assert len(view.json()["values"]) == len(settings.views["client_profile"])

@@ -64,4 +64,4 @@ def test_default_ttl_policy_is_the_configured_default() -> None:
 
     policy = TtlPolicy.from_settings()
     assert policy.expires_at("client_profile", "profile.segment", 0) == TtlSettings().sources["client_profile"] * 86400
-    assert policy.expires_at("transactions", "tx.out.amount", 0) == 400 * 86400
+    assert policy.expires_at("transactions", "tx.out.amount", 0) == TtlSettings().sources["transactions"] * 86400
