@@ -78,6 +78,7 @@ def create_app(settings: AppConfig) -> FastAPI:
             audit=audit,
             cache_enabled=rec.cache,
             loop_lag=loop_lag,
+            accepted_ahead_s=settings.consumer.max_ahead_s,
         )
         try:
             yield

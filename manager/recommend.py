@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from extractors.extract import ExtractionConfig
 from feature_store.errors import StoreError
 from feature_store.serving import ClientRead, ServingStore
 from feature_store.specs import AggregateSpec
@@ -91,6 +92,7 @@ class RecommendationService:
         audit: AuditLog | None = None,
         cache_enabled: bool = True,
         loop_lag: Callable[[], float] = lambda: 0.0,
+        accepted_ahead_s: float = ExtractionConfig.max_ahead_s,
     ) -> None:
         self.serving = store
         self.registry = registry
@@ -107,6 +109,10 @@ class RecommendationService:
         self.max_in_flight = MAX_IN_FLIGHT
         self.shed_above = SHED_ABOVE
         self.loop_lag = loop_lag
+        # The store accepts events up to this far ahead of its clock (a producer's clock running fast). The
+        # client is read as of that much after now, so everything accepted counts at once: an application
+        # stamped 30 s ahead blocks its product now, not in 30 s - after a cached answer had offered it again.
+        self.accepted_ahead_s = accepted_ahead_s
 
     def scorers(self, models: LoadedModels | None = None) -> list[Scorer]:
         """The scorers of ``models`` (default: the version served now) plus remote ones."""
@@ -144,6 +150,7 @@ class RecommendationService:
         fingerprint = catalogue.fingerprint()
         mark = time.perf_counter()
         now = time.time()
+        as_of = now + self.accepted_ahead_s
         shed = self._shed_reason(deadline)
         status_only = shed is not None
         overloaded = self.in_flight > self.shed_above or self.loop_lag() > SHED_LAG_S
@@ -152,7 +159,7 @@ class RecommendationService:
             read = None
         else:
             read = await self._read(
-                client_id, now, catalogue, deadline, status_only=status_only, cache=self.cache_enabled
+                client_id, as_of, catalogue, deadline, status_only=status_only, cache=self.cache_enabled
             )
         if read is not None and read.cached is not None:
             if read.source == "master" and _still_valid(read.cached, versions, fingerprint):
@@ -170,7 +177,7 @@ class RecommendationService:
             # (a slow first call may have left too little budget for the models)
             shed = shed or self._shed_reason(deadline)
             status_only = shed is not None
-            read = await self._read(client_id, now, catalogue, deadline, status_only=status_only, cache=False)
+            read = await self._read(client_id, as_of, catalogue, deadline, status_only=status_only, cache=False)
         mark = _stage("read", mark)
         results: dict[str, dict[str, ProductScore]] = {}
         ranked: list[Item] = []
@@ -182,7 +189,7 @@ class RecommendationService:
             missing.append("feature_store")
             reasons.append(FACTS_UNAVAILABLE)
         else:
-            snapshot = self._snapshot(client_id, now, catalogue, read, status_only=status_only)
+            snapshot = self._snapshot(client_id, as_of, catalogue, read, status_only=status_only)
             mark = _stage("snapshot", mark)
             if shed is not None:
                 SHED_ANSWERS.labels(shed).inc()
@@ -259,7 +266,7 @@ class RecommendationService:
 
     async def facts(self, client_id: str, timeout: float = 2.0) -> ClientSnapshot | None:
         """The client as a full (non-cached) answer would see it now, or None when no copy can be trusted."""
-        catalogue, now = self.catalogue(), time.time()
+        catalogue, now = self.catalogue(), time.time() + self.accepted_ahead_s
         read = await self._read(client_id, now, catalogue, time.perf_counter() + timeout, status_only=False)
         return None if read is None else self._snapshot(client_id, now, catalogue, read, status_only=False)
 

@@ -213,13 +213,18 @@ async def test_a_client_the_store_knows_nothing_about_is_offered_nothing(service
     assert answer["items"] == [] and not answer["degraded"] and answer["facts_source"] == "master"
 
 
+@pytest.mark.parametrize(("clock_ahead_s", "client_index"), [(0.0, 205), (30.0, 206)])
 async def test_answers_are_cached_and_an_application_invalidates_at_once(
     service: RecommendationService,
     bank: list[str],
     kafka_settings: Settings,
     store: FeatureStore,
+    clock_ahead_s: float,
+    client_index: int,
 ) -> None:
-    client_id = bank[205]
+    """Also from a producer whose clock runs ``clock_ahead_s`` fast (within what the store accepts): the
+    application blocks its product at once, not once its time has come (the answer cached meanwhile offered it)."""
+    client_id = bank[client_index]
     first = await service.recommend(client_id, limit=3)
     await background_done(service)  # the cache write runs in the background
     second = await service.recommend(client_id, limit=3)
@@ -240,7 +245,7 @@ async def test_answers_are_cached_and_an_application_invalidates_at_once(
                     "client_id": client_id,
                     "product": top,
                     "status": "submitted",
-                    "ts": time.time(),
+                    "ts": time.time() + clock_ahead_s,
                 }
             ),
         )
