@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
@@ -14,6 +15,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_CATALOGUE = Path("deploy/products.toml")
 SEGMENTS = ("retail", "sme", "corporate")
+# A catalogue file changed this recently may still be being written (an editor saving, a copy mid-way): a prefix
+# cut at a line boundary is valid TOML that lacks the rest (the last products, the rules) and would be served as
+# the whole. A change is read once the file has been left alone this long (the watcher looks every 2 s).
+SETTLE_S = 1.0
 MAX_LIMIT = 50  # the most products an answer may list (the API's `limit` bound)
 # a blend weight, a business value or a rule's factor: a number NaN or infinity would turn into a null score
 Weight = Annotated[float, Field(ge=0, allow_inf_nan=False)]
@@ -50,7 +55,9 @@ class Product(BaseModel):
     id: str = Field(pattern=r"^[a-z0-9_]+$")
     title: str
     value: Weight = 1.0
-    eligibility: Eligibility = Field(default_factory=Eligibility)
+    # Required: a product open to everyone says `eligibility = {}`. A product without the line is more likely a
+    # file cut short (being written, a bad merge) than a choice, and "everyone" is the one guess never to make.
+    eligibility: Eligibility
     portrait: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
 
 
@@ -134,11 +141,14 @@ class CatalogueFile:
     def __call__(self) -> Catalogue:
         return self.current
 
-    def reload_if_changed(self) -> bool:
+    def reload_if_changed(self, now: float | None = None) -> bool:
+        """Load the file if it changed and has settled (``SETTLE_S``); ``now``: the wall clock, for tests."""
         try:
             mtime = self.path.stat().st_mtime
             if mtime == self._mtime:
                 return False
+            if (time.time() if now is None else now) - mtime < SETTLE_S:
+                return False  # maybe still being written: looked at again in the next round
             self._mtime = mtime  # a refused version is logged once, then waits for the next change
             self.current = load_catalogue(self.path)
             return True

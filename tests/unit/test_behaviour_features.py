@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from recommenders.catalogue import Catalogue, Product
+from recommenders.catalogue import Catalogue, Eligibility, Product
 from recommenders.profile import BEHAVIOUR, DERIVED, ClientSnapshot, FeatureSpace, behaviour, model_space
 
 FULL = {
@@ -77,7 +77,12 @@ FULL_SPECS = [label.replace(",", ", ") for label in FULL]
 
 
 def test_the_model_space_ends_with_a_flag_per_catalogue_product_the_client_holds() -> None:
-    catalogue = Catalogue(products=[Product(id="deposit", title="Deposit"), Product(id="credit_card", title="Card")])
+    catalogue = Catalogue(
+        products=[
+            Product(id="deposit", title="Deposit", eligibility=Eligibility()),
+            Product(id="credit_card", title="Card", eligibility=Eligibility()),
+        ]
+    )
     space = model_space(sorted(FULL_SPECS), catalogue)
     assert space.names[-2:] == ["holds.deposit", "holds.credit_card"]
     holder = ClientSnapshot("c", 1.79e9, dict(FULL), "retail", 40.0, 400.0, {"credit_card"}, set())

@@ -55,3 +55,34 @@ def test_a_refused_edit_keeps_the_last_good_catalogue(tmp_path: Path) -> None:
     path.write_text(TEXT.replace("applied_block_days = 180", "applied_block_days = 90"))
     os.utime(path, ns=(2, 2))
     assert catalogue.reload_if_changed() is True and catalogue().decision.applied_block_days == 90
+
+
+def _cut_before(text: str, marker: str) -> str:
+    return text[: text.index(marker)]
+
+
+def test_a_product_without_eligibility_is_refused() -> None:
+    """A product line cut before its eligibility would otherwise be open to everyone (fail open)."""
+    product = {k: v for k, v in GOOD["products"][0].items() if k != "eligibility"}
+    with pytest.raises(ValidationError, match="eligibility"):
+        Catalogue.model_validate({**GOOD, "products": [product], "rules": []})
+
+
+def test_a_file_still_being_written_is_read_only_once_it_settles(tmp_path: Path) -> None:
+    """A copy cut at a line boundary (here: before the rules) is valid TOML; it must not be served while the
+    file may still be growing, and the whole file is served once it has been left alone."""
+    path = tmp_path / "products.toml"
+    path.write_text(TEXT.replace("applied_block_days = 180", "applied_block_days = 90"))
+    os.utime(path, ns=(1, 1))
+    catalogue = CatalogueFile(path)
+    prefix = _cut_before(TEXT, "[[rules]]")
+    assert tomllib.loads(prefix)["decision"] and Catalogue.model_validate(tomllib.loads(prefix))  # it would load
+    path.write_text(prefix)  # being written: modified just now
+    written_at = path.stat().st_mtime
+    assert catalogue.reload_if_changed(now=written_at + 0.1) is False
+    assert catalogue().decision.applied_block_days == 90 and catalogue().rules
+    path.write_text(TEXT)
+    done_at = path.stat().st_mtime
+    assert catalogue.reload_if_changed(now=done_at + 0.5) is False  # not settled yet
+    assert catalogue.reload_if_changed(now=done_at + 1.5) is True
+    assert catalogue().decision.applied_block_days == 180 and len(catalogue().rules) == len(GOOD["rules"])

@@ -17,7 +17,7 @@ import xgboost as xgb
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from recommenders.catalogue import Catalogue, Product
+from recommenders.catalogue import Catalogue, Eligibility, Product
 from recommenders.dataset import Dataset
 from recommenders.expert import ExpertScorer
 from recommenders.holdout import average_precision_at_k, evaluate
@@ -157,7 +157,7 @@ def holdout(space: FeatureSpace, f0: list[float], mask: list[list[int]], labels:
 
 def run_evaluate(data: Dataset, space: FeatureSpace, xgb_scorer: XGBoostScorer, k: int = 2) -> dict[str, Any]:
     # portraits are empty: the expert scores nothing, so the blend is XGBoost with popularity for the rest
-    catalogue = Catalogue(products=[Product(id=p, title=p.upper()) for p in PRODUCTS])
+    catalogue = Catalogue(products=[Product(id=p, title=p.upper(), eligibility=Eligibility()) for p in PRODUCTS])
     expert = ExpertScorer("eval", space, catalogue, prior=POPULARITY)
     weights = {"xgboost": 0.8, "als": 0.1, "expert": 0.1}
     return evaluate(data, PRODUCTS, xgb_scorer, None, expert, POPULARITY, weights, k)
@@ -222,7 +222,7 @@ def five_clients(space: FeatureSpace) -> tuple[Dataset, ExpertScorer, dict[str, 
         mask=[[1, 1, 1], [0, 1, 1], [1, 1, 1], [1, 1, 1], [0, 1, 1]],
         labels=[[0, 0, 1], [0, 1, 0], [0, 0, 0], [1, 0, 0], [1, 0, 0]],
     )
-    catalogue = Catalogue(products=[Product(id=p, title=p.upper()) for p in PRODUCTS])
+    catalogue = Catalogue(products=[Product(id=p, title=p.upper(), eligibility=Eligibility()) for p in PRODUCTS])
     expert = ExpertScorer("eval", space, catalogue, prior=POPULARITY)
     return data, expert, {"xgboost": 0.8, "als": 0.1, "expert": 0.1}
 
