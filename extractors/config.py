@@ -8,7 +8,7 @@ from typing import Protocol
 
 from pydantic import BaseModel, Field
 
-from extractors.extract import ExtractionConfig
+from extractors.extract import KNOWN_CHANNELS, ExtractionConfig
 from feature_store.config import StoreSettings, TtlSettings
 
 TOPICS = {
@@ -61,6 +61,9 @@ class ConsumerSettings(BaseModel):
     # How far an event time may be ahead of the consumer's clock (clock skew); an event further ahead is a dead
     # letter (kind future_timestamp): stored, it would hide itself from reads and freeze client data until then.
     max_ahead_s: float = Field(default=60.0, ge=0)
+    # Transaction channels that get their own feature (tx.<dir>.channel.<channel>); any other is counted as
+    # tx.<dir>.channel.other, so a producer's new spellings cannot grow the store's feature names without bound.
+    channels: list[str] = Field(default_factory=lambda: sorted(KNOWN_CHANNELS))
     # Prometheus endpoint of consumer i (1-based) is metrics_port + i - 1; 0 turns it off.
     metrics_port: int = 9102
     metrics_host: str = "127.0.0.1"
@@ -73,7 +76,9 @@ class ConsumerSettings(BaseModel):
 
     def extraction(self) -> ExtractionConfig:
         """What the extractors read of these settings (the consumer, replays and the HTTP write path alike)."""
-        return ExtractionConfig(home_currency=self.home_currency, max_ahead_s=self.max_ahead_s)
+        return ExtractionConfig(
+            home_currency=self.home_currency, max_ahead_s=self.max_ahead_s, channels=frozenset(self.channels)
+        )
 
 
 class IngestConfig(Protocol):

@@ -2,7 +2,8 @@
 
 Feature names (the catalogue the feature views and models refer to):
 - transactions (append, object = tx_id, time_use = ts):
-  ``tx.<dir>.amount``, ``tx.<dir>.mcc.<group>``, ``tx.<dir>.channel.<channel>``, ``tx.<dir>.cp.<kind>``
+  ``tx.<dir>.amount``, ``tx.<dir>.mcc.<group>``, ``tx.<dir>.channel.<channel>`` (a known channel, else
+  ``other``: ``ExtractionConfig.channels``), ``tx.<dir>.cp.<kind>``
   (counterparty kind: employer, merchant, person, government, bank), ``tx.<dir>.fx.amount`` (foreign
   currency), ``tx.in.salary`` (a credit from an employer or a payroll channel), ``balance`` (when sent)
 - client data (replace): source ``client_profile``: ``profile.segment``, ``profile.birth_date``,
@@ -48,11 +49,21 @@ HISTORY = "history."  # the name prefix of a kept version of a client fact: hist
 COUNTERPARTY_KINDS = ("employer", "merchant", "person", "government", "bank")
 
 
+KNOWN_CHANNELS = frozenset(
+    {"atm", "online", "mobile", "pos", "card", "cash", "branch", "acquiring", "transfer", "payroll", "sbp"}
+)
+OTHER_CHANNEL = "other"
+
+
 @dataclass(frozen=True)
 class ExtractionConfig:
     home_currency: str = "RUB"
     # how far an event time may be ahead of the consumer's clock (clock skew); further is a dead letter
     max_ahead_s: float = 60.0
+    # Channels that name their own feature (tx.<dir>.channel.<channel>); any other is counted as ``other``. A
+    # channel is the producer's free text: kept as given, every new spelling would add a feature name to the
+    # store's dictionary for good (and to every scan over names), without bound.
+    channels: frozenset[str] = KNOWN_CHANNELS
 
 
 def counterparty_kind(counterparty: str | None) -> str | None:
@@ -72,14 +83,16 @@ def extract_transaction(event: TransactionEvent, config: ExtractionConfig) -> li
     features = [feature(f"tx.{d}.amount", event.amount)]
     if event.mcc is not None:
         features.append(feature(f"tx.{d}.mcc.{mcc_group(event.mcc)}", event.amount))
+    channel = None
     if event.channel:
-        features.append(feature(f"tx.{d}.channel.{event.channel}", event.amount))
+        channel = event.channel if event.channel in config.channels else OTHER_CHANNEL
+        features.append(feature(f"tx.{d}.channel.{channel}", event.amount))
     kind = counterparty_kind(event.counterparty)
     if kind is not None:
         features.append(feature(f"tx.{d}.cp.{kind}", event.amount))
     if event.currency != config.home_currency:
         features.append(feature(f"tx.{d}.fx.amount", event.amount))
-    if d == "in" and (kind == "employer" or event.channel == "payroll"):
+    if d == "in" and (kind == "employer" or channel == "payroll"):
         features.append(feature("tx.in.salary", event.amount))
     if event.balance is not None:
         features.append(feature("balance", event.balance))

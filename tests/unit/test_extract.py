@@ -58,6 +58,23 @@ def test_salary_foreign_currency_and_balance() -> None:
     assert {"tx.in.salary", "tx.in.fx.amount", "tx.in.cp.employer", "balance"} <= names
 
 
+def test_unknown_channels_are_counted_as_other() -> None:
+    """A producer's new channel spellings fold into one feature instead of adding feature names without bound;
+    the configured channels keep their own, and a payroll credit is still a salary."""
+    names = set()
+    for i in range(50):
+        event = TransactionEvent.model_validate({**TX, "tx_id": f"t{i}", "channel": f"channel_{i}", "ts": 1772359200})
+        names |= {f.name for f in extract_transaction(event, ExtractionConfig())}
+    assert names == {"tx.out.amount", "tx.out.mcc.travel", "tx.out.channel.other", "tx.out.cp.merchant"}
+    kiosk = TransactionEvent.model_validate({**TX, "channel": "kiosk", "ts": 1772359200})
+    config = ExtractionConfig(channels=frozenset({"kiosk"}))
+    assert "tx.out.channel.kiosk" in {f.name for f in extract_transaction(kiosk, config)}
+    payroll = TransactionEvent.model_validate(
+        {**TX, "direction": "in", "channel": "payroll", "counterparty": None, "ts": 1772359200}
+    )
+    assert "tx.in.salary" in {f.name for f in extract_transaction(payroll, ExtractionConfig())}
+
+
 def test_msgpack_payloads_are_accepted() -> None:
     event = decode_event("bank.transactions", msgpack.packb(TX), [("content-type", b"application/msgpack")])
     assert isinstance(event, TransactionEvent) and event.amount == 120.5
