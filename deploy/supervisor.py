@@ -4,7 +4,8 @@ in production, see deploy/systemd).
 - A consumer that exits is restarted with exponential backoff (1 s doubling to ``restart_backoff_max_s``;
   the backoff resets once a consumer has run for a minute), so a crash loop costs little and shows.
 - A consumer whose heartbeat (its state file) is older than ``hung_after_s`` is not responding: it is killed
-  and restarted. Nothing is lost: its uncommitted batch is redelivered and writes are idempotent.
+  and restarted (one that has not beaten yet gets at least STARTUP_GRACE_S to start). Nothing is lost: its
+  uncommitted batch is redelivered and writes are idempotent.
 - Every ``LAG_SAMPLE_INTERVAL_S`` the group's lag is sampled, so `rtrec status` can tell growing lag from a
   backlog being worked off.
 - Everything it knows is in ``procs/supervisor.json``; SIGTERM stops the consumers (each finishes its batch)
@@ -38,6 +39,9 @@ POLL_INTERVAL_S = 0.5
 LAG_SAMPLE_INTERVAL_S = 10.0
 LAG_SAMPLES_KEPT = 12
 HEALTHY_RUN_S = 60.0
+# Before its first heartbeat a consumer is starting (interpreter, imports): on a busy 2-core machine that took
+# over 4 s, and a short hung_after_s killed healthy consumers in a loop. Once it beats, hung_after_s applies.
+STARTUP_GRACE_S = 30.0
 
 
 @dataclass
@@ -115,7 +119,7 @@ class ConsumerSupervisor:
         started = consumer.started_at or now
         beat_at = heartbeat["updated_at"] if heartbeat and heartbeat.get("pid") == child.pid else None
         silent_for = now - (beat_at if beat_at is not None else started)
-        if silent_for > hung_after:
+        if silent_for > (hung_after if beat_at is not None else max(hung_after, STARTUP_GRACE_S)):
             log.warning("%s (pid %d) not responding for %.0fs: killing it", consumer.name, child.pid, silent_for)
             child.kill()
             child.wait()
