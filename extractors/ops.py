@@ -14,7 +14,7 @@ from typing import Protocol
 
 from feature_store.client import ReplaceResult, WriteResult
 from feature_store.errors import StoreError
-from feature_store.records import Feature
+from feature_store.records import SUPERSEDING_SOURCES, Feature
 
 
 class FeatureWriter(Protocol):
@@ -73,6 +73,7 @@ class ApplyResult:
     written: int = 0
     unchanged: int = 0
     tombstoned: int = 0
+    superseded: int = 0  # rows of a resent transaction's earlier version that its new one lacks, deleted
     deleted: int = 0
     replaced: int = 0
     replace_ignored: int = 0
@@ -94,12 +95,13 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
     idempotent upsert, so applying the whole list again after a failure is safe).
     """
     result = ApplyResult()
-    appends = [op for op in ops if isinstance(op, AppendFeatures)]
+    appends = latest_versions([op for op in ops if isinstance(op, AppendFeatures)])
     if appends:
         written = await store.put_features(f for op in appends for f in op.features)
         result.written += written.written
         result.unchanged += written.unchanged
         result.tombstoned += written.tombstoned
+        result.superseded += written.superseded
         if written.refused:  # rare: map features back to their messages only then
             origin_of = {id(f): op.origin for op in appends for f in op.features}
             for feature, code in written.refused:
@@ -133,6 +135,21 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
     await asyncio.gather(*(replace(op) for op in ops if isinstance(op, ReplaceSource)))
     await asyncio.gather(*(delete(op) for op in ops if isinstance(op, DeleteObject)))
     return result
+
+
+def latest_versions(appends: list[AppendFeatures]) -> list[AppendFeatures]:
+    """The appends with only the last version of each object of a superseding source (a transaction sent
+    twice in one batch, corrected): the store takes each run of an object's rows as a whole version, and two
+    versions side by side in one write would read as one with both versions' names."""
+    last = {key: index for index, op in enumerate(appends) if (key := _superseding_object(op)) is not None}
+    return [op for index, op in enumerate(appends) if (key := _superseding_object(op)) is None or last[key] == index]
+
+
+def _superseding_object(op: AppendFeatures) -> tuple[str, str, str] | None:
+    if not op.features or op.features[0].source not in SUPERSEDING_SOURCES:
+        return None
+    first = op.features[0]
+    return first.subject, first.source, first.object
 
 
 MAX_BACKOFF_S = 5.0

@@ -36,6 +36,8 @@ class WriteResult:
     written: int = 0
     unchanged: int = 0
     tombstoned: int = 0
+    # Rows of an earlier version of a resent transaction that the new version no longer has, deleted.
+    superseded: int = 0
     # Features the store refused, with the storage's reason code (SUBJECT_TOO_FAT, SUBJECT_DENIED).
     refused: list[tuple[Feature, str]] = field(default_factory=list)
 
@@ -43,6 +45,7 @@ class WriteResult:
         self.written += other.written
         self.unchanged += other.unchanged
         self.tombstoned += other.tombstoned
+        self.superseded += other.superseded
         self.refused.extend(other.refused)
 
 
@@ -54,6 +57,24 @@ class ReplaceResult:
     deleted: int = 0
     tombstoned: int = 0  # rows skipped because their object was deleted (as put_features skips them)
     stored_version: float | None = None
+
+
+def object_chunks(group: list[tuple[Feature, list[Any]]], batch: int) -> list[list[tuple[Feature, list[Any]]]]:
+    """``group`` cut into chunks of about ``batch`` rows, never inside one object's run of rows: the store takes
+    a transaction's rows in one call as its whole version (SUPERSEDING_SOURCES), so half of them would look like
+    a correction that dropped the other half."""
+    chunks, start = [], 0
+    while start < len(group):
+        end = min(start + batch, len(group))
+        while end < len(group) and _object_of(group[end][0]) == _object_of(group[end - 1][0]):
+            end += 1
+        chunks.append(group[start:end])
+        start = end
+    return chunks
+
+
+def _object_of(feature: Feature) -> tuple[str, str, str]:
+    return feature.subject, feature.source, feature.object
 
 
 def compact(value: Value) -> Value:
@@ -251,10 +272,9 @@ class FeatureStore:
         group: list[tuple[Feature, list[Any]]],
     ) -> tuple[WriteResult, list[tuple[Feature, list[Any]]]]:
         """Write one replica set's share in chunks sent concurrently: while the storage's transaction
-        thread applies one chunk, its network thread already decodes the next. Chunks are independent
-        idempotent upserts, so their order does not matter."""
-        batch = self.settings.write_batch_rows
-        chunks = [group[start : start + batch] for start in range(0, len(group), batch)]
+        thread applies one chunk, its network thread already decodes the next. Chunks are idempotent upserts
+        of whole objects (``object_chunks``), so a chunk never holds part of a transaction."""
+        chunks = object_chunks(group, self.settings.write_batch_rows)
 
         async def put_chunk(chunk: list[tuple[Feature, list[Any]]]) -> tuple[WriteResult, list[Any]]:
             result = WriteResult()
@@ -273,6 +293,7 @@ class FeatureStore:
                 result.written += answer["written"]
                 result.unchanged += answer["unchanged"]
                 result.tombstoned += answer["tombstoned"]
+                result.superseded += answer.get("superseded", 0)
                 for index, code in answer["refused"]:
                     result.refused.append((chunk[index - 1][0], code))
                 break

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from feature_store.client import ReplaceResult, WriteResult
-from feature_store.records import Feature, Value
+from feature_store.records import SUPERSEDING_SOURCES, Feature, Value
 from feature_store.specs import AggregateSpec
 
 
@@ -39,26 +39,50 @@ class InMemoryFeatureStore:
         self.deny = set(deny_subjects)
 
     async def put_features(self, features: Iterable[Feature]) -> WriteResult:
+        """As lua/put.lua: each run of a superseding source's object is its whole version."""
         result = WriteResult()
+        run: list[Feature] = []
+        existed = written = False
         for f in features:
+            if run and (f.subject, f.source, f.object) != (run[0].subject, run[0].source, run[0].object):
+                result.superseded += self._drop_superseded(run) if existed and written else 0
+                run, existed, written = [], False, False
             key = (f.subject, f.source, f.object, f.name)
-            if key in self.features:
-                old = self.features[key]
-                if (old.value, old.time_use) == (f.value, f.time_use):
-                    result.unchanged += 1
-                    continue
-            elif f.subject in self.deny:
-                result.refused.append((f, "SUBJECT_DENIED"))
-                continue
-            elif (f.subject, f.object) in self.tombstones and self.tombstones[(f.subject, f.object)] in (
-                None,
-                f.source,
-            ):
-                result.tombstoned += 1
-                continue
+            outcome = self._upsert(key, f, result)
+            if f.source in SUPERSEDING_SOURCES:
+                run.append(f)
+                existed = existed or outcome in ("unchanged", "changed")
+                written = written or outcome in ("new", "changed")
+        if run and existed and written:
+            result.superseded += self._drop_superseded(run)
+        return result
+
+    def _upsert(self, key: NaturalKey, f: Feature, result: WriteResult) -> str:
+        """'unchanged', 'changed' (stored before), 'new', or 'skipped' (refused or tombstoned)."""
+        if key in self.features:
+            old = self.features[key]
+            if (old.value, old.time_use) == (f.value, f.time_use):
+                result.unchanged += 1
+                return "unchanged"
             self.features[key] = f
             result.written += 1
-        return result
+            return "changed"
+        if f.subject in self.deny:
+            result.refused.append((f, "SUBJECT_DENIED"))
+            return "skipped"
+        if (f.subject, f.object) in self.tombstones and self.tombstones[(f.subject, f.object)] in (None, f.source):
+            result.tombstoned += 1
+            return "skipped"
+        self.features[key] = f
+        result.written += 1
+        return "new"
+
+    def _drop_superseded(self, run: list[Feature]) -> int:
+        first, names = run[0], {f.name for f in run}
+        stale = [k for k in self.features if k[:3] == (first.subject, first.source, first.object) and k[3] not in names]
+        for key in stale:
+            del self.features[key]
+        return len(stale)
 
     async def replace_source(
         self, subject: str, source: str, version: float, features: Sequence[Feature]

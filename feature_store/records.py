@@ -7,6 +7,11 @@ from typing import Any, NamedTuple
 
 Value = float | int | str | bool
 
+# Sources whose event is one object's whole description (lua/put.lua SUPERSEDING_SOURCES): a transaction sent
+# again under its id with other fields supersedes the first version, whose rows under names the new one lacks
+# are deleted. Such an object's rows must reach the store in one call, as one run.
+SUPERSEDING_SOURCES = frozenset({"transactions"})
+
 
 class Feature(NamedTuple):
     """One flat feature extracted from a raw event. ``expires_at`` is filled from the TTL policy when None.

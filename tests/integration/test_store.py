@@ -11,9 +11,13 @@ import pytest
 
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
+from extractors.events import TransactionEvent
+from extractors.extract import ExtractionConfig, extract_transaction
+from extractors.ops import AppendFeatures, ApplyResult, StoreOp, apply_ops
 from feature_store.admin import purge_subject
 from feature_store.client import FeatureStore
 from feature_store.errors import AccessDenied, SubjectTooFat
+from feature_store.fake import InMemoryFeatureStore
 from feature_store.rebalance import move_bucket
 from feature_store.records import Feature
 from feature_store.specs import parse_spec
@@ -79,6 +83,52 @@ async def test_redelivery_is_idempotent(store: FeatureStore, uid: str) -> None:
     assert len(rows) == 50
     total = await store.aggregate(subject, [parse_spec("sum(tx.out.amount)"), parse_spec("count(tx.out.amount)")])
     assert total == [sum(range(1, 51)), 50]
+
+
+async def test_a_resent_transaction_supersedes_its_first_version(store: FeatureStore, uid: str) -> None:
+    """A transaction sent again under its id with other fields (an authorisation settled with another amount,
+    merchant category and no channel) replaces its first version: the old category would otherwise count the
+    amount twice. The same in one batch (a version and its correction side by side); an unchanged resend
+    changes nothing; the in-memory store the Kafka drills compare with ends the same."""
+    subject = f"{uid}-resent"
+    base = {"client_id": subject, "ts": time.time() - 60, "currency": "RUB", "direction": "out"}
+    authorised = {**base, "amount": 100.0, "mcc": 4511, "channel": "online", "counterparty": "merchant:air"}
+    settled = {**base, "amount": 90.0, "mcc": 5411}
+    reference = InMemoryFeatureStore()
+
+    async def send(*events: dict[str, Any]) -> ApplyResult:
+        ops: list[StoreOp] = [
+            AppendFeatures(tuple(extract_transaction(TransactionEvent.model_validate(e), ExtractionConfig())))
+            for e in events
+        ]
+        await apply_ops(reference, ops)
+        return await apply_ops(store, ops)
+
+    async def names(tx_id: str) -> dict[str, Any]:
+        rows = {r.name: r.value for r in await store.get_features(subject) if r.object == tx_id}
+        assert rows == {f.name: f.value for f in reference.features.values() if f.object == tx_id}
+        return rows
+
+    first = {"tx.out.amount": 100, "tx.out.mcc.travel": 100, "tx.out.channel.online": 100, "tx.out.cp.merchant": 100}
+    await send({**authorised, "tx_id": "t1"})
+    assert await names("t1") == first
+    corrected = await send({**settled, "tx_id": "t1"})
+    assert await names("t1") == {"tx.out.amount": 90, "tx.out.mcc.groceries": 90} and corrected.superseded == 3
+    again = await send({**settled, "tx_id": "t1"})
+    assert (again.written, again.superseded) == (0, 0) and len(await names("t1")) == 2
+    # one batch: the first version and its correction (only the last counts), and t1 back to its first version
+    await send({**authorised, "tx_id": "t2"}, {**settled, "tx_id": "t2"}, {**settled, "tx_id": "t1"})
+    await send({**authorised, "tx_id": "t1"})
+    assert await names("t2") == {"tx.out.amount": 90, "tx.out.mcc.groceries": 90} and await names("t1") == first
+    # the store itself takes each run of an object's rows as a version, wherever it stands in the call
+    v1 = extract_transaction(TransactionEvent.model_validate({**authorised, "tx_id": "t3"}), ExtractionConfig())
+    v2 = extract_transaction(TransactionEvent.model_validate({**settled, "tx_id": "t3"}), ExtractionConfig())
+    other = extract_transaction(TransactionEvent.model_validate({**settled, "tx_id": "t4"}), ExtractionConfig())
+    await store.put_features([*v1, *other, *v2])
+    assert {r.name for r in await store.get_features(subject) if r.object == "t3"} == {f.name for f in v2}
+    total = await store.aggregate(subject, [parse_spec("sum(tx.out.amount)"), parse_spec("count(tx.out.amount)")])
+    assert total == [100 + 90 + 90 + 90, 4]
+    assert (await store.aggregate(subject, [parse_spec("count(tx.out.mcc.travel)")])) == [1]
 
 
 async def test_replace_ignores_older_versions_and_removes_stale_features(store: FeatureStore, uid: str) -> None:
