@@ -140,16 +140,23 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
 def latest_versions(appends: list[AppendFeatures]) -> list[AppendFeatures]:
     """The appends with only the last version of each object of a superseding source (a transaction sent
     twice in one batch, corrected): the store takes each run of an object's rows as a whole version, and two
-    versions side by side in one write would read as one with both versions' names."""
-    last = {key: index for index, op in enumerate(appends) if (key := _superseding_object(op)) is not None}
-    return [op for index, op in enumerate(appends) if (key := _superseding_object(op)) is None or last[key] == index]
-
-
-def _superseding_object(op: AppendFeatures) -> tuple[str, str, str] | None:
-    if not op.features or op.features[0].source not in SUPERSEDING_SOURCES:
-        return None
-    first = op.features[0]
-    return first.subject, first.source, first.object
+    versions side by side in one write would read as one with both versions' names. One pass when no object
+    comes twice (the consumer's hot path)."""
+    last: dict[tuple[str, str, str], int] = {}
+    superseding = 0
+    for index, op in enumerate(appends):
+        if op.features and op.features[0].source in SUPERSEDING_SOURCES:
+            first = op.features[0]
+            last[(first.subject, first.source, first.object)] = index
+            superseding += 1
+    if len(last) == superseding:
+        return appends
+    return [
+        op
+        for index, op in enumerate(appends)
+        if not (op.features and op.features[0].source in SUPERSEDING_SOURCES)
+        or last[(op.features[0].subject, op.features[0].source, op.features[0].object)] == index
+    ]
 
 
 MAX_BACKOFF_S = 5.0

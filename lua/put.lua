@@ -98,34 +98,26 @@ function M.upsert_row(row, headroom)
     return 'written'
 end
 
--- One run of rows of an object of a superseding source: a version of it (an event's rows come together, so a
--- batch that holds the first version and a correction holds two runs). Its names, whether any of its rows was
--- stored before and whether any was written now: stored before and written now is a changed resend.
-local function version_of(row)
-    return {subject = row[C.R_SUBJECT], object = row[C.R_OBJECT], source = row[C.R_SOURCE], names = {}}
-end
-
-local function same_object(version, row)
-    return version.subject == row[C.R_SUBJECT] and version.object == row[C.R_OBJECT]
-        and version.source == row[C.R_SOURCE]
-end
-
--- Delete the object's rows under names its new version lacks (one scan of the subject's rows: about a
--- microsecond a row, paid only by a changed resend). Returns how many went.
-local function drop_superseded(version)
+-- Delete the rows of the object of rows[first..last] (one run: a version of it) under names that run lacks:
+-- one scan of the subject's rows, about a microsecond a row, paid only by a changed resend. Returns how many went.
+local function drop_superseded(rows, first, last)
+    local subject, object = rows[first][C.R_SUBJECT], rows[first][C.R_OBJECT]
+    local source_id = dict.find('source', rows[first][C.R_SOURCE])
+    local names = {}
+    for i = first, last do
+        names[rows[i][C.R_NAME]] = true
+    end
     local features = box.space.features
-    local source_id = dict.find('source', version.source)
     local doomed = {}
-    for _, t in features:pairs({version.subject}, {iterator = 'EQ'}) do
-        if t[C.F_OBJECT] == version.object and t[C.F_SOURCE] == source_id
-            and not version.names[dict.text('name', t[C.F_NAME])] then
-            doomed[#doomed + 1] = {version.subject, t[C.F_NAME], t[C.F_OBJECT], t[C.F_SOURCE]}
+    for _, t in features:pairs({subject}, {iterator = 'EQ'}) do
+        if t[C.F_OBJECT] == object and t[C.F_SOURCE] == source_id and not names[dict.text('name', t[C.F_NAME])] then
+            doomed[#doomed + 1] = {subject, t[C.F_NAME], t[C.F_OBJECT], t[C.F_SOURCE]}
         end
     end
     for _, key in ipairs(doomed) do
         features:delete(key)
     end
-    counts.note(version.subject, -#doomed)
+    counts.note(subject, -#doomed)
     return #doomed
 end
 
@@ -150,17 +142,24 @@ function M.put_features(rows)
     end
     local result = {written = 0, unchanged = 0, tombstoned = 0, superseded = 0, refused = {}}
     local headroom = {}
-    local version = nil  -- the run of a superseding source's object being written
-    local function finish_version()
-        if version ~= nil and version.existed and version.written then
-            result.superseded = result.superseded + drop_superseded(version)
+    -- The run of rows of one object of a superseding source being written (a version of it: an event's rows
+    -- come together): where it starts, whether any of its rows was stored before and whether any was written
+    -- now. Stored before and written now is a changed resend. Plain locals: this runs for every row.
+    local run_start, run_existed, run_written = nil, false, false
+    local function finish_run(last)
+        if run_start ~= nil and run_existed and run_written then
+            result.superseded = result.superseded + drop_superseded(rows, run_start, last)
         end
-        version = nil
+        run_start, run_existed, run_written = nil, false, false
     end
     box.begin()
     for i, row in ipairs(rows) do
-        if version ~= nil and not same_object(version, row) then
-            finish_version()
+        if run_start ~= nil then
+            local first = rows[run_start]
+            if first[C.R_OBJECT] ~= row[C.R_OBJECT] or first[C.R_SUBJECT] ~= row[C.R_SUBJECT]
+                or first[C.R_SOURCE] ~= row[C.R_SOURCE] then
+                finish_run(i - 1)
+            end
         end
         local outcome, existed = M.upsert_row(row, headroom)
         if outcome == 'written' or outcome == 'unchanged' or outcome == 'tombstoned' then
@@ -169,13 +168,12 @@ function M.put_features(rows)
             result.refused[#result.refused + 1] = {i, outcome}
         end
         if M.SUPERSEDING_SOURCES[row[C.R_SOURCE]] then
-            version = version or version_of(row)
-            version.names[row[C.R_NAME]] = true
-            version.existed = version.existed or existed == true
-            version.written = version.written or outcome == 'written'
+            run_start = run_start or i
+            run_existed = run_existed or existed == true
+            run_written = run_written or outcome == 'written'
         end
     end
-    finish_version()
+    finish_run(#rows)
     counts.commit()
     return result
 end
