@@ -102,8 +102,7 @@ class StoreCluster:
             "deny_subjects": self.store.deny_subjects,
             "expiry_interval": self.store.expiry_interval_s,
             "feature_sweep_interval": self.store.feature_sweep_interval_s,
-            "tombstone_ttl": self.store.tombstone_ttl_s,
-        }
+        } | ({"tombstone_ttl": self.store.tombstone_ttl_s} if self.store.tombstone_ttl_s is not None else {})
 
     # ---- lifecycle -------------------------------------------------------------------------------------
     def start_instance(self, spec: InstanceSpec) -> int:

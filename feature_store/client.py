@@ -22,7 +22,7 @@ from feature_store.records import Feature, StoredFeature, Value
 from feature_store.replicaset import ReplicaSetClient
 from feature_store.specs import AggregateSpec
 from feature_store.topology import InstanceSpec, ReplicaSetSpec, topology_from
-from feature_store.ttl import TtlPolicy
+from feature_store.ttl import DAY, TtlPolicy
 
 log = logging.getLogger(__name__)
 
@@ -332,9 +332,10 @@ class FeatureStore:
         """Delete the subject's features extracted from ``object_id`` and leave a tombstone. With ``source``, only
         that source's features (and later rows of it) are affected: a transaction id may equal a client or an
         application id, whose features must survive the transaction's deletion."""
-        expires = (
-            tombstone_expires_at if tombstone_expires_at is not None else (time.time() + self.settings.tombstone_ttl_s)
-        )
+        expires = tombstone_expires_at
+        if expires is None:
+            ttl_s = self.settings.tombstone_ttl_s
+            expires = time.time() + (ttl_s if ttl_s is not None else self.ttl.longest_days(source) * DAY)
         answer = await self.call_routed(subject, "delete_object", [subject, object_id, expires, source], write=True)
         return int(answer["deleted"])
 

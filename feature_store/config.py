@@ -39,7 +39,10 @@ class StoreSettings(BaseModel):
     expiry_interval_s: float = 60.0
     # least time between two walks over the features for expired ones (lua/expiry.lua)
     feature_sweep_interval_s: float = 3600.0
-    tombstone_ttl_s: float = 7 * 86400.0
+    # How long a deletion's tombstone blocks its object. None: as long as a row of the deleted source may live
+    # (TtlPolicy.longest_days, 500 days for transactions), so a replay of an old window, whose deletion lies
+    # outside it, cannot bring a deleted transaction back (7 days did, for any replay a week later).
+    tombstone_ttl_s: float | None = None
     read_from: Literal["master", "replica"] = "master"
 
     @model_validator(mode="after")

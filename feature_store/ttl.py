@@ -29,6 +29,15 @@ class TtlPolicy:
         days = self.name_days.get(name)
         return days if days is not None else min([self.default_days, *self.source_days.values()])
 
+    def longest_days(self, source: str | None) -> float:
+        """The longest a row of ``source`` (of any source when None) may live: how long a deletion's tombstone
+        must last so that no replay of the deleted object can bring it back while it could still be stored."""
+        if source is not None:
+            sources = [self.source_days.get(source, self.default_days)]
+        else:
+            sources = [self.default_days, *self.source_days.values()]
+        return max([*sources, *self.name_days.values()])
+
     @classmethod
     def from_settings(cls, ttl: TtlSettings | None = None) -> TtlPolicy:
         """The configured policy; without settings, the configuration's defaults (never a bare 500 days for

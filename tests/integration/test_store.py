@@ -189,6 +189,31 @@ async def test_delete_before_the_transaction_arrives_blocks_resurrection(store: 
     assert [r.object for r in await store.get_features(subject)] == [features[1].object]
 
 
+async def test_a_tombstone_lasts_as_long_as_the_rows_it_blocks(
+    store: FeatureStore, cluster: StoreCluster, settings: Settings, uid: str
+) -> None:
+    """A replay of an old window whose deletion lies outside it must not bring the transaction back while its
+    rows could still be stored: the tombstone lives as long as the deleted source's TTL (a week did not)."""
+    subject = f"{uid}-tomb"
+    deleted_at = time.time()
+    await store.delete_object(subject, "t1", source="transactions")
+    await store.delete_object(subject, "any", source=None)
+    await cluster.wait_synced()
+    rows: dict[str, Any] = {}
+    for spec in cluster.instances():
+        conn = await _raw(spec, settings)
+        try:
+            rows |= {t[1]: list(t) for t in await conn.select("tombstones", [subject])}
+        finally:
+            await conn.disconnect()
+    assert set(rows) == {"t1", "any"}
+    policy = store.ttl
+    assert rows["t1"][3] == pytest.approx(deleted_at + policy.longest_days("transactions") * 86400, abs=60)
+    assert rows["any"][3] == pytest.approx(deleted_at + policy.longest_days(None) * 86400, abs=60)
+    assert policy.longest_days("transactions") >= settings.ttl.sources["transactions"]
+    assert rows["t1"][3] - deleted_at > 365 * 86400
+
+
 async def test_a_transaction_deletion_leaves_other_sources_sharing_its_id(store: FeatureStore, uid: str) -> None:
     """Core banking ids collide across kinds (a transaction id equal to the client's or an application's): a
     transaction deletion removes and blocks only transaction rows."""

@@ -65,3 +65,11 @@ def test_default_ttl_policy_is_the_configured_default() -> None:
     policy = TtlPolicy.from_settings()
     assert policy.expires_at("client_profile", "profile.segment", 0) == TtlSettings().sources["client_profile"] * 86400
     assert policy.expires_at("transactions", "tx.out.amount", 0) == TtlSettings().sources["transactions"] * 86400
+
+
+def test_a_tombstone_outlives_every_row_of_its_scope() -> None:
+    policy = TtlPolicy(default_days=500, source_days={"products": 36525, "transactions": 400}, name_days={"b": 900})
+    assert policy.longest_days("transactions") == 900  # a name rule may keep a row longer than its source
+    assert policy.longest_days("applications") == 900
+    assert policy.longest_days(None) == 36525
+    assert TtlPolicy(default_days=500, source_days={"transactions": 400}).longest_days("transactions") == 400
