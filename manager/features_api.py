@@ -70,6 +70,7 @@ async def write_transactions(
         written=result.written,
         unchanged=result.unchanged,
         tombstoned=result.tombstoned,
+        superseded=result.superseded,
         refused=refused,
     )
 

@@ -80,6 +80,8 @@ class WriteResponse(BaseModel):
     written: int
     unchanged: int
     tombstoned: int
+    # rows of a resent transaction's earlier version that the new version no longer has, deleted
+    superseded: int = 0
     refused: list[dict[str, Any]]
 
 

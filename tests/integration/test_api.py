@@ -285,3 +285,11 @@ async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str, se
     assert deleted.json() == {"deleted": 1}
     again = await api.post("/v1/features/transactions", headers=WRITER, json=[_tx(uid, 1, now - 100, 2.0)])
     assert again.json()["tombstoned"] == 1
+    # a transaction sent again with another category replaces its first version (the first one's row goes)
+    for mcc, superseded in ((4511, 0), (5411, 1)):
+        resent = await api.post(
+            "/v1/features/transactions", headers=WRITER, json=[_tx(uid, 2, now - 200, 3.0, mcc=mcc)]
+        )
+        assert resent.json()["superseded"] == superseded
+    rows = (await api.get(f"/v1/subjects/{subject}/features", headers=READER)).json()["features"]
+    assert {r["name"] for r in rows if r["object"] == f"{uid}-2"} == {"tx.out.amount", "tx.out.mcc.groceries"}
