@@ -110,6 +110,26 @@ def _subject_features(subject: str, n: int, now: float, rng: random.Random) -> l
     ]
 
 
+RESEND_ROWS = 20_000
+
+
+async def _time_resends(store: FeatureStore, rows: list[Feature]) -> dict[str, Any]:
+    """Write rows already stored again: unchanged (a redelivery or a replay, which only reads) and with new
+    values (a correction of every transaction, whose first version's other rows are looked up name by name)."""
+    started = time.perf_counter()
+    unchanged = await store.put_features(rows)
+    unchanged_s = time.perf_counter() - started
+    started = time.perf_counter()
+    changed = await store.put_features([f._replace(value=f.value + 1) for f in rows])  # type: ignore[operator]
+    changed_s = time.perf_counter() - started
+    return {
+        "rows": len(rows),
+        "unchanged_rows_per_s": round(unchanged.unchanged / unchanged_s),
+        "changed_rows_per_s": round(changed.written / changed_s),
+        "superseded": changed.superseded,
+    }
+
+
 async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     cluster = StoreCluster(settings)
     await cluster.start()
@@ -130,6 +150,7 @@ async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str,
             replicated_s = time.perf_counter() - started
             memory = bytes_per_feature(await store_stats(store))
             row_count = len(rows)
+            resends = await _time_resends(store, rows[:RESEND_ROWS])
             del rows
             gc.collect()  # the 200k written rows would otherwise make every later GC pass slow
 
@@ -191,6 +212,7 @@ async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str,
                 "sequential": percentiles(single),
                 f"sequential_at_{TRAINING_CUTS}_cuts": percentiles(at_cuts),
             },
+            "resend": resends,
             "expiry_walk": {
                 "seconds": round(expiry_walk_s, 3),
                 "us_per_feature": round(expiry_walk_s / row_count * 1e6, 3),

@@ -83,7 +83,6 @@ def extract_transaction(event: TransactionEvent, config: ExtractionConfig) -> li
     features = [feature(f"tx.{d}.amount", event.amount)]
     if event.mcc is not None:
         features.append(feature(f"tx.{d}.mcc.{mcc_group(event.mcc)}", event.amount))
-    channel = None
     if event.channel:
         channel = event.channel if event.channel in config.channels else OTHER_CHANNEL
         features.append(feature(f"tx.{d}.channel.{channel}", event.amount))
@@ -92,7 +91,7 @@ def extract_transaction(event: TransactionEvent, config: ExtractionConfig) -> li
         features.append(feature(f"tx.{d}.cp.{kind}", event.amount))
     if event.currency != config.home_currency:
         features.append(feature(f"tx.{d}.fx.amount", event.amount))
-    if d == "in" and (kind == "employer" or channel == "payroll"):
+    if d == "in" and (kind == "employer" or event.channel == "payroll"):
         features.append(feature("tx.in.salary", event.amount))
     if event.balance is not None:
         features.append(feature("balance", event.balance))

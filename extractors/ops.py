@@ -82,7 +82,7 @@ class ApplyResult:
 
     @property
     def features_changed(self) -> int:
-        return self.written + self.deleted
+        return self.written + self.deleted + self.superseded
 
 
 async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:

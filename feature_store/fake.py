@@ -42,23 +42,33 @@ class InMemoryFeatureStore:
         """As lua/put.lua: each run of a superseding source's object is its whole version."""
         result = WriteResult()
         run: list[Feature] = []
-        existed = written = False
+        existed = changed = refused = False
+
+        def finish() -> None:
+            if run and changed and not refused and (existed or self._other_anchor_stored(run)):
+                result.superseded += self._drop_superseded(run)
+
         for f in features:
             if run and (f.subject, f.source, f.object) != (run[0].subject, run[0].source, run[0].object):
-                result.superseded += self._drop_superseded(run) if existed and written else 0
-                run, existed, written = [], False, False
+                finish()
+                run, existed, changed, refused = [], False, False, False
             key = (f.subject, f.source, f.object, f.name)
             outcome = self._upsert(key, f, result)
             if f.source in SUPERSEDING_SOURCES:
                 run.append(f)
                 existed = existed or outcome in ("unchanged", "changed")
-                written = written or outcome in ("new", "changed")
-        if run and existed and written:
-            result.superseded += self._drop_superseded(run)
+                changed = changed or outcome in ("new", "changed")
+                refused = refused or outcome == "refused"
+        finish()
         return result
 
+    def _other_anchor_stored(self, run: list[Feature]) -> bool:
+        first, names = run[0], {f.name for f in run}
+        anchors = [a for a in SUPERSEDING_SOURCES[first.source] if a not in names]
+        return any((first.subject, first.source, first.object, a) in self.features for a in anchors)
+
     def _upsert(self, key: NaturalKey, f: Feature, result: WriteResult) -> str:
-        """'unchanged', 'changed' (stored before), 'new', or 'skipped' (refused or tombstoned)."""
+        """'unchanged', 'changed' (stored before), 'new', 'refused' or 'tombstoned'."""
         if key in self.features:
             old = self.features[key]
             if (old.value, old.time_use) == (f.value, f.time_use):
@@ -69,10 +79,10 @@ class InMemoryFeatureStore:
             return "changed"
         if f.subject in self.deny:
             result.refused.append((f, "SUBJECT_DENIED"))
-            return "skipped"
+            return "refused"
         if (f.subject, f.object) in self.tombstones and self.tombstones[(f.subject, f.object)] in (None, f.source):
             result.tombstoned += 1
-            return "skipped"
+            return "tombstoned"
         self.features[key] = f
         result.written += 1
         return "new"

@@ -12,7 +12,7 @@ local M = {}
 
 -- Primary keys of the subject's features whose object is `object`, of one source (source_id) or of every source
 -- (nil): one (subject, name_id, object) prefix lookup per interned name (there are tens of them).
-local function object_feature_keys(subject, object, source_id)
+function M.object_feature_keys(subject, object, source_id)
     local features = box.space.features
     local keys = {}
     for _, name_id in ipairs(dict.ids('name')) do
@@ -66,7 +66,7 @@ function M.delete_object(bucket_id, subject, object, tombstone_expires_at, sourc
     end
     local keys = {}
     if source == nil or source_id ~= nil then  -- a source never stored has no rows
-        keys = object_feature_keys(subject, object, source_id)
+        keys = M.object_feature_keys(subject, object, source_id)
     end
     box.begin()
     for _, pk in ipairs(keys) do

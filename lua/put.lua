@@ -13,10 +13,13 @@ local delete = require('delete')
 local M = {}
 
 -- Sources whose event is one object's whole description: a transaction sent again under its tx_id with other
--- fields (a card authorisation settled with another merchant category, a corrected direction) supersedes the
--- first version, whose rows under names the new one lacks must go (they would count the amount twice).
--- Other append sources keep every name: an application's `submitted` and `approved` are both history.
-M.SUPERSEDING_SOURCES = {transactions = true}
+-- fields (a card authorisation settled with another amount or merchant category, a corrected direction)
+-- supersedes the first version, whose rows under names the new one lacks must go (they would count the amount
+-- twice). Other append sources keep every name: an application's `submitted` and `approved` are both history.
+-- Each lists its anchor names: every version of an object has exactly one of them, so a version whose rows
+-- are all new is still known for a resend when another anchor of its object is stored (a corrected direction
+-- shares no name with the first version).
+M.SUPERSEDING_SOURCES = {transactions = {'tx.in.amount', 'tx.out.amount'}}
 
 function M.validate(row)
     if type(row) ~= 'table' or #row < C.R_EXPIRES_AT then
@@ -55,8 +58,9 @@ function M.drop_expired(subject)
     return #doomed
 end
 
--- Upsert one row inside the caller's transaction. Returns 'written', 'unchanged' or a refusal code, and
--- whether the row was stored before.
+-- Upsert one row inside the caller's transaction. Returns 'written', 'unchanged' or a refusal code, and what
+-- was stored before: 'new' (nothing), 'same', 'changed' (another value or time) or 'expiry' (only the expiry
+-- differs: a TTL change, which is no new version of the object); nil when refused or tombstoned.
 function M.upsert_row(row, headroom)
     local features = box.space.features
     local subject, object = row[C.R_SUBJECT], row[C.R_OBJECT]
@@ -70,10 +74,13 @@ function M.upsert_row(row, headroom)
     if existing ~= nil then
         if existing[C.F_VALUE] == value and existing[C.F_TIME_USE] == time_use
             and existing[C.F_EXPIRES_AT] == expires_at then
-            return 'unchanged', true
+            return 'unchanged', 'same'
         end
         features:replace({row[C.R_BUCKET_ID], subject, name_id, object, source_id, value, time_use, expires_at})
-        return 'written', true
+        if existing[C.F_VALUE] == value and existing[C.F_TIME_USE] == time_use then
+            return 'written', 'expiry'
+        end
+        return 'written', 'changed'
     end
     if config.deny_subjects[subject] then
         return 'SUBJECT_DENIED'
@@ -95,30 +102,49 @@ function M.upsert_row(row, headroom)
     headroom[subject] = room - 1
     features:insert({row[C.R_BUCKET_ID], subject, name_id, object, source_id, value, time_use, expires_at})
     counts.note(subject, 1)
-    return 'written'
+    return 'written', 'new'
 end
 
--- Delete the rows of the object of rows[first..last] (one run: a version of it) under names that run lacks:
--- one scan of the subject's rows, about a microsecond a row, paid only by a changed resend. Returns how many went.
-local function drop_superseded(rows, first, last)
-    local subject, object = rows[first][C.R_SUBJECT], rows[first][C.R_OBJECT]
-    local source_id = dict.find('source', rows[first][C.R_SOURCE])
-    local names = {}
-    for i = first, last do
-        names[rows[i][C.R_NAME]] = true
-    end
-    local features = box.space.features
-    local doomed = {}
-    for _, t in features:pairs({subject}, {iterator = 'EQ'}) do
-        if t[C.F_OBJECT] == object and t[C.F_SOURCE] == source_id and not names[dict.text('name', t[C.F_NAME])] then
-            doomed[#doomed + 1] = {subject, t[C.F_NAME], t[C.F_OBJECT], t[C.F_SOURCE]}
+-- Whether the object of the run rows[first..last], none of whose rows was stored, has another anchor stored
+-- (a version under other names: a corrected direction). One lookup per anchor the run lacks.
+local function other_anchor_stored(rows, first, last, anchors)
+    local row = rows[first]
+    local source_id = dict.find('source', row[C.R_SOURCE])
+    for _, anchor in ipairs(anchors) do
+        local in_run = false
+        for i = first, last do
+            in_run = in_run or rows[i][C.R_NAME] == anchor
+        end
+        local name_id = not in_run and dict.find('name', anchor) or nil
+        if name_id ~= nil and box.space.features:get({row[C.R_SUBJECT], name_id, row[C.R_OBJECT], source_id}) then
+            return true
         end
     end
-    for _, key in ipairs(doomed) do
-        features:delete(key)
+    return false
+end
+
+-- Delete the rows of the object of the run rows[first..last] (a version of it) under names the run lacks:
+-- one lookup per interned name, as a deletion does (a scan of the client's rows would cost up to 0.1 s on a
+-- fat client, inside a transaction that cannot yield). Returns how many went.
+local function drop_superseded(rows, first, last)
+    local subject = rows[first][C.R_SUBJECT]
+    local source_id = dict.find('source', rows[first][C.R_SOURCE])
+    local kept = {}
+    for i = first, last do
+        local name_id = dict.find('name', rows[i][C.R_NAME])
+        if name_id ~= nil then
+            kept[name_id] = true
+        end
     end
-    counts.note(subject, -#doomed)
-    return #doomed
+    local doomed = 0
+    for _, key in ipairs(delete.object_feature_keys(subject, rows[first][C.R_OBJECT], source_id)) do
+        if not kept[key[2]] then
+            box.space.features:delete(key)
+            doomed = doomed + 1
+        end
+    end
+    counts.note(subject, -doomed)
+    return doomed
 end
 
 -- rows: array of {bucket_id, subject, source, name, object, value, time_use, expires_at}.
@@ -143,14 +169,20 @@ function M.put_features(rows)
     local result = {written = 0, unchanged = 0, tombstoned = 0, superseded = 0, refused = {}}
     local headroom = {}
     -- The run of rows of one object of a superseding source being written (a version of it: an event's rows
-    -- come together): where it starts, whether any of its rows was stored before and whether any was written
-    -- now. Stored before and written now is a changed resend. Plain locals: this runs for every row.
-    local run_start, run_existed, run_written = nil, false, false
+    -- come together): where it starts, whether any of its rows was stored before, whether any is new or
+    -- changed now, and whether any was refused. Stored before and new or changed now is a changed resend, whose
+    -- first version's other rows go - unless a row of it was refused (dropping the old rows would free exactly
+    -- the room a fat client's refused row lacked, and leave the transaction half written). Plain locals: this
+    -- runs for every row.
+    local run_start, run_existed, run_changed, run_refused = nil, false, false, false
     local function finish_run(last)
-        if run_start ~= nil and run_existed and run_written then
-            result.superseded = result.superseded + drop_superseded(rows, run_start, last)
+        if run_start ~= nil and run_changed and not run_refused then
+            local anchors = M.SUPERSEDING_SOURCES[rows[run_start][C.R_SOURCE]]
+            if run_existed or other_anchor_stored(rows, run_start, last, anchors) then
+                result.superseded = result.superseded + drop_superseded(rows, run_start, last)
+            end
         end
-        run_start, run_existed, run_written = nil, false, false
+        run_start, run_existed, run_changed, run_refused = nil, false, false, false
     end
     box.begin()
     for i, row in ipairs(rows) do
@@ -161,7 +193,7 @@ function M.put_features(rows)
                 finish_run(i - 1)
             end
         end
-        local outcome, existed = M.upsert_row(row, headroom)
+        local outcome, before = M.upsert_row(row, headroom)
         if outcome == 'written' or outcome == 'unchanged' or outcome == 'tombstoned' then
             result[outcome] = result[outcome] + 1
         else
@@ -169,8 +201,9 @@ function M.put_features(rows)
         end
         if M.SUPERSEDING_SOURCES[row[C.R_SOURCE]] then
             run_start = run_start or i
-            run_existed = run_existed or existed == true
-            run_written = run_written or outcome == 'written'
+            run_existed = run_existed or before == 'same' or before == 'changed' or before == 'expiry'
+            run_changed = run_changed or before == 'new' or before == 'changed'
+            run_refused = run_refused or before == nil and outcome ~= 'tombstoned'
         end
     end
     finish_run(#rows)

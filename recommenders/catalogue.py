@@ -149,8 +149,16 @@ class CatalogueFile:
                 return False
             if (time.time() if now is None else now) - mtime < SETTLE_S:
                 return False  # maybe still being written: looked at again in the next round
-            self._mtime = mtime  # a refused version is logged once, then waits for the next change
-            self.current = load_catalogue(self.path)
+            try:
+                loaded = load_catalogue(self.path)
+            finally:
+                # written to while it was read: the next round reads it again; otherwise a version is read
+                # once (a refused one is logged once, then waits for the next change)
+                settled = self.path.stat().st_mtime == mtime
+                self._mtime = mtime if settled else self._mtime
+            if not settled:
+                return False
+            self.current = loaded
             return True
         except (OSError, ValueError) as exc:
             log.error("catalogue %s refused, the last good one stays: %s", self.path, exc)

@@ -120,6 +120,10 @@ async def test_a_resent_transaction_supersedes_its_first_version(store: FeatureS
     await send({**authorised, "tx_id": "t2"}, {**settled, "tx_id": "t2"}, {**settled, "tx_id": "t1"})
     await send({**authorised, "tx_id": "t1"})
     assert await names("t2") == {"tx.out.amount": 90, "tx.out.mcc.groceries": 90} and await names("t1") == first
+    # a corrected direction: no name in common with the first version
+    await send({**authorised, "tx_id": "t5"})
+    await send({**authorised, "tx_id": "t5", "direction": "in", "mcc": None, "counterparty": None})
+    assert await names("t5") == {"tx.in.amount": 100, "tx.in.channel.online": 100}
     # the store itself takes each run of an object's rows as a version, wherever it stands in the call
     v1 = extract_transaction(TransactionEvent.model_validate({**authorised, "tx_id": "t3"}), ExtractionConfig())
     v2 = extract_transaction(TransactionEvent.model_validate({**settled, "tx_id": "t3"}), ExtractionConfig())
@@ -129,6 +133,42 @@ async def test_a_resent_transaction_supersedes_its_first_version(store: FeatureS
     total = await store.aggregate(subject, [parse_spec("sum(tx.out.amount)"), parse_spec("count(tx.out.amount)")])
     assert total == [100 + 90 + 90 + 90, 4]
     assert (await store.aggregate(subject, [parse_spec("count(tx.out.mcc.travel)")])) == [1]
+
+
+async def test_a_correction_is_recognised_whatever_it_changed(
+    store: FeatureStore, settings: Settings, uid: str
+) -> None:
+    """What a name-by-name comparison misses: a corrected direction shares no name with its first version (a
+    transaction without a balance); a resend that differs only in expiry (a TTL change) is no new version, so
+    nothing goes; a correction whose new row a full client refuses leaves the first version whole instead of
+    half replaced (dropping its rows would free just the room the refused row lacked)."""
+    subject, now = f"{uid}-fix", time.time()
+
+    def row(tx_id: str, name: str, value: float, owner: str = subject, expires: float | None = None) -> Feature:
+        return Feature(owner, "transactions", name, tx_id, value, now - 60, expires)
+
+    async def names(tx_id: str, owner: str = subject) -> set[str]:
+        candidates = ("tx.in.amount", "tx.in.channel.atm", "tx.out.amount", "tx.out.channel.atm", "tx.out.mcc.travel")
+        rows = [r for name in candidates for r in await store.get_features(owner, name=name, limit=100_000)]
+        return {r.name for r in rows if r.object == tx_id}
+
+    await store.put_features([row("d", "tx.out.amount", 10.0), row("d", "tx.out.channel.atm", 10.0)])
+    flipped = await store.put_features([row("d", "tx.in.amount", 10.0), row("d", "tx.in.channel.atm", 10.0)])
+    assert flipped.superseded == 2 and await names("d") == {"tx.in.amount", "tx.in.channel.atm"}
+
+    await store.put_features([row("e", "tx.out.amount", 5.0), row("e", "tx.out.mcc.travel", 5.0)])
+    relabelled = await store.put_features([row("e", "tx.out.amount", 5.0, expires=now + 900 * 86400)])
+    assert (relabelled.written, relabelled.superseded) == (1, 0)
+    assert await names("e") == {"tx.out.amount", "tx.out.mcc.travel"}
+
+    fat = f"{uid}-fix-fat"
+    await store.put_features([row("f", "tx.out.amount", 7.0, fat), row("f", "tx.out.channel.atm", 7.0, fat)])
+    filled = await store.put_features(tx(fat, settings.store.max_features_per_subject, now))
+    assert filled.refused
+    corrected = await store.put_features([row("f", "tx.out.amount", 8.0, fat), row("f", "tx.out.mcc.food", 8.0, fat)])
+    assert {code for _, code in corrected.refused} == {"SUBJECT_TOO_FAT"} and corrected.superseded == 0
+    assert await names("f", fat) == {"tx.out.amount", "tx.out.channel.atm"}
+    await purge_subject(store, fat)
 
 
 async def test_replace_ignores_older_versions_and_removes_stale_features(store: FeatureStore, uid: str) -> None:

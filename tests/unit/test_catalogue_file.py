@@ -86,3 +86,25 @@ def test_a_file_still_being_written_is_read_only_once_it_settles(tmp_path: Path)
     assert catalogue.reload_if_changed(now=done_at + 0.5) is False  # not settled yet
     assert catalogue.reload_if_changed(now=done_at + 1.5) is True
     assert catalogue().decision.applied_block_days == 180 and len(catalogue().rules) == len(GOOD["rules"])
+
+
+def test_a_file_written_to_while_it_is_read_is_read_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import recommenders.catalogue as module
+
+    path = tmp_path / "products.toml"
+    path.write_text(TEXT)
+    os.utime(path, ns=(1, 1))
+    catalogue = CatalogueFile(path)
+    path.write_text(TEXT.replace("applied_block_days = 180", "applied_block_days = 90"))
+    os.utime(path, ns=(2, 2))
+    real_load = module.load_catalogue
+
+    def load_while_a_writer_starts(p: Path) -> Catalogue:
+        loaded = real_load(p)
+        os.utime(path, ns=(3, 3))  # a write began after the read
+        return loaded
+
+    monkeypatch.setattr(module, "load_catalogue", load_while_a_writer_starts)
+    assert catalogue.reload_if_changed() is False and catalogue().decision.applied_block_days == 180
+    monkeypatch.setattr(module, "load_catalogue", real_load)
+    assert catalogue.reload_if_changed() is True and catalogue().decision.applied_block_days == 90
