@@ -16,10 +16,11 @@ local M = {}
 -- fields (a card authorisation settled with another amount or merchant category, a corrected direction)
 -- supersedes the first version, whose rows under names the new one lacks must go (they would count the amount
 -- twice). Other append sources keep every name: an application's `submitted` and `approved` are both history.
--- Each lists its anchor names: every version of an object has exactly one of them, so a version whose rows
--- are all new is still known for a resend when another anchor of its object is stored (a corrected direction
--- shares no name with the first version).
-M.SUPERSEDING_SOURCES = {transactions = {'tx.in.amount', 'tx.out.amount'}}
+M.SUPERSEDING_SOURCES = {transactions = true}
+-- Anchor names, with the other anchors of the same source: every version of an object has exactly one, so a
+-- version whose rows are all new is still known for a resend when another anchor of its object is stored (a
+-- corrected direction shares no name with the first version).
+M.OTHER_ANCHORS = {['tx.in.amount'] = {'tx.out.amount'}, ['tx.out.amount'] = {'tx.in.amount'}}
 
 function M.validate(row)
     if type(row) ~= 'table' or #row < C.R_EXPIRES_AT then
@@ -105,17 +106,11 @@ function M.upsert_row(row, headroom)
     return 'written', 'new'
 end
 
--- Whether the object of the run rows[first..last], none of whose rows was stored, has another anchor stored
--- (a version under other names: a corrected direction). One lookup per anchor the run lacks.
-local function other_anchor_stored(rows, first, last, anchors)
-    local row = rows[first]
+-- Whether the object of `row` has a row stored under one of `anchors` (a version under other names).
+local function anchor_stored(row, anchors)
     local source_id = dict.find('source', row[C.R_SOURCE])
     for _, anchor in ipairs(anchors) do
-        local in_run = false
-        for i = first, last do
-            in_run = in_run or rows[i][C.R_NAME] == anchor
-        end
-        local name_id = not in_run and dict.find('name', anchor) or nil
+        local name_id = dict.find('name', anchor)
         if name_id ~= nil and box.space.features:get({row[C.R_SUBJECT], name_id, row[C.R_OBJECT], source_id}) then
             return true
         end
@@ -174,15 +169,14 @@ function M.put_features(rows)
     -- first version's other rows go - unless a row of it was refused (dropping the old rows would free exactly
     -- the room a fat client's refused row lacked, and leave the transaction half written). Plain locals: this
     -- runs for every row.
-    local run_start, run_existed, run_changed, run_refused = nil, false, false, false
+    local run_start, run_existed, run_changed, run_refused, run_anchors = nil, false, false, false, nil
     local function finish_run(last)
         if run_start ~= nil and run_changed and not run_refused then
-            local anchors = M.SUPERSEDING_SOURCES[rows[run_start][C.R_SOURCE]]
-            if run_existed or other_anchor_stored(rows, run_start, last, anchors) then
+            if run_existed or (run_anchors ~= nil and anchor_stored(rows[run_start], run_anchors)) then
                 result.superseded = result.superseded + drop_superseded(rows, run_start, last)
             end
         end
-        run_start, run_existed, run_changed, run_refused = nil, false, false, false
+        run_start, run_existed, run_changed, run_refused, run_anchors = nil, false, false, false, nil
     end
     box.begin()
     for i, row in ipairs(rows) do
@@ -204,6 +198,7 @@ function M.put_features(rows)
             run_existed = run_existed or before == 'same' or before == 'changed' or before == 'expiry'
             run_changed = run_changed or before == 'new' or before == 'changed'
             run_refused = run_refused or before == nil and outcome ~= 'tombstoned'
+            run_anchors = run_anchors or M.OTHER_ANCHORS[row[C.R_NAME]]
         end
     end
     finish_run(#rows)
