@@ -95,7 +95,7 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
     idempotent upsert, so applying the whole list again after a failure is safe).
     """
     result = ApplyResult()
-    appends = latest_versions([op for op in ops if isinstance(op, AppendFeatures)])
+    appends = versions_together([op for op in ops if isinstance(op, AppendFeatures)])
     if appends:
         written = await store.put_features(f for op in appends for f in op.features)
         result.written += written.written
@@ -137,26 +137,28 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
     return result
 
 
-def latest_versions(appends: list[AppendFeatures]) -> list[AppendFeatures]:
-    """The appends with only the last version of each object of a superseding source (a transaction sent
-    twice in one batch, corrected): the store takes each run of an object's rows as a whole version, and two
-    versions side by side in one write would read as one with both versions' names. One pass when no object
-    comes twice (the consumer's hot path)."""
-    last: dict[tuple[str, str, str], int] = {}
+def versions_together(appends: list[AppendFeatures]) -> list[AppendFeatures]:
+    """The appends with every version of an object of a superseding source side by side, in order, where its
+    first version stood (a transaction and its correction in one batch). The store applies side-by-side
+    versions one after the other within one call, exactly as separate writes; apart, they could go in chunks
+    written concurrently. One pass when no object comes twice (the consumer's hot path)."""
+    versions: dict[tuple[str, str, str], list[AppendFeatures]] = {}
     superseding = 0
-    for index, op in enumerate(appends):
+    for op in appends:
         if op.features and op.features[0].source in SUPERSEDING_SOURCES:
             first = op.features[0]
-            last[(first.subject, first.source, first.object)] = index
+            versions.setdefault((first.subject, first.source, first.object), []).append(op)
             superseding += 1
-    if len(last) == superseding:
+    if len(versions) == superseding:
         return appends
-    return [
-        op
-        for index, op in enumerate(appends)
-        if not (op.features and op.features[0].source in SUPERSEDING_SOURCES)
-        or last[(op.features[0].subject, op.features[0].source, op.features[0].object)] == index
-    ]
+    together: list[AppendFeatures] = []
+    for op in appends:
+        if not (op.features and op.features[0].source in SUPERSEDING_SOURCES):
+            together.append(op)
+            continue
+        first = op.features[0]
+        together.extend(versions.pop((first.subject, first.source, first.object), ()))
+    return together
 
 
 MAX_BACKOFF_S = 5.0

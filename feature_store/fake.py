@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from feature_store.client import ReplaceResult, WriteResult
-from feature_store.records import SUPERSEDING_SOURCES, Feature, Value
+from feature_store.records import OTHER_ANCHORS, SUPERSEDING_SOURCES, Feature, Value
 from feature_store.specs import AggregateSpec
 
 
@@ -39,33 +39,40 @@ class InMemoryFeatureStore:
         self.deny = set(deny_subjects)
 
     async def put_features(self, features: Iterable[Feature]) -> WriteResult:
-        """As lua/put.lua: each run of a superseding source's object is its whole version."""
+        return self._put(features, supersede=True)
+
+    def _put(self, features: Iterable[Feature], *, supersede: bool) -> WriteResult:
+        """As lua/put.lua: each run of a superseding source's object is its whole version (a replace, as
+        lua/replace.lua, supersedes nothing: it replaces the whole source itself)."""
         result = WriteResult()
         run: list[Feature] = []
         existed = changed = refused = False
+        anchors: tuple[str, ...] = ()
 
         def finish() -> None:
-            if run and changed and not refused and (existed or self._other_anchor_stored(run)):
+            if run and changed and not refused and (existed or self._stored_under(run[0], anchors)):
                 result.superseded += self._drop_superseded(run)
 
         for f in features:
-            if run and (f.subject, f.source, f.object) != (run[0].subject, run[0].source, run[0].object):
+            if run and (
+                (f.subject, f.source, f.object) != (run[0].subject, run[0].source, run[0].object)
+                or (anchors and f.name in OTHER_ANCHORS)  # the next version of the same object
+            ):
                 finish()
-                run, existed, changed, refused = [], False, False, False
+                run, existed, changed, refused, anchors = [], False, False, False, ()
             key = (f.subject, f.source, f.object, f.name)
             outcome = self._upsert(key, f, result)
-            if f.source in SUPERSEDING_SOURCES:
+            if supersede and f.source in SUPERSEDING_SOURCES:
                 run.append(f)
                 existed = existed or outcome in ("unchanged", "changed")
                 changed = changed or outcome in ("new", "changed")
                 refused = refused or outcome == "refused"
+                anchors = anchors or OTHER_ANCHORS.get(f.name, ())
         finish()
         return result
 
-    def _other_anchor_stored(self, run: list[Feature]) -> bool:
-        first, names = run[0], {f.name for f in run}
-        anchors = [a for a in SUPERSEDING_SOURCES[first.source] if a not in names]
-        return any((first.subject, first.source, first.object, a) in self.features for a in anchors)
+    def _stored_under(self, first: Feature, names: tuple[str, ...]) -> bool:
+        return any((first.subject, first.source, first.object, name) in self.features for name in names)
 
     def _upsert(self, key: NaturalKey, f: Feature, result: WriteResult) -> str:
         """'unchanged', 'changed' (stored before), 'new', 'refused' or 'tombstoned'."""
@@ -104,7 +111,7 @@ class InMemoryFeatureStore:
         stale = [k for k in self.features if k[0] == subject and k[1] == source and k not in keep]
         for key in stale:
             del self.features[key]
-        written = await self.put_features(features)
+        written = self._put(features, supersede=False)
         self.versions[(subject, source)] = version
         return ReplaceResult(
             applied=True,

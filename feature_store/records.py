@@ -7,12 +7,15 @@ from typing import Any, NamedTuple
 
 Value = float | int | str | bool
 
-# Sources whose event is one object's whole description, with their anchor names (lua/put.lua
-# SUPERSEDING_SOURCES): a transaction sent again under its id with other fields supersedes the first version,
-# whose rows under names the new one lacks are deleted. Every version has one anchor (a transaction's amount, in
-# or out), so a corrected direction, which shares no name with the first version, is known as a resend too.
-# Such an object's rows must reach the store in one call, as one run.
-SUPERSEDING_SOURCES: dict[str, tuple[str, ...]] = {"transactions": ("tx.in.amount", "tx.out.amount")}
+# Sources whose event is one object's whole description (lua/put.lua SUPERSEDING_SOURCES): a transaction sent
+# again under its id with other fields supersedes the first version, whose rows under names the new one lacks
+# are deleted. Such an object's rows must reach the store in one call, as one run. Transaction ids are unique
+# per client: two legs of one transfer under one id would read as a corrected direction.
+SUPERSEDING_SOURCES = frozenset({"transactions"})
+# Anchor names with the other anchors of their source (lua/put.lua OTHER_ANCHORS): every version has exactly
+# one (a transaction's amount, in or out), so a corrected direction, which shares no name with the first
+# version, is known for a resend too. Anchors must live as long as the source's other names.
+OTHER_ANCHORS: dict[str, tuple[str, ...]] = {"tx.in.amount": ("tx.out.amount",), "tx.out.amount": ("tx.in.amount",)}
 
 
 class Feature(NamedTuple):

@@ -17,6 +17,7 @@ M.F_EXPIRES_AT = 8
 
 -- tombstones tuple: {subject, object, bucket_id, expires_at, source}; source is the scope of the deletion (nil:
 -- every source; tombstones written before it had no fifth field and mean every source)
+M.T_EXPIRES_AT = 4
 M.T_SOURCE = 5
 
 -- The store layout this code reads and writes (a store made by an older version is refused at start).

@@ -74,6 +74,11 @@ function M.delete_object(bucket_id, subject, object, tombstone_expires_at, sourc
     end
     counts.note(subject, -#keys)
     local scope = tombstone_scope(subject, object, source == nil and box.NULL or source)
+    local earlier = box.space.tombstones:get({subject, object})
+    if earlier ~= nil and earlier[C.T_EXPIRES_AT] > tombstone_expires_at then
+        -- a tombstone widened to every source keeps blocking as long as its longest-lived source asked for
+        tombstone_expires_at = earlier[C.T_EXPIRES_AT]
+    end
     box.space.tombstones:replace({subject, object, bucket_id, tombstone_expires_at, scope})
     if #keys > 0 then
         -- a reversed opening or closing changes what the client holds: the cached answer may no longer hold

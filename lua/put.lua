@@ -164,7 +164,7 @@ function M.put_features(rows)
     local result = {written = 0, unchanged = 0, tombstoned = 0, superseded = 0, refused = {}}
     local headroom = {}
     -- The run of rows of one object of a superseding source being written (a version of it: an event's rows
-    -- come together): where it starts, whether any of its rows was stored before, whether any is new or
+    -- come together, and each version has one anchor): where it starts, whether any of its rows was stored before, whether any is new or
     -- changed now, and whether any was refused. Stored before and new or changed now is a changed resend, whose
     -- first version's other rows go - unless a row of it was refused (dropping the old rows would free exactly
     -- the room a fat client's refused row lacked, and leave the transaction half written). Plain locals: this
@@ -183,7 +183,10 @@ function M.put_features(rows)
         if run_start ~= nil then
             local first = rows[run_start]
             if first[C.R_OBJECT] ~= row[C.R_OBJECT] or first[C.R_SUBJECT] ~= row[C.R_SUBJECT]
-                or first[C.R_SOURCE] ~= row[C.R_SOURCE] then
+                or first[C.R_SOURCE] ~= row[C.R_SOURCE]
+                or (run_anchors ~= nil and M.OTHER_ANCHORS[row[C.R_NAME]] ~= nil) then
+                -- another object, or a second anchor: the next version of the same object (a resend and its
+                -- correction side by side), applied after this one exactly as a call of its own would be
                 finish_run(i - 1)
             end
         end

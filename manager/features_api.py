@@ -118,10 +118,19 @@ async def replace_source(
 
 
 @router.delete("/subjects/{subject}/objects/{object_id}")
-async def delete_object(request: Request, _: Writer, subject: Subject, object_id: ObjectName) -> dict[str, int]:
-    """Delete the features extracted from one object (e.g. a reversed transaction) and block its redelivery."""
+async def delete_object(
+    request: Request,
+    _: Writer,
+    subject: Subject,
+    object_id: ObjectName,
+    source: Annotated[str | None, Query(max_length=64, pattern=r"^[a-z_]+$")] = None,
+) -> dict[str, int]:
+    """Delete the features extracted from one object (e.g. a reversed transaction: ``source=transactions``) and
+    block its redelivery for as long as a row of that source may live (500 days for transactions). Without
+    ``source``, every source's rows of that id go and the block lasts as long as the longest-lived source's
+    rows (products and client data: a century)."""
     with STORE_LATENCY.labels("delete_object").time():
-        deleted = await _store(request).delete_object(subject, object_id)
+        deleted = await _store(request).delete_object(subject, object_id, source=source)
     return {"deleted": deleted}
 
 

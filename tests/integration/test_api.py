@@ -281,8 +281,12 @@ async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str, se
         params={"from": now - 250, "to": now - 100, "name": "tx.out.amount"},
     )
     assert [r["object"] for r in ranged.json()["features"]] == [f"{uid}-2", f"{uid}-1"]
-    deleted = await api.delete(f"/v1/subjects/{subject}/objects/{uid}-1", headers=WRITER)
+    deleted = await api.delete(
+        f"/v1/subjects/{subject}/objects/{uid}-1", headers=WRITER, params={"source": "transactions"}
+    )
     assert deleted.json() == {"deleted": 1}
+    wrong = await api.delete(f"/v1/subjects/{subject}/objects/{uid}-1", headers=WRITER, params={"source": "Tx!"})
+    assert wrong.status_code == 422
     again = await api.post("/v1/features/transactions", headers=WRITER, json=[_tx(uid, 1, now - 100, 2.0)])
     assert again.json()["tombstoned"] == 1
     # a transaction sent again with another category replaces its first version (the first one's row goes)
