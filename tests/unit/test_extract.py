@@ -14,6 +14,7 @@ from extractors.extract import ExtractionConfig, counterparty_kind, extract, ext
 from extractors.mcc import mcc_group
 from extractors.ops import AppendFeatures, DeleteObject, ReplaceSource, apply_ops
 from feature_store.fake import InMemoryFeatureStore
+from feature_store.records import OTHER_ANCHORS
 
 TX = {
     "tx_id": "t1",
@@ -40,6 +41,12 @@ def test_transaction_features() -> None:
         "tx.out.cp.merchant": 120.5,
     }
     assert {f.object for f in extract_transaction(event, ExtractionConfig())} == {"t1"}
+    # the anchor comes first: the store tells a transaction's versions apart by it (lua/put.lua OTHER_ANCHORS)
+    for direction in ("in", "out"):
+        flipped = TransactionEvent.model_validate({**TX, "direction": direction, "balance": 5, "ts": 1772359200})
+        rows = extract_transaction(flipped, ExtractionConfig())
+        assert rows[0].name == f"tx.{direction}.amount" and rows[0].name in OTHER_ANCHORS
+        assert not any(f.name in OTHER_ANCHORS for f in rows[1:])
 
 
 def test_salary_foreign_currency_and_balance() -> None:
