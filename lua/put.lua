@@ -164,11 +164,11 @@ function M.put_features(rows)
     local result = {written = 0, unchanged = 0, tombstoned = 0, superseded = 0, refused = {}}
     local headroom = {}
     -- The run of rows of one object of a superseding source being written (a version of it: an event's rows
-    -- come together, and each version has one anchor): where it starts, whether any of its rows was stored before, whether any is new or
-    -- changed now, and whether any was refused. Stored before and new or changed now is a changed resend, whose
-    -- first version's other rows go - unless a row of it was refused (dropping the old rows would free exactly
-    -- the room a fat client's refused row lacked, and leave the transaction half written). Plain locals: this
-    -- runs for every row.
+    -- come together, led by its one anchor): where it starts, whether any of its rows was stored before,
+    -- whether any is new or changed now, whether any was refused, and the other anchors of its own. Stored
+    -- before (or under another anchor) and new or changed now is a changed resend, whose first version's other
+    -- rows go - unless a row of it was refused (dropping the old rows would free exactly the room a fat
+    -- client's refused row lacked). Plain locals: this runs for every row.
     local run_start, run_existed, run_changed, run_refused, run_anchors = nil, false, false, false, nil
     local function finish_run(last)
         if run_start ~= nil and run_changed and not run_refused then
