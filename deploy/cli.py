@@ -18,6 +18,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from deploy import demo_bank
 from deploy.settings import DEFAULT_CONFIG, Settings, load_settings
 
 
@@ -95,6 +96,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> int:
     from extractors.simulate import BankSimulator, SimulationConfig
 
     simulator = BankSimulator(SimulationConfig(clients=args.clients, days=args.days, seed=args.seed))
+    demo_bank.forget(settings.run_dir)  # the store no longer holds the demo's bank alone
     counts = asyncio.run(publish_events(settings, simulator.events(), progress=not args.quiet))
     _print_json({"published": counts, "clients": args.clients, "days": args.days, "seed": args.seed})
     return 0
@@ -104,6 +106,7 @@ def cmd_import(settings: Settings, args: argparse.Namespace) -> int:
     from extractors.berka import berka_events
     from extractors.publish import publish_events
 
+    demo_bank.forget(settings.run_dir)  # the store no longer holds the demo's bank alone
     counts = asyncio.run(publish_events(settings, berka_events(Path(args.path)), progress=not args.quiet))
     _print_json({"published": counts, "dataset": "berka"})
     return 0
@@ -136,6 +139,7 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
         seed=args.seed,
         dataset=args.dataset,
         berka_path=Path(args.path),
+        fresh=args.fresh,
     )
 
 
@@ -348,6 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seed", type=int, default=7)
     demo.add_argument("--dataset", choices=["simulated", "berka"], default="simulated")
     demo.add_argument("--path", default="../shared/datasets/berka", help="the Berka files (with --dataset berka)")
+    demo.add_argument(
+        "--fresh",
+        action="store_true",
+        help="stop the local stack and delete its data first (the demo refuses a store holding another bank)",
+    )
     demo.set_defaults(fn=cmd_demo)
 
     trainer = sub.add_parser("train", parents=[common], help="train the models on the store's features")

@@ -6,6 +6,7 @@ explored; `rtrec down` stops it."""
 from __future__ import annotations
 
 import asyncio
+import shutil
 import statistics
 import time
 from pathlib import Path
@@ -15,6 +16,7 @@ import httpx
 from rich.console import Console
 from rich.table import Table
 
+from deploy import demo_bank
 from deploy.rankings_table import intervals_overlap, rankings_table, verdict
 from deploy.settings import Settings
 from deploy.stack import LocalStack
@@ -142,6 +144,21 @@ async def _replay_drill(settings: Settings, console: Console, published_at: floa
     )
 
 
+def _store_refusal(settings: Settings, status: dict[str, Any], bank: demo_bank.BankId) -> str | None:
+    """Why the store cannot take the demo's bank (it holds another one), or None."""
+    masters = [i for rs in status["store"]["replicasets"] for i in rs["instances"] if i["role"] == "master"]
+    stored = sum(master["features"] or 0 for master in masters)
+    unconsumed = sum(asyncio.run(consumer_lag(settings)).values())
+    return demo_bank.conflict(stored, unconsumed, demo_bank.claimed_bank(settings.run_dir), bank)
+
+
+def _bank_id(dataset: str, simulator: BankSimulator | None) -> demo_bank.BankId:
+    if simulator is None:
+        return demo_bank.BankId(dataset)
+    config = simulator.config
+    return demo_bank.BankId(dataset, config.clients, config.days, config.seed, simulator.end_ts)
+
+
 def _fmt(value: object) -> str:
     if isinstance(value, float):
         return f"{value:,.0f}"
@@ -157,26 +174,42 @@ def run_demo(
     seed: int,
     dataset: str = "simulated",
     berka_path: Path = Path("../shared/datasets/berka"),
+    fresh: bool = False,
 ) -> int:
     console = Console(width=160)  # tables of reasons stay readable when the output is piped
     console.rule("rtrec demo: Kafka -> extractors -> sharded Tarantool -> aggregates over HTTP")
     stack = LocalStack(settings, config_path)
+    if fresh:
+        console.print(f"[bold]>[/] --fresh: stopping the local stack and deleting its data ({settings.run_dir}) ...")
+        stack.down()
+        shutil.rmtree(settings.run_dir, ignore_errors=True)
     stack.up(log=lambda message: console.print(f"[bold]>[/] {message}"))
     status = stack.status()
     for rs in status["store"]["replicasets"]:
         roles = ", ".join(f"{i['name']} {i['role']}" for i in rs["instances"])
         console.print(f"  replica set {rs['id']}: {roles}")
     console.print(f"  Kafka {status['kafka']['bootstrap']}, API {status['api']['url']}")
-
     simulator = None
-    if dataset == "berka":
+    if dataset == "simulated":
+        simulator = BankSimulator(SimulationConfig(clients=clients, days=days, seed=seed, record_chances=True))
+    bank = _bank_id(dataset, simulator)
+    refusal = _store_refusal(settings, status, bank)
+    if refusal is not None:
+        console.print(
+            f"[bold red]rtrec demo:[/] {refusal}. Run `.venv/bin/rtrec demo --fresh` (stops the local stack and "
+            f"deletes its data under {settings.run_dir} first) or `make clean && make demo`; the stack keeps "
+            "running as it is."
+        )
+        return 2
+    demo_bank.claim(settings.run_dir, bank)  # before publishing: a demo cut short may be run again
+
+    if simulator is None:
         from extractors.berka import berka_events
 
         console.print(f"[bold]>[/] importing the real Berka bank data from {berka_path} into Kafka ...")
         events = berka_events(berka_path)
         shown = ["a576", "a3818", "a704", "a2378", "a2632"]
     else:
-        simulator = BankSimulator(SimulationConfig(clients=clients, days=days, seed=seed, record_chances=True))
         console.print(f"[bold]>[/] simulating {clients} clients over {days} days (seed {seed}) into Kafka ...")
         events = simulator.events()
         shown = [f"c{i:06d}" for i in range(0, min(clients, 5))]
