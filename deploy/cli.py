@@ -177,10 +177,16 @@ def cmd_train(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-def _epoch(text: str) -> float:
-    from extractors.events import _to_epoch
+def _epoch(text: str, *, low: float | None = None) -> float:
+    """Epoch seconds from ISO 8601 or epoch text, within the event range unless ``low`` widens it; a bad value
+    ends the command with its reason, not a traceback."""
+    from extractors.events import MIN_TS, _to_epoch
 
-    return _to_epoch(text)
+    try:
+        return _to_epoch(text, low=MIN_TS if low is None else low)
+    except ValueError as exc:
+        print(f"rtrec: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
 
 
 def cmd_serve_scorer(settings: Settings, args: argparse.Namespace) -> int:
@@ -253,7 +259,7 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
     from replay.runner import ReplayJob
     from replay.window import ReplayWindowError, validate_window
 
-    start, end = _epoch(args.from_), _epoch(args.to)
+    start, end = _epoch(args.from_, low=0.0), _epoch(args.to, low=0.0)  # arrival times: from 1970 on
     try:
         validate_window(start, end, time.time())
     except ReplayWindowError as exc:

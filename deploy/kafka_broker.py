@@ -18,6 +18,9 @@ from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExists
 from deploy import processes
 from deploy.settings import TOPICS, Settings
 
+# Topic config: records carry the time the broker appended them (see create_topics).
+ARRIVAL_TIMESTAMPS = {"message.timestamp.type": "LogAppendTime"}
+
 LOG4J = """log4j.rootLogger=WARN, stdout
 log4j.appender.stdout=org.apache.log4j.ConsoleAppender
 log4j.appender.stdout.layout=org.apache.log4j.PatternLayout
@@ -77,6 +80,8 @@ class KafkaBroker:
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "false",
             "log.retention.hours": "168",
+            # a record's timestamp is when it arrived (replay windows select by it), not the producer's clock
+            "log.message.timestamp.type": "LogAppendTime",
         }
         self.dir.mkdir(parents=True, exist_ok=True)
         path = self.dir / "server.properties"
@@ -118,7 +123,10 @@ class KafkaBroker:
         asyncio.run(self.create_topics(timeout))
 
     async def create_topics(self, timeout: float = 60.0) -> None:
-        """Create the DESIGN.md topics with the configured partition counts (existing ones are kept)."""
+        """Create the DESIGN.md topics with the configured partition counts (existing ones are kept), stamped
+        with arrival times: a replay window selects records by timestamp, and a producer's clock (CreateTime)
+        would move its records out of the window (a slow clock) or hide every later record of a partition
+        behind one stamped in the future (Kafka's offset lookup returns the first record at or after a time)."""
         deadline = time.monotonic() + timeout
         while True:
             admin = AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap, request_timeout_ms=10000)
@@ -127,7 +135,12 @@ class KafkaBroker:
                 existing = set(await admin.list_topics())
                 topics = [self.kafka.topic(key) for key in TOPICS]
                 wanted = [
-                    NewTopic(name=topic, num_partitions=self.kafka.partitions_for(topic), replication_factor=1)
+                    NewTopic(
+                        name=topic,
+                        num_partitions=self.kafka.partitions_for(topic),
+                        replication_factor=1,
+                        topic_configs=ARRIVAL_TIMESTAMPS,
+                    )
                     for topic in topics
                     if topic not in existing
                 ]

@@ -9,7 +9,7 @@ from fastapi import APIRouter, HTTPException, Path, Request, status
 from pydantic import BaseModel, Field
 
 from extractors.decode import INPUT_TOPICS
-from extractors.events import Timestamp
+from extractors.events import ArrivalTimestamp
 from manager.auth import Operator
 from replay.registry import ReplayRegistry
 from replay.runner import ReplayJob
@@ -19,8 +19,8 @@ router = APIRouter(prefix="/v1")
 
 
 class ReplayRequest(BaseModel):
-    from_: Timestamp = Field(alias="from", description="window start (Kafka arrival time), ISO 8601 or epoch")
-    to: Timestamp = Field(description="window end (exclusive)")
+    from_: ArrivalTimestamp = Field(alias="from", description="window start (Kafka arrival time), ISO 8601 or epoch")
+    to: ArrivalTimestamp = Field(description="window end (exclusive)")
     topics: list[str] | None = Field(default=None, description=f"default: all of {list(INPUT_TOPICS)}")
     subjects: list[str] | None = None
     dry_run: bool = False
