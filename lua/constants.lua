@@ -42,6 +42,10 @@ M.DELETE_BATCH = 1000
 M.EXPIRY_SCAN_STEP = 2000
 -- Default cap of stored features per subject (overridable from the instance config).
 M.DEFAULT_MAX_FEATURES_PER_SUBJECT = 100000
+-- Rows of what a client holds or applied for (cache.INVALIDATING_SOURCES) may go this far past the cap: a
+-- client whose transactions filled it must still have an application or an opening stored, or answers would
+-- offer him the product he just applied for (a few rows per application; a thousand is hundreds of them).
+M.HOLDINGS_RESERVE = 1000
 -- Default raw read limit.
 M.DEFAULT_READ_LIMIT = 10000
 -- Expiry fiber period, seconds (overridable from the instance config).

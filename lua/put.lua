@@ -96,8 +96,8 @@ function M.upsert_row(row, headroom)
             room = config.max_features_per_subject - counts.of(subject)
         end
     end
-    if room <= 0 then
-        headroom[subject] = room
+    headroom[subject] = room
+    if room <= (cache.INVALIDATING_SOURCES[source] and -C.HOLDINGS_RESERVE or 0) then
         return 'SUBJECT_TOO_FAT'
     end
     headroom[subject] = room - 1

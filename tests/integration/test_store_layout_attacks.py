@@ -16,7 +16,7 @@ import pytest
 from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
-from extractors.events import ClientEvent
+from extractors.events import ApplicationEvent, ClientEvent, ProductEvent
 from extractors.extract import ExtractionConfig, extract
 from extractors.ops import apply_ops
 from feature_store.client import FeatureStore
@@ -201,6 +201,43 @@ async def test_cap_follows_expiry_deletes_and_restarts(
             after = await store.put_features(_rows(subject, 40, 42))
             assert after.written == 1 and [code for _, code in after.refused] == ["SUBJECT_TOO_FAT"]
             assert len(await store.get_features(subject)) == 10
+    finally:
+        StoreCluster(s).stop()
+
+
+async def test_a_client_at_the_cap_still_has_his_applications_and_openings_stored(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, uid: str
+) -> None:
+    """Transactions filled the client's cap; the application that followed was refused (SUBJECT_TOO_FAT), and
+    the answers, which learn what a client applied for from those rows, offered him the product he had just
+    applied for. Rows of what a client holds or applied for go past the cap, within a reserve."""
+    s = private_settings(settings, tmp_path_factory.mktemp("capheld"), replicasets=1, max_features_per_subject=10)
+    cluster = StoreCluster(s)
+    await cluster.start()
+    try:
+        subject = f"{uid}-held"
+        async with FeatureStore(s.store, topology=cluster.topology) as store:
+            assert (await store.put_features(_rows(subject, 0, 10))).written == 10  # at the cap
+            events = [
+                ApplicationEvent(
+                    application_id="a1", client_id=subject, product="deposit", status="submitted", ts=1.8e9
+                ),
+                ProductEvent(client_id=subject, product="credit_card", action="opened", ts=1.8e9),
+            ]
+            for event in events:
+                result = await apply_ops(store, extract(event, ExtractionConfig(), origin=0))
+                assert not result.refused, result.refused
+            names = {f.name for f in await store.get_features(subject)}
+            assert {"app.deposit.submitted", "product.credit_card.opened"} <= names
+            assert [code for _, code in (await store.put_features(_rows(subject, 10, 11))).refused] == [
+                "SUBJECT_TOO_FAT"
+            ]  # transactions are still capped
+            reserve = [
+                Feature(subject, "applications", "app.deposit.submitted", f"r{i}", 1.8e9, 1.8e9, FAR)
+                for i in range(1000)
+            ]
+            over = await store.put_features(reserve)
+            assert over.written == 998 and [code for _, code in over.refused] == ["SUBJECT_TOO_FAT"] * 2
     finally:
         StoreCluster(s).stop()
 
