@@ -90,7 +90,13 @@ def _limit(query_string: bytes) -> int | None:
     if not query_string:
         return None
     params = parse_qsl(query_string.decode("latin-1"), keep_blank_values=True)
-    if len(params) != 1 or params[0][0] != "limit" or not params[0][1].isascii() or not params[0][1].isdigit():
+    if (
+        len(params) != 1
+        or params[0][0] != "limit"
+        or not params[0][1].isascii()
+        or not params[0][1].isdigit()
+        or len(params[0][1]) > 4
+    ):
         return 0
     limit = int(params[0][1])
     return limit if 1 <= limit <= 50 else 0

@@ -52,9 +52,20 @@ class LoadedModels:
 
 
 def latest_version(models_dir: Path) -> str | None:
+    """The version ``LATEST`` names; None when there is none yet. Raises OSError or UnicodeDecodeError for a
+    pointer that cannot be read (a directory, no permission, bytes that are not text)."""
     try:
         return (models_dir / "LATEST").read_text().strip() or None
     except FileNotFoundError:
+        return None
+
+
+def _files_signature(directory: Path) -> tuple[tuple[str, int, int], ...] | None:
+    """Names, sizes and change times of a version's files: a refused version is tried again once they change
+    (a copy of the models directory may bring LATEST before the version it names)."""
+    try:
+        return tuple(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in directory.iterdir()))
+    except OSError:
         return None
 
 
@@ -135,17 +146,29 @@ class ModelRegistry:
         self.catalogue = catalogue
         self.current = untrained(space, catalogue)
         self.refused: str | None = None  # the last version that could not be loaded
+        self._refused_files: tuple[tuple[str, int, int], ...] | None = None  # its files when it was refused
+        self._unreadable_pointer: str | None = None  # why LATEST could not be read, logged once
 
     def reload_if_changed(self) -> bool:
-        version = latest_version(self.models_dir)
+        try:
+            version = latest_version(self.models_dir)
+        except (OSError, UnicodeDecodeError) as exc:  # the served version stays; the watcher goes on
+            reason = f"{type(exc).__name__}: {exc}"
+            if reason != self._unreadable_pointer:
+                log.error("cannot read %s: %s (keeping %s)", self.models_dir / "LATEST", reason, self.current.version)
+            self._unreadable_pointer = reason
+            return False
+        self._unreadable_pointer = None
         if version is None or version == self.current.version:
             return False
-        if version == self.refused:
+        files = _files_signature(self.models_dir / version)
+        if version == self.refused and files == self._refused_files:
             return False
         try:
             loaded = load_version(self.models_dir, version, self.space, self.catalogue)
         except Exception as exc:  # whatever a bad version raises (a truncated .npz: BadZipFile), it is refused
-            self.refused = version  # logged once; a newer LATEST is tried
+            # logged once; tried again when its files change, or a newer LATEST is tried
+            self.refused, self._refused_files = version, files
             log.error(
                 "cannot load model version %s: %s: %s (keeping %s)",
                 version,
@@ -170,9 +193,12 @@ class ModelRegistry:
         while True:
             try:
                 await asyncio.to_thread(self.reload_if_changed)
+            except Exception:
+                log.exception("model reload failed (tried again in %.0f s)", interval_s)
+            try:  # on its own: a model that cannot be read must not hold back a catalogue's urgent rule
                 if catalogue_file is not None and catalogue_file.reload_if_changed():
                     self.set_catalogue(catalogue_file())
                     log.info("catalogue reloaded from %s", catalogue_file.path)
             except Exception:
-                log.exception("model or catalogue reload failed (tried again in %.0f s)", interval_s)
+                log.exception("catalogue reload failed (tried again in %.0f s)", interval_s)
             await asyncio.sleep(interval_s)

@@ -25,6 +25,7 @@ GOOD = tomllib.loads(TEXT)
         {"decision": {"applied_block_days": 0}},
         {"decision": {"applied_block_days": -1}},
         {"decision": {"budget_s": -1}},
+        {"decision": {"budget_s": 0.12}},  # every request on the fast path (manager.recommend.FAST_PATH_BELOW_S)
         {"decision": {"default_limit": 0}},
         {"decision": {"default_limit": 51}},
         {"decision": {"weights": {"xgboost": float("nan")}}},
@@ -108,3 +109,10 @@ def test_a_file_written_to_while_it_is_read_is_read_again(tmp_path: Path, monkey
     assert catalogue.reload_if_changed() is False and catalogue().decision.applied_block_days == 180
     monkeypatch.setattr(module, "load_catalogue", real_load)
     assert catalogue.reload_if_changed() is True and catalogue().decision.applied_block_days == 90
+
+
+def test_the_smallest_budget_leaves_the_models_time_before_the_fast_path() -> None:
+    from manager.recommend import DECISION_RESERVE_S, FAST_PATH_BELOW_S
+    from recommenders.catalogue import MIN_BUDGET_S
+
+    assert MIN_BUDGET_S - FAST_PATH_BELOW_S - DECISION_RESERVE_S >= 0.05

@@ -105,3 +105,30 @@ async def test_the_watcher_outlives_a_failing_round(tmp_path: Path, monkeypatch:
     await asyncio.sleep(0.2)
     assert rounds > 2 and not watcher.done()
     watcher.cancel()
+
+
+@pytest.mark.parametrize("pointer", ["bytes", "directory"])
+def test_an_unreadable_latest_keeps_the_served_version(tmp_path: Path, pointer: str) -> None:
+    """It raised out of the reload: the API did not start, and the watcher skipped the catalogue's reload."""
+    registry = ModelRegistry(tmp_path, SPACE, load_catalogue(ROOT / "deploy" / "products.toml"))
+    write_version(tmp_path, "v1", **GOOD)
+    assert registry.reload_if_changed() is True
+    (tmp_path / "LATEST").unlink()
+    if pointer == "bytes":
+        (tmp_path / "LATEST").write_bytes(b"\xff\xfe")
+    else:
+        (tmp_path / "LATEST").mkdir()
+    assert registry.reload_if_changed() is False
+    assert registry.current.version == "v1"
+
+
+def test_a_version_named_before_its_files_arrive_is_served_once_they_do(tmp_path: Path) -> None:
+    """A copy of the models directory (rsync sorts LATEST before v...) names a version whose files are not
+    there yet: it was refused for good, until a restart or a newer version."""
+    registry = ModelRegistry(tmp_path, SPACE, load_catalogue(ROOT / "deploy" / "products.toml"))
+    (tmp_path / "LATEST").write_text("v1")
+    assert registry.reload_if_changed() is False
+    assert registry.reload_if_changed() is False  # refused once, not retried while nothing changes
+    write_version(tmp_path, "v1", **GOOD)
+    assert registry.reload_if_changed() is True
+    assert registry.current.version == "v1"
