@@ -70,6 +70,9 @@ class ConsumerSettings(BaseModel):
     # A stop request finishes the batch in hand; after this long (a batch held on a failing store) the
     # process exits anyway and the uncommitted batch is redelivered.
     stop_grace_s: float = 30.0
+    # A rebalance waits this long for the batches in hand to be written before their partitions move; batches
+    # still unwritten then (a store outage) are never written: the partitions' next owner reads them again.
+    revoke_drain_s: float = Field(default=20.0, gt=0)
     # `rtrec up` supervision: restart backoff cap, and how long a silent (no heartbeat) consumer may live.
     restart_backoff_max_s: float = 60.0
     hung_after_s: float = 30.0

@@ -22,7 +22,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,14 +71,17 @@ class _Batch:
     records: list[ConsumerRecord]
     extracted: ExtractedBatch
     next_offsets: dict[TopicPartition, OffsetAndMetadata]
+    seq: int = 0  # fetch order: a rebalance settles every batch fetched before it (see _settle_revocation)
 
 
 class _RebalanceCounter(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Counts revocations: after one, the partitions restart from their committed offsets."""
+    """Counts revocations: after one, the partitions restart from their committed offsets. Before the partitions
+    move, ``settle`` deals with the batches fetched so far (aiokafka awaits this callback before rejoining)."""
 
-    def __init__(self, health: ConsumerHealth) -> None:
+    def __init__(self, health: ConsumerHealth, settle: Callable[[], Awaitable[None]] | None = None) -> None:
         self.positions = FetchPositions()
         self._health = health
+        self._settle = settle
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         self.positions.forget()
@@ -86,6 +89,8 @@ class _RebalanceCounter(ConsumerRebalanceListener):  # type: ignore[misc]
             self._health.rebalances += 1
             metrics.REBALANCES.inc()
             log.info("partitions revoked by a rebalance: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in revoked))
+            if self._settle is not None:
+                await self._settle()
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         log.info("partitions assigned: %s", sorted(f"{tp.topic}/{tp.partition}" for tp in assigned))
@@ -114,7 +119,14 @@ class ExtractorConsumer:
         self.health = health or ConsumerHealth()
         self.state_file = state_file
         self._stop = asyncio.Event()
-        self._rebalances = _RebalanceCounter(self.health)
+        self._rebalances = _RebalanceCounter(self.health, self._settle_revocation)
+        # Batches are numbered as fetched. Those up to _written_seq are written; those up to _stale_through were
+        # fetched before a rebalance that could not wait for them, and are never written (_write_lock orders a
+        # store attempt against that mark).
+        self._fetched_seq = 0
+        self._written_seq = 0
+        self._stale_through = 0
+        self._write_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         # offsets of applied batches whose commit failed, committed with the next batch (or when idle)
@@ -208,7 +220,9 @@ class ExtractorConsumer:
             self.stats.seconds_fetch += time.perf_counter() - started
             records = [r for partition_records in fetched.values() for r in partition_records]
             if not records and not unreadable and self._uncommitted:
-                await self._hand_over(handoff, _Batch([], ExtractedBatch([], []), {}))  # retry a failed commit
+                self._fetched_seq += 1
+                retry = _Batch([], ExtractedBatch([], []), {}, self._fetched_seq)
+                await self._hand_over(handoff, retry)  # retry a failed commit
             if not records and not unreadable:
                 if idle_exit_s is not None and time.monotonic() - last_message_at > idle_exit_s:
                     break
@@ -225,7 +239,8 @@ class ExtractorConsumer:
             for tp, end in ends.items():
                 self._rebalances.positions.advance(tp, end)
             next_offsets = {tp: OffsetAndMetadata(end, "") for tp, end in ends.items()}
-            await self._hand_over(handoff, _Batch(records, extracted, next_offsets))
+            self._fetched_seq += 1
+            await self._hand_over(handoff, _Batch(records, extracted, next_offsets, self._fetched_seq))
         await handoff.put(None)
 
     async def _fetch(self) -> tuple[dict[TopicPartition, list[ConsumerRecord]], list[UnreadableRecord]]:
@@ -261,19 +276,54 @@ class ExtractorConsumer:
         while (batch := await handoff.get()) is not None:
             try:
                 if batch.records or batch.extracted.dead:
-                    await self._handle(batch)
+                    written = await self._handle(batch)
+                    if not written:  # fetched before a rebalance that moved on without it: neither commit
+                        self._written_seq = batch.seq
+                        continue
             except HoldAbandoned as exc:
                 log.warning("stopping with a batch uncommitted (it is redelivered on restart): %s", exc)
                 while await handoff.get() is not None:  # let the fetch stage see the stop and finish
                     pass
                 return
+            self._written_seq = batch.seq
             await self._commit(batch)
 
-    async def _handle(self, batch: _Batch) -> None:
+    async def _settle_revocation(self) -> None:
+        """Called as partitions are revoked, before they move: wait (``consumer.revoke_drain_s`` at most) until
+        every batch fetched so far is written. Written later, after the partitions' next owner applied newer
+        events, a batch would undo them: a transaction's first version would replace its correction for good.
+        Batches still unwritten then (a store outage holds them) are marked never to be written, and an attempt
+        in flight ends first; the next owner, or this consumer again, reads them from the committed offsets."""
+        through = self._fetched_seq
+        deadline = time.monotonic() + self.settings.consumer.revoke_drain_s
+        while self._written_seq < through and time.monotonic() < deadline and not self._stop.is_set():
+            await asyncio.sleep(0.05)
+        if self._written_seq < through:
+            self._stale_through = through
+            log.warning(
+                "partitions revoked with %d fetched batches unwritten: they will not be written (their next owner "
+                "reads them again from the committed offsets)",
+                through - self._written_seq,
+            )
+            async with self._write_lock:
+                pass
+
+    async def _apply_unless_stale(self, batch: _Batch) -> ApplyResult | None:
+        """One store attempt for ``batch``; None when a rebalance marked it never to be written."""
+        async with self._write_lock:
+            if batch.seq <= self._stale_through:
+                return None
+            return await apply_ops(self.store, batch.extracted.ops)
+
+    async def _handle(self, batch: _Batch) -> bool:
+        """Write the batch and send its dead letters; False when it was dropped (fetched before a rebalance)."""
         started = time.perf_counter()
-        applied: ApplyResult = await hold_until_done(
-            lambda: apply_ops(self.store, batch.extracted.ops), stage="store", health=self.health, stop=self._stop
+        applied = await hold_until_done(
+            lambda: self._apply_unless_stale(batch), stage="store", health=self.health, stop=self._stop
         )
+        if applied is None:
+            log.warning("dropped batch %d (%d records) fetched before a rebalance", batch.seq, len(batch.records))
+            return False
         self.stats.seconds_store += time.perf_counter() - started
         metrics.BATCH_STORE_SECONDS.observe(time.perf_counter() - started)
         dead = list(batch.extracted.dead)
@@ -296,6 +346,7 @@ class ExtractorConsumer:
         for letter in dead:
             metrics.DEAD_LETTERS.labels(letter.error_kind).inc()
         metrics.FEATURES_WRITTEN.inc(applied.features_changed)
+        return True
 
     async def _commit(self, batch: _Batch) -> None:
         """Commit the batch's offsets for the partitions this consumer still holds. Safe after a rebalance

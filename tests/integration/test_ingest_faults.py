@@ -410,3 +410,88 @@ async def test_the_supervisor_restarts_a_killed_and_a_hung_consumer(
         await wait_for(consumer_gone, timeout=40, what="the orphaned consumer to stop")
     finally:
         _stop(supervisor)
+
+
+async def test_a_batch_held_through_a_rebalance_never_undoes_what_the_next_owner_wrote(
+    kafka_settings: Settings, cluster: StoreCluster, uid: str
+) -> None:
+    """A consumer holds a batch through a store outage; a second one joins and takes half the partitions. Before,
+    the first one wrote its held batch once the store was back, after the new owner had applied a transaction's
+    correction: the first version came back for good (a resend supersedes, and nobody reads that offset again).
+    Now a revocation waits ``revoke_drain_s`` for the batches in hand, then marks them never to be written."""
+    from aiokafka import AIOKafkaProducer
+
+    from feature_store.errors import StoreUnavailable
+
+    s = kafka_settings.model_copy(
+        update={"consumer": kafka_settings.consumer.model_copy(update={"revoke_drain_s": 2.0})}
+    )
+    topic = s.kafka.topic("transactions")
+    # the range assignor gives each of two members half of the partitions: one of the first and the last moves
+    last = s.kafka.partitions_for(topic) - 1
+    assert last >= 1
+    subjects = {0: f"{uid}-p0", last: f"{uid}-p{last}"}
+
+    async def send(amount: float, mcc: int) -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
+        await producer.start()
+        try:
+            for partition, subject in subjects.items():
+                event = {"tx_id": f"{subject}-t", "client_id": subject, "ts": 1_790_000_000, "amount": amount}
+                event |= {"currency": "RUB", "direction": "out", "mcc": mcc}
+                await producer.send_and_wait(topic, orjson.dumps(event), key=subject.encode(), partition=partition)
+        finally:
+            await producer.stop()
+
+    async def rows(store: FeatureStore, subject: str) -> dict[str, Any]:
+        return {f.name: f.value for f in await store.get_features(subject)}
+
+    await send(100.0, 5411)  # first version: groceries
+    outage = True
+    async with (
+        FeatureStore(s.store, topology=cluster.topology) as held,
+        FeatureStore(s.store, topology=cluster.topology) as healthy,
+    ):
+        put = held.put_features
+
+        async def put_unless_away(features: Any) -> Any:
+            if outage:
+                raise StoreUnavailable("drill: the store is away")
+            return await put(features)
+
+        held.put_features = put_unless_away  # type: ignore[method-assign]
+        first = ExtractorConsumer(s, held)
+        running = [asyncio.create_task(first.run())]
+        try:
+            await wait_for(
+                lambda: asyncio.sleep(0, first.health.holding_since), timeout=60, what="the first consumer to hold"
+            )
+            second = ExtractorConsumer(s, healthy)
+            running.append(asyncio.create_task(second.run()))
+
+            async def moved() -> str | None:  # the subject whose partition the second consumer took
+                owned = second._consumer.assignment() if second._consumer is not None else set()
+                taken = {tp.partition for tp in owned if tp.topic == topic}
+                return next((subject for p, subject in subjects.items() if p in taken), None)
+
+            subject = await wait_for(moved, timeout=60, what="a partition to move to the second consumer")
+            await send(80.0, 5812)  # the correction: another amount, restaurants
+
+            async def corrected() -> bool:
+                return (await rows(healthy, subject)).get("tx.out.amount") == 80.0
+
+            await wait_for(corrected, timeout=60, what="the new owner to apply the correction")
+            outage = False
+
+            async def caught_up() -> bool:
+                return sum((await consumer_lag(s)).values()) == 0 and first.health.holding_since is None
+
+            await wait_for(caught_up, timeout=60, what="both consumers to catch up", interval=0.5)
+            await asyncio.sleep(1.0)
+            for subject in subjects.values():
+                assert await rows(healthy, subject) == {"tx.out.amount": 80.0, "tx.out.mcc.restaurants": 80.0}
+            assert first.health.rebalances >= 1
+        finally:
+            for consumer in (first, *([second] if len(running) > 1 else [])):
+                consumer.request_stop()
+            await asyncio.gather(*running, return_exceptions=True)
