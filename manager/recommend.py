@@ -166,13 +166,16 @@ class RecommendationService:
                 _stage("read", mark)
                 elapsed = time.perf_counter() - started
                 RECOMMENDATION_LATENCY.labels("true").observe(elapsed)
-                return {
-                    **read.cached,
-                    "items": read.cached["items"][:limit],
-                    "cached": True,
-                    "facts_source": "cache",
-                    "elapsed_ms": round(elapsed * 1e3, 3),
-                }
+                return self._audited(
+                    {
+                        **read.cached,
+                        "items": read.cached["items"][:limit],
+                        "cached": True,
+                        "facts_source": "cache",
+                        "elapsed_ms": round(elapsed * 1e3, 3),
+                    },
+                    now,
+                )
             # made by other models or under another catalogue: read the facts after all, deciding the path again
             # (a slow first call may have left too little budget for the models)
             shed = shed or self._shed_reason(deadline)
@@ -227,7 +230,11 @@ class RecommendationService:
             self._in_background(self.serving.cache_put(client_id, answer, catalogue.decision.cache_ttl_s, read))
         elapsed = time.perf_counter() - started
         RECOMMENDATION_LATENCY.labels("false").observe(elapsed)
-        response = {**answer, "items": answer["items"][:limit], "elapsed_ms": round(elapsed * 1e3, 3)}
+        return self._audited({**answer, "items": answer["items"][:limit], "elapsed_ms": round(elapsed * 1e3, 3)}, now)
+
+    def _audited(self, response: dict[str, Any], now: float) -> dict[str, Any]:
+        """Log ``response`` to the audit topic (in the background) and return it: every answer shown, a cached
+        one too, is in the log that feedback and compliance read."""
         if self.audit is not None:
             self._in_background(self.audit.record({**response, "ts": now}))
         return response

@@ -362,3 +362,27 @@ def test_metrics_sum_over_workers_and_store_gauges_show_the_latest_value(tmp_pat
     assert count and float(count[0].split()[-1]) == 2.0, count
     up = [line for line in lines if line.startswith("rtrec_store_instance_up")]
     assert len(up) == 1 and "pid=" not in up[0] and float(up[0].split()[-1]) == 0.0, up
+
+
+async def test_an_answer_served_from_the_cache_is_logged_like_any_other(
+    catalogue: Catalogue, space: FeatureSpace, tmp_path: Path
+) -> None:
+    """Cache hits returned before the audit record: the log of answers shown missed every cached one."""
+
+    class Recorded:
+        def __init__(self) -> None:
+            self.answers: list[dict[str, Any]] = []
+
+        async def record(self, answer: dict[str, Any]) -> None:
+            self.answers.append(answer)
+
+    store = ScriptedStore([])
+    service = make_service(store, catalogue, space, tmp_path, FakeScorer("xgboost"))
+    service.audit = cast(Any, Recorded())
+    store.script = [(0.0, None), (0.0, answer_made_by(service, catalogue))]
+    fresh = await service.recommend(CLIENT, limit=2)
+    cached = await service.recommend(CLIENT, limit=2)
+    await settle(service)
+    assert (fresh["cached"], cached["cached"]) == (False, True)
+    logged = cast(Any, service.audit).answers
+    assert [a["cached"] for a in logged] == [False, True] and all("ts" in a for a in logged)
