@@ -12,7 +12,6 @@ from extractors.decode import INPUT_TOPICS
 from extractors.events import ArrivalTimestamp
 from manager.auth import Operator
 from replay.registry import ReplayRegistry
-from replay.runner import ReplayJob
 from replay.window import ReplayWindowError, validate_window
 
 router = APIRouter(prefix="/v1")
@@ -52,19 +51,16 @@ async def start_replay(request: Request, _: Operator, body: ReplayRequest) -> di
 ReplayId = Annotated[str, Path(max_length=64)]
 
 
-def _job(request: Request, replay_id: str) -> ReplayJob:
-    job = _registry(request).get(replay_id)
-    if job is None:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no replay {replay_id}")
-    return job
-
-
 @router.get("/replays/{replay_id}")
 async def replay_status(request: Request, _: Operator, replay_id: ReplayId) -> dict[str, Any]:
-    return _job(request, replay_id).progress.as_dict()
+    progress = _registry(request).status(replay_id)
+    if progress is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no replay {replay_id}")
+    return progress
 
 
 @router.delete("/replays/{replay_id}")
 async def cancel_replay(request: Request, _: Operator, replay_id: ReplayId) -> dict[str, Any]:
-    _job(request, replay_id).cancel()
+    if not _registry(request).cancel(replay_id):
+        raise HTTPException(status.HTTP_404_NOT_FOUND, f"no replay {replay_id}")
     return {"id": replay_id, "state": "cancelling"}

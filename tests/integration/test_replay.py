@@ -256,3 +256,48 @@ async def test_a_record_stamped_in_the_future_by_its_producer_hides_nothing_from
     finally:
         await consumer.stop()
     assert window.size == 2
+
+
+async def test_any_api_worker_follows_and_cancels_a_replay_another_one_runs(
+    kafka_settings: Settings, cluster: StoreCluster, uid: str, tmp_path: Any
+) -> None:
+    """The API runs two worker processes on one port by default: the status query or the cancel of a replay
+    reached the worker that had not started it about half the time, and answered 404 (a cancel that missed left
+    the replay running). Two registries over one run directory stand for the two workers."""
+    from replay.registry import ReplayRegistry
+
+    s = kafka_settings.model_copy(update={"run_dir": tmp_path})
+    events = list(BankSimulator(SimulationConfig(clients=3, days=10, seed=5, client_prefix=f"{uid}w")).events())
+    await publish_events(s, events[:40], progress=False)
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        runner, other = ReplayRegistry(s, store), ReplayRegistry(s, store)
+        job = runner.start(
+            time.time() - 600, time.time(), topics=None, subjects=None, dry_run=True, max_events_per_s=4.0
+        )
+        try:
+
+            async def running_elsewhere() -> dict[str, Any] | None:
+                progress = other.status(job.progress.id)
+                return progress if progress and progress["state"] == "running" and progress["offsets_total"] else None
+
+            progress = await wait_until(running_elsewhere, 20)
+            assert progress["offsets_total"] == 40
+            assert other.cancel(job.progress.id) is True
+
+            async def cancelled_elsewhere() -> dict[str, Any] | None:
+                progress = other.status(job.progress.id)
+                return progress if progress and progress["state"] == "cancelled" else None
+
+            progress = await wait_until(cancelled_elsewhere, 8)  # within the 10 s its rate would have taken
+            assert other.status("0123456789ab") is None and other.status("../../etc/x") is None
+            assert other.cancel("0123456789ab") is False
+        finally:
+            await runner.stop()
+
+
+async def wait_until(condition: Any, timeout: float) -> Any:
+    deadline = time.monotonic() + timeout
+    while (result := await condition()) is None:
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.2)
+    return result
