@@ -78,6 +78,9 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
             "(run `rtrec train` after changing either)"
         )
     stats = np.load(directory / "expert_stats.npz")
+    for name in ("mean", "std"):
+        if stats[name].shape != (len(space.names),) or not np.all(np.isfinite(stats[name])):
+            raise ValueError(f"expert_stats {name} must be {len(space.names)} finite numbers, one per feature")
     popularity = _numbers(meta.get("popularity", {}), "popularity")
     als_path = directory / "als.npz"
     return LoadedModels(

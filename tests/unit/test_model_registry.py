@@ -132,3 +132,45 @@ def test_a_version_named_before_its_files_arrive_is_served_once_they_do(tmp_path
     write_version(tmp_path, "v1", **GOOD)
     assert registry.reload_if_changed() is True
     assert registry.current.version == "v1"
+
+
+def _als(directory: Path, *, popularity: np.ndarray, factors: int = 2) -> None:
+    np.savez(
+        directory / "als.npz",
+        clients=np.array(["c1", "c2"]),
+        products=np.array(["deposit", "mortgage"]),
+        client_factors=np.ones((2, factors), np.float32),
+        product_factors=np.ones((2, factors), np.float32),
+        popularity=popularity,
+    )
+
+
+@pytest.mark.parametrize(
+    "damage",
+    ["expert stats of another length", "expert stats with NaN", "ALS popularity NaN", "ALS popularity too short"],
+)
+def test_a_version_whose_arrays_would_break_every_answer_is_refused(tmp_path: Path, damage: str) -> None:
+    """They loaded: wrong-length expert statistics failed the expert and XGBoost on every request (degraded
+    answers, never cached); a NaN popularity scored unknown clients NaN in an answer marked good (a 500)."""
+    registry = ModelRegistry(tmp_path, SPACE, load_catalogue(ROOT / "deploy" / "products.toml"))
+    write_version(tmp_path, "v1", **GOOD)
+    directory = tmp_path / "v1"
+    n = len(SPACE.names)
+    if damage == "expert stats of another length":
+        np.savez(directory / "expert_stats.npz", mean=np.zeros(n + 3, np.float32), std=np.ones(n + 3, np.float32))
+    elif damage == "expert stats with NaN":
+        np.savez(directory / "expert_stats.npz", mean=np.full(n, np.nan, np.float32), std=np.ones(n, np.float32))
+    elif damage == "ALS popularity NaN":
+        _als(directory, popularity=np.array([np.nan, 0.1], np.float32))
+    else:
+        _als(directory, popularity=np.array([0.1], np.float32))
+    assert registry.reload_if_changed() is False
+    assert registry.current.version == NO_MODEL
+
+
+def test_a_version_with_sound_als_arrays_is_served(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path, SPACE, load_catalogue(ROOT / "deploy" / "products.toml"))
+    write_version(tmp_path, "v1", **GOOD)
+    _als(tmp_path / "v1", popularity=np.array([0.2, 0.1], np.float32))
+    assert registry.reload_if_changed() is True
+    assert registry.current.als is not None
