@@ -49,6 +49,9 @@ KAFKA_STOP_TIMEOUT_S = 10.0
 # Well under max.poll.interval.ms (5 minutes): how often a consumer whose write stage holds a batch polls.
 KEEP_MEMBERSHIP_S = 10.0
 COMMIT_TIMEOUT_S = 30.0
+# Rejoin time beyond the revoke drain: the heartbeat that tells of the rebalance (3 s) and a store attempt in
+# flight (a few request timeouts), which the revoke callback waits for after the drain.
+REBALANCE_SLACK_S = 40.0
 
 
 @dataclass
@@ -163,6 +166,7 @@ class ExtractorConsumer:
         finally:
             beating.cancel()
             lag_watch.cancel()
+            self._stop.set()  # a revoke callback still draining gives up at once: the group is left cleanly
             await self._stop_clients()
             final_state(self.health, self.state_file)
         return self.stats
@@ -178,6 +182,9 @@ class ExtractorConsumer:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=4 * 1024 * 1024,
             fetch_max_wait_ms=self.settings.consumer.poll_timeout_ms,
+            # how long the broker waits for members to rejoin: past it, a member still in its revoke callback
+            # is dropped and its partitions move while it may still write (aiokafka's default is 10 s)
+            rebalance_timeout_ms=int((self.settings.consumer.revoke_drain_s + REBALANCE_SLACK_S) * 1000),
         )
         consumer.subscribe(self.topics, listener=self._rebalances)
         producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
@@ -215,8 +222,15 @@ class ExtractorConsumer:
         last_message_at = time.monotonic()
         while not self._stop.is_set():
             started = time.perf_counter()
+            revocations = self.health.rebalances
             fetched, unreadable = await self._fetch()
             self.health.last_poll_at = time.time()
+            if self.health.rebalances != revocations:
+                # partitions were revoked while fetching: the result may hold records of the old assignment (the
+                # one-record-at-a-time path around an unreadable record collects across the revocation), which
+                # must not be written now. Read everything again from the committed offsets.
+                await self._rewind_to_committed()
+                continue
             self.stats.seconds_fetch += time.perf_counter() - started
             records = [r for partition_records in fetched.values() for r in partition_records]
             if not records and not unreadable and self._uncommitted:
@@ -242,6 +256,16 @@ class ExtractorConsumer:
             self._fetched_seq += 1
             await self._hand_over(handoff, _Batch(records, extracted, next_offsets, self._fetched_seq))
         await handoff.put(None)
+
+    async def _rewind_to_committed(self) -> None:
+        """Position every assigned partition at its committed offset (its beginning when nothing is committed)."""
+        assert self._consumer is not None
+        for tp in self._consumer.assignment():
+            committed = await self._consumer.committed(tp)
+            if committed is None:
+                await self._consumer.seek_to_beginning(tp)
+            else:
+                self._consumer.seek(tp, committed)
 
     async def _fetch(self) -> tuple[dict[TopicPartition, list[ConsumerRecord]], list[UnreadableRecord]]:
         """The next records, and the records found unreadable by the Kafka client (see ``unreadable``)."""

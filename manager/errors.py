@@ -64,4 +64,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.error("request %s failed", request_id(request), exc_info=exc)
-        return JSONResponse(_body(request, "internal error; quote the request id"), status_code=500)
+        # this handler answers from Starlette's outermost middleware, outside RequestIdMiddleware: the header
+        # the other answers get from it is set here
+        return JSONResponse(
+            _body(request, "internal error; quote the request id"),
+            status_code=500,
+            headers={"X-Request-ID": request_id(request)},
+        )

@@ -424,7 +424,8 @@ async def test_a_batch_held_through_a_rebalance_never_undoes_what_the_next_owner
     from feature_store.errors import StoreUnavailable
 
     s = kafka_settings.model_copy(
-        update={"consumer": kafka_settings.consumer.model_copy(update={"revoke_drain_s": 2.0})}
+        # past aiokafka's default rejoin deadline (10 s): the broker must wait for the drain, not move on without it
+        update={"consumer": kafka_settings.consumer.model_copy(update={"revoke_drain_s": 12.0})}
     )
     topic = s.kafka.topic("transactions")
     # the range assignor gives each of two members half of the partitions: one of the first and the last moves
