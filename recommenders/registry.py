@@ -186,9 +186,15 @@ class ModelRegistry:
         return True
 
     def set_catalogue(self, catalogue: Catalogue) -> None:
-        """A changed catalogue (new product, changed portrait) takes effect for the expert at once."""
+        """A changed catalogue (new product, changed portrait) takes effect for the expert at once. Versions
+        loaded from now on are checked against the space of the new products (a flag per product held): the
+        models `rtrec train` makes after the change. The served version keeps the space it was trained on."""
         self.catalogue = catalogue
         self.current.expert.catalogue = catalogue
+        space = FeatureSpace(self.space.view, tuple(catalogue.ids))
+        if space.names != self.space.names:
+            self.space = space
+            self.refused, self._refused_files = None, None  # refused for the old products: try it again
 
     async def watch(self, interval_s: float = 2.0, catalogue_file: CatalogueFile | None = None) -> None:
         """Reload a new model version or catalogue every ``interval_s``. A round that fails is logged and the next

@@ -174,3 +174,29 @@ def test_a_version_with_sound_als_arrays_is_served(tmp_path: Path) -> None:
     _als(tmp_path / "v1", popularity=np.array([0.2, 0.1], np.float32))
     assert registry.reload_if_changed() is True
     assert registry.current.als is not None
+
+
+def test_a_model_trained_after_a_catalogue_change_is_served_without_a_restart(tmp_path: Path) -> None:
+    """The API built its feature space (a flag per catalogue product) once at start: after products.toml
+    gained or lost a product, every model `rtrec train` made was refused as trained on other features."""
+    from recommenders.catalogue import Catalogue
+    from recommenders.profile import model_space
+
+    before = load_catalogue(ROOT / "deploy" / "products.toml")
+    raw = before.model_dump()
+    dropped = raw["products"][-1]["id"]
+    raw["products"] = raw["products"][:-1]
+    raw["rules"] = [r for r in raw.get("rules", []) if r.get("product") != dropped]
+    after = Catalogue.model_validate(raw)
+    view = ["sum(tx.out.amount, 30d)"]
+    registry = ModelRegistry(tmp_path, model_space(view, before), before)
+    directory = tmp_path / "v1"
+    directory.mkdir()
+    names = model_space(view, after).names
+    np.savez(directory / "expert_stats.npz", mean=np.zeros(len(names), np.float32), std=np.ones(len(names), np.float32))
+    (directory / "meta.json").write_text(json.dumps({"features": names, **GOOD}))
+    (tmp_path / "LATEST").write_text("v1")
+    assert registry.reload_if_changed() is False  # the API has not read the new catalogue yet
+    registry.set_catalogue(after)
+    assert registry.reload_if_changed() is True
+    assert registry.current.version == "v1"
