@@ -99,6 +99,7 @@ class StoreCluster:
                 for role in ("ingest", "api")
             },
             "max_features_per_subject": self.store.max_features_per_subject,
+            "max_names": self.store.max_names,
             "deny_subjects": self.store.deny_subjects,
             "expiry_interval": self.store.expiry_interval_s,
             "feature_sweep_interval": self.store.feature_sweep_interval_s,

@@ -35,6 +35,8 @@ class StoreSettings(BaseModel):
     # time (within the noise).
     wal_mode: Literal["write", "none"] = "write"
     max_features_per_subject: int = 100_000
+    # distinct feature names per replica set (lua/constants.lua DEFAULT_MAX_NAMES says why)
+    max_names: int = Field(default=2000, ge=100)
     deny_subjects: list[str] = Field(default_factory=list)
     expiry_interval_s: float = 60.0
     # least time between two walks over the features for expired ones (lua/expiry.lua)

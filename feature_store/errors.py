@@ -59,6 +59,14 @@ class BucketStateError(StoreError):
     code = 6
 
 
+class TooManyNames(StoreError):
+    """The replica set holds ``store.max_names`` distinct feature names; rows under a new one are refused (a
+    producer inventing names, such as a new product id on every event)."""
+
+    refuses_input = True
+    code = 9
+
+
 class StoreInternalError(StoreError):
     code = 7
 
@@ -103,6 +111,7 @@ _BY_CODE: dict[int, type[StoreError]] = {
         BucketStateError,
         StoreInternalError,
         StoreOutOfMemory,
+        TooManyNames,
     )
 }
 

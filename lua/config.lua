@@ -3,6 +3,7 @@ return {
     rs_id = 0,
     name = '',
     max_features_per_subject = require('constants').DEFAULT_MAX_FEATURES_PER_SUBJECT,
+    max_names = require('constants').DEFAULT_MAX_NAMES,
     deny_subjects = {},  -- set: subject -> true
     expiry_interval = require('constants').DEFAULT_EXPIRY_INTERVAL,
     feature_sweep_interval = require('constants').DEFAULT_FEATURE_SWEEP_INTERVAL,

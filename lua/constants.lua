@@ -46,6 +46,11 @@ M.DEFAULT_MAX_FEATURES_PER_SUBJECT = 100000
 -- client whose transactions filled it must still have an application or an opening stored, or answers would
 -- offer him the product he just applied for (a few rows per application; a thousand is hundreds of them).
 M.HOLDINGS_RESERVE = 1000
+-- Distinct feature names a replica set interns for writes (bucket moves bring names already stored elsewhere and
+-- are never refused). Deleting or correcting an object looks it up under every name, inside a transaction
+-- that cannot yield: a producer spelling a new product or field on every event would make each of those cost
+-- more without bound. The view, ten products and their statuses, categories and channels use a few hundred.
+M.DEFAULT_MAX_NAMES = 2000
 -- Default raw read limit.
 M.DEFAULT_READ_LIMIT = 10000
 -- Expiry fiber period, seconds (overridable from the instance config).

@@ -97,6 +97,15 @@ function M.text(kind, id)
     return t[2]
 end
 
+-- Whether interning `text` would make more than `limit` entries of its kind (ids count up from 1, never reused).
+function M.would_exceed(kind, text, limit)
+    if M.find(kind, text) ~= nil then
+        return false
+    end
+    local last = space().index.by_id:max({kind})
+    return last ~= nil and last[1] == kind and last[3] >= limit
+end
+
 -- Every id of a kind (delete_object walks the names a subject may have).
 function M.ids(kind)
     return space().index.by_id:pairs({kind}):map(function(t) return t[3] end):totable()

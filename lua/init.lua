@@ -27,6 +27,7 @@ local function apply_settings(settings)
     config.rs_id = settings.rs_id
     config.name = settings.name
     config.max_features_per_subject = settings.max_features_per_subject or config.max_features_per_subject
+    config.max_names = settings.max_names or config.max_names
     config.expiry_interval = settings.expiry_interval or config.expiry_interval
     config.feature_sweep_interval = settings.feature_sweep_interval or config.feature_sweep_interval
     config.tombstone_ttl = settings.tombstone_ttl or config.tombstone_ttl

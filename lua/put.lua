@@ -69,6 +69,9 @@ function M.upsert_row(row, headroom)
     if cache.INVALIDATING_SOURCES[source] then
         cache.invalidate(subject, row[C.R_BUCKET_ID])
     end
+    if dict.would_exceed('name', row[C.R_NAME], config.max_names) then
+        return 'TOO_MANY_NAMES'
+    end
     local name_id, source_id = dict.intern('name', row[C.R_NAME]), dict.intern('source', source)
     local value, time_use, expires_at = row[C.R_VALUE], row[C.R_TIME_USE], row[C.R_EXPIRES_AT]
     local existing = features:get({subject, name_id, object, source_id})

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from feature_store.errors import BadArgument, StoreError, SubjectDenied, SubjectTooFat
+from feature_store.errors import BadArgument, StoreError, SubjectDenied, SubjectTooFat, TooManyNames
 
 log = logging.getLogger("rtrec.api")
 
@@ -27,6 +27,7 @@ REFUSALS: dict[type[StoreError], tuple[int, str]] = {
     SubjectTooFat: (409, "the subject has reached its limit of stored features"),
     SubjectDenied: (409, "the subject is not accepted by the store"),
     BadArgument: (422, "the store rejected a value of the request"),
+    TooManyNames: (422, "the store holds as many distinct feature names as it accepts; use an existing name"),
 }
 
 

@@ -20,7 +20,7 @@ from extractors.events import ApplicationEvent, ClientEvent, ProductEvent
 from extractors.extract import ExtractionConfig, extract
 from extractors.ops import apply_ops
 from feature_store.client import FeatureStore
-from feature_store.errors import StoreInternalError, SubjectDenied
+from feature_store.errors import StoreInternalError, SubjectDenied, TooManyNames
 from feature_store.fake import InMemoryFeatureStore
 from feature_store.rebalance import move_bucket
 from feature_store.records import Feature
@@ -201,6 +201,41 @@ async def test_cap_follows_expiry_deletes_and_restarts(
             after = await store.put_features(_rows(subject, 40, 42))
             assert after.written == 1 and [code for _, code in after.refused] == ["SUBJECT_TOO_FAT"]
             assert len(await store.get_features(subject)) == 10
+    finally:
+        StoreCluster(s).stop()
+
+
+async def test_new_feature_names_stop_at_the_name_budget_and_known_ones_still_pass(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, uid: str
+) -> None:
+    """A producer sending a new product id on every event interned a name per event, without bound; deleting or
+    correcting a transaction looks it up under every name, in a transaction that cannot yield."""
+    s = private_settings(settings, tmp_path_factory.mktemp("names"), replicasets=1, max_names=100)
+    cluster = StoreCluster(s)
+    await cluster.start()
+    try:
+        subject = f"{uid}-names"
+        async with FeatureStore(s.store, topology=cluster.topology) as store:
+            rows = [
+                Feature(subject, "applications", f"app.p{i}.submitted", "a1", 1.8e9, 1.8e9, FAR) for i in range(150)
+            ]
+            result = await store.put_features(rows)
+            assert result.written == 100 and {code for _, code in result.refused} == {"TOO_MANY_NAMES"}
+            assert len(result.refused) == 50
+            again = await store.put_features([*rows[:3], *rows[120:121]])  # known names pass, new ones do not
+            assert again.unchanged == 3 and [code for _, code in again.refused] == ["TOO_MANY_NAMES"]
+            event = ApplicationEvent(
+                application_id="a2", client_id=subject, product="brand_new", status="submitted", ts=1.8e9
+            )
+            refused = await apply_ops(store, extract(event, ExtractionConfig(), origin=5))
+            assert "TOO_MANY_NAMES" in refused.refused[5]  # the consumer's dead letter says why
+            with pytest.raises(TooManyNames):
+                await store.replace_source(
+                    subject,
+                    "client_profile",
+                    2.0,
+                    [Feature(subject, "client_profile", "profile.colour", subject, "red", 1.8e9)],
+                )
     finally:
         StoreCluster(s).stop()
 
