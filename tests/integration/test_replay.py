@@ -205,28 +205,20 @@ def test_cli_replay_exit_codes(kafka_settings: Settings, cluster: StoreCluster) 
     now = time.time()
     bad = subprocess.run([*cmd, "--from", str(now), "--to", str(now - 60)], env=env, cwd=ROOT, capture_output=True)
     assert bad.returncode == 2 and b"end after" in bad.stderr
-    ok = subprocess.run(
-        [*cmd, "--from", str(now - 60), "--to", str(now), "--dry-run"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-    )
-    assert ok.returncode == 0, ok.stderr[-2000:]
-    assert orjson.loads(ok.stdout)["state"] == "done"
+
+    def dry_run_is_done(start: str, end: str) -> None:
+        run = subprocess.run(
+            [*cmd, "--from", start, "--to", end, "--dry-run"], env=env, cwd=ROOT, capture_output=True, timeout=120
+        )
+        assert run.returncode == 0, run.stderr[-2000:]
+        assert orjson.loads(run.stdout)["state"] == "done"
+
+    dry_run_is_done(str(now - 60), str(now))
     garbage = subprocess.run([*cmd, "--from", "yesterday", "--to", str(now)], env=env, cwd=ROOT, capture_output=True)
     assert garbage.returncode == 2 and b"neither ISO 8601 nor epoch" in garbage.stderr
     assert b"Traceback" not in garbage.stderr
     # the rebuild command of docs/operations.md starts at 1970 (it crashed on the event range's 2000 floor)
-    rebuild = subprocess.run(
-        [*cmd, "--from", "1970-01-01", "--to", "1970-01-02", "--dry-run"],
-        env=env,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=120,
-    )
-    assert rebuild.returncode == 0, rebuild.stderr[-2000:]
-    assert orjson.loads(rebuild.stdout)["state"] == "done"
+    dry_run_is_done("1970-01-01", "1970-01-02")
 
 
 async def test_a_record_stamped_in_the_future_by_its_producer_hides_nothing_from_a_replay(

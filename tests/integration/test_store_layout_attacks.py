@@ -6,8 +6,10 @@ guarantees the layout must keep."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import asynctnt
@@ -205,39 +207,46 @@ async def test_cap_follows_expiry_deletes_and_restarts(
         StoreCluster(s).stop()
 
 
+@contextlib.asynccontextmanager
+async def _one_replicaset(
+    settings: Settings, tmp_path_factory: pytest.TempPathFactory, name: str, **store: Any
+) -> AsyncIterator[FeatureStore]:
+    """A private cluster of one replica set with the given store settings, and a client of it; stopped after."""
+    s = private_settings(settings, tmp_path_factory.mktemp(name), replicasets=1, **store)
+    cluster = StoreCluster(s)
+    await cluster.start()
+    try:
+        async with FeatureStore(s.store, topology=cluster.topology) as client:
+            yield client
+    finally:
+        StoreCluster(s).stop()
+
+
 async def test_new_feature_names_stop_at_the_name_budget_and_known_ones_still_pass(
     settings: Settings, tmp_path_factory: pytest.TempPathFactory, uid: str
 ) -> None:
     """A producer sending a new product id on every event interned a name per event, without bound; deleting or
     correcting a transaction looks it up under every name, in a transaction that cannot yield."""
-    s = private_settings(settings, tmp_path_factory.mktemp("names"), replicasets=1, max_names=100)
-    cluster = StoreCluster(s)
-    await cluster.start()
-    try:
-        subject = f"{uid}-names"
-        async with FeatureStore(s.store, topology=cluster.topology) as store:
-            rows = [
-                Feature(subject, "applications", f"app.p{i}.submitted", "a1", 1.8e9, 1.8e9, FAR) for i in range(150)
-            ]
-            result = await store.put_features(rows)
-            assert result.written == 100 and {code for _, code in result.refused} == {"TOO_MANY_NAMES"}
-            assert len(result.refused) == 50
-            again = await store.put_features([*rows[:3], *rows[120:121]])  # known names pass, new ones do not
-            assert again.unchanged == 3 and [code for _, code in again.refused] == ["TOO_MANY_NAMES"]
-            event = ApplicationEvent(
-                application_id="a2", client_id=subject, product="brand_new", status="submitted", ts=1.8e9
+    subject = f"{uid}-names"
+    async with _one_replicaset(settings, tmp_path_factory, "names", max_names=100) as store:
+        rows = [Feature(subject, "applications", f"app.p{i}.submitted", "a1", 1.8e9, 1.8e9, FAR) for i in range(150)]
+        result = await store.put_features(rows)
+        assert result.written == 100 and {code for _, code in result.refused} == {"TOO_MANY_NAMES"}
+        assert len(result.refused) == 50
+        again = await store.put_features([*rows[:3], *rows[120:121]])  # known names pass, new ones do not
+        assert again.unchanged == 3 and [code for _, code in again.refused] == ["TOO_MANY_NAMES"]
+        event = ApplicationEvent(
+            application_id="a2", client_id=subject, product="brand_new", status="submitted", ts=1.8e9
+        )
+        refused = await apply_ops(store, extract(event, ExtractionConfig(), origin=5))
+        assert "TOO_MANY_NAMES" in refused.refused[5]  # the consumer's dead letter says why
+        with pytest.raises(TooManyNames):
+            await store.replace_source(
+                subject,
+                "client_profile",
+                2.0,
+                [Feature(subject, "client_profile", "profile.colour", subject, "red", 1.8e9)],
             )
-            refused = await apply_ops(store, extract(event, ExtractionConfig(), origin=5))
-            assert "TOO_MANY_NAMES" in refused.refused[5]  # the consumer's dead letter says why
-            with pytest.raises(TooManyNames):
-                await store.replace_source(
-                    subject,
-                    "client_profile",
-                    2.0,
-                    [Feature(subject, "client_profile", "profile.colour", subject, "red", 1.8e9)],
-                )
-    finally:
-        StoreCluster(s).stop()
 
 
 async def test_a_client_at_the_cap_still_has_his_applications_and_openings_stored(
@@ -246,35 +255,26 @@ async def test_a_client_at_the_cap_still_has_his_applications_and_openings_store
     """Transactions filled the client's cap; the application that followed was refused (SUBJECT_TOO_FAT), and
     the answers, which learn what a client applied for from those rows, offered him the product he had just
     applied for. Rows of what a client holds or applied for go past the cap, within a reserve."""
-    s = private_settings(settings, tmp_path_factory.mktemp("capheld"), replicasets=1, max_features_per_subject=10)
-    cluster = StoreCluster(s)
-    await cluster.start()
-    try:
-        subject = f"{uid}-held"
-        async with FeatureStore(s.store, topology=cluster.topology) as store:
-            assert (await store.put_features(_rows(subject, 0, 10))).written == 10  # at the cap
-            events = [
-                ApplicationEvent(
-                    application_id="a1", client_id=subject, product="deposit", status="submitted", ts=1.8e9
-                ),
-                ProductEvent(client_id=subject, product="credit_card", action="opened", ts=1.8e9),
-            ]
-            for event in events:
-                result = await apply_ops(store, extract(event, ExtractionConfig(), origin=0))
-                assert not result.refused, result.refused
-            names = {f.name for f in await store.get_features(subject)}
-            assert {"app.deposit.submitted", "product.credit_card.opened"} <= names
-            assert [code for _, code in (await store.put_features(_rows(subject, 10, 11))).refused] == [
-                "SUBJECT_TOO_FAT"
-            ]  # transactions are still capped
-            reserve = [
-                Feature(subject, "applications", "app.deposit.submitted", f"r{i}", 1.8e9, 1.8e9, FAR)
-                for i in range(1000)
-            ]
-            over = await store.put_features(reserve)
-            assert over.written == 998 and [code for _, code in over.refused] == ["SUBJECT_TOO_FAT"] * 2
-    finally:
-        StoreCluster(s).stop()
+    subject = f"{uid}-held"
+    async with _one_replicaset(settings, tmp_path_factory, "capheld", max_features_per_subject=10) as store:
+        assert (await store.put_features(_rows(subject, 0, 10))).written == 10  # at the cap
+        events = [
+            ApplicationEvent(application_id="a1", client_id=subject, product="deposit", status="submitted", ts=1.8e9),
+            ProductEvent(client_id=subject, product="credit_card", action="opened", ts=1.8e9),
+        ]
+        for event in events:
+            result = await apply_ops(store, extract(event, ExtractionConfig(), origin=0))
+            assert not result.refused, result.refused
+        names = {f.name for f in await store.get_features(subject)}
+        assert {"app.deposit.submitted", "product.credit_card.opened"} <= names
+        assert [code for _, code in (await store.put_features(_rows(subject, 10, 11))).refused] == [
+            "SUBJECT_TOO_FAT"
+        ]  # transactions are still capped
+        reserve = [
+            Feature(subject, "applications", "app.deposit.submitted", f"r{i}", 1.8e9, 1.8e9, FAR) for i in range(1000)
+        ]
+        over = await store.put_features(reserve)
+        assert over.written == 998 and [code for _, code in over.refused] == ["SUBJECT_TOO_FAT"] * 2
 
 
 async def test_a_client_event_at_the_cap_replaces_the_profile_and_dead_letters_for_its_history(
