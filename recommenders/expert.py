@@ -18,6 +18,8 @@ from recommenders.reasons import describe
 from recommenders.scorer import ProductScore
 
 DEFAULT_PRIOR = 0.1
+# Standard scores are clipped here: no real client lies 50 deviations out, and beyond it exp() overflows.
+Z_LIMIT = 50.0
 
 
 def _squash(x: np.ndarray) -> np.ndarray:
@@ -53,6 +55,8 @@ class ExpertScorer:
     def score_row(self, row: np.ndarray, products: Sequence[str]) -> dict[str, ProductScore]:
         z = (_squash(row) - self.mean) / np.where(self.std > 0, self.std, 1.0)
         z = np.nan_to_num(z, nan=-1.0)  # a missing behaviour counts as "low"
+        # a stored value past any real client's (a writer may put registered_at = 1e44) must not overflow exp()
+        z = np.clip(z, -Z_LIMIT, Z_LIMIT)
         out = {}
         for product in products:
             portrait = self.catalogue.product(product).portrait if product in self.catalogue.ids else {}

@@ -46,6 +46,9 @@ class ReplayProgress:
     features_deleted: int = 0
     replaces_applied: int = 0
     replaces_ignored_older: int = 0
+    # events the store refused (a fat or denied subject, a name past the budget): the live consumer sent them
+    # to the dead-letter topic; a replay reports them here, so "done" never hides them
+    events_refused: int = 0
     would_write_features: int = 0  # dry run
     error: str | None = None
     started_at: float | None = None
@@ -164,6 +167,7 @@ class ReplayJob:
         p.features_deleted += result.deleted
         p.replaces_applied += result.replaced
         p.replaces_ignored_older += result.replace_ignored
+        p.events_refused += len(result.refused)
 
     async def _apply(self, ops: list[StoreOp]) -> ApplyResult:
         return await apply_ops_retrying(self.store, ops, give_up=self._cancel.is_set)
