@@ -51,6 +51,9 @@ M.HOLDINGS_RESERVE = 1000
 -- that cannot yield: a producer spelling a new product or field on every event would make each of those cost
 -- more without bound. The view, ten products and their statuses, categories and channels use a few hundred.
 M.DEFAULT_MAX_NAMES = 2000
+-- Names are never reclaimed: once a producer has used the budget up, a new product's statuses must still be
+-- stored (answers learn from them what a client holds or applied for), so those sources get this many more.
+M.HOLDINGS_NAMES_RESERVE = 500
 -- Default raw read limit.
 M.DEFAULT_READ_LIMIT = 10000
 -- Expiry fiber period, seconds (overridable from the instance config).

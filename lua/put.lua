@@ -69,7 +69,8 @@ function M.upsert_row(row, headroom)
     if cache.INVALIDATING_SOURCES[source] then
         cache.invalidate(subject, row[C.R_BUCKET_ID])
     end
-    if dict.would_exceed('name', row[C.R_NAME], config.max_names) then
+    local names = config.max_names + (cache.INVALIDATING_SOURCES[source] and C.HOLDINGS_NAMES_RESERVE or 0)
+    if dict.would_exceed('name', row[C.R_NAME], names) then
         return 'TOO_MANY_NAMES'
     end
     local name_id, source_id = dict.intern('name', row[C.R_NAME]), dict.intern('source', source)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,10 @@ from replay.runner import ReplayJob, ReplayProgress
 
 KEEP_FINISHED = 100
 SYNC_S = 0.5
-_JOB_ID = re.compile(r"^[0-9a-f]{12}$")  # ReplayJob's ids: nothing else names a file
+# A running job whose file was not rewritten for this long lost its worker (a restarted API process).
+LOST_AFTER_S = 10.0
+FINISHED = ("done", "failed", "cancelled")
+_JOB_ID = re.compile(r"[0-9a-f]{12}")  # ReplayJob's ids (fullmatch): nothing else names a file
 
 
 class ReplayRegistry:
@@ -65,12 +69,16 @@ class ReplayRegistry:
         job = self.jobs.get(job_id)
         if job is not None:
             return job.progress.as_dict()
-        if not _JOB_ID.match(job_id):
+        if not _JOB_ID.fullmatch(job_id):
             return None
         try:
             progress: dict[str, Any] = orjson.loads(self._path(job_id, "json").read_bytes())
         except (OSError, orjson.JSONDecodeError):
             return None
+        published_at = progress.pop("published_at", 0.0)
+        if progress["state"] not in FINISHED and time.time() - published_at > LOST_AFTER_S:
+            progress["state"] = "failed"
+            progress["error"] = "the API worker running this replay stopped; start it again (replays are idempotent)"
         return progress
 
     def cancel(self, job_id: str) -> bool:
@@ -79,9 +87,11 @@ class ReplayRegistry:
         if job is not None:
             job.cancel()
             return True
-        if self.status(job_id) is None:
+        progress = self.status(job_id)
+        if progress is None:
             return False
-        self._path(job_id, "cancel").touch()
+        if progress["state"] not in FINISHED:  # a finished job has nothing to cancel: no file left behind
+            self._path(job_id, "cancel").touch()
         return True
 
     async def _run(self, job: ReplayJob) -> ReplayProgress:
@@ -106,7 +116,7 @@ class ReplayRegistry:
         path = self._path(job.progress.id, "json")
         partial = path.with_suffix(f".{os.getpid()}.tmp")
         try:
-            partial.write_bytes(orjson.dumps(job.progress.as_dict()))
+            partial.write_bytes(orjson.dumps({**job.progress.as_dict(), "published_at": time.time()}))
             os.replace(partial, path)
         except OSError:
             partial.unlink(missing_ok=True)
@@ -115,7 +125,7 @@ class ReplayRegistry:
         return self.shared / f"{job_id}.{kind}"
 
     def _forget_old(self) -> None:
-        finished = [i for i, j in self.jobs.items() if j.progress.state in ("done", "failed", "cancelled")]
+        finished = [i for i, j in self.jobs.items() if j.progress.state in FINISHED]
         for job_id in finished[:-KEEP_FINISHED]:
             self.jobs.pop(job_id, None)
             self._tasks.pop(job_id, None)

@@ -18,7 +18,7 @@ import pytest
 from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
-from extractors.events import ApplicationEvent, ClientEvent, ProductEvent
+from extractors.events import ApplicationEvent, ClientEvent, ProductEvent, TransactionEvent
 from extractors.extract import ExtractionConfig, extract
 from extractors.ops import apply_ops
 from feature_store.client import FeatureStore
@@ -229,7 +229,7 @@ async def test_new_feature_names_stop_at_the_name_budget_and_known_ones_still_pa
     correcting a transaction looks it up under every name, in a transaction that cannot yield."""
     subject = f"{uid}-names"
     async with _one_replicaset(settings, tmp_path_factory, "names", max_names=100) as store:
-        rows = [Feature(subject, "applications", f"app.p{i}.submitted", "a1", 1.8e9, 1.8e9, FAR) for i in range(150)]
+        rows = [Feature(subject, "transactions", f"tx.out.x{i}", f"t{i}", 1.8e9, 1.8e9, FAR) for i in range(150)]
         result = await store.put_features(rows)
         assert result.written == 100 and {code for _, code in result.refused} == {"TOO_MANY_NAMES"}
         assert len(result.refused) == 50
@@ -238,7 +238,16 @@ async def test_new_feature_names_stop_at_the_name_budget_and_known_ones_still_pa
         event = ApplicationEvent(
             application_id="a2", client_id=subject, product="brand_new", status="submitted", ts=1.8e9
         )
-        refused = await apply_ops(store, extract(event, ExtractionConfig(), origin=5))
+        assert not (await apply_ops(store, extract(event, ExtractionConfig(), origin=5))).refused
+        # applications and product events keep 500 names more (a new product after the budget is used up)
+        spam = [Feature(subject, "applications", f"app.q{i}.submitted", "a1", 1.8e9, 1.8e9, FAR) for i in range(500)]
+        over = await store.put_features(spam)
+        assert over.written == 499 and [code for _, code in over.refused] == ["TOO_MANY_NAMES"]
+        tx = {"tx_id": "t-new", "client_id": subject, "ts": 1.8e9, "amount": 5, "currency": "RUB", "direction": "out"}
+        refused = await apply_ops(
+            store,
+            extract(TransactionEvent(**tx, channel="kiosk"), ExtractionConfig(channels=frozenset({"kiosk"})), origin=5),
+        )
         assert "TOO_MANY_NAMES" in refused.refused[5]  # the consumer's dead letter says why
         with pytest.raises(TooManyNames):
             await store.replace_source(
