@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -45,7 +46,8 @@ async def offsets_for_window(
         return []
     ends_now = await consumer.end_offsets(list(partitions))
     starts = await consumer.offsets_for_times({tp: int(start_ts * 1000) for tp in partitions})
-    ends = await consumer.offsets_for_times({tp: int(end_ts * 1000) for tp in partitions})
+    # Kafka keeps whole milliseconds: a record that arrived before the end but in its millisecond is inside
+    ends = await consumer.offsets_for_times({tp: math.ceil(end_ts * 1000) for tp in partitions})
     ranges = []
     for tp in partitions:
         start_at = starts.get(tp)
