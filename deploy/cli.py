@@ -254,12 +254,13 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
 
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from extractors.events import MIN_ARRIVAL_TS
     from feature_store.client import FeatureStore
     from feature_store.ttl import TtlPolicy
     from replay.runner import ReplayJob
     from replay.window import ReplayWindowError, validate_window
 
-    start, end = _epoch(args.from_, low=0.0), _epoch(args.to, low=0.0)  # arrival times: from 1970 on
+    start, end = _epoch(args.from_, low=MIN_ARRIVAL_TS), _epoch(args.to, low=MIN_ARRIVAL_TS)
     try:
         validate_window(start, end, time.time())
     except ReplayWindowError as exc:

@@ -83,7 +83,8 @@ OptionalText = BeforeValidator(_blank_is_missing)
 Timestamp = Annotated[float, BeforeValidator(_to_epoch)]
 DateTimestamp = Annotated[float, BeforeValidator(lambda v: _to_epoch(v, low=MIN_DATE_TS))]
 # A Kafka arrival time (a replay window's bound): from 1970 on, so `--from 1970-01-01` replays all that is kept.
-ArrivalTimestamp = Annotated[float, BeforeValidator(lambda v: _to_epoch(v, low=0.0))]
+MIN_ARRIVAL_TS = 0.0
+ArrivalTimestamp = Annotated[float, BeforeValidator(lambda v: _to_epoch(v, low=MIN_ARRIVAL_TS))]
 
 
 Segment = Literal["retail", "sme", "corporate"]

@@ -56,14 +56,18 @@ end
 -- Tarantool 2.6 has no transaction id).
 local created_by_txn = {}
 
--- The id of `text`, created in the caller's transaction when it is new.
-function M.intern(kind, text)
+-- The id of `text`, created in the caller's transaction when it is new; nil when it is new and `limit` (if
+-- given) entries of its kind exist already (ids count up from 1 and are never reused).
+function M.intern(kind, text, limit)
     local id = M.find(kind, text)
     if id ~= nil then
         return id
     end
     local last = space().index.by_id:max({kind})
     id = (last ~= nil and last[1] == kind) and (last[3] + 1) or 1
+    if limit ~= nil and id > limit then
+        return nil
+    end
     space():insert({kind, text, id})
     local txn = require('fiber').id()
     local entries = created_by_txn[txn]
@@ -95,15 +99,6 @@ function M.text(kind, id)
         reverse[kind][id] = t[2]
     end
     return t[2]
-end
-
--- Whether interning `text` would make more than `limit` entries of its kind (ids count up from 1, never reused).
-function M.would_exceed(kind, text, limit)
-    if M.find(kind, text) ~= nil then
-        return false
-    end
-    local last = space().index.by_id:max({kind})
-    return last ~= nil and last[1] == kind and last[3] >= limit
 end
 
 -- Every id of a kind (delete_object walks the names a subject may have).

@@ -66,14 +66,15 @@ function M.upsert_row(row, headroom)
     local features = box.space.features
     local subject, object = row[C.R_SUBJECT], row[C.R_OBJECT]
     local source = row[C.R_SOURCE]
-    if cache.INVALIDATING_SOURCES[source] then
+    local holdings = cache.INVALIDATING_SOURCES[source]  -- what the client holds or applied for
+    if holdings then
         cache.invalidate(subject, row[C.R_BUCKET_ID])
     end
-    local names = config.max_names + (cache.INVALIDATING_SOURCES[source] and C.HOLDINGS_NAMES_RESERVE or 0)
-    if dict.would_exceed('name', row[C.R_NAME], names) then
+    local name_id = dict.intern('name', row[C.R_NAME], config.max_names + (holdings and C.HOLDINGS_NAMES_RESERVE or 0))
+    if name_id == nil then
         return 'TOO_MANY_NAMES'
     end
-    local name_id, source_id = dict.intern('name', row[C.R_NAME]), dict.intern('source', source)
+    local source_id = dict.intern('source', source)
     local value, time_use, expires_at = row[C.R_VALUE], row[C.R_TIME_USE], row[C.R_EXPIRES_AT]
     local existing = features:get({subject, name_id, object, source_id})
     if existing ~= nil then
@@ -101,7 +102,7 @@ function M.upsert_row(row, headroom)
         end
     end
     headroom[subject] = room
-    if room <= (cache.INVALIDATING_SOURCES[source] and -C.HOLDINGS_RESERVE or 0) then
+    if room <= (holdings and -C.HOLDINGS_RESERVE or 0) then
         return 'SUBJECT_TOO_FAT'
     end
     headroom[subject] = room - 1
