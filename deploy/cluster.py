@@ -162,7 +162,10 @@ class StoreCluster:
 
     async def start(self, timeout: float = 60.0) -> None:
         """Start every instance (idempotent): each replica set's recorded master first, then the others (a fresh
-        one joins that master), wire the full mesh, bootstrap buckets on a new cluster."""
+        one joins that master), wire the full mesh, bootstrap buckets on a new cluster.
+
+        Returns once every replica holds what its master holds, bucket ownership included: a master lost right
+        after a start must not leave its replica set's buckets unknown to a client that starts then."""
         masters = [self.instance(self.master_name(rs)) for rs in self.topology]
         for spec in masters:
             self.start_instance(spec)
@@ -176,6 +179,7 @@ class StoreCluster:
         await self.publish_topology()
         async with self.client() as store:
             await bootstrap_buckets(store)
+        await self.wait_synced(timeout)
 
     def topology_document(self) -> dict[str, Any]:
         return {
