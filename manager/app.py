@@ -74,7 +74,7 @@ def create_app(settings: AppConfig) -> FastAPI:
             catalogue,
             space,
             scorer_timeouts=rec.scorer_timeouts_s,
-            extra_scorers=remote_scorers(rec.remote_scorers, space),
+            extra_scorers=remote_scorers(rec.remote_scorers, registry.served_space),
             audit=audit,
             cache_enabled=rec.cache,
             loop_lag=loop_lag,

@@ -1,10 +1,11 @@
 """The manager's client for a per-product scorer running as its own service (``recommenders.scorer_service``,
 `rtrec serve-scorer --product P`). It sends the client's feature vector (already aggregated), so the service
-needs no store access; both sides share the feature order."""
+needs no store access, over the features of the model version the manager serves now: after a catalogue
+change and a new training both sides move to the new version's features."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import httpx
 import numpy as np
@@ -19,10 +20,10 @@ class RemoteScorer:
 
     name = "xgboost"
 
-    def __init__(self, product: str, url: str, space: FeatureSpace, client: httpx.AsyncClient) -> None:
+    def __init__(self, product: str, url: str, space: Callable[[], FeatureSpace], client: httpx.AsyncClient) -> None:
         self.product = product
         self.url = url.rstrip("/")
-        self.space = space
+        self.space = space  # the served version's features, asked at every call
         self.client = client
         self.label = f"xgboost:{product}"
         self.version = "remote"
@@ -30,9 +31,10 @@ class RemoteScorer:
     async def score(self, client: ClientSnapshot, products: Sequence[str]) -> dict[str, ProductScore]:
         if self.product not in products:
             return {}
-        vector = [None if np.isnan(v) else float(v) for v in client.vector(self.space)]
+        space = self.space()
+        vector = [None if np.isnan(v) else float(v) for v in client.vector(space)]
         response = await self.client.post(
-            f"{self.url}/v1/score", json={"client_id": client.client_id, "features": self.space.names, "vector": vector}
+            f"{self.url}/v1/score", json={"client_id": client.client_id, "features": space.names, "vector": vector}
         )
         response.raise_for_status()
         body = response.json()
@@ -42,9 +44,8 @@ class RemoteScorer:
         return {self.product: ProductScore(self.product, float(body["score"]), tuple(body["reasons"]))}
 
 
-def remote_scorers(urls: dict[str, str], space: FeatureSpace | None = None) -> list[RemoteScorer]:
+def remote_scorers(urls: dict[str, str], space: Callable[[], FeatureSpace]) -> list[RemoteScorer]:
     if not urls:
         return []
-    assert space is not None, "remote scorers need the feature space"
     client = httpx.AsyncClient(timeout=1.0)
     return [RemoteScorer(product, url, space, client) for product, url in urls.items()]

@@ -8,6 +8,7 @@ version to serve; the registry polls it and swaps the loaded models in place wit
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -69,9 +70,38 @@ def _files_signature(directory: Path) -> tuple[tuple[str, int, int], ...] | None
         return None
 
 
+def file_digests(directory: Path, names: list[str]) -> dict[str, str]:
+    """SHA-256 of each named file of a version: ``meta.json`` lists them (``artifacts``) when training writes
+    it, last, so a server loads a version only once every file it names is there, whole and unchanged."""
+    return {name: hashlib.sha256((directory / name).read_bytes()).hexdigest() for name in sorted(names)}
+
+
+def _check_artifacts(directory: Path, meta: dict[str, object]) -> None:
+    """ValueError unless every file ``meta.json`` lists is there with its digest. A copy of the models
+    directory brings files in any order: a version whose ``als.npz`` had not arrived loaded without ALS and
+    stayed so; a half-copied booster failed to parse. Versions trained before the list existed have none."""
+    listed = meta.get("artifacts")
+    if listed is None:
+        return
+    if not isinstance(listed, dict) or not all(isinstance(d, str) for d in listed.values()):
+        raise ValueError("artifacts must map file names to SHA-256 digests")
+    names = [str(name) for name in listed]
+    if any(Path(name).name != name for name in names):
+        raise ValueError("artifacts must name files of the version's own directory")
+    missing = [name for name in names if not (directory / name).is_file()]
+    if missing:
+        raise ValueError(f"incomplete: {', '.join(missing)} not there yet")
+    changed = [name for name, digest in file_digests(directory, names).items() if digest != listed[name]]
+    if changed:
+        raise ValueError(f"incomplete or damaged: {', '.join(changed)} differ from meta.json's digests")
+
+
 def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue: Catalogue) -> LoadedModels:
     directory = models_dir / version
     meta = json.loads((directory / "meta.json").read_text())
+    if not isinstance(meta, dict):
+        raise ValueError("meta.json must be an object")
+    _check_artifacts(directory, meta)
     if meta["features"] != space.names:
         raise ValueError(
             f"model {version} was trained on other features than the configured view and catalogue products "
@@ -184,6 +214,11 @@ class ModelRegistry:
         self.current = loaded
         log.info("serving model version %s", version)
         return True
+
+    def served_space(self) -> FeatureSpace:
+        """The features of the version served now (``space`` is the one new versions must have): what a remote
+        scorer is sent, so it scores the same version's features as the manager."""
+        return self.current.expert.space
 
     def set_catalogue(self, catalogue: Catalogue) -> None:
         """A changed catalogue (new product, changed portrait) takes effect for the expert at once. Versions

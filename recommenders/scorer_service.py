@@ -1,6 +1,9 @@
 """A per-product XGBoost scorer as its own HTTP service (`rtrec serve-scorer --product P`, the field report's
 "a microservice per product"). It receives the client's feature vector from the manager (already aggregated,
-in the shared feature order of the view), so it needs no store access; its models hot-reload like the API's."""
+in the feature order of the model version the manager serves), so it needs no store access. Its models and
+the catalogue hot-reload like the API's: after a product change and a new training both sides move to the new
+version and its features; a request naming other features than the served version's is answered 409 (the two
+sides are between versions for at most a reload interval), never scored on misplaced features."""
 
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ import numpy as np
 from fastapi import FastAPI, HTTPException, Request
 from pydantic import BaseModel
 
-from recommenders.catalogue import load_catalogue
+from recommenders.catalogue import CatalogueFile
 from recommenders.config import RecommendationSettings
 from recommenders.profile import model_space
 from recommenders.registry import ModelRegistry
@@ -41,15 +44,15 @@ class ScoreResponse(BaseModel):
 
 def create_scorer_app(settings: ScorerServiceConfig, product: str) -> FastAPI:
     rec = settings.recommendations
-    catalogue = load_catalogue(rec.catalogue)
-    space = model_space(settings.views[rec.view], catalogue)
+    catalogue = CatalogueFile(rec.catalogue)
+    space = model_space(settings.views[rec.view], catalogue())
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        registry = ModelRegistry(rec.models_dir, space, catalogue)
+        registry = ModelRegistry(rec.models_dir, space, catalogue())
         registry.reload_if_changed()
         app.state.registry = registry
-        watcher = asyncio.create_task(registry.watch(rec.reload_interval_s))
+        watcher = asyncio.create_task(registry.watch(rec.reload_interval_s, catalogue))
         try:
             yield
         finally:
@@ -59,9 +62,15 @@ def create_scorer_app(settings: ScorerServiceConfig, product: str) -> FastAPI:
 
     @app.post("/v1/score", response_model=ScoreResponse)
     async def score(request: Request, body: ScoreRequest) -> dict[str, Any]:
-        if body.features != space.names:
-            raise HTTPException(422, "feature list differs from this scorer's view")
+        if len(body.features) != len(body.vector):
+            raise HTTPException(422, f"{len(body.features)} feature names for {len(body.vector)} values")
         models = request.app.state.registry.current
+        if body.features != models.expert.space.names:
+            raise HTTPException(
+                409,
+                f"this scorer serves model version {models.version}, trained on other features than the request "
+                "names (a model or catalogue change is being rolled out: both sides reload within seconds)",
+            )
         if models.xgboost is None or product not in models.xgboost.boosters:
             return {"product": product, "score": None, "reasons": [], "version": models.version}
         row = np.array([np.nan if v is None else v for v in body.vector], dtype=np.float32)

@@ -39,6 +39,7 @@ from recommenders.dataset import CONCURRENCY, DAY, Dataset, build_dataset
 from recommenders.expert import ExpertScorer, _squash
 from recommenders.holdout import evaluate_sources, score_sources
 from recommenders.profile import FeatureSpace, model_space
+from recommenders.registry import file_digests
 from recommenders.stacking import LearnedBlend, learn_weights
 from recommenders.xgb import XGBoostScorer
 
@@ -426,7 +427,9 @@ def _write_version(
             popularity=np.array([served.popularity[p] for p in products], dtype=np.float32),
         )
     np.savez(directory / "expert_stats.npz", mean=served.mean, std=served.std)
-    (directory / "meta.json").write_text(json.dumps(meta, indent=2))
+    served_files = [p.name for p in directory.iterdir() if p.suffix in (".ubj", ".npz")]
+    meta["artifacts"] = file_digests(directory, served_files)
+    (directory / "meta.json").write_text(json.dumps(meta, indent=2))  # last: it names every file to wait for
     from recommenders.report import write_report
 
     write_report(directory, meta, holdout, evaluated_boosters, meta["features"], products)

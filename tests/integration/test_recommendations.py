@@ -4,6 +4,7 @@ the manager answering under its budget."""
 from __future__ import annotations
 
 import asyncio
+import json
 import shutil
 import time
 import uuid
@@ -149,6 +150,10 @@ async def test_training_learns_the_blend_and_beats_the_popularity_baseline(
     for name in ("meta.json", "report.html", "roc.png", "map.png", "importance.png", "expert_stats.npz"):
         assert (directory / name).exists(), name
     assert (rec_dir / "models" / "LATEST").read_text() == trained["version"]
+    # every served file is listed with its digest: a server waits for all of them (a copy brings them in any order)
+    listed = json.loads((directory / "meta.json").read_text())["artifacts"]
+    served = {p.name for p in directory.iterdir() if p.suffix in (".ubj", ".npz")}
+    assert set(listed) == served and {"expert_stats.npz", "als.npz"} <= served and any(".ubj" in n for n in served)
 
 
 async def test_answers_never_contain_held_applied_or_ineligible_products(
@@ -381,14 +386,14 @@ async def test_a_product_scorer_can_run_as_its_own_service(
         await asyncio.sleep(0.05)
     try:
         async with httpx.AsyncClient(timeout=2) as client:
-            remote = RemoteScorer(product, f"http://127.0.0.1:{port}", space, client)
+            remote = RemoteScorer(product, f"http://127.0.0.1:{port}", service.registry.served_space, client)
             snapshot = await service.facts(bank[260])
             local = await service.registry.current.xgboost.score(snapshot, [product])  # type: ignore[union-attr]
             answer = await remote.score(snapshot, [product])
             assert answer[product].score == pytest.approx(local[product].score, rel=1e-5)
             assert remote.version == trained["version"]
             # the manager merges it into the xgboost results; when it is down it is named
-            service.extra_scorers = [RemoteScorer(product, "http://127.0.0.1:9", space, client)]
+            service.extra_scorers = [RemoteScorer(product, "http://127.0.0.1:9", service.registry.served_space, client)]
             from recommenders.decision import allowed_products
 
             for candidate in bank[261:300]:  # a client for whom the product is a candidate, so it is asked

@@ -15,7 +15,7 @@ import pytest
 
 from recommenders.catalogue import load_catalogue
 from recommenders.profile import FeatureSpace
-from recommenders.registry import NO_MODEL, ModelRegistry
+from recommenders.registry import NO_MODEL, ModelRegistry, file_digests
 from tests.conftest import ROOT
 
 SPACE = FeatureSpace.from_view(["sum(tx.out.amount, 30d)"])
@@ -200,3 +200,47 @@ def test_a_model_trained_after_a_catalogue_change_is_served_without_a_restart(tm
     registry.set_catalogue(after)
     assert registry.reload_if_changed() is True
     assert registry.current.version == "v1"
+
+
+def _sealed_version_with_als(models: Path) -> Path:
+    """v1 as training writes it: its files, then meta.json listing their digests, then LATEST."""
+    write_version(models, "v1", **GOOD)
+    directory = models / "v1"
+    _als(directory, popularity=np.array([0.2, 0.1], np.float32))
+    meta = json.loads((directory / "meta.json").read_text())
+    meta["artifacts"] = file_digests(directory, ["als.npz", "expert_stats.npz"])
+    (directory / "meta.json").write_text(json.dumps(meta))
+    return directory
+
+
+def test_a_version_is_served_only_once_every_file_its_meta_lists_has_arrived(tmp_path: Path) -> None:
+    """A copy of the models directory that brought als.npz last loaded the version without ALS, and it stayed
+    so: nothing said ALS had been trained."""
+    directory = _sealed_version_with_als(tmp_path)
+    als = (directory / "als.npz").read_bytes()
+    (directory / "als.npz").unlink()
+    registry = ModelRegistry(tmp_path, SPACE, load_catalogue(ROOT / "deploy" / "products.toml"))
+    assert registry.reload_if_changed() is False and registry.current.version == NO_MODEL
+    (directory / "als.npz").write_bytes(als[: len(als) // 2])  # arriving
+    assert registry.reload_if_changed() is False
+    (directory / "als.npz").write_bytes(als)
+    assert registry.reload_if_changed() is True
+    assert registry.current.version == "v1" and registry.current.als is not None
+
+
+@pytest.mark.parametrize("listed", [{"../v0/als.npz": "0" * 64}, ["als.npz"], {"als.npz": 1}])
+def test_a_malformed_artifact_list_is_refused(tmp_path: Path, listed: object) -> None:
+    directory = _sealed_version_with_als(tmp_path)
+    meta = json.loads((directory / "meta.json").read_text())
+    (directory / "meta.json").write_text(json.dumps({**meta, "artifacts": listed}))
+    registry = ModelRegistry(tmp_path, SPACE, load_catalogue(ROOT / "deploy" / "products.toml"))
+    assert registry.reload_if_changed() is False and registry.refused == "v1"
+
+
+def test_a_file_of_another_training_under_a_version_is_refused(tmp_path: Path) -> None:
+    """A copy that mixed two versions' files: each file is sound on its own (zip checks pass), its digest not."""
+    directory = _sealed_version_with_als(tmp_path)
+    n = len(SPACE.names)
+    np.savez(directory / "expert_stats.npz", mean=np.ones(n, np.float32), std=np.ones(n, np.float32))
+    registry = ModelRegistry(tmp_path, SPACE, load_catalogue(ROOT / "deploy" / "products.toml"))
+    assert registry.reload_if_changed() is False and registry.refused == "v1"
