@@ -77,3 +77,22 @@ def test_simulating_or_importing_into_the_store_drops_the_demos_claim(
         demo_bank.claim(tmp_path, BANK)
         assert command(settings, args) == 0
         assert demo_bank.claimed_bank(tmp_path) is None, command.__name__
+
+
+def test_the_demo_says_when_not_even_the_simulators_chances_part_from_the_logistic_regression() -> None:
+    """The 2026-12-06 demo's figures: the simulator's own chances 0.745 [0.700, 0.788] against the logistic
+    regression's 0.670 [0.621, 0.716]. A newcomer reading "too few clients" should learn that no model could."""
+    from deploy.demo import _too_few_clients
+
+    metrics = {
+        "evaluated_distinct_clients": 201,
+        "rankings": {
+            "blend": {"map_at_3": [0.710, 0.660, 0.756]},
+            "logistic_regression": {"map_at_3": [0.670, 0.621, 0.716]},
+            "simulator_chances": {"map_at_3": [0.745, 0.700, 0.788]},
+        },
+    }
+    assert "even ranking by the simulator's own chances" in _too_few_clients(metrics)
+    metrics["rankings"]["simulator_chances"]["map_at_3"] = [0.800, 0.760, 0.840]
+    said = _too_few_clients(metrics)
+    assert said.startswith("201 clients are too few") and "even" not in said and "make evaluate-large" in said
