@@ -13,6 +13,9 @@ What can go wrong, and what happens:
 - a group rebalance (a consumer joins or leaves): every fetched batch is still applied in order and its
   offsets committed for the partitions still held; a partition that moved restarts at its committed offset
   elsewhere, so some messages may be applied twice, which idempotent writes make harmless;
+- a consumer that lost its partitions without hearing of it (stalled past its session, cut off from the
+  broker): its writes are fenced by its group generation (see ``fencing``), refused once the partitions' next
+  owner wrote, and held until the rejoin drops them;
 - a stop request (SIGTERM): the batch in hand finishes and commits; a held batch is abandoned uncommitted.
 """
 
@@ -36,11 +39,14 @@ from extractors.config import IngestConfig
 from extractors.decode import INPUT_TOPICS
 from extractors.dlq import DeadLetterSender
 from extractors.extract import ExtractionConfig
+from extractors.fencing import fence_for, take_over
 from extractors.health import ConsumerHealth, final_state, heartbeat
 from extractors.holding import HoldAbandoned, hold_until_done
 from extractors.ops import ApplyResult, apply_ops
 from extractors.unreadable import PARSE_ERRORS, FetchPositions, UnreadableRecord, fetch_around_unreadable
 from feature_store.client import FeatureStore
+from feature_store.errors import Fenced
+from feature_store.records import Fence
 
 log = logging.getLogger(__name__)
 
@@ -333,11 +339,27 @@ class ExtractorConsumer:
                 pass
 
     async def _apply_unless_stale(self, batch: _Batch) -> ApplyResult | None:
-        """One store attempt for ``batch``; None when a rebalance marked it never to be written."""
+        """One store attempt for ``batch``, fenced by the group generation this consumer holds its partitions
+        in; None when a rebalance marked it never to be written. A refusal by the fence is held like a store
+        failure (the rejoin that follows drops the batch), unless the broker confirms the generation is current
+        (a group created anew): then the fence is taken over."""
         async with self._write_lock:
             if batch.seq <= self._stale_through:
                 return None
-            return await apply_ops(self.store, batch.extracted.ops)
+            fence = self._fence(batch)
+            try:
+                return await apply_ops(self.store, batch.extracted.ops, fence)
+            except Fenced:
+                if fence is None:
+                    raise
+                assert self._consumer is not None
+                forced = await take_over(self._consumer, fence, batch.records)
+                return await apply_ops(self.store, batch.extracted.ops, forced)
+
+    def _fence(self, batch: _Batch) -> Fence | None:
+        assert self._consumer is not None
+        partitions = set(batch.next_offsets)
+        return fence_for(self._consumer, self.group_id, partitions) if partitions else None
 
     async def _handle(self, batch: _Batch) -> bool:
         """Write the batch and send its dead letters; False when it was dropped (fetched before a rebalance)."""

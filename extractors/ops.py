@@ -14,13 +14,13 @@ from typing import Protocol
 
 from feature_store.client import ReplaceResult, WriteResult
 from feature_store.errors import StoreError
-from feature_store.records import SUPERSEDING_SOURCES, Feature
+from feature_store.records import SUPERSEDING_SOURCES, Feature, Fence
 
 
 class FeatureWriter(Protocol):
     """What applying operations needs of a store (FeatureStore, or InMemoryFeatureStore in unit tests)."""
 
-    async def put_features(self, features: Iterable[Feature]) -> WriteResult: ...
+    async def put_features(self, features: Iterable[Feature], fence: Fence | None = None) -> WriteResult: ...
 
     async def replace_source(
         self, subject: str, source: str, version: float, features: Sequence[Feature]
@@ -85,7 +85,7 @@ class ApplyResult:
         return self.written + self.deleted + self.superseded
 
 
-async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
+async def apply_ops(store: FeatureWriter, ops: list[StoreOp], fence: Fence | None = None) -> ApplyResult:
     """Apply operations: appends in one batched write, then replaces, then deletes.
 
     Deletes go last so a deletion and its transaction in the same batch end deleted in either arrival
@@ -93,11 +93,15 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp]) -> ApplyResult:
     or denied subject, a rejected row: ``StoreError.refuses_input``) is reported in ``refused`` under its
     origin and the rest goes on; any other store failure is raised (nothing is lost: every operation is an
     idempotent upsert, so applying the whole list again after a failure is safe).
+
+    ``fence`` (a consumer's) guards the appends, the one write whose late arrival could do harm: a
+    transaction's first version written after its correction would replace it. Replaces are newest-wins and
+    deletes leave tombstones, so in any order they end the same.
     """
     result = ApplyResult()
     appends = versions_together([op for op in ops if isinstance(op, AppendFeatures)])
     if appends:
-        written = await store.put_features(f for op in appends for f in op.features)
+        written = await store.put_features((f for op in appends for f in op.features), fence)
         result.written += written.written
         result.unchanged += written.unchanged
         result.tombstoned += written.tombstoned

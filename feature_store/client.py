@@ -18,7 +18,7 @@ from typing import Any
 from feature_store.buckets import bucket_id_for
 from feature_store.config import StoreRole, StoreSettings
 from feature_store.errors import BadArgument, NoOwner, StoreError, StoreUnavailable, WrongBucket
-from feature_store.records import Feature, StoredFeature, Value
+from feature_store.records import Feature, Fence, StoredFeature, Value
 from feature_store.replicaset import ReplicaSetClient
 from feature_store.specs import AggregateSpec
 from feature_store.topology import InstanceSpec, ReplicaSetSpec, topology_from
@@ -240,8 +240,10 @@ class FeatureStore:
             compact(float(expires_at)),
         ]
 
-    async def put_features(self, features: Iterable[Feature]) -> WriteResult:
-        """Idempotent upsert of many features, batched and grouped per replica set, sent concurrently."""
+    async def put_features(self, features: Iterable[Feature], fence: Fence | None = None) -> WriteResult:
+        """Idempotent upsert of many features, batched and grouped per replica set, sent concurrently. A consumer
+        passes its ``fence``: every call carries it, and raises ``Fenced`` when its replica set refuses it (calls
+        to other replica sets may have been written: a retry is idempotent)."""
         buckets: dict[str, int] = {}
         pending = [(f, self._row(f, buckets)) for f in features]
         total = WriteResult()
@@ -252,7 +254,7 @@ class FeatureStore:
                 rs_id = self._bucket_owner.get(row[0])
                 (unowned if rs_id is None else groups[rs_id]).append((feature, row))
             outcomes = await asyncio.gather(
-                *(self._put_group(self.replicasets[rs_id], group) for rs_id, group in groups.items()),
+                *(self._put_group(self.replicasets[rs_id], group, fence) for rs_id, group in groups.items()),
             )
             pending = unowned
             for result, misrouted in outcomes:
@@ -270,6 +272,7 @@ class FeatureStore:
         self,
         rs: ReplicaSetClient,
         group: list[tuple[Feature, list[Any]]],
+        fence: Fence | None = None,
     ) -> tuple[WriteResult, list[tuple[Feature, list[Any]]]]:
         """Write one replica set's share in chunks sent concurrently: while the storage's transaction
         thread applies one chunk, its network thread already decodes the next. Chunks are idempotent upserts
@@ -280,7 +283,8 @@ class FeatureStore:
             result = WriteResult()
             while chunk:
                 try:
-                    answer = await rs.call("put_features", [[row for _, row in chunk]])
+                    rows = [row for _, row in chunk]
+                    answer = await rs.call("put_features", [rows] if fence is None else [rows, fence.wire()])
                 except WrongBucket:
                     return result, chunk
                 except BadArgument as exc:  # one row is malformed: refuse it, write the others

@@ -67,6 +67,13 @@ class TooManyNames(StoreError):
     code = 9
 
 
+class Fenced(StoreError):
+    """A newer consumer group generation already wrote for one of the write's Kafka partitions: this writer lost
+    them (``fields``: key, stored, generation). Nothing of the call was written."""
+
+    code = 10
+
+
 class StoreInternalError(StoreError):
     code = 7
 
@@ -112,6 +119,7 @@ _BY_CODE: dict[int, type[StoreError]] = {
         StoreInternalError,
         StoreOutOfMemory,
         TooManyNames,
+        Fenced,
     )
 }
 

@@ -10,7 +10,8 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 
 from feature_store.client import ReplaceResult, WriteResult
-from feature_store.records import OTHER_ANCHORS, SUPERSEDING_SOURCES, Feature, Value
+from feature_store.errors import Fenced
+from feature_store.records import OTHER_ANCHORS, SUPERSEDING_SOURCES, Feature, Fence, Value
 from feature_store.specs import AggregateSpec
 
 
@@ -37,8 +38,14 @@ class InMemoryFeatureStore:
         self.tombstones: dict[tuple[str, str], str | None] = {}  # (subject, object) -> source, None: every source
         self.versions: dict[tuple[str, str], float] = {}
         self.deny = set(deny_subjects)
+        self.fences: dict[str, int] = {}
 
-    async def put_features(self, features: Iterable[Feature]) -> WriteResult:
+    async def put_features(self, features: Iterable[Feature], fence: Fence | None = None) -> WriteResult:
+        if fence is not None:  # as lua/put.lua check_fence and raise_fence
+            for key in fence.keys:
+                if self.fences.get(key, -1) > fence.generation and not fence.force:
+                    raise Fenced(f"{key} was written by generation {self.fences[key]}", key=key)
+            self.fences.update(dict.fromkeys(fence.keys, fence.generation))
         return self._put(features, supersede=True)
 
     def _put(self, features: Iterable[Feature], *, supersede: bool) -> WriteResult:

@@ -18,6 +18,21 @@ SUPERSEDING_SOURCES = frozenset({"transactions"})
 OTHER_ANCHORS: dict[str, tuple[str, ...]] = {"tx.in.amount": ("tx.out.amount",), "tx.out.amount": ("tx.in.amount",)}
 
 
+@dataclass(frozen=True, slots=True)
+class Fence:
+    """What a consumer's write is fenced by (lua/put.lua ``check_fence``): the Kafka partitions its batch came
+    from (``group/topic/partition`` keys) and the consumer group generation it held them in. A replica set
+    refuses the write (``Fenced``) once a newer generation wrote there for any of them; ``force`` takes the
+    fence over (the writer proved its generation is the group's current one)."""
+
+    keys: tuple[str, ...]
+    generation: int
+    force: bool = False
+
+    def wire(self) -> dict[str, Any]:
+        return {"keys": list(self.keys), "generation": self.generation, "force": self.force}
+
+
 class Feature(NamedTuple):
     """One flat feature extracted from a raw event. ``expires_at`` is filled from the TTL policy when None.
 

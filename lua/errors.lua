@@ -13,6 +13,7 @@ M.codes = {
     INTERNAL = {code = 7, name = 'INTERNAL', retriable = false},
     OUT_OF_MEMORY = {code = 8, name = 'OUT_OF_MEMORY', retriable = true},
     TOO_MANY_NAMES = {code = 9, name = 'TOO_MANY_NAMES', retriable = false},
+    FENCED = {code = 10, name = 'FENCED', retriable = false},
 }
 
 -- Out-of-memory failures seen by this instance (reported by `stats`, shown by `rtrec status`).

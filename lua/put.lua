@@ -147,12 +147,57 @@ local function drop_superseded(rows, first, last)
     return doomed
 end
 
--- rows: array of {bucket_id, subject, source, name, object, value, time_use, expires_at}.
+local MAX_FENCE_KEYS = 4096
+
+-- The fence of a consumer's write: {keys = {'group/topic/partition', ...}, generation = n, force = bool}, the
+-- Kafka partitions the writer's batch came from and the consumer group generation it held them in. A writer
+-- of an older generation than one that already wrote here for any of its partitions lost them (its session
+-- expired while it was stalled or cut off, or its request sat in the network): written now, its batch would
+-- put back a transaction's first version over the correction the partition's next owner applied. Refused
+-- (FENCED), it writes nothing. `force`: the writer proved to the broker that its generation is the group's
+-- current one (the group was created anew, numbering from 1 again), so it takes the fence over.
+local function check_fence(fence)
+    if fence == nil then
+        return nil
+    end
+    if type(fence) ~= 'table' or type(fence.keys) ~= 'table' or #fence.keys > MAX_FENCE_KEYS
+        or type(fence.generation) ~= 'number' or fence.generation < 0 or fence.generation % 1 ~= 0 then
+        return errors.new('BAD_ARGUMENT', 'fence must be {keys = {strings}, generation = a whole number >= 0}')
+    end
+    for _, key in ipairs(fence.keys) do
+        if type(key) ~= 'string' then
+            return errors.new('BAD_ARGUMENT', 'fence keys must be strings')
+        end
+        local stored = box.space.fences:get(key)
+        if stored ~= nil and stored[2] > fence.generation and fence.force ~= true then
+            return errors.new('FENCED', string.format(
+                '%s was written here by consumer group generation %d; this writer holds generation %d',
+                key, stored[2], fence.generation), {key = key, stored = stored[2], generation = fence.generation})
+        end
+    end
+    return nil
+end
+
+-- Inside the write's transaction: the fence moves to this writer's generation.
+local function raise_fence(fence)
+    if fence == nil then
+        return
+    end
+    local now = require('clock').time()
+    for _, key in ipairs(fence.keys) do
+        local stored = box.space.fences:get(key)
+        if stored == nil or stored[2] ~= fence.generation then
+            box.space.fences:replace({key, fence.generation, now})
+        end
+    end
+end
+
+-- rows: array of {bucket_id, subject, source, name, object, value, time_use, expires_at}; fence: see check_fence.
 -- Returns {written=, unchanged=, tombstoned=, superseded=, refused={{index, code}, ...}} or nil, err:
 -- superseded counts rows of an earlier version of a transaction that its resent version no longer has.
 -- A transaction's rows must come in one call (the client never splits an object across chunks).
 -- Nothing is written when any row's bucket is not active here (the client re-routes and retries).
-function M.put_features(rows)
+function M.put_features(rows, fence)
     if type(rows) ~= 'table' then
         return nil, errors.new('BAD_ARGUMENT', 'rows must be an array')
     end
@@ -183,7 +228,13 @@ function M.put_features(rows)
         end
         run_start, run_existed, run_changed, run_refused, run_anchors = nil, false, false, false, nil
     end
-    box.begin()
+    box.begin()  -- the fence is checked and moved in the write's own transaction: nothing runs in between
+    local fenced = check_fence(fence)
+    if fenced ~= nil then
+        box.rollback()
+        return nil, fenced
+    end
+    raise_fence(fence)
     for i, row in ipairs(rows) do
         if run_start ~= nil then
             local first = rows[run_start]

@@ -68,6 +68,13 @@ local function create_features()
         if_not_exists = true, format = {{name = 'key', type = 'string'}, {name = 'value', type = 'any'}},
     })
     meta:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
+    -- Per Kafka partition of a consumer group (`group/topic/partition`), the newest group generation that wrote
+    -- here (put.lua's fence): a consumer that lost its partitions writes nothing after their next owner did.
+    local fences = box.schema.space.create('fences', {
+        if_not_exists = true,
+        format = {{name = 'key', type = 'string'}, {name = 'generation', type = 'unsigned'}, {name = 'at', type = 'number'}},
+    })
+    fences:create_index('primary', {parts = {{1, 'string'}}, if_not_exists = true})
     if meta:get(LAYOUT_KEY) == nil then
         meta:replace({LAYOUT_KEY, C.LAYOUT})
     end

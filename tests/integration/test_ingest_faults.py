@@ -412,6 +412,26 @@ async def test_the_supervisor_restarts_a_killed_and_a_hung_consumer(
         _stop(supervisor)
 
 
+async def _send_version(s: Settings, subjects: dict[int, str], amount: float, mcc: int) -> None:
+    """One version of one transaction per subject, each to its own partition of the transactions topic."""
+    from aiokafka import AIOKafkaProducer
+
+    topic = s.kafka.topic("transactions")
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
+    await producer.start()
+    try:
+        for partition, subject in subjects.items():
+            event = {"tx_id": f"{subject}-t", "client_id": subject, "ts": 1_790_000_000, "amount": amount}
+            event |= {"currency": "RUB", "direction": "out", "mcc": mcc}
+            await producer.send_and_wait(topic, orjson.dumps(event), key=subject.encode(), partition=partition)
+    finally:
+        await producer.stop()
+
+
+async def _rows(store: FeatureStore, subject: str) -> dict[str, Any]:
+    return {f.name: f.value for f in await store.get_features(subject)}
+
+
 async def test_a_batch_held_through_a_rebalance_never_undoes_what_the_next_owner_wrote(
     kafka_settings: Settings, cluster: StoreCluster, uid: str
 ) -> None:
@@ -419,8 +439,6 @@ async def test_a_batch_held_through_a_rebalance_never_undoes_what_the_next_owner
     the first one wrote its held batch once the store was back, after the new owner had applied a transaction's
     correction: the first version came back for good (a resend supersedes, and nobody reads that offset again).
     Now a revocation waits ``revoke_drain_s`` for the batches in hand, then marks them never to be written."""
-    from aiokafka import AIOKafkaProducer
-
     from feature_store.errors import StoreUnavailable
 
     s = kafka_settings.model_copy(
@@ -434,18 +452,7 @@ async def test_a_batch_held_through_a_rebalance_never_undoes_what_the_next_owner
     subjects = {0: f"{uid}-p0", last: f"{uid}-p{last}"}
 
     async def send(amount: float, mcc: int) -> None:
-        producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap, acks="all")
-        await producer.start()
-        try:
-            for partition, subject in subjects.items():
-                event = {"tx_id": f"{subject}-t", "client_id": subject, "ts": 1_790_000_000, "amount": amount}
-                event |= {"currency": "RUB", "direction": "out", "mcc": mcc}
-                await producer.send_and_wait(topic, orjson.dumps(event), key=subject.encode(), partition=partition)
-        finally:
-            await producer.stop()
-
-    async def rows(store: FeatureStore, subject: str) -> dict[str, Any]:
-        return {f.name: f.value for f in await store.get_features(subject)}
+        await _send_version(s, subjects, amount, mcc)
 
     await send(100.0, 5411)  # first version: groceries
     outage = True
@@ -455,10 +462,10 @@ async def test_a_batch_held_through_a_rebalance_never_undoes_what_the_next_owner
     ):
         put = held.put_features
 
-        async def put_unless_away(features: Any) -> Any:
+        async def put_unless_away(features: Any, fence: Any = None) -> Any:
             if outage:
                 raise StoreUnavailable("drill: the store is away")
-            return await put(features)
+            return await put(features, fence)
 
         held.put_features = put_unless_away  # type: ignore[method-assign]
         first = ExtractorConsumer(s, held)
@@ -479,7 +486,7 @@ async def test_a_batch_held_through_a_rebalance_never_undoes_what_the_next_owner
             await send(80.0, 5812)  # the correction: another amount, restaurants
 
             async def corrected() -> bool:
-                return (await rows(healthy, subject)).get("tx.out.amount") == 80.0
+                return (await _rows(healthy, subject)).get("tx.out.amount") == 80.0
 
             await wait_for(corrected, timeout=60, what="the new owner to apply the correction")
             outage = False
@@ -490,9 +497,120 @@ async def test_a_batch_held_through_a_rebalance_never_undoes_what_the_next_owner
             await wait_for(caught_up, timeout=60, what="both consumers to catch up", interval=0.5)
             await asyncio.sleep(1.0)
             for subject in subjects.values():
-                assert await rows(healthy, subject) == {"tx.out.amount": 80.0, "tx.out.mcc.restaurants": 80.0}
+                assert await _rows(healthy, subject) == {"tx.out.amount": 80.0, "tx.out.mcc.restaurants": 80.0}
             assert first.health.rebalances >= 1
         finally:
             for consumer in (first, *([second] if len(running) > 1 else [])):
                 consumer.request_stop()
             await asyncio.gather(*running, return_exceptions=True)
+
+
+async def test_a_write_that_arrives_after_its_partition_moved_is_fenced_off(
+    kafka_settings: Settings, cluster: StoreCluster, uid: str
+) -> None:
+    """A consumer is cut off from the store; its first write sits in the network (a TCP retransmission queue
+    keeps it for minutes), the rebalance marks its batch never to be written, and the partition's next owner
+    applies the first version and its correction. Then the network heals and the old request arrives. Before,
+    the store took it: the first version came back over the correction for good. Now it carries the group
+    generation it was sent in, and the replica set where the newer generation wrote refuses it."""
+    from feature_store.errors import Fenced, StoreUnavailable
+
+    s = kafka_settings.model_copy(
+        update={"consumer": kafka_settings.consumer.model_copy(update={"revoke_drain_s": 3.0})}
+    )
+    topic = s.kafka.topic("transactions")
+    last = s.kafka.partitions_for(topic) - 1
+    subjects = {0: f"{uid}-p0", last: f"{uid}-p{last}"}
+    await _send_version(s, subjects, 100.0, 5411)  # first version: groceries
+    healed = asyncio.Event()
+    in_the_network: list[asyncio.Task[Any]] = []
+    async with (
+        FeatureStore(s.store, topology=cluster.topology) as cut_off,
+        FeatureStore(s.store, topology=cluster.topology) as healthy,
+    ):
+        put = cut_off.put_features
+
+        async def put_across_a_partition(features: Any, fence: Any = None) -> Any:
+            if healed.is_set():
+                return await put(features, fence)
+            if not in_the_network:  # the first request is delayed, not lost; later ones find no route
+                sent = list(features)
+
+                async def arrive_late() -> Any:
+                    await healed.wait()
+                    return await put(sent, fence)
+
+                in_the_network.append(asyncio.create_task(arrive_late()))
+            raise StoreUnavailable("drill: no route to the store")
+
+        cut_off.put_features = put_across_a_partition  # type: ignore[method-assign]
+        first = ExtractorConsumer(s, cut_off)
+        running = [asyncio.create_task(first.run())]
+        try:
+            await wait_for(lambda: asyncio.sleep(0, bool(in_the_network)), timeout=60, what="a request in the network")
+            second = ExtractorConsumer(s, healthy)
+            running.append(asyncio.create_task(second.run()))
+
+            async def moved() -> str | None:
+                owned = second._consumer.assignment() if second._consumer is not None else set()
+                taken = {tp.partition for tp in owned if tp.topic == topic}
+                return next((subject for p, subject in subjects.items() if p in taken), None)
+
+            subject = await wait_for(moved, timeout=60, what="a partition to move to the second consumer")
+            await _send_version(s, subjects, 80.0, 5812)  # the correction: another amount, restaurants
+
+            async def corrected() -> bool:
+                return (await _rows(healthy, subject)).get("tx.out.amount") == 80.0
+
+            await wait_for(corrected, timeout=60, what="the new owner to apply the correction")
+            healed.set()
+            late = (await asyncio.gather(*in_the_network, return_exceptions=True))[0]
+            assert isinstance(late, Fenced), f"the late request was taken: {late!r}"
+
+            async def caught_up() -> bool:
+                return sum((await consumer_lag(s)).values()) == 0 and first.health.holding_since is None
+
+            await wait_for(caught_up, timeout=60, what="both consumers to catch up", interval=0.5)
+            for name in subjects.values():
+                assert await _rows(healthy, name) == {"tx.out.amount": 80.0, "tx.out.mcc.restaurants": 80.0}
+        finally:
+            healed.set()
+            for consumer in (first, *([second] if len(running) > 1 else [])):
+                consumer.request_stop()
+            await asyncio.gather(*running, *in_the_network, return_exceptions=True)
+
+
+async def test_a_group_created_anew_takes_over_the_fences_of_the_old_one(
+    kafka_settings: Settings, cluster: StoreCluster, uid: str
+) -> None:
+    """A consumer group whose offsets expired, or a new broker cluster, numbers its generations from 1 again,
+    below the fences the old group left in the store: without proof to the broker that its generation is the
+    current one and a forced fence, every write of the new group would be refused for good."""
+    from feature_store.records import Fence
+
+    s = kafka_settings
+    topic = s.kafka.topic("transactions")
+    subjects = {p: f"{uid}-p{p}" for p in range(s.kafka.partitions_for(topic))}
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        old_fences = tuple(f"{s.consumer.group_id}/{topic}/{p}" for p in subjects)
+        for subject in subjects.values():  # the old group's generation 1000 wrote on every replica set
+            await store.put_features(tx_rows(subject), Fence(old_fences, 1000))
+        await _send_version(s, subjects, 80.0, 5812)
+        consumer = ExtractorConsumer(s, store)
+        running = asyncio.create_task(consumer.run())
+        try:
+
+            async def landed() -> bool:
+                rows = [await _rows(store, subject) for subject in subjects.values()]
+                return all(r.get("tx.out.amount") == 80.0 for r in rows)
+
+            await wait_for(landed, timeout=60, what="the new group's writes to land")
+        finally:
+            consumer.request_stop()
+            await asyncio.gather(running, return_exceptions=True)
+
+
+def tx_rows(subject: str) -> list[Any]:
+    from feature_store.records import Feature
+
+    return [Feature(subject, "transactions", "tx.out.amount", f"{subject}-old", 1.0, 1_780_000_000.0)]

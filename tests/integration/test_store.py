@@ -16,10 +16,10 @@ from extractors.extract import ExtractionConfig, extract_transaction
 from extractors.ops import AppendFeatures, ApplyResult, StoreOp, apply_ops
 from feature_store.admin import purge_subject
 from feature_store.client import FeatureStore
-from feature_store.errors import AccessDenied, SubjectTooFat
+from feature_store.errors import AccessDenied, BadArgument, Fenced, SubjectTooFat
 from feature_store.fake import InMemoryFeatureStore
 from feature_store.rebalance import move_bucket
-from feature_store.records import Feature
+from feature_store.records import Feature, Fence
 from feature_store.specs import parse_spec
 from feature_store.topology import InstanceSpec
 
@@ -133,6 +133,45 @@ async def test_a_resent_transaction_supersedes_its_first_version(store: FeatureS
     total = await store.aggregate(subject, [parse_spec("sum(tx.out.amount)"), parse_spec("count(tx.out.amount)")])
     assert total == [100 + 90 + 90 + 90, 4]
     assert (await store.aggregate(subject, [parse_spec("count(tx.out.mcc.travel)")])) == [1]
+
+
+async def test_a_writer_of_an_older_group_generation_writes_nothing_once_a_newer_one_wrote(
+    store: FeatureStore, uid: str
+) -> None:
+    """A consumer that lost its partitions without hearing of it wrote the batch in its hands after their next
+    owner had applied the correction: the first version came back for good. Its fence is refused now, whole,
+    on the replica set where the newer generation wrote; a fence taken over (``force``) passes."""
+    subject = f"{uid}-fenced"
+    base = {"client_id": subject, "ts": time.time() - 60, "currency": "RUB", "direction": "out", "tx_id": "t1"}
+    first = extract_transaction(
+        TransactionEvent.model_validate({**base, "amount": 100.0, "mcc": 5411}), ExtractionConfig()
+    )
+    corrected = extract_transaction(
+        TransactionEvent.model_validate({**base, "amount": 80.0, "mcc": 5812}), ExtractionConfig()
+    )
+    partition, other = f"{uid}-group/bank.transactions/3", f"{uid}-group/bank.transactions/4"
+
+    async def amounts() -> dict[str, Any]:
+        return {r.name: r.value for r in await store.get_features(subject) if r.object == "t1"}
+
+    await store.put_features(first, Fence((partition,), 7))
+    await store.put_features(corrected, Fence((partition,), 8))  # the partition's next owner
+    with pytest.raises(Fenced) as refused:
+        await store.put_features([*first, *tx(subject, 2, time.time())], Fence((other, partition), 7))
+    assert refused.value.fields["stored"] == 8 and refused.value.fields["key"] == partition
+    assert await amounts() == {"tx.out.amount": 80.0, "tx.out.mcc.restaurants": 80.0}  # nothing of the call
+    await store.put_features(tx(subject, 1, time.time()), Fence((other,), 7))  # another partition's own fence
+    await store.put_features(tx(subject, 1, time.time()), Fence((partition,), 8))  # the same generation writes on
+    await store.put_features(first, Fence((partition,), 2, force=True))  # a group created anew takes it over
+    await store.put_features(corrected, Fence((partition,), 2))
+    with pytest.raises(Fenced):
+        await store.put_features(first, Fence((partition,), 1))
+    assert (await amounts())["tx.out.amount"] == 80.0
+    await store.put_features(first)  # the replay and the HTTP API write unfenced
+    assert (await amounts())["tx.out.amount"] == 100.0
+    for malformed in ({"keys": "p", "generation": 1}, {"keys": [1], "generation": 1}, {"keys": [], "generation": -1}):
+        with pytest.raises(BadArgument):
+            await store.replicasets[1].call("put_features", [[], malformed])
 
 
 async def test_a_correction_is_recognised_whatever_it_changed(
