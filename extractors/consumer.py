@@ -349,12 +349,14 @@ class ExtractorConsumer:
             fence = self._fence(batch)
             try:
                 return await apply_ops(self.store, batch.extracted.ops, fence)
-            except Fenced:
+            except Fenced as exc:
                 if fence is None:
                     raise
                 assert self._consumer is not None
-                forced = await take_over(self._consumer, fence, batch.records)
-                return await apply_ops(self.store, batch.extracted.ops, forced)
+                taken = await take_over(self._consumer, fence, batch.records, dict(exc.fields.get("refused") or {}))
+                if batch.seq <= self._stale_through:  # a revocation marked it while the broker was asked
+                    return None
+                return await apply_ops(self.store, batch.extracted.ops, taken)
 
     def _fence(self, batch: _Batch) -> Fence | None:
         assert self._consumer is not None

@@ -69,7 +69,8 @@ class TooManyNames(StoreError):
 
 class Fenced(StoreError):
     """A newer consumer group generation already wrote for one of the write's Kafka partitions: this writer lost
-    them (``fields``: key, stored, generation). Nothing of the call was written."""
+    them (``fields``: ``refused``, each refused key with its stored generation; key, stored, generation of the
+    first). Nothing of the call was written."""
 
     code = 10
 

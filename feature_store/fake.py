@@ -42,9 +42,14 @@ class InMemoryFeatureStore:
 
     async def put_features(self, features: Iterable[Feature], fence: Fence | None = None) -> WriteResult:
         if fence is not None:  # as lua/put.lua check_fence and raise_fence
-            for key in fence.keys:
-                if self.fences.get(key, -1) > fence.generation and not fence.force:
-                    raise Fenced(f"{key} was written by generation {self.fences[key]}", key=key)
+            taken = dict(fence.takes_over)
+            refused = {
+                key: self.fences[key]
+                for key in fence.keys
+                if self.fences.get(key, -1) > fence.generation and taken.get(key) != self.fences[key]
+            }
+            if refused:
+                raise Fenced(f"refused by the fences {refused}", refused=refused)
             self.fences.update(dict.fromkeys(fence.keys, fence.generation))
         return self._put(features, supersede=True)
 

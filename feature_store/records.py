@@ -21,16 +21,20 @@ OTHER_ANCHORS: dict[str, tuple[str, ...]] = {"tx.in.amount": ("tx.out.amount",),
 @dataclass(frozen=True, slots=True)
 class Fence:
     """What a consumer's write is fenced by (lua/put.lua ``check_fence``): the Kafka partitions its batch came
-    from (``group/topic/partition`` keys) and the consumer group generation it held them in. A replica set
-    refuses the write (``Fenced``) once a newer generation wrote there for any of them; ``force`` takes the
-    fence over (the writer proved its generation is the group's current one)."""
+    from (``group/topic/partition`` keys) and the consumer group generation it holds them in. A replica set
+    refuses the write (``Fenced``) once a newer generation wrote there for any of them. ``takes_over``: the
+    fences (key, stored generation) the writer was refused by and may replace, having proved its generation is
+    the group's current one; a fence that moved since refuses it still."""
 
     keys: tuple[str, ...]
     generation: int
-    force: bool = False
+    takes_over: tuple[tuple[str, int], ...] = ()
 
     def wire(self) -> dict[str, Any]:
-        return {"keys": list(self.keys), "generation": self.generation, "force": self.force}
+        wire: dict[str, Any] = {"keys": list(self.keys), "generation": self.generation}
+        if self.takes_over:
+            wire["takes_over"] = dict(self.takes_over)
+        return wire
 
 
 class Feature(NamedTuple):

@@ -139,6 +139,8 @@ function M.export(bucket_id, after, limit)
         extra = {
             tombstones = box.space.tombstones.index.bucket_id:select({bucket_id}),
             versions = box.space.source_versions.index.bucket_id:select({bucket_id}),
+            -- the consumer fences (put.lua): a stale writer rerouted to the new owner must meet them there too
+            fences = box.space.fences:select(),
         }
     end
     local next_after = box.NULL
@@ -182,6 +184,12 @@ function M.import(bucket_id, features, extra, move_id, first, source)
         end
         for _, t in ipairs(extra.versions or {}) do
             box.space.source_versions:replace(t)
+        end
+        for _, t in ipairs(extra.fences or {}) do  -- the newer generation of the two copies stays
+            local stored = box.space.fences:get(t[1])
+            if stored == nil or stored[2] < t[2] then
+                box.space.fences:replace(t)
+            end
         end
     end
     counts.commit()

@@ -149,31 +149,42 @@ end
 
 local MAX_FENCE_KEYS = 4096
 
--- The fence of a consumer's write: {keys = {'group/topic/partition', ...}, generation = n, force = bool}, the
--- Kafka partitions the writer's batch came from and the consumer group generation it held them in. A writer
--- of an older generation than one that already wrote here for any of its partitions lost them (its session
--- expired while it was stalled or cut off, or its request sat in the network): written now, its batch would
--- put back a transaction's first version over the correction the partition's next owner applied. Refused
--- (FENCED), it writes nothing. `force`: the writer proved to the broker that its generation is the group's
--- current one (the group was created anew, numbering from 1 again), so it takes the fence over.
+-- The fence of a consumer's write: {keys = {'group/topic/partition', ...}, generation = n, takes_over = {key =
+-- stored generation}}, the Kafka partitions the writer's batch came from and the consumer group generation it
+-- holds them in. A writer of an older generation than one that already wrote here for any of its partitions
+-- lost them (its session expired while it was stalled or cut off, or its request sat in the network): written
+-- now, its batch would put back a transaction's first version over the correction the partition's next owner
+-- applied. Refused (FENCED, with every refused key and its stored generation), it writes nothing.
+-- `takes_over`: the writer proved to the broker that its generation is the group's current one (a group
+-- created anew numbers from 1 again) and takes over exactly the fences it was refused by; a fence that moved
+-- since (a newer generation wrote) still refuses it, however late the request arrives.
 local function check_fence(fence)
     if fence == nil then
         return nil
     end
     if type(fence) ~= 'table' or type(fence.keys) ~= 'table' or #fence.keys > MAX_FENCE_KEYS
-        or type(fence.generation) ~= 'number' or fence.generation < 0 or fence.generation % 1 ~= 0 then
-        return errors.new('BAD_ARGUMENT', 'fence must be {keys = {strings}, generation = a whole number >= 0}')
+        or type(fence.generation) ~= 'number' or fence.generation < 0 or fence.generation % 1 ~= 0
+        or (fence.takes_over ~= nil and type(fence.takes_over) ~= 'table') then
+        return errors.new('BAD_ARGUMENT', 'fence must be {keys = {strings}, generation = a whole number >= 0, '
+            .. 'takes_over = {key = generation}}')
     end
+    local takes_over = fence.takes_over or {}
+    local refused, first = {}, nil
     for _, key in ipairs(fence.keys) do
         if type(key) ~= 'string' then
             return errors.new('BAD_ARGUMENT', 'fence keys must be strings')
         end
         local stored = box.space.fences:get(key)
-        if stored ~= nil and stored[2] > fence.generation and fence.force ~= true then
-            return errors.new('FENCED', string.format(
-                '%s was written here by consumer group generation %d; this writer holds generation %d',
-                key, stored[2], fence.generation), {key = key, stored = stored[2], generation = fence.generation})
+        if stored ~= nil and stored[2] > fence.generation and takes_over[key] ~= stored[2] then
+            refused[key] = stored[2]
+            first = first or key
         end
+    end
+    if first ~= nil then
+        return errors.new('FENCED', string.format(
+            '%s was written here by consumer group generation %d; this writer holds generation %d',
+            first, refused[first], fence.generation),
+            {key = first, stored = refused[first], generation = fence.generation, refused = refused})
     end
     return nil
 end

@@ -162,10 +162,15 @@ async def test_a_writer_of_an_older_group_generation_writes_nothing_once_a_newer
     assert await amounts() == {"tx.out.amount": 80.0, "tx.out.mcc.restaurants": 80.0}  # nothing of the call
     await store.put_features(tx(subject, 1, time.time()), Fence((other,), 7))  # another partition's own fence
     await store.put_features(tx(subject, 1, time.time()), Fence((partition,), 8))  # the same generation writes on
-    await store.put_features(first, Fence((partition,), 2, force=True))  # a group created anew takes it over
+    with pytest.raises(Fenced):  # a take-over of a fence that has moved on (a late request)
+        await store.put_features(first, Fence((partition,), 2, takes_over=((partition, 7),)))
+    await store.put_features(first, Fence((partition,), 2, takes_over=((partition, 8),)))  # a group created anew
     await store.put_features(corrected, Fence((partition,), 2))
     with pytest.raises(Fenced):
         await store.put_features(first, Fence((partition,), 1))
+    with pytest.raises(Fenced) as refused:
+        await store.put_features(first, Fence((partition, other), 2, takes_over=((partition, 8),)))
+    assert refused.value.fields["refused"] == {other: 7}  # every refused fence is named
     assert (await amounts())["tx.out.amount"] == 80.0
     await store.put_features(first)  # the replay and the HTTP API write unfenced
     assert (await amounts())["tx.out.amount"] == 100.0
@@ -445,8 +450,9 @@ async def test_moving_a_bucket_keeps_every_record_without_key_collisions(
     bucket = store.bucket_id_for(subject)
     source_rs = store.bucket_map[bucket]
     target_rs = 2 if source_rs == 1 else 1
-    await store.put_features(tx(subject, 300, now))
-    await store.delete_object(subject, f"{subject}-tx0")  # a tombstone travels too
+    fence = f"{uid}-group/bank.transactions/0"
+    await store.put_features(tx(subject, 300, now), Fence((fence,), 5))  # a consumer's fence travels too
+    await store.delete_object(subject, f"{subject}-tx0")  # and a tombstone
     before = await store.get_features(subject)
     keys_before = {(r.source, r.name, r.object) for r in before}
 
@@ -467,6 +473,8 @@ async def test_moving_a_bucket_keeps_every_record_without_key_collisions(
     final = await store.get_features(subject)
     assert len(final) == 699 and len({(r.source, r.name, r.object) for r in final}) == 699
     assert (await store.put_features(tx(subject, 1, now))).tombstoned == 1
+    with pytest.raises(Fenced):  # a stale consumer's write rerouted to the new owner meets the fence there
+        await store.put_features(tx(subject, 1, now), Fence((fence,), 4))
 
     # A writer with a stale bucket map is redirected (WRONG_BUCKET -> refresh -> retry).
     async with FeatureStore(settings.store, topology=cluster.topology) as stale:
