@@ -2,7 +2,14 @@
 same idempotent writes, with a consumer of its own (no group: the live consumers keep running and keep their
 offsets). Upserts are idempotent and client-data replaces keep "newest wins", so a replay never double counts
 and never overwrites newer data with older. Throttled so live traffic keeps its latency; cancellable; a dry
-run reports what it would write."""
+run reports what it would write.
+
+A transaction is the one exception to "in any order": its last version wins, so a window holding a first
+version but not the correction that arrived after it would set the transaction back. After the window, the
+replay therefore applies again the transaction versions that arrived after it, up to the topic's end then
+(``versions_after_window``): all of them when there are fewer than in the window, else only those of the
+transactions the window held. The final state is the newest version; a reader may see the older one for the
+moments between the two passes."""
 
 from __future__ import annotations
 
@@ -10,7 +17,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
@@ -23,6 +30,7 @@ from extractors.metrics import REPLAY_OFFSETS_DONE, REPLAY_OFFSETS_TOTAL
 from extractors.offsets import partitions_of
 from extractors.ops import AppendFeatures, ApplyResult, DeleteObject, ReplaceSource, StoreOp, apply_ops_retrying
 from feature_store.client import FeatureStore
+from feature_store.records import SUPERSEDING_SOURCES
 from replay.window import PartitionRange, offsets_for_window
 
 State = Literal["pending", "running", "done", "failed", "cancelled"]
@@ -49,6 +57,9 @@ class ReplayProgress:
     # events the store refused (a fat or denied subject, a name past the budget): the live consumer sent them
     # to the dead-letter topic; a replay reports them here, so "done" never hides them
     events_refused: int = 0
+    # transaction versions that arrived after the window, applied again after it (see the module docstring)
+    offsets_after_window: int = 0
+    versions_after_window: int = 0
     would_write_features: int = 0  # dry run
     error: str | None = None
     started_at: float | None = None
@@ -57,6 +68,17 @@ class ReplayProgress:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+ObjectKey = tuple[str, str, str]  # subject, source, object
+
+
+def _superseding(op: StoreOp) -> ObjectKey | None:
+    """The object an append of a superseding source (a transaction's version) writes, else None."""
+    if isinstance(op, AppendFeatures) and op.features and op.features[0].source in SUPERSEDING_SOURCES:
+        first = op.features[0]
+        return first.subject, first.source, first.object
+    return None
 
 
 def _subject_of(op: StoreOp) -> str:
@@ -89,6 +111,8 @@ class ReplayJob:
         self.progress = ReplayProgress(uuid.uuid4().hex[:12], start_ts, end_ts, canonical, dry_run)
         self._cancel = asyncio.Event()
         self.extraction = settings.consumer.extraction()
+        # the transactions the window held, when the versions after it are to be filtered by them; else None
+        self._window_objects: set[ObjectKey] | None = None
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -113,8 +137,16 @@ class ReplayJob:
                 {"topic": r.partition.topic, "partition": r.partition.partition, "start": r.start, "end": r.end}
                 for r in ranges
             ]
+            superseding = [r for r in ranges if r.partition.topic == self.settings.kafka.topic("transactions")]
+            after = await self._after_window(consumer, superseding)
+            if sum(r.size for r in after) > sum(r.size for r in superseding):
+                self._window_objects = set()  # many more arrived since: apply only the window's transactions'
             if ranges:
-                await self._read(consumer, ranges)
+                await self._read(consumer, ranges, self._replay)
+            if superseding and not p.dry_run and not self._cancel.is_set():
+                after = await self._after_window(consumer, superseding)  # what arrived during the replay too
+                p.offsets_after_window = sum(r.size for r in after)
+                await self._read(consumer, [r for r in after if r.size], self._reapply_later_versions)
             p.state = "cancelled" if self._cancel.is_set() else "done"
         except Exception as exc:  # reported through the job state; the caller decides the exit code
             # a cancel that ended a store retry is a cancel (the error says where it stood)
@@ -124,34 +156,55 @@ class ReplayJob:
             await consumer.stop()
         return p
 
-    async def _read(self, consumer: AIOKafkaConsumer, ranges: list[PartitionRange]) -> None:
+    @staticmethod
+    async def _after_window(consumer: AIOKafkaConsumer, window: list[PartitionRange]) -> list[PartitionRange]:
+        """Per partition of ``window``: from its end to the partition's end now."""
+        if not window:
+            return []
+        ends = await consumer.end_offsets([r.partition for r in window])
+        return [PartitionRange(r.partition, r.end, ends[r.partition]) for r in window]
+
+    async def _read(
+        self,
+        consumer: AIOKafkaConsumer,
+        ranges: list[PartitionRange],
+        handle: Callable[[list[Any]], Awaitable[None]],
+    ) -> None:
+        if not ranges:
+            return
         consumer.assign([r.partition for r in ranges])
         end_of = {r.partition: r.end for r in ranges}
         for r in ranges:
             consumer.seek(r.partition, r.start)
         remaining = set(end_of)
-        started = time.monotonic()
+        started, read = time.monotonic(), 0
         while remaining and not self._cancel.is_set():
             fetched = await consumer.getmany(*remaining, timeout_ms=500, max_records=BATCH)
             records = []
             for tp, batch in fetched.items():
                 inside = [r for r in batch if r.offset < end_of[tp]]
                 records.extend(inside)
-                self.progress.offsets_done += len(inside)
                 if len(inside) < len(batch) or (batch and batch[-1].offset + 1 >= end_of[tp]):
                     remaining.discard(tp)
                     consumer.pause(tp)
             if records:
-                await self._replay(records)
-            REPLAY_OFFSETS_DONE.labels(self.progress.id).set(self.progress.offsets_done)
-            await self._throttle(started)
+                await handle(records)
+            read += len(records)
+            await self._throttle(started, read)
+
+    def _ops(self, records: list[Any]) -> list[StoreOp]:
+        ops = extract_batch(records, self.extraction, self.settings.kafka.canonical).ops
+        if self.subjects is not None:
+            ops = [op for op in ops if _subject_of(op) in self.subjects]
+        return ops
 
     async def _replay(self, records: list[Any]) -> None:
         p = self.progress
-        extracted = extract_batch(records, self.extraction, self.settings.kafka.canonical)
-        ops = extracted.ops
-        if self.subjects is not None:
-            ops = [op for op in ops if _subject_of(op) in self.subjects]
+        p.offsets_done += len(records)
+        REPLAY_OFFSETS_DONE.labels(p.id).set(p.offsets_done)
+        ops = self._ops(records)
+        if self._window_objects is not None:
+            self._window_objects.update(key for op in ops if (key := _superseding(op)) is not None)
         origins = {op.origin for op in ops}
         p.events += len(origins)
         p.skipped_events += len(records) - len(origins)
@@ -169,13 +222,28 @@ class ReplayJob:
         p.replaces_ignored_older += result.replace_ignored
         p.events_refused += len(result.refused)
 
+    async def _reapply_later_versions(self, records: list[Any]) -> None:
+        """Transaction versions that arrived after the window, applied again: each transaction ends at its
+        newest version, as the live consumer left it (idempotent: a version in place only reads)."""
+        wanted = self._window_objects
+        ops = [
+            op
+            for op in self._ops(records)
+            if (key := _superseding(op)) is not None and (wanted is None or key in wanted)
+        ]
+        if ops:
+            result = await self._apply(ops)
+            self.progress.versions_after_window += len({op.origin for op in ops})
+            self.progress.features_written += result.written
+            self.progress.features_unchanged += result.unchanged
+
     async def _apply(self, ops: list[StoreOp]) -> ApplyResult:
         return await apply_ops_retrying(self.store, ops, give_up=self._cancel.is_set)
 
-    async def _throttle(self, started: float) -> None:
+    async def _throttle(self, started: float, read: int) -> None:
         if not self.max_events_per_s:
             return
-        ahead = self.progress.offsets_done / self.max_events_per_s - (time.monotonic() - started)
+        ahead = read / self.max_events_per_s - (time.monotonic() - started)
         if ahead > 0:  # a cancel ends the wait (a batch of 2,000 at 10 events/s is 200 s of it)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._cancel.wait(), ahead)

@@ -293,3 +293,41 @@ async def wait_until(condition: Any, timeout: float) -> Any:
         assert time.monotonic() < deadline, "timed out"
         await asyncio.sleep(0.2)
     return result
+
+
+async def test_a_window_holding_a_first_version_but_not_its_correction_leaves_the_correction(
+    kafka_settings: Settings, cluster: StoreCluster, store: FeatureStore, uid: str
+) -> None:
+    """An outage window ended before a transaction's correction arrived: the replay wrote the first version
+    back over the correction the live consumer had applied, for good (a resend supersedes). Now the versions
+    that arrived after the window are applied again after it: all of them when they are few, else only those
+    of the window's transactions."""
+    s = kafka_settings
+    subject = f"{uid}-w"
+
+    def transaction(tx_id: str, amount: float, mcc: int) -> tuple[str, str, dict[str, Any]]:
+        event = {"tx_id": tx_id, "client_id": subject, "ts": 1_790_000_000, "amount": amount, "currency": "RUB"}
+        return "transactions", subject, event | {"direction": "out", "mcc": mcc}
+
+    async def rows(tx_id: str) -> dict[str, Any]:
+        return {r.name: r.value for r in await store.get_features(subject) if r.object == tx_id}
+
+    corrected = {"tx.out.amount": 80.0, "tx.out.mcc.restaurants": 80.0}
+    # versions after the window: as many as in it (all applied again), then more (only the window's own)
+    for tx_id, others_after, applied_again in (("t1", 1, 2), ("t2", 6, 1)):
+        start = time.time()
+        await publish_events(s, [transaction(tx_id, 100.0, 5411), transaction(f"{tx_id}-other", 5.0, 5411)])
+        end = time.time()
+        await asyncio.sleep(0.05)
+        later = [
+            transaction(tx_id, 80.0, 5812),
+            *(transaction(f"{tx_id}-u{i}", 1.0, 5411) for i in range(others_after)),
+        ]
+        await publish_events(s, later, progress=False)  # the same client: the same partition
+        await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
+        assert await rows(tx_id) == corrected  # the live state
+
+        job = await ReplayJob(s, store, start, end).run()
+        assert job.state == "done", job.error
+        assert await rows(tx_id) == corrected
+        assert job.offsets_done == 2 and job.versions_after_window == applied_again
