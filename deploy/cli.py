@@ -288,7 +288,12 @@ def cmd_replay(settings: Settings, args: argparse.Namespace) -> int:
             ) as bar:
                 shown = bar.add_task("replay", total=None)
                 while not task.done():
-                    bar.update(shown, total=job.progress.offsets_total or None, completed=job.progress.offsets_done)
+                    done = job.progress
+                    bar.update(
+                        shown,
+                        total=(done.offsets_total + done.offsets_after_window) or None,
+                        completed=done.offsets_done + done.offsets_after_window_done,
+                    )
                     await asyncio.sleep(0.2)
             return (await task).as_dict()
 

@@ -7,9 +7,11 @@ run reports what it would write.
 A transaction is the one exception to "in any order": its last version wins, so a window holding a first
 version but not the correction that arrived after it would set the transaction back. After the window, the
 replay therefore applies again the transaction versions that arrived after it, up to the topic's end then
-(``versions_after_window``): all of them when there are fewer than in the window, else only those of the
-transactions the window held. The final state is the newest version; a reader may see the older one for the
-moments between the two passes."""
+(``versions_after_window``): all of them when there are no more than in the window, else only those of the
+transactions the window held. It does so after a cancel or a store failure too, for the part of the window
+written. The final state is the newest version; a reader may see the older one for the moments between the two
+passes, and ``features_written`` counts both writes. Not covered: a newer version that arrives during the
+second pass and that the live consumer applies before the second pass writes the version before it."""
 
 from __future__ import annotations
 
@@ -59,6 +61,7 @@ class ReplayProgress:
     events_refused: int = 0
     # transaction versions that arrived after the window, applied again after it (see the module docstring)
     offsets_after_window: int = 0
+    offsets_after_window_done: int = 0
     versions_after_window: int = 0
     would_write_features: int = 0  # dry run
     error: str | None = None
@@ -138,15 +141,19 @@ class ReplayJob:
                 for r in ranges
             ]
             superseding = [r for r in ranges if r.partition.topic == self.settings.kafka.topic("transactions")]
-            after = await self._after_window(consumer, superseding)
-            if sum(r.size for r in after) > sum(r.size for r in superseding):
+            tail = await self._after_window(consumer, superseding)
+            if sum(r.size for r in tail) > sum(r.size for r in superseding):
                 self._window_objects = set()  # many more arrived since: apply only the window's transactions'
-            if ranges:
-                await self._read(consumer, ranges, self._replay)
-            if superseding and not p.dry_run and not self._cancel.is_set():
-                after = await self._after_window(consumer, superseding)  # what arrived during the replay too
-                p.offsets_after_window = sum(r.size for r in after)
-                await self._read(consumer, [r for r in after if r.size], self._reapply_later_versions)
+            window_error: Exception | None = None
+            try:
+                await self._read(consumer, ranges, self._replay, stop=self._cancel)
+            except Exception as exc:  # a store that failed for good: what was written is still restored
+                window_error = exc
+            if superseding and not p.dry_run and p.offsets_done:
+                # even after a cancel or a failure: the part of the window written may have set transactions back
+                await self._restore_newest_versions(consumer, superseding)
+            if window_error is not None:
+                raise window_error
             p.state = "cancelled" if self._cancel.is_set() else "done"
         except Exception as exc:  # reported through the job state; the caller decides the exit code
             # a cancel that ended a store retry is a cancel (the error says where it stood)
@@ -155,6 +162,15 @@ class ReplayJob:
             p.finished_at = time.time()
             await consumer.stop()
         return p
+
+    async def _restore_newest_versions(self, consumer: AIOKafkaConsumer, window: list[PartitionRange]) -> None:
+        """Apply again the transaction versions that arrived after the window, up to the end now (what arrived
+        during the replay included). Not stopped by a cancel, which only lifts the throttle."""
+        tail = [r for r in await self._after_window(consumer, window) if r.size]
+        self.progress.offsets_after_window = sum(r.size for r in tail)
+        if self._window_objects is not None and not self._window_objects:
+            return  # the window wrote no transaction
+        await self._read(consumer, tail, self._reapply_later_versions, stop=None)
 
     @staticmethod
     async def _after_window(consumer: AIOKafkaConsumer, window: list[PartitionRange]) -> list[PartitionRange]:
@@ -168,8 +184,12 @@ class ReplayJob:
         self,
         consumer: AIOKafkaConsumer,
         ranges: list[PartitionRange],
-        handle: Callable[[list[Any]], Awaitable[None]],
+        handle: Callable[[list[Any]], Awaitable[int]],
+        *,
+        stop: asyncio.Event | None,
     ) -> None:
+        """Read ``ranges`` in batches through ``handle`` (which returns how many events it applied: the
+        throttle counts those) until they end or ``stop`` is set."""
         if not ranges:
             return
         consumer.assign([r.partition for r in ranges])
@@ -177,20 +197,20 @@ class ReplayJob:
         for r in ranges:
             consumer.seek(r.partition, r.start)
         remaining = set(end_of)
-        started, read = time.monotonic(), 0
-        while remaining and not self._cancel.is_set():
+        started, applied = time.monotonic(), 0
+        while remaining and not (stop is not None and stop.is_set()):
             fetched = await consumer.getmany(*remaining, timeout_ms=500, max_records=BATCH)
-            records = []
+            records: list[Any] = []
             for tp, batch in fetched.items():
-                inside = [r for r in batch if r.offset < end_of[tp]]
-                records.extend(inside)
-                if len(inside) < len(batch) or (batch and batch[-1].offset + 1 >= end_of[tp]):
+                records.extend(r for r in batch if r.offset < end_of[tp])
+            for tp in list(remaining):
+                # past the end: the last offset may be a transaction marker, which is never returned as a record
+                if await consumer.position(tp) >= end_of[tp]:
                     remaining.discard(tp)
                     consumer.pause(tp)
             if records:
-                await handle(records)
-            read += len(records)
-            await self._throttle(started, read)
+                applied += await handle(records)
+            await self._throttle(started, applied)
 
     def _ops(self, records: list[Any]) -> list[StoreOp]:
         ops = extract_batch(records, self.extraction, self.settings.kafka.canonical).ops
@@ -198,7 +218,7 @@ class ReplayJob:
             ops = [op for op in ops if _subject_of(op) in self.subjects]
         return ops
 
-    async def _replay(self, records: list[Any]) -> None:
+    async def _replay(self, records: list[Any]) -> int:
         p = self.progress
         p.offsets_done += len(records)
         REPLAY_OFFSETS_DONE.labels(p.id).set(p.offsets_done)
@@ -213,7 +233,7 @@ class ReplayJob:
                 len(op.features) for op in ops if isinstance(op, AppendFeatures | ReplaceSource)
             )
             p.features_deleted += sum(1 for op in ops if isinstance(op, DeleteObject))
-            return
+            return len(records)
         result = await self._apply(ops)
         p.features_written += result.written
         p.features_unchanged += result.unchanged
@@ -221,29 +241,35 @@ class ReplayJob:
         p.replaces_applied += result.replaced
         p.replaces_ignored_older += result.replace_ignored
         p.events_refused += len(result.refused)
+        return len(records)
 
-    async def _reapply_later_versions(self, records: list[Any]) -> None:
+    async def _reapply_later_versions(self, records: list[Any]) -> int:
         """Transaction versions that arrived after the window, applied again: each transaction ends at its
         newest version, as the live consumer left it (idempotent: a version in place only reads)."""
+        self.progress.offsets_after_window_done += len(records)
         wanted = self._window_objects
         ops = [
             op
             for op in self._ops(records)
             if (key := _superseding(op)) is not None and (wanted is None or key in wanted)
         ]
-        if ops:
-            result = await self._apply(ops)
-            self.progress.versions_after_window += len({op.origin for op in ops})
-            self.progress.features_written += result.written
-            self.progress.features_unchanged += result.unchanged
+        if not ops:
+            return 0
+        result = await self._apply(ops)
+        p = self.progress
+        p.versions_after_window += len({op.origin for op in ops})
+        p.features_written += result.written
+        p.features_unchanged += result.unchanged
+        p.events_refused += len(result.refused)
+        return len(ops)
 
     async def _apply(self, ops: list[StoreOp]) -> ApplyResult:
         return await apply_ops_retrying(self.store, ops, give_up=self._cancel.is_set)
 
-    async def _throttle(self, started: float, read: int) -> None:
-        if not self.max_events_per_s:
+    async def _throttle(self, started: float, applied: int) -> None:
+        if not self.max_events_per_s or self._cancel.is_set():
             return
-        ahead = read / self.max_events_per_s - (time.monotonic() - started)
+        ahead = applied / self.max_events_per_s - (time.monotonic() - started)
         if ahead > 0:  # a cancel ends the wait (a batch of 2,000 at 10 events/s is 200 s of it)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._cancel.wait(), ahead)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from typing import Any
 
 import asynctnt
@@ -23,6 +24,7 @@ from feature_store.client import FeatureStore
 from replay.runner import ReplayJob
 from replay.window import ReplayWindowError, validate_window
 from tests.conftest import free_port_block, reference_state
+from tests.integration.kafka_helpers import wait_for
 
 
 async def _raw_master(store: FeatureStore, subject: str, settings: Settings) -> asynctnt.Connection:
@@ -313,8 +315,9 @@ async def test_a_window_holding_a_first_version_but_not_its_correction_leaves_th
         return {r.name: r.value for r in await store.get_features(subject) if r.object == tx_id}
 
     corrected = {"tx.out.amount": 80.0, "tx.out.mcc.restaurants": 80.0}
-    # versions after the window: as many as in it (all applied again), then more (only the window's own)
-    for tx_id, others_after, applied_again in (("t1", 1, 2), ("t2", 6, 1)):
+    # versions after the window: as many as in it (all applied again), then more (only the window's own); then a
+    # replay cancelled after it wrote the first version: the correction is restored all the same
+    for tx_id, others_after, applied_again, cancelled in (("t1", 1, 2, False), ("t2", 6, 1, False), ("t3", 0, 1, True)):
         start = time.time()
         await publish_events(s, [transaction(tx_id, 100.0, 5411), transaction(f"{tx_id}-other", 5.0, 5411)])
         end = time.time()
@@ -327,7 +330,16 @@ async def test_a_window_holding_a_first_version_but_not_its_correction_leaves_th
         await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
         assert await rows(tx_id) == corrected  # the live state
 
-        job = await ReplayJob(s, store, start, end).run()
-        assert job.state == "done", job.error
+        replay = ReplayJob(s, store, start, end, max_events_per_s=0.5 if cancelled else None)
+        running = asyncio.create_task(replay.run())
+        if cancelled:  # in the throttle's wait after the window's first batch
+            await wait_for(partial(_offsets_done, replay), timeout=30, what="a first batch")
+            replay.cancel()
+        job = await running
+        assert job.state == ("cancelled" if cancelled else "done"), job.error
         assert await rows(tx_id) == corrected
         assert job.offsets_done == 2 and job.versions_after_window == applied_again
+
+
+async def _offsets_done(job: ReplayJob) -> int:
+    return job.progress.offsets_done
