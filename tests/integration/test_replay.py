@@ -343,3 +343,30 @@ async def test_a_window_holding_a_first_version_but_not_its_correction_leaves_th
 
 async def _offsets_done(job: ReplayJob) -> int:
     return job.progress.offsets_done
+
+
+async def test_a_partition_ending_in_a_transaction_marker_ends_the_replay(
+    kafka_settings: Settings, cluster: StoreCluster, store: FeatureStore, uid: str
+) -> None:
+    """A producer writing in Kafka transactions leaves a commit marker after its records: an offset that is never
+    returned as a record. A window ending at the partition's end waited for it for ever."""
+    from aiokafka import AIOKafkaProducer
+
+    s = kafka_settings
+    subject = f"{uid}-txn"
+    event = {"tx_id": "t1", "client_id": subject, "ts": 1_790_000_000, "amount": 5.0, "currency": "RUB"}
+    producer = AIOKafkaProducer(bootstrap_servers=s.kafka.bootstrap, transactional_id=f"{uid}-producer")
+    await producer.start()
+    start = time.time()
+    try:
+        async with producer.transaction():
+            await producer.send_and_wait(
+                s.kafka.topic("transactions"), orjson.dumps(event | {"direction": "out"}), key=subject.encode()
+            )
+    finally:
+        await producer.stop()
+    await asyncio.sleep(0.05)  # the window ends after the marker arrived (arrival times are milliseconds)
+    job = await asyncio.wait_for(ReplayJob(s, store, start, time.time()).run(), timeout=60)
+    assert job.state == "done", job.error
+    assert job.offsets_done == 1 and job.offsets_total == 2  # the record and its marker
+    assert {r.name for r in await store.get_features(subject)} == {"tx.out.amount"}
