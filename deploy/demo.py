@@ -89,7 +89,7 @@ async def _train(settings: Settings, simulator: BankSimulator | None) -> dict[st
     if simulator is not None:
         # four weekly holdout cuts: the demo's small bank gives a few hundred client-cuts to judge the models on;
         # the table ranks the simulator's own chances beside them
-        config = TrainingConfig(cuts=15, holdout_cuts=4)
+        config = TrainingConfig(cuts=15, holdout_cuts=4, history_start=simulator.start_ts)
         return await train_configured(settings, config, reference=simulator.chances)
     from extractors.berka import CUTOFF, BerkaShift, default_shift_years
 

@@ -47,7 +47,14 @@ def _dataset(
         simulated = SimulationConfig(args.clients, args.days, args.seed, end_ts=end, record_chances=True)
         sim = BankSimulator(simulated)
         # four weekly holdout cuts: about four times the holdout rows, each client resampled whole
-        config = TrainingConfig(end=sim.end_ts, horizon_days=30, cuts=15, holdout_cuts=4, progress=sys.stderr.isatty())
+        config = TrainingConfig(
+            end=sim.end_ts,
+            horizon_days=30,
+            cuts=15,
+            holdout_cuts=4,
+            progress=sys.stderr.isatty(),
+            history_start=sim.start_ts,
+        )
         return events_from_worker(sim), config, "RUB", sim.chances
     shift = default_shift_years()
     horizon = args.horizon_days

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -70,6 +71,9 @@ class TrainingConfig:
     # clients read from the store at a time: as many as help on a store that serves nothing (evaluation, the
     # demo); `rtrec train` against a serving store reads gently (recommendations.training_read_concurrency)
     read_concurrency: int = CONCURRENCY
+    # the store holds nothing older (a simulated bank's first day): a window reaching further back loses
+    # nothing to the TTL, so no warning is due for it
+    history_start: float | None = None
 
     def __post_init__(self) -> None:
         if self.holdout_cuts < 1 or self.cuts <= self.holdout_cuts:
@@ -110,7 +114,12 @@ def windows_cut_short(space: FeatureSpace, config: TrainingConfig, ttl: TtlPolic
     after now): on a store older than its TTL they would be cut short at training time and whole at serving."""
     end = config.end if config.end is not None else time.time()
     back = end - min(cut_times(config))
-    return [s.label for s in space.view if s.window_s and back + s.window_s > ttl.shortest_days(s.feature) * DAY]
+    history = end - config.history_start if config.history_start is not None else math.inf
+    return [
+        s.label
+        for s in space.view
+        if s.window_s and back + s.window_s > (keep := ttl.shortest_days(s.feature) * DAY) and history > keep
+    ]
 
 
 def _als_inputs(data: Dataset, products: list[str]) -> list[tuple[str, str, str]]:

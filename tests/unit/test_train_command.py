@@ -4,6 +4,7 @@ client at a time, from where `recommendations.training_*` say (figures in docs/b
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from typing import Any
 
 import pytest
@@ -54,3 +55,9 @@ def test_the_default_ttl_keeps_every_window_whole_at_the_earliest_training_cut()
     assert training.windows_cut_short(space, config, TtlPolicy.from_settings(settings.ttl)) == []
     short = TtlPolicy.from_settings(TtlSettings(default_days=400, sources={"transactions": 400}))
     assert "sum(tx.out.amount,365d)" in training.windows_cut_short(space, config, short)
+    # the demo's bank of 200 days holds nothing the TTL took: no warning for it
+    young = training.TrainingConfig(
+        end=1_790_000_000.0, cuts=15, holdout_cuts=4, history_start=1_790_000_000.0 - 200 * 86400
+    )
+    assert training.windows_cut_short(space, young, short) == []
+    assert training.windows_cut_short(space, dataclasses.replace(young, history_start=None), short)
