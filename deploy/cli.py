@@ -450,8 +450,29 @@ def main(argv: list[str] | None = None) -> int:
     # asynctnt logs every failed connection attempt as an error; the store client maps and reports them itself
     logging.getLogger("asynctnt").setLevel(logging.CRITICAL)
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings = load_settings(args.config)
-    return int(args.fn(settings, args))
+    try:
+        settings = load_settings(args.config)
+        return int(args.fn(settings, args))
+    except OPERATOR_ERRORS as exc:  # what an operator can act on: the message, not a traceback (-v shows it)
+        if args.verbose:
+            raise
+        print(f"rtrec {args.command}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+def _operator_errors() -> tuple[type[Exception], ...]:
+    """Failures of the stack an operator fixes outside the code: a process that did not start, no safe
+    failover, a store or broker that refuses or is away, a config that does not validate."""
+    from aiokafka.errors import KafkaError
+    from pydantic import ValidationError
+
+    from deploy.processes import ProcessError
+    from feature_store.errors import StoreError
+
+    return (ProcessError, StoreError, KafkaError, ValidationError)
+
+
+OPERATOR_ERRORS = _operator_errors()
 
 
 if __name__ == "__main__":

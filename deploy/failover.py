@@ -49,6 +49,8 @@ def replicated_vclock(stats: dict[str, Any]) -> dict[str, int]:
 async def fail_over(
     cluster: StoreCluster, rs_id: int, *, catch_up_timeout: float = CATCH_UP_TIMEOUT_S
 ) -> dict[str, Any]:
+    if not 1 <= rs_id <= len(cluster.topology):  # topology[-1] would have failed the last one over
+        raise FailoverError(f"no replica set {rs_id}: the cluster has replica sets 1 to {len(cluster.topology)}")
     rs = cluster.topology[rs_id - 1]
     record = cluster.master_record(rs)
     old = record.master

@@ -74,7 +74,8 @@ async def move_bucket(
         # before `sent` the source still has everything: give the bucket back now rather than leave it
         # refusing writes until a recover (which would do the same)
         with contextlib.suppress(StoreError):
-            state = await target_rs.call("bucket_move_state", [bucket_id, move_id], write=False)
+            # write=True: the master's word (a lagging replica would say the move left no trace there)
+            state = await target_rs.call("bucket_move_state", [bucket_id, move_id], write=True)
             if state["status"] == "receiving" and state["move_id"] == move_id:
                 await target_rs.call("bucket_discard", [bucket_id])
             await source_rs.call("bucket_cancel_send", [bucket_id])
@@ -143,7 +144,7 @@ async def recover_moves(store: FeatureStore) -> list[Recovery]:
     transfers = {}
     for rs in store.replicasets.values():
         try:
-            transfers[rs.id] = await rs.call("bucket_transfers", [], write=False, timeout=3.0)
+            transfers[rs.id] = await rs.call("bucket_transfers", [], write=True, timeout=3.0)  # the master's
         except StoreError as exc:  # its moves are looked at when it answers again
             log.warning("replica set %s not inspected: %s", rs.id, exc)
     results: list[Recovery] = []
@@ -183,7 +184,9 @@ async def _settle(
     if target_rs is None:
         return Recovery(bucket_id, source, destination, "left", "the destination is not in the topology: inspect")
     try:
-        state = await target_rs.call("bucket_move_state", [bucket_id, move_id], write=False, timeout=3.0)
+        # the master's word: a replica behind it would say the move left no trace, and the source would take
+        # the bucket back while the destination's master has it active
+        state = await target_rs.call("bucket_move_state", [bucket_id, move_id], write=True, timeout=3.0)
     except StoreError as exc:
         return Recovery(bucket_id, source, destination, "left", f"destination unreachable ({exc}); start it, rerun")
     if state["activated"] or (move_id is None and state["status"] == "active"):
