@@ -78,17 +78,18 @@ async def fail_over(
         for name in demoted:
             await connections[name].call("demote", [], timeout=5.0)
             alive[name] = await stats_of(name) or alive[name]
+        # newer than any the instances hold: a give-back after an earlier try raised theirs past masters.json's
+        epochs = [int((await connections[name].call("ping", [], timeout=1.0)).get("epoch") or 0) for name in alive]
+        epoch = max([record.epoch, *epochs]) + 1
         candidates = [name for name in alive if name != old]
         if not candidates:
-            await _restore(connections, demoted, record.epoch)
+            await _restore(connections, demoted, epoch)
             raise FailoverError(f"replica set {rs_id} has no live replica to promote")
         chosen = max(candidates, key=lambda name: sum(replicated_vclock(alive[name]).values()))
         target: dict[str, int] = {}
         for stats in alive.values():
             for component, lsn in replicated_vclock(stats).items():
                 target[component] = max(target.get(component, 0), lsn)
-        epochs = [int((await connections[name].call("ping", [], timeout=1.0)).get("epoch") or 0) for name in alive]
-        epoch = max([record.epoch, *epochs]) + 1
         try:
             waited = await _catch_up(stats_of, chosen, target, catch_up_timeout)
         except FailoverError:

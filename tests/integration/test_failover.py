@@ -12,6 +12,8 @@ import asyncio
 import signal
 import time
 
+import pytest
+
 from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.masters import MasterRecord
@@ -167,3 +169,23 @@ async def test_an_old_master_started_writable_by_mistake_fences_itself(
     await wait_for(fenced, timeout=20, what="the old master to step down")  # it heard the newer record
     refused = await cluster.call_instance(old, "ping", [], timeout=2)
     assert refused["master"] == result["new_master"] and refused["epoch"] == result["epoch"]
+
+
+async def test_a_failover_with_no_live_replica_leaves_the_master_writable_however_often_it_is_tried(
+    private_cluster: tuple[Settings, StoreCluster],
+) -> None:
+    """The master is demoted to fence it, then given its writes back when no replica can take over. The second
+    try promoted it with the epoch recorded before the first, which the master refused as not newer: the replica
+    set was left with no master (and the command ended in a traceback)."""
+    from deploy.failover import FailoverError
+
+    _, cluster = private_cluster
+    rs = cluster.topology[0]
+    master = cluster.instance(cluster.master_name(rs))
+    for spec in rs.instances:
+        if spec != master:
+            cluster.kill(spec.name, signal.SIGKILL)
+    for _ in range(3):
+        with pytest.raises(FailoverError, match="no live replica"):
+            await cluster.failover(1)
+        assert not (await cluster.call_instance(master, "ping", [], timeout=2))["ro"]
