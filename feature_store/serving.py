@@ -59,6 +59,9 @@ class ServingStore:
         one (``ClientRead.cached``), in the same round trip."""
         wire = [s.wire for s in specs]
         deadline = time.monotonic() + timeout
+        # before the call is started: a bucket nobody owns (its replica set down at the API's start) raises here,
+        # where it left the call running on its own, refreshing the bucket map for every request
+        rs_id = self._replicaset(subject).id
         # write=True routes to the master whatever ``read_from`` says: the status is read where status changes
         # are written, or from a copy that proves its freshness below
         master = asyncio.ensure_future(
@@ -66,7 +69,6 @@ class ServingStore:
                 subject, "client_read", [subject, now, wire, False, with_cache], write=True, timeout=timeout
             )
         )
-        rs_id = self._replicaset(subject).id
         master.add_done_callback(lambda done: self._note_master_answer(rs_id, done))
         replicas: asyncio.Future[list[CopyRead]] | None = None
         try:

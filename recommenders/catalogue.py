@@ -58,7 +58,9 @@ class Product(BaseModel):
     # Required: a product open to everyone says `eligibility = {}`. A product without the line is more likely a
     # file cut short (being written, a bad merge) than a choice, and "everyone" is the one guess never to make.
     eligibility: Eligibility
-    portrait: dict[str, Annotated[float, Field(allow_inf_nan=False)]] = Field(default_factory=dict)
+    # how much each axis matters, over 0: the expert takes the weighted mean (weights of zero sum, or of mixed
+    # signs adding to nearly nothing, divided by zero or overflowed, and the expert failed every request)
+    portrait: dict[str, Annotated[float, Field(gt=0, le=1e6, allow_inf_nan=False)]] = Field(default_factory=dict)
 
 
 class Rule(BaseModel):

@@ -386,3 +386,22 @@ async def test_an_answer_served_from_the_cache_is_logged_like_any_other(
     assert (fresh["cached"], cached["cached"]) == (False, True)
     logged = cast(Any, service.audit).answers
     assert [a["cached"] for a in logged] == [False, True] and all("ts" in a for a in logged)
+
+
+async def test_a_client_whose_bucket_nobody_owns_starts_no_call() -> None:
+    """With a replica set down when the API started, its buckets have no owner: the read raised after it had
+    started the master call, which ran on by itself (retrying, refreshing the bucket map) for every request."""
+    from feature_store.errors import NoOwner
+
+    store, _ = cluster(0.0)
+    fake = cast(FakeFeatureStore, store.store)
+
+    def unowned(bucket: int) -> FakeReplicaSet:
+        raise NoOwner(f"no replica set owns bucket {bucket}")
+
+    fake.replicaset_of_bucket = unowned  # type: ignore[method-assign]
+    for _ in range(20):
+        with pytest.raises(NoOwner):
+            await store.read_client("c1", SPECS, time.time(), timeout=0.5)
+    await asyncio.sleep(0.01)
+    assert fake.routed == []

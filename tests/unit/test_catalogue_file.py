@@ -34,6 +34,9 @@ GOOD = tomllib.loads(TEXT)
         {"products": [], "rules": []},
         {"products": [GOOD["products"][0], GOOD["products"][0]], "rules": []},
         {"products": [{**GOOD["products"][0], "value": float("inf")}], "rules": []},
+        # the expert's weighted mean divided by zero, or overflowed, on every request
+        {"products": [{**GOOD["products"][0], "portrait": {"age_years": 1.0, "tenure_years": -1.0}}], "rules": []},
+        {"products": [{**GOOD["products"][0], "portrait": {"age_years": 0.0}}], "rules": []},
     ],
 )
 def test_values_that_would_break_serving_are_refused(change: dict[str, Any]) -> None:
