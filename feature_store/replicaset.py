@@ -146,11 +146,14 @@ class ReplicaSetClient:
         """The instance taken for the master turned out not to be one: ask again on the next call."""
         self._master = None
 
-    async def discover_master(self) -> InstanceConnection:
+    async def discover_master(self, *, unless_known: bool = False) -> InstanceConnection:
         """Ask every instance whether it is writable and who the replica set's recorded master is (by epoch,
         see lua/mastership.lua). The master is the writable instance the newest record names; a writable
-        instance the newest record does not name (a deposed master that came back writable) is never used."""
+        instance the newest record does not name (a deposed master that came back writable) is never used.
+        ``unless_known``: the master another caller found while this one waited for the lock will do."""
         async with self._discovery_lock:
+            if unless_known and self._master is not None:
+                return self._master
 
             async def probe(instance: InstanceConnection) -> tuple[InstanceConnection, dict[str, Any] | None]:
                 try:
@@ -174,9 +177,16 @@ class ReplicaSetClient:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StoreTimeout(f"replica set {self.id}: {fn} did not succeed in time: {last_error}")
+            target = None
             try:
                 target = await self._target(write)
                 return await target.call(fn, args, timeout=remaining)
+            except StoreTimeout:
+                # a master that does not answer in time is asked again who it is next time: one whose host
+                # vanished keeps its socket open, and every call would wait on it even after a failover
+                if target is not None and target is self._master:
+                    self._master = None
+                raise
             except (ReadOnlyInstance, StoreUnavailable) as exc:
                 last_error = exc
                 self._master = None
@@ -196,7 +206,7 @@ class ReplicaSetClient:
                 except StoreUnavailable:
                     continue
         if self._master is None:
-            return await self.discover_master()
+            return await self.discover_master(unless_known=True)
         return self._master
 
     async def call_any(self, fn: str, args: list[Any], timeout: float = 2.0) -> Any:

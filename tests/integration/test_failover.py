@@ -189,3 +189,34 @@ async def test_a_failover_with_no_live_replica_leaves_the_master_writable_howeve
         with pytest.raises(FailoverError, match="no live replica"):
             await cluster.failover(1)
         assert not (await cluster.call_instance(master, "ping", [], timeout=2))["ro"]
+
+
+async def test_a_client_leaves_a_master_that_stopped_answering_for_the_one_promoted_after_it(
+    private_cluster: tuple[Settings, StoreCluster],
+) -> None:
+    """A master whose host vanished keeps its socket open: calls to it time out, and the client kept it as the
+    master, so every call waited on it even after a replica had been promoted (only a lost connection made it
+    ask again). Here the old master is stopped, not killed, as failover cannot kill a process on another host."""
+    import os
+
+    from feature_store.errors import StoreTimeout
+
+    s, cluster = private_cluster
+    rs_spec = cluster.topology[0]
+    old = cluster.instance(cluster.master_name(rs_spec))
+    new = next(spec for spec in rs_spec.instances if spec != old)
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        rs = store.replicasets[rs_spec.id]
+        assert (await rs.call("ping", [], timeout=2.0))["ro"] is False and rs.master_name == old.name
+        pid = processes.read_pid(cluster.pid_path(old))
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(StoreTimeout):
+                await rs.call("ping", [], timeout=0.5)
+            epoch = int((await cluster.call_instance(new, "ping", [], timeout=2)).get("epoch") or 0) + 1
+            await cluster.call_instance(new, "promote", [epoch], timeout=10)
+            assert (await rs.call("ping", [], timeout=3.0))["ro"] is False
+            assert rs.master_name == new.name
+        finally:
+            os.kill(pid, signal.SIGCONT)
