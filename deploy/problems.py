@@ -65,7 +65,33 @@ def store_problems(store: dict[str, Any], limits: Thresholds) -> list[str]:
             found.append(f"replica set {rs['id']} has no writable master: writes to its buckets are held")
         elif len(masters) > 1:
             found.append(f"replica set {rs['id']} has {len(masters)} writable masters ({', '.join(masters)})")
+    found.extend(_ownership_problems(store))
     return found
+
+
+def _ownership_problems(store: dict[str, Any]) -> list[str]:
+    """Every bucket active on exactly one replica set, judged when each replica set has one master answering
+    and no bucket is in transfer (both are reported on their own): a bucket active nowhere has clients nobody
+    can write or read, one active twice has two diverging copies."""
+    bucket_count, replicasets = store.get("bucket_count"), store.get("replicasets", [])
+    masters = [[i for i in rs.get("instances", []) if i.get("alive") and i.get("ro") is False] for rs in replicasets]
+    if not bucket_count or not masters or any(len(m) != 1 or m[0].get("buckets_active") is None for m in masters):
+        return []
+    answering = [i for rs in replicasets for i in rs.get("instances", []) if i.get("alive")]
+    if any((i.get("buckets_sending") or 0) + (i.get("buckets_receiving") or 0) for i in answering):
+        return []
+    active = sum(int(m[0]["buckets_active"]) for m in masters)
+    if active < bucket_count:
+        return [
+            f"{bucket_count - active} of {bucket_count} buckets are active on no replica set: their clients can be "
+            "neither written nor read; run `rtrec reshard --recover`"
+        ]
+    if active > bucket_count:
+        return [
+            f"{active - bucket_count} buckets are active on two replica sets: their copies diverge; run "
+            "`rtrec reshard --recover`"
+        ]
+    return []
 
 
 def _expiry_problems(inst: dict[str, Any]) -> list[str]:

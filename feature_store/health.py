@@ -53,6 +53,7 @@ def instance_facts(stats: dict[str, Any], name_by_port: dict[int, str]) -> dict[
         },
         "upstreams": upstreams,
         "expiry": _expiry_facts(stats.get("expiry") or {}),
+        "buckets_active": stats.get("buckets_active"),
         "buckets_sending": stats.get("buckets_sending", 0),
         "buckets_receiving": stats.get("buckets_receiving", 0),
     }
