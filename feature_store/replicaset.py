@@ -132,7 +132,7 @@ class ReplicaSetClient:
         self.read_from = read_from
         self.instances = [InstanceConnection(i, user, password, connect_timeout=1.0) for i in spec.instances]
         self._master: InstanceConnection | None = None
-        self._discovery_lock = asyncio.Lock()
+        self._discovery: asyncio.Future[InstanceConnection] | None = None  # the one discovery under way
 
     @property
     def id(self) -> int:
@@ -150,24 +150,33 @@ class ReplicaSetClient:
         """Ask every instance whether it is writable and who the replica set's recorded master is (by epoch,
         see lua/mastership.lua). The master is the writable instance the newest record names; a writable
         instance the newest record does not name (a deposed master that came back writable) is never used.
-        ``unless_known``: the master another caller found while this one waited for the lock will do."""
-        async with self._discovery_lock:
-            if unless_known and self._master is not None:
-                return self._master
 
-            async def probe(instance: InstanceConnection) -> tuple[InstanceConnection, dict[str, Any] | None]:
-                try:
-                    return instance, await instance.call("ping", [], timeout=1.0)
-                except StoreError:
-                    return instance, None
-
-            answers = [(i, info) for i, info in await asyncio.gather(*(probe(i) for i in self.instances)) if info]
-            chosen = choose_master([(i.spec.name, info) for i, info in answers])
-            if chosen is None:
-                self._master = None
-                raise StoreUnavailable(f"replica set {self.id} has no writable master")
-            self._master = next(i for i, _ in answers if i.spec.name == chosen)
+        One discovery runs at a time and callers share it; a caller that gives up (a request at its deadline)
+        leaves it running. Each probe may take a second when a copy is stalled or its host gone: cancelled with
+        every request of half a second, a discovery never finished and the replica set was served degraded.
+        ``unless_known``: a master already known will do."""
+        if unless_known and self._master is not None:
             return self._master
+        if self._discovery is None or self._discovery.done():
+            self._discovery = asyncio.ensure_future(self._discover())
+            # read its outcome even when every caller gave up, so a failure is not logged as never retrieved
+            self._discovery.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(self._discovery)
+
+    async def _discover(self) -> InstanceConnection:
+        async def probe(instance: InstanceConnection) -> tuple[InstanceConnection, dict[str, Any] | None]:
+            try:
+                return instance, await instance.call("ping", [], timeout=1.0)
+            except StoreError:
+                return instance, None
+
+        answers = [(i, info) for i, info in await asyncio.gather(*(probe(i) for i in self.instances)) if info]
+        chosen = choose_master([(i.spec.name, info) for i, info in answers])
+        if chosen is None:
+            self._master = None
+            raise StoreUnavailable(f"replica set {self.id} has no writable master")
+        self._master = next(i for i, _ in answers if i.spec.name == chosen)
+        return self._master
 
     async def call(self, fn: str, args: list[Any], *, write: bool = True, timeout: float | None = None) -> Any:
         """Call a procedure, retrying retriable failures (master moved, connection lost) until the deadline."""
@@ -233,4 +242,6 @@ class ReplicaSetClient:
         return dict(await asyncio.gather(*(one(i) for i in self.instances)))
 
     async def close(self) -> None:
+        if self._discovery is not None and not self._discovery.done():
+            self._discovery.cancel()
         await asyncio.gather(*(i.close() for i in self.instances))

@@ -220,3 +220,34 @@ async def test_a_client_leaves_a_master_that_stopped_answering_for_the_one_promo
             assert rs.master_name == new.name
         finally:
             os.kill(pid, signal.SIGCONT)
+
+
+async def test_requests_shorter_than_a_discovery_still_find_the_master(
+    private_cluster: tuple[Settings, StoreCluster],
+) -> None:
+    """With one copy stalled, asking every copy who the master is takes a second (its ping times out). Each
+    request of half a second cancelled the discovery it started: none finished, and the replica set was served
+    degraded until something else found the master. Callers now share one discovery that outlives them."""
+    import os
+
+    s, cluster = private_cluster
+    rs_spec = cluster.topology[0]
+    master = cluster.master_name(rs_spec)
+    stalled = next(spec for spec in rs_spec.instances if spec.name != master)
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        rs = store.replicasets[rs_spec.id]
+        pid = processes.read_pid(cluster.pid_path(stalled))
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            rs.forget_master()  # as after a master that timed out
+            answered = None
+            deadline = time.monotonic() + 10
+            while answered is None and time.monotonic() < deadline:
+                try:
+                    answered = await asyncio.wait_for(rs.call("ping", [], timeout=0.3), 0.3)
+                except (TimeoutError, StoreError):
+                    continue
+            assert answered is not None and answered["ro"] is False and rs.master_name == master
+        finally:
+            os.kill(pid, signal.SIGCONT)
