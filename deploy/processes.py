@@ -32,15 +32,42 @@ def spawn(
             cwd=cwd,
             start_new_session=True,
         )
-    pid_path.write_text(str(proc.pid))
+    write_pid(pid_path, proc.pid)
     return proc.pid
 
 
-def read_pid(pid_path: Path) -> int | None:
+def write_pid(pid_path: Path, pid: int) -> None:
+    """The pid and the process's start time: a pid file that outlived its process (a crash, a reboot) must not
+    name whatever process got the number since, which `rtrec down` would kill."""
+    started = start_time(pid)
+    pid_path.write_text(f"{pid} {started}" if started is not None else str(pid))
+
+
+def start_time(pid: int) -> int | None:
+    """When the process started, in clock ticks since boot (``/proc/<pid>/stat`` field 22); None without /proc."""
     try:
-        return int(pid_path.read_text().strip())
-    except (FileNotFoundError, ValueError):
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
         return None
+    fields = stat[stat.rfind(")") + 2 :].split()  # after the command name, which may hold spaces
+    return int(fields[19]) if len(fields) > 19 and fields[19].isdigit() else None
+
+
+def read_pid(pid_path: Path) -> int | None:
+    """The pid of a pid file, or None when there is none or it names another process now (its start time
+    differs from the one recorded)."""
+    try:
+        words = pid_path.read_text().split()
+        pid = int(words[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    if len(words) > 1 and words[1].isdigit():
+        now = start_time(pid)
+        if now is not None and now != int(words[1]):
+            return None  # the number was reused
+        if now is None and Path("/proc/self/stat").exists():
+            return None  # no such process any more
+    return pid
 
 
 def is_alive(pid: int | None) -> bool:

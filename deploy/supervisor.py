@@ -141,7 +141,7 @@ class ConsumerSupervisor:
             )
         self._children[consumer.instance] = child
         consumer.pid, consumer.started_at = child.pid, now
-        (self.proc_dir / f"{consumer.name}.pid").write_text(str(child.pid))
+        processes.write_pid(self.proc_dir / f"{consumer.name}.pid", child.pid)
         log.info("%s started (pid %d)", consumer.name, child.pid)
 
     def _exited(self, consumer: SupervisedConsumer, code: int, reason: str, now: float) -> None:
