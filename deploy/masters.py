@@ -9,10 +9,16 @@ same epoch (lua/mastership.lua); this file is what the launcher reads before any
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from deploy.processes import ProcessError
 
 
 @dataclass
@@ -27,11 +33,20 @@ class MasterRecords:
         self.path = path
 
     def _load(self) -> dict[str, Any]:
+        """The records; none before the first failover. A file that cannot be read is refused: taken for "no
+        failover yet", it started each replica set's first instance writable, a deposed master among them."""
         try:
             loaded = json.loads(self.path.read_text())
-        except (FileNotFoundError, ValueError):
+        except FileNotFoundError:
             return {}
-        return loaded if isinstance(loaded, dict) else {}
+        except (ValueError, OSError) as exc:
+            raise ProcessError(
+                f"{self.path} cannot be read ({exc}): it says which instance is each replica set's master. Restore "
+                "it, or write the masters the storages record (`rtrec status` shows who is writable)"
+            ) from exc
+        if not isinstance(loaded, dict):
+            raise ProcessError(f"{self.path} holds no records (an object of replica set ids was expected)")
+        return loaded
 
     def get(self, rs_id: int, default_master: str) -> MasterRecord:
         entry = self._load().get(str(rs_id))
@@ -42,9 +57,20 @@ class MasterRecords:
         return MasterRecord(default_master)
 
     def put(self, rs_id: int, record: MasterRecord) -> None:
-        recorded = self._load()
-        recorded[str(rs_id)] = {"master": record.master, "epoch": record.epoch, "deposed": record.deposed}
+        """Record one replica set's master; two failovers at once (of different replica sets) both stay."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(recorded))
-        tmp.replace(self.path)
+        with self._locked():
+            recorded = self._load()
+            recorded[str(rs_id)] = {"master": record.master, "epoch": record.epoch, "deposed": record.deposed}
+            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(recorded))
+            tmp.replace(self.path)
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        with open(self.path.with_suffix(".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
