@@ -68,6 +68,7 @@ async def fail_over(
 
     try:
         alive = {name: s for name in connections if (s := await stats_of(name)) is not None}
+        await _hear_every_running_replica(cluster, connections, alive, old)
         old_alive = old in alive
         if not old_alive and _process_alive(cluster, old):
             # the master does not answer but its process runs (stalled, partitioned): it could wake up and take
@@ -109,6 +110,27 @@ async def fail_over(
         }
     finally:
         await asyncio.gather(*(conn.close() for conn in connections.values()))
+
+
+async def _hear_every_running_replica(
+    cluster: StoreCluster, connections: dict[str, InstanceConnection], alive: dict[str, Any], old: str
+) -> None:
+    """A replica whose process runs but did not answer (busy under ingest) may hold rows of the old master the
+    others lack: promoting another one would leave the two copies diverging. Ask it again with more time; if it
+    still does not answer, stop, and say what to do (the old master itself, stalled, is fenced by a kill)."""
+    silent = [name for name in connections if name not in alive and name != old and _process_alive(cluster, name)]
+    for name in silent:
+        for _ in range(3):
+            try:
+                alive[name] = await connections[name].call("stats", [], timeout=5.0)
+                break
+            except StoreError:
+                continue
+        else:
+            raise FailoverError(
+                f"{name} runs but does not answer: it may hold writes the other copies lack. Wait for it, or stop "
+                "it (it rejoins as a replica later), then run the failover again"
+            )
 
 
 def _process_alive(cluster: StoreCluster, name: str) -> bool:

@@ -251,3 +251,29 @@ async def test_requests_shorter_than_a_discovery_still_find_the_master(
             assert answered is not None and answered["ro"] is False and rs.master_name == master
         finally:
             os.kill(pid, signal.SIGCONT)
+
+
+async def test_a_failover_waits_for_a_running_replica_that_does_not_answer_or_says_why_not(
+    private_cluster: tuple[Settings, StoreCluster],
+) -> None:
+    """A replica busy past the 1-second question was left out: the other one was promoted though the silent one
+    might hold rows of the dead master the promoted one lacked, and the copies diverged."""
+    import os
+
+    from deploy.failover import FailoverError
+
+    _, cluster = private_cluster
+    rs_spec = cluster.topology[0]
+    master = cluster.master_name(rs_spec)
+    silent = next(spec for spec in rs_spec.instances if spec.name != master)
+    pid = processes.read_pid(cluster.pid_path(silent))
+    assert pid is not None
+    cluster.kill(master, signal.SIGKILL)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(FailoverError, match=f"{silent.name} runs but does not answer"):
+            await cluster.failover(1)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    result = await cluster.failover(1)  # it answers now: it is among the candidates
+    assert result["new_master"] != master
