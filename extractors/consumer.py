@@ -264,10 +264,14 @@ class ExtractorConsumer:
         await handoff.put(None)
 
     async def _rewind_to_committed(self) -> None:
-        """Position every assigned partition at its committed offset (its beginning when nothing is committed)."""
+        """Position every assigned partition at its committed offset (its beginning when nothing is committed).
+        A partition that moved away while its offset was asked for is skipped: a rebalance then starts every
+        partition at its committed offset anyway (seeking it raised, and the consumer process died)."""
         assert self._consumer is not None
-        for tp in self._consumer.assignment():
+        for tp in list(self._consumer.assignment()):
             committed = await self._consumer.committed(tp)
+            if tp not in self._consumer.assignment():
+                continue
             if committed is None:
                 await self._consumer.seek_to_beginning(tp)
             else:
