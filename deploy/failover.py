@@ -76,24 +76,23 @@ async def fail_over(
             cluster.kill(old, signal.SIGKILL)
         # fence every writable instance, not only the recorded master (the record may be stale)
         demoted = [name for name, stats in alive.items() if not stats.get("ro", True)]
-        for name in demoted:
-            await connections[name].call("demote", [], timeout=5.0)
-            alive[name] = await stats_of(name) or alive[name]
-        # newer than any the instances hold: a give-back after an earlier try raised theirs past masters.json's
-        epochs = [int((await connections[name].call("ping", [], timeout=1.0)).get("epoch") or 0) for name in alive]
-        epoch = max([record.epoch, *epochs]) + 1
-        candidates = [name for name in alive if name != old]
-        if not candidates:
-            await _restore(connections, demoted, epoch)
-            raise FailoverError(f"replica set {rs_id} has no live replica to promote")
-        chosen = max(candidates, key=lambda name: sum(replicated_vclock(alive[name]).values()))
-        target: dict[str, int] = {}
-        for stats in alive.values():
-            for component, lsn in replicated_vclock(stats).items():
-                target[component] = max(target.get(component, 0), lsn)
+        epoch = record.epoch + 1
         try:
+            for name in demoted:
+                await connections[name].call("demote", [], timeout=5.0)
+                alive[name] = await stats_of(name) or alive[name]
+            # newer than any the instances hold: a give-back after an earlier try raised theirs past masters.json's
+            epoch = max([record.epoch, *[await _epoch_of(connections[name]) for name in alive]]) + 1
+            candidates = [name for name in alive if name != old]
+            if not candidates:
+                raise FailoverError(f"replica set {rs_id} has no live replica to promote")
+            chosen = max(candidates, key=lambda name: sum(replicated_vclock(alive[name]).values()))
+            target: dict[str, int] = {}
+            for stats in alive.values():
+                for component, lsn in replicated_vclock(stats).items():
+                    target[component] = max(target.get(component, 0), lsn)
             waited = await _catch_up(stats_of, chosen, target, catch_up_timeout)
-        except FailoverError:
+        except (FailoverError, StoreError):
             await _restore(connections, demoted, epoch)  # no master is worse than the old one
             raise
         await connections[chosen].call("promote", [epoch], timeout=10.0)
@@ -137,10 +136,21 @@ def _process_alive(cluster: StoreCluster, name: str) -> bool:
     return processes.is_alive(processes.read_pid(cluster.pid_path(cluster.instance(name))))
 
 
+async def _epoch_of(connection: InstanceConnection) -> int:
+    """The mastership epoch an instance holds; 0 when it does not answer (the master's record, replicated,
+    is the one that counts, and the give-back asks its own instance again)."""
+    try:
+        return int((await connection.call("ping", [], timeout=2.0)).get("epoch") or 0)
+    except StoreError:
+        return 0
+
+
 async def _restore(connections: dict[str, InstanceConnection], demoted: list[str], epoch: int) -> None:
-    """Give the writes back to the instance that had them (the first demoted one), with a newer epoch."""
+    """Give the writes back to the instance that had them (the first demoted one), with an epoch newer than
+    both ``epoch`` and the one it holds itself (which it checks)."""
     if demoted:
-        await connections[demoted[0]].call("promote", [epoch + 1], timeout=10.0)
+        own = await _epoch_of(connections[demoted[0]])
+        await connections[demoted[0]].call("promote", [max(epoch, own) + 1], timeout=10.0)
 
 
 async def _catch_up(stats_of: Any, chosen: str, target: dict[str, int], timeout: float) -> float:

@@ -115,6 +115,16 @@ def choose_master(answers: list[tuple[str, dict[str, Any]]]) -> str | None:
     return writable[0] if writable else None
 
 
+SUSPECT_INTERVAL_S = 1.0  # between background looks for the master after it did not answer in time
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
 class ReplicaSetClient:
     """Routes calls of one replica set: writes to the master, reads to the master or a replica."""
 
@@ -133,6 +143,7 @@ class ReplicaSetClient:
         self.instances = [InstanceConnection(i, user, password, connect_timeout=1.0) for i in spec.instances]
         self._master: InstanceConnection | None = None
         self._discovery: asyncio.Future[InstanceConnection] | None = None  # the one discovery under way
+        self._suspected_at = float("-inf")
 
     @property
     def id(self) -> int:
@@ -157,11 +168,26 @@ class ReplicaSetClient:
         ``unless_known``: a master already known will do."""
         if unless_known and self._master is not None:
             return self._master
-        if self._discovery is None or self._discovery.done():
+        return await asyncio.shield(self._start_discovery())
+
+    def suspect_master(self) -> None:
+        """The master did not answer in time: a host gone keeps its socket open, and calls would wait on it even
+        after a replica was promoted. Look for the master in the background (at most once per
+        ``SUSPECT_INTERVAL_S``); calls keep going to the one known until another is found (a loaded master that
+        answers late stays the master: forgetting it sent every caller into discovery)."""
+        if self._discovery is not None and not self._discovery.done():
+            return
+        if time.monotonic() - self._suspected_at < SUSPECT_INTERVAL_S:
+            return
+        self._suspected_at = time.monotonic()
+        self._start_discovery()
+
+    def _start_discovery(self) -> asyncio.Future[InstanceConnection]:
+        if self._discovery is None or self._discovery.done() or self._discovery.get_loop() is not _running_loop():
             self._discovery = asyncio.ensure_future(self._discover())
             # read its outcome even when every caller gave up, so a failure is not logged as never retrieved
             self._discovery.add_done_callback(lambda done: done.cancelled() or done.exception())
-        return await asyncio.shield(self._discovery)
+        return self._discovery
 
     async def _discover(self) -> InstanceConnection:
         async def probe(instance: InstanceConnection) -> tuple[InstanceConnection, dict[str, Any] | None]:
@@ -172,8 +198,7 @@ class ReplicaSetClient:
 
         answers = [(i, info) for i, info in await asyncio.gather(*(probe(i) for i in self.instances)) if info]
         chosen = choose_master([(i.spec.name, info) for i, info in answers])
-        if chosen is None:
-            self._master = None
+        if chosen is None:  # the master known, if any, stays: calls to it find out (read-only, lost) themselves
             raise StoreUnavailable(f"replica set {self.id} has no writable master")
         self._master = next(i for i, _ in answers if i.spec.name == chosen)
         return self._master
@@ -191,10 +216,8 @@ class ReplicaSetClient:
                 target = await self._target(write)
                 return await target.call(fn, args, timeout=remaining)
             except StoreTimeout:
-                # a master that does not answer in time is asked again who it is next time: one whose host
-                # vanished keeps its socket open, and every call would wait on it even after a failover
                 if target is not None and target is self._master:
-                    self._master = None
+                    self.suspect_master()
                 raise
             except (ReadOnlyInstance, StoreUnavailable) as exc:
                 last_error = exc
@@ -242,6 +265,6 @@ class ReplicaSetClient:
         return dict(await asyncio.gather(*(one(i) for i in self.instances)))
 
     async def close(self) -> None:
-        if self._discovery is not None and not self._discovery.done():
+        if self._discovery is not None and not self._discovery.done() and self._discovery.get_loop() is _running_loop():
             self._discovery.cancel()
         await asyncio.gather(*(i.close() for i in self.instances))

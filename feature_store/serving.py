@@ -22,13 +22,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from feature_store.client import FeatureStore
-from feature_store.errors import StoreError, StoreUnavailable
+from feature_store.errors import NoOwner, StoreError, StoreUnavailable
 from feature_store.freshness import CopyRead, trusted_copy
 from feature_store.records import Value
 from feature_store.replicaset import InstanceConnection, ReplicaSetClient
 from feature_store.specs import AggregateSpec
 
 BUSY_MASTER_SILENCE_S = 0.2
+MAP_REFRESH_INTERVAL_S = 1.0  # between background refreshes of the bucket map for a bucket nobody owns
 
 
 class NoTrustedCopy(StoreUnavailable):
@@ -49,6 +50,8 @@ class ServingStore:
         self.store = store
         self.hedge_after_s = hedge_after_s
         self._master_answered_at: dict[int, float] = {}  # replica set id -> monotonic time of its last answer
+        self._map_refresh: asyncio.Future[Any] | None = None
+        self._map_refreshed_at = float("-inf")
 
     # ---- a client's facts ------------------------------------------------------------------------------
     async def read_client(
@@ -61,7 +64,12 @@ class ServingStore:
         deadline = time.monotonic() + timeout
         # before the call is started: a bucket nobody owns (its replica set down at the API's start) raises here,
         # where it left the call running on its own, refreshing the bucket map for every request
-        rs_id = self._replicaset(subject).id
+        try:
+            rs = self._replicaset(subject)
+        except NoOwner:
+            self._refresh_bucket_map_soon()  # the replica set back, or a move done: its clients are served again
+            raise
+        rs_id = rs.id
         # write=True routes to the master whatever ``read_from`` says: the status is read where status changes
         # are written, or from a copy that proves its freshness below
         master = asyncio.ensure_future(
@@ -103,11 +111,23 @@ class ServingStore:
                     raise NoTrustedCopy(f"no copy of {subject}'s replica set answered in time")
                 await asyncio.wait(pending, timeout=left, return_when=asyncio.FIRST_COMPLETED)
         finally:
+            if not master.done():  # silent past the budget: a host gone keeps its socket, so look for a master
+                rs.suspect_master()  # in the background (at most once a second) while this one is still used
             for future in (master, replicas):
                 if future is not None and not future.done():
                     future.cancel()
             if master.done() and not master.cancelled():
                 master.exception()  # retrieved: a failed master read is expected here, not an error to log
+
+    def _refresh_bucket_map_soon(self) -> None:
+        """One background refresh of the bucket map at a time, at most one per ``MAP_REFRESH_INTERVAL_S``."""
+        if self._map_refresh is not None and not self._map_refresh.done():
+            return
+        if time.monotonic() - self._map_refreshed_at < MAP_REFRESH_INTERVAL_S:
+            return
+        self._map_refreshed_at = time.monotonic()
+        self._map_refresh = asyncio.ensure_future(self.store.refresh_bucket_map())
+        self._map_refresh.add_done_callback(lambda done: done.cancelled() or done.exception())
 
     def _note_master_answer(self, rs_id: int, done: asyncio.Future[Any]) -> None:
         if not done.cancelled() and done.exception() is None:

@@ -74,9 +74,13 @@ class FakeReplicaSet:
         self.instances = instances
         self.master_name = master_name
         self.forgotten = 0
+        self.suspected = 0
 
     def forget_master(self) -> None:
         self.forgotten += 1
+
+    def suspect_master(self) -> None:
+        self.suspected += 1
 
 
 class FakeFeatureStore:
@@ -85,6 +89,11 @@ class FakeFeatureStore:
     def __init__(self, rs: FakeReplicaSet) -> None:
         self.rs = rs
         self.routed: list[tuple[str, list[Any], bool]] = []
+        self.map_refreshes = 0
+
+    async def refresh_bucket_map(self) -> dict[int, int]:
+        self.map_refreshes += 1
+        return {7: 1}
 
     def bucket_id_for(self, subject: str) -> int:
         return 7
@@ -405,3 +414,6 @@ async def test_a_client_whose_bucket_nobody_owns_starts_no_call() -> None:
             await store.read_client("c1", SPECS, time.time(), timeout=0.5)
     await asyncio.sleep(0.01)
     assert fake.routed == []
+    # and the bucket map is refreshed in the background, once (not per request): the replica set back, its
+    # clients are served without a restart of the API
+    assert fake.map_refreshes == 1
