@@ -463,13 +463,14 @@ def main(argv: list[str] | None = None) -> int:
 def _operator_errors() -> tuple[type[Exception], ...]:
     """Failures of the stack an operator fixes outside the code: a process that did not start, no safe
     failover, a store or broker that refuses or is away, a config that does not validate."""
-    from aiokafka.errors import KafkaError
+    from aiokafka.errors import KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable
     from pydantic import ValidationError
 
     from deploy.processes import ProcessError
     from feature_store.errors import StoreError
 
-    return (ProcessError, StoreError, KafkaError, ValidationError)
+    # a broker away, not every KafkaError: a client used wrongly (IllegalStateError) is a bug to see whole
+    return (ProcessError, StoreError, KafkaConnectionError, KafkaTimeoutError, NoBrokersAvailable, ValidationError)
 
 
 OPERATOR_ERRORS = _operator_errors()

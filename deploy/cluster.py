@@ -314,11 +314,11 @@ class StoreCluster:
                 **(instance_facts(stats, by_port) if stats is not None else {"role": None, "ro": None}),
             }
 
-        replicasets = []
-        for rs in self.topology:
-            instances = await asyncio.gather(*(one(spec) for spec in rs.instances))
-            replicasets.append({"id": rs.id, "instances": list(instances)})
-        return replicasets
+        # every instance at once: read one replica set after another, a bucket move finishing in between was
+        # counted on both (status checks that every bucket is active on exactly one replica set)
+        answers = await asyncio.gather(*(one(spec) for rs in self.topology for spec in rs.instances))
+        by_name = {answer["name"]: answer for answer in answers}
+        return [{"id": rs.id, "instances": [by_name[spec.name] for spec in rs.instances]} for rs in self.topology]
 
 
 async def rebalance(store: FeatureStore, target_rs: int, *, concurrency: int = 4) -> list[MoveResult]:

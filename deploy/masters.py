@@ -63,7 +63,10 @@ class MasterRecords:
             recorded = self._load()
             recorded[str(rs_id)] = {"master": record.master, "epoch": record.epoch, "deposed": record.deposed}
             tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            tmp.write_text(json.dumps(recorded))
+            with open(tmp, "w") as out:
+                out.write(json.dumps(recorded))
+                out.flush()
+                os.fsync(out.fileno())  # a power cut leaves the old file or the new one, never an empty one
             tmp.replace(self.path)
 
     @contextmanager

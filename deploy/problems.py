@@ -81,6 +81,11 @@ def _ownership_problems(store: dict[str, Any]) -> list[str]:
     if any((i.get("buckets_sending") or 0) + (i.get("buckets_receiving") or 0) for i in answering):
         return []
     active = sum(int(m[0]["buckets_active"]) for m in masters)
+    if active == 0:
+        return [
+            f"no bucket is assigned to any replica set: run `rtrec up` (a new cluster's {bucket_count} are "
+            "assigned as it starts)"
+        ]
     if active < bucket_count:
         return [
             f"{bucket_count - active} of {bucket_count} buckets are active on no replica set: their clients can be "

@@ -191,6 +191,7 @@ async def test_a_stop_ends_a_hold_without_success() -> None:
         (3000, None),
         (2990, "10 of 3000 buckets are active on no replica set"),
         (3004, "4 buckets are active on two replica sets"),
+        (0, "no bucket is assigned to any replica set: run `rtrec up`"),
     ],
 )
 def test_buckets_owned_by_nobody_or_twice_are_named(active: int, expected: str | None) -> None:
