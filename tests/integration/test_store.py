@@ -397,8 +397,10 @@ async def test_a_failed_expiry_pass_leaves_no_transaction_behind(
     finally:
         await conn.disconnect()
     first, failed, open_after_failure, second, new_failures, left = answer
-    assert (first, failed, open_after_failure) == (False, 1, False)
-    assert (second, new_failures, left) == (True, 1, 0)
+    # at least one failure counted: the background expiry fiber may run a pass of its own while the fault is in
+    # (the pass yields at its WAL write), and count one more
+    assert (first, failed >= 1, open_after_failure) == (False, True, False)
+    assert (second, new_failures >= 1, left) == (True, True, 0)
 
 
 async def test_aggregates_never_count_an_expired_row_whatever_the_sweep(store: FeatureStore, uid: str) -> None:
