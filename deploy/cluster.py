@@ -128,8 +128,7 @@ class StoreCluster:
         directory = self.work_dir(spec)
         if directory.exists():
             directory.rename(directory.with_name(f"{spec.name}.deposed-{time.strftime('%Y%m%dT%H%M%S')}"))
-        record.deposed.remove(spec.name)
-        self.masters.put(rs.id, record)
+        self.masters.undepose(rs.id, spec.name, rs.bootstrap_master.name)
 
     async def call_instance(self, spec: InstanceSpec, fn: str, args: list[Any], *, timeout: float) -> Any:
         """One procedure call on one instance over a short-lived connection (ops calls, not the hot path)."""

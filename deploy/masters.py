@@ -58,19 +58,31 @@ class MasterRecords:
 
     def put(self, rs_id: int, record: MasterRecord) -> None:
         """Record one replica set's master; two failovers at once (of different replica sets) both stay."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._locked():
-            recorded = self._load()
-            recorded[str(rs_id)] = {"master": record.master, "epoch": record.epoch, "deposed": record.deposed}
-            tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-            with open(tmp, "w") as out:
-                out.write(json.dumps(recorded))
-                out.flush()
-                os.fsync(out.fileno())  # a power cut leaves the old file or the new one, never an empty one
-            tmp.replace(self.path)
+            self._write(rs_id, record)
+
+    def undepose(self, rs_id: int, name: str, default_master: str) -> None:
+        """Strike ``name`` from the deposed (it was rebootstrapped), on the record as it is now: read and written
+        under the lock, so a failover recorded meanwhile is not overwritten with the record read before it."""
+        with self._locked():
+            record = self.get(rs_id, default_master)
+            if name in record.deposed:
+                record.deposed.remove(name)
+                self._write(rs_id, record)
+
+    def _write(self, rs_id: int, record: MasterRecord) -> None:
+        recorded = self._load()
+        recorded[str(rs_id)] = {"master": record.master, "epoch": record.epoch, "deposed": record.deposed}
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
+        with open(tmp, "w") as out:
+            out.write(json.dumps(recorded))
+            out.flush()
+            os.fsync(out.fileno())  # a power cut leaves the old file or the new one, never an empty one
+        tmp.replace(self.path)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_suffix(".lock"), "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             try:

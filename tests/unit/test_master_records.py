@@ -36,3 +36,13 @@ def test_failovers_of_two_replica_sets_at_once_both_stay_recorded(tmp_path: Path
         thread.join()
     for rs_id in (1, 2, 3):
         assert records.get(rs_id, "x") == MasterRecord(f"storage-{rs_id}-b", 39)
+
+
+def test_a_rebootstrap_strikes_its_name_from_the_record_as_it_is_then(tmp_path: Path) -> None:
+    """`rtrec up` rebootstrapping a deposed master read the record, then wrote it back without that name: a
+    failover recorded in between was overwritten, and the next start took the old master for the master."""
+    records = MasterRecords(tmp_path / "masters.json")
+    records.put(1, MasterRecord("storage-1-b", 2, ["storage-1-a"]))
+    records.put(1, MasterRecord("storage-1-c", 3, ["storage-1-a", "storage-1-b"]))  # a failover meanwhile
+    records.undepose(1, "storage-1-a", "storage-1-a")
+    assert records.get(1, "storage-1-a") == MasterRecord("storage-1-c", 3, ["storage-1-b"])
