@@ -37,6 +37,7 @@ from replay.window import PartitionRange, offsets_for_window
 
 State = Literal["pending", "running", "done", "failed", "cancelled"]
 BATCH = 2000
+TAIL_ROUNDS = 5  # passes over what arrived after the window (each over what arrived during the one before)
 
 
 @dataclass
@@ -165,12 +166,18 @@ class ReplayJob:
 
     async def _restore_newest_versions(self, consumer: AIOKafkaConsumer, window: list[PartitionRange]) -> None:
         """Apply again the transaction versions that arrived after the window, up to the end now (what arrived
-        during the replay included). Not stopped by a cancel, which only lifts the throttle."""
-        tail = [r for r in await self._after_window(consumer, window) if r.size]
-        self.progress.offsets_after_window = sum(r.size for r in tail)
+        during the replay included). Then what arrived during that pass, and so on while anything did (up to
+        ``TAIL_ROUNDS``): a newer version the live consumer applied while this pass wrote an older one is
+        applied once more after it. Not stopped by a cancel, which only lifts the throttle."""
         if self._window_objects is not None and not self._window_objects:
             return  # the window wrote no transaction
-        await self._read(consumer, tail, self._reapply_later_versions, stop=None)
+        for _ in range(TAIL_ROUNDS):
+            tail = [r for r in await self._after_window(consumer, window) if r.size]
+            if not tail:
+                return
+            self.progress.offsets_after_window += sum(r.size for r in tail)
+            await self._read(consumer, tail, self._reapply_later_versions, stop=None)
+            window = tail  # the next round starts where this one ended
 
     @staticmethod
     async def _after_window(consumer: AIOKafkaConsumer, window: list[PartitionRange]) -> list[PartitionRange]:

@@ -370,3 +370,44 @@ async def test_a_partition_ending_in_a_transaction_marker_ends_the_replay(
     assert job.state == "done", job.error
     assert job.offsets_done == 1 and job.offsets_total == 2  # the record and its marker
     assert {r.name for r in await store.get_features(subject)} == {"tx.out.amount"}
+
+
+async def test_a_version_the_live_consumer_applies_during_the_second_pass_is_not_undone(
+    kafka_settings: Settings, cluster: StoreCluster, store: FeatureStore, uid: str
+) -> None:
+    """The pass over the versions after the window read up to the end as it began. A third version arriving
+    then, applied by the live consumer before that pass wrote the second, was undone by it for good. The pass
+    now runs again over what arrived during it."""
+    s = kafka_settings
+    subject = f"{uid}-r"
+
+    def version(amount: float, mcc: int) -> tuple[str, str, dict[str, Any]]:
+        event = {"tx_id": "t1", "client_id": subject, "ts": 1_790_000_000, "amount": amount, "currency": "RUB"}
+        return "transactions", subject, event | {"direction": "out", "mcc": mcc}
+
+    start = time.time()
+    await publish_events(s, [version(100.0, 5411)], progress=False)
+    end = time.time()
+    await asyncio.sleep(0.05)
+    await publish_events(s, [version(80.0, 5812)], progress=False)
+    await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
+
+    class ThirdVersionDuringThePass(ReplayJob):
+        published = False
+
+        async def _reapply_later_versions(self, records: list[Any]) -> int:
+            if not self.published:  # the live path takes a third version before this pass writes the second
+                self.published = True
+                await publish_events(s, [version(60.0, 5411)], progress=False)
+                await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
+                assert (await _amounts(store, subject)) == {"tx.out.amount": 60.0, "tx.out.mcc.groceries": 60.0}
+            return await super()._reapply_later_versions(records)
+
+    job = await ThirdVersionDuringThePass(s, store, start, end).run()
+    assert job.state == "done", job.error
+    assert await _amounts(store, subject) == {"tx.out.amount": 60.0, "tx.out.mcc.groceries": 60.0}
+    assert job.versions_after_window == 2 and job.offsets_after_window == 2
+
+
+async def _amounts(store: FeatureStore, subject: str) -> dict[str, Any]:
+    return {r.name: r.value for r in await store.get_features(subject) if r.object == "t1"}
