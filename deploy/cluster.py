@@ -338,9 +338,23 @@ async def rebalance(store: FeatureStore, target_rs: int, *, concurrency: int = 4
         async with semaphore:
             return await move_bucket(store, bucket, target_rs, refresh=False)
 
-    moved = await asyncio.gather(*(move(b) for b in plan))
+    # every move runs to its end: one that failed must not cancel the others mid-step (a cancelled move skipped
+    # its own rollback and left its bucket refusing writes until a recover)
+    outcomes = await asyncio.gather(*(move(b) for b in plan), return_exceptions=True)
     await store.refresh_bucket_map()
-    return list(moved)
+    failed = [(b, o) for b, o in zip(plan, outcomes, strict=True) if isinstance(o, BaseException)]
+    if failed:
+        bucket, first = failed[0]
+        raise ReshardIncomplete(
+            f"{len(failed)} of {len(plan)} bucket moves to replica set {target_rs} failed (bucket {bucket}: "
+            f"{type(first).__name__}: {first}); the others are done. Run `rtrec reshard --recover` to settle any "
+            "move left in flight; the failed buckets stay where they were"
+        )
+    return [o for o in outcomes if isinstance(o, MoveResult)]
+
+
+class ReshardIncomplete(processes.ProcessError):
+    """Some bucket moves of a reshard failed; the rest were done."""
 
 
 class _ClusterClient:

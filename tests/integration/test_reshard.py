@@ -303,3 +303,24 @@ async def test_a_client_in_a_moving_bucket_is_listed_once(
         await store.replicasets[2].call("bucket_activate", [bucket, MOVE])  # sent at 1, not dropped yet
         assert (await list_subjects(store)).count(subject) == 1
         assert [r.action for r in await recover_moves(store)] == ["finished"]
+
+
+async def test_a_reshard_with_one_failed_move_finishes_the_others_and_says_so(
+    private_cluster: tuple[Settings, StoreCluster],
+) -> None:
+    """The moves ran in one gather: the first that failed raised out of it, and the process exit cancelled the
+    moves still in flight mid-step, past their own rollback, leaving their buckets refusing writes."""
+    from deploy.cluster import ReshardIncomplete
+
+    s, cluster = private_cluster
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        first_moved = max(b for b, rs in store.bucket_map.items() if rs == 1)  # the plan takes it first
+        await store.replicasets[1].call("bucket_start_send", [first_moved, 2, "another-move"])  # busy elsewhere
+    with pytest.raises(ReshardIncomplete, match=r"1 of \d+ bucket moves to replica set 3 failed"):
+        await cluster.add_replicaset(concurrency=4)
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        owners = await store.refresh_bucket_map()
+        on_the_new_one = sum(rs == 3 for rs in owners.values())
+        assert on_the_new_one == s.store.bucket_count // 3 - 1  # every other move was done
+        transfers = await store.replicasets[1].call("bucket_transfers", [])
+        assert [t[0] for t in transfers["sending"]] == [first_moved]  # only the one moving elsewhere
