@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import fcntl
 import json
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from deploy.processes import ProcessError
+from feature_store.files import write_atomically
 
 
 @dataclass
@@ -73,12 +73,7 @@ class MasterRecords:
     def _write(self, rs_id: int, record: MasterRecord) -> None:
         recorded = self._load()
         recorded[str(rs_id)] = {"master": record.master, "epoch": record.epoch, "deposed": record.deposed}
-        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
-        with open(tmp, "w") as out:
-            out.write(json.dumps(recorded))
-            out.flush()
-            os.fsync(out.fileno())  # a power cut leaves the old file or the new one, never an empty one
-        tmp.replace(self.path)
+        write_atomically(self.path, json.dumps(recorded).encode(), durable=True)
 
     @contextmanager
     def _locked(self) -> Iterator[None]:

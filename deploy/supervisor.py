@@ -32,6 +32,7 @@ from deploy import processes
 from deploy.settings import Settings
 from extractors.health import read_state, state_path
 from extractors.offsets import consumer_lag
+from feature_store.files import write_atomically
 
 log = logging.getLogger("rtrec.supervise")
 
@@ -190,9 +191,7 @@ class ConsumerSupervisor:
             "consumers": [{"name": c.name, **asdict(c)} for c in self.consumers],
             "lag_samples": self._lag_samples,
         }
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(document))
-        tmp.replace(self.state_file)
+        write_atomically(self.state_file, json.dumps(document).encode())
 
 
 def _stop_when_parent_dies() -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from extractors import metrics
+from feature_store.files import write_atomically
 
 log = logging.getLogger(__name__)
 
@@ -79,9 +80,7 @@ def read_state(path: Path) -> dict[str, Any] | None:
 def write_state(path: Path, health: ConsumerHealth) -> None:
     """Atomic replace, so a reader never sees half a file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(health.as_dict()))
-    tmp.replace(path)
+    write_atomically(path, json.dumps(health.as_dict()).encode())
 
 
 def publish_gauges(health: ConsumerHealth) -> None:

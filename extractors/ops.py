@@ -141,27 +141,36 @@ async def apply_ops(store: FeatureWriter, ops: list[StoreOp], fence: Fence | Non
     return result
 
 
+ObjectKey = tuple[str, str, str]  # subject, source, object
+
+
+def superseding_object(op: StoreOp) -> ObjectKey | None:
+    """The object an append of a superseding source writes a version of (a transaction), else None."""
+    if isinstance(op, AppendFeatures) and op.features and op.features[0].source in SUPERSEDING_SOURCES:
+        first = op.features[0]
+        return first.subject, first.source, first.object
+    return None
+
+
 def versions_together(appends: list[AppendFeatures]) -> list[AppendFeatures]:
     """The appends with every version of an object of a superseding source side by side, in order, where its
     first version stood (a transaction and its correction in one batch). The store applies side-by-side
     versions one after the other within one call, exactly as separate writes; apart, they could go in chunks
     written concurrently. One pass when no object comes twice (the consumer's hot path)."""
-    versions: dict[tuple[str, str, str], list[AppendFeatures]] = {}
+    versions: dict[ObjectKey, list[AppendFeatures]] = {}
     superseding = 0
     for op in appends:
-        if op.features and op.features[0].source in SUPERSEDING_SOURCES:
-            first = op.features[0]
-            versions.setdefault((first.subject, first.source, first.object), []).append(op)
+        if (key := superseding_object(op)) is not None:
+            versions.setdefault(key, []).append(op)
             superseding += 1
     if len(versions) == superseding:
         return appends
     together: list[AppendFeatures] = []
     for op in appends:
-        if not (op.features and op.features[0].source in SUPERSEDING_SOURCES):
+        if (key := superseding_object(op)) is None:
             together.append(op)
-            continue
-        first = op.features[0]
-        together.extend(versions.pop((first.subject, first.source, first.object), ()))
+        else:
+            together.extend(versions.pop(key, ()))
     return together
 
 

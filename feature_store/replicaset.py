@@ -8,7 +8,8 @@ import contextlib
 import logging
 import random
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import asynctnt
 from asynctnt.exceptions import TarantoolError
@@ -118,6 +119,17 @@ def choose_master(answers: list[tuple[str, dict[str, Any]]]) -> str | None:
 SUSPECT_INTERVAL_S = 1.0  # between background looks for the master after it did not answer in time
 
 
+T = TypeVar("T")
+
+
+def in_background(awaitable: Awaitable[T]) -> asyncio.Future[T]:
+    """Run ``awaitable`` as a task whose outcome is read even when nobody awaits it, so a failure is not logged
+    as never retrieved (callers that wait for it see it as usual)."""
+    future = asyncio.ensure_future(awaitable)
+    future.add_done_callback(lambda done: done.cancelled() or done.exception())
+    return future
+
+
 def _running_loop() -> asyncio.AbstractEventLoop | None:
     try:
         return asyncio.get_running_loop()
@@ -184,9 +196,7 @@ class ReplicaSetClient:
 
     def _start_discovery(self) -> asyncio.Future[InstanceConnection]:
         if self._discovery is None or self._discovery.done() or self._discovery.get_loop() is not _running_loop():
-            self._discovery = asyncio.ensure_future(self._discover())
-            # read its outcome even when every caller gave up, so a failure is not logged as never retrieved
-            self._discovery.add_done_callback(lambda done: done.cancelled() or done.exception())
+            self._discovery = in_background(self._discover())  # every caller may give up on it
         return self._discovery
 
     async def _discover(self) -> InstanceConnection:

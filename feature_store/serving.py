@@ -25,7 +25,7 @@ from feature_store.client import FeatureStore
 from feature_store.errors import NoOwner, StoreError, StoreUnavailable
 from feature_store.freshness import CopyRead, trusted_copy
 from feature_store.records import Value
-from feature_store.replicaset import InstanceConnection, ReplicaSetClient
+from feature_store.replicaset import InstanceConnection, ReplicaSetClient, in_background
 from feature_store.specs import AggregateSpec
 
 BUSY_MASTER_SILENCE_S = 0.2
@@ -126,8 +126,7 @@ class ServingStore:
         if time.monotonic() - self._map_refreshed_at < MAP_REFRESH_INTERVAL_S:
             return
         self._map_refreshed_at = time.monotonic()
-        self._map_refresh = asyncio.ensure_future(self.store.refresh_bucket_map())
-        self._map_refresh.add_done_callback(lambda done: done.cancelled() or done.exception())
+        self._map_refresh = in_background(self.store.refresh_bucket_map())
 
     def _note_master_answer(self, rs_id: int, done: asyncio.Future[Any]) -> None:
         if not done.cancelled() and done.exception() is None:

@@ -158,9 +158,10 @@ local MAX_FENCE_KEYS = 4096
 -- `takes_over`: the writer proved to the broker that its generation is the group's current one (a group
 -- created anew numbers from 1 again) and takes over exactly the fences it was refused by; a fence that moved
 -- since (a newer generation wrote) still refuses it, however late the request arrives.
+-- Returns the refusal, or nil and the keys whose fence moves to this writer's generation (one lookup per key).
 local function check_fence(fence)
     if fence == nil then
-        return nil
+        return nil, {}
     end
     if type(fence) ~= 'table' or type(fence.keys) ~= 'table' or #fence.keys > MAX_FENCE_KEYS
         or type(fence.generation) ~= 'number' or fence.generation < 0 or fence.generation % 1 ~= 0
@@ -169,7 +170,7 @@ local function check_fence(fence)
             .. 'takes_over = {key = generation}}')
     end
     local takes_over = fence.takes_over or {}
-    local refused, first = {}, nil
+    local refused, first, moving = {}, nil, {}
     for _, key in ipairs(fence.keys) do
         if type(key) ~= 'string' then
             return errors.new('BAD_ARGUMENT', 'fence keys must be strings')
@@ -178,6 +179,8 @@ local function check_fence(fence)
         if stored ~= nil and stored[2] > fence.generation and takes_over[key] ~= stored[2] then
             refused[key] = stored[2]
             first = first or key
+        elseif stored == nil or stored[2] ~= fence.generation then
+            moving[#moving + 1] = key
         end
     end
     if first ~= nil then
@@ -186,21 +189,7 @@ local function check_fence(fence)
             first, refused[first], fence.generation),
             {key = first, stored = refused[first], generation = fence.generation, refused = refused})
     end
-    return nil
-end
-
--- Inside the write's transaction: the fence moves to this writer's generation.
-local function raise_fence(fence)
-    if fence == nil then
-        return
-    end
-    local now = require('clock').time()
-    for _, key in ipairs(fence.keys) do
-        local stored = box.space.fences:get(key)
-        if stored == nil or stored[2] ~= fence.generation then
-            box.space.fences:replace({key, fence.generation, now})
-        end
-    end
+    return nil, moving
 end
 
 -- rows: array of {bucket_id, subject, source, name, object, value, time_use, expires_at}; fence: see check_fence.
@@ -240,12 +229,15 @@ function M.put_features(rows, fence)
         run_start, run_existed, run_changed, run_refused, run_anchors = nil, false, false, false, nil
     end
     box.begin()  -- the fence is checked and moved in the write's own transaction: nothing runs in between
-    local fenced = check_fence(fence)
+    local fenced, moving = check_fence(fence)
     if fenced ~= nil then
         box.rollback()
         return nil, fenced
     end
-    raise_fence(fence)
+    local now = require('clock').time()
+    for _, key in ipairs(moving) do  -- the fence moves to this writer's generation
+        box.space.fences:replace({key, fence.generation, now})
+    end
     for i, row in ipairs(rows) do
         if run_start ~= nil then
             local first = rows[run_start]

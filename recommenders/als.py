@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy.sparse import csr_matrix
 
+from recommenders.arrays import check_array
 from recommenders.profile import ClientSnapshot
 from recommenders.scorer import ProductScore
 
@@ -94,9 +95,9 @@ class ALSScorer:
         data = np.load(path, allow_pickle=False)
         clients = [str(c) for c in data["clients"]]
         products = data["products"]
-        _check_array(data["client_factors"], (len(clients), None), "client_factors")
-        _check_array(data["product_factors"], (len(products), data["client_factors"].shape[1]), "product_factors")
-        _check_array(data["popularity"], (len(products),), "popularity")
+        check_array(data["client_factors"], (len(clients), None), "client_factors")
+        check_array(data["product_factors"], (len(products), data["client_factors"].shape[1]), "product_factors")
+        check_array(data["popularity"], (len(products),), "popularity")
         return cls(
             version,
             [str(p) for p in data["products"]],
@@ -136,14 +137,3 @@ class ALSScorer:
                     product, min(1.0, base * (0.5 + preference)), ("clients with similar products chose it",)
                 )
         return out
-
-
-def _check_array(array: np.ndarray, shape: tuple[int | None, ...], name: str) -> None:
-    """Refuse (ValueError) an array of another shape or with a NaN or infinity: loaded, it failed every request
-    or scored every product NaN (an answer that is neither degraded nor serialisable)."""
-    if array.ndim != len(shape) or any(
-        want is not None and got != want for got, want in zip(array.shape, shape, strict=False)
-    ):
-        raise ValueError(f"{name} has shape {array.shape}, expected {shape}")
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{name} holds NaN or infinite values")

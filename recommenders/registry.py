@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from recommenders.als import ALSScorer
+from recommenders.arrays import check_array
 from recommenders.catalogue import Catalogue, CatalogueFile
 from recommenders.expert import ExpertScorer
 from recommenders.profile import FeatureSpace
@@ -108,9 +109,8 @@ def load_version(models_dir: Path, version: str, space: FeatureSpace, catalogue:
             "(run `rtrec train` after changing either)"
         )
     stats = np.load(directory / "expert_stats.npz")
-    for name in ("mean", "std"):
-        if stats[name].shape != (len(space.names),) or not np.all(np.isfinite(stats[name])):
-            raise ValueError(f"expert_stats {name} must be {len(space.names)} finite numbers, one per feature")
+    for name in ("mean", "std"):  # one finite number per feature
+        check_array(stats[name], (len(space.names),), f"expert_stats {name}")
     popularity = _numbers(meta.get("popularity", {}), "popularity")
     als_path = directory / "als.npz"
     return LoadedModels(

@@ -15,7 +15,6 @@ import dataclasses
 import json
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from feature_store.client import FeatureStore
+from feature_store.files import write_atomically
 from feature_store.listings import interactions, list_subjects
 from feature_store.ttl import TtlPolicy
 from recommenders import baselines
@@ -442,9 +442,7 @@ def _write_version(
     from recommenders.report import write_report
 
     write_report(directory, meta, holdout, evaluated_boosters, meta["features"], products)
-    pointer = models_dir / "LATEST.tmp"
-    pointer.write_text(meta["version"])
-    os.replace(pointer, models_dir / "LATEST")  # atomic: servers never read half a name
+    write_atomically(models_dir / "LATEST", meta["version"].encode())  # servers never read half a name
 
 
 async def train_configured(

@@ -8,7 +8,7 @@ worker that did not start the job. The worker running a job therefore writes its
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import re
 import time
 from collections.abc import Sequence
@@ -19,6 +19,7 @@ import orjson
 
 from extractors.config import IngestConfig
 from feature_store.client import FeatureStore
+from feature_store.files import write_atomically
 from replay.runner import ReplayJob, ReplayProgress
 
 KEEP_FINISHED = 100
@@ -113,13 +114,11 @@ class ReplayRegistry:
 
     def _publish(self, job: ReplayJob) -> None:
         """Write the job's progress atomically (a reader never sees half a file); a full disk loses only this."""
-        path = self._path(job.progress.id, "json")
-        partial = path.with_suffix(f".{os.getpid()}.tmp")
-        try:
-            partial.write_bytes(orjson.dumps({**job.progress.as_dict(), "published_at": time.time()}))
-            os.replace(partial, path)
-        except OSError:
-            partial.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            write_atomically(
+                self._path(job.progress.id, "json"),
+                orjson.dumps({**job.progress.as_dict(), "published_at": time.time()}),
+            )
 
     def _path(self, job_id: str, kind: str) -> Path:
         return self.shared / f"{job_id}.{kind}"

@@ -10,8 +10,9 @@ replay therefore applies again the transaction versions that arrived after it, u
 (``versions_after_window``): all of them when there are no more than in the window, else only those of the
 transactions the window held. It does so after a cancel or a store failure too, for the part of the window
 written. The final state is the newest version; a reader may see the older one for the moments between the two
-passes, and ``features_written`` counts both writes. Not covered: a newer version that arrives during the
-second pass and that the live consumer applies before the second pass writes the version before it."""
+passes, and ``features_written`` counts both writes. The second pass runs again over what arrived during it
+(``TAIL_ROUNDS``); not covered: a newer version that arrives during the last round and that the live consumer
+applies before that round writes the version before it."""
 
 from __future__ import annotations
 
@@ -30,9 +31,16 @@ from extractors.config import IngestConfig
 from extractors.decode import INPUT_TOPICS
 from extractors.metrics import REPLAY_OFFSETS_DONE, REPLAY_OFFSETS_TOTAL
 from extractors.offsets import partitions_of
-from extractors.ops import AppendFeatures, ApplyResult, DeleteObject, ReplaceSource, StoreOp, apply_ops_retrying
+from extractors.ops import (
+    AppendFeatures,
+    DeleteObject,
+    ObjectKey,
+    ReplaceSource,
+    StoreOp,
+    apply_ops_retrying,
+    superseding_object,
+)
 from feature_store.client import FeatureStore
-from feature_store.records import SUPERSEDING_SOURCES
 from replay.window import PartitionRange, offsets_for_window
 
 State = Literal["pending", "running", "done", "failed", "cancelled"]
@@ -72,17 +80,6 @@ class ReplayProgress:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-ObjectKey = tuple[str, str, str]  # subject, source, object
-
-
-def _superseding(op: StoreOp) -> ObjectKey | None:
-    """The object an append of a superseding source (a transaction's version) writes, else None."""
-    if isinstance(op, AppendFeatures) and op.features and op.features[0].source in SUPERSEDING_SOURCES:
-        first = op.features[0]
-        return first.subject, first.source, first.object
-    return None
 
 
 def _subject_of(op: StoreOp) -> str:
@@ -231,7 +228,7 @@ class ReplayJob:
         REPLAY_OFFSETS_DONE.labels(p.id).set(p.offsets_done)
         ops = self._ops(records)
         if self._window_objects is not None:
-            self._window_objects.update(key for op in ops if (key := _superseding(op)) is not None)
+            self._window_objects.update(key for op in ops if (key := superseding_object(op)) is not None)
         origins = {op.origin for op in ops}
         p.events += len(origins)
         p.skipped_events += len(records) - len(origins)
@@ -241,13 +238,7 @@ class ReplayJob:
             )
             p.features_deleted += sum(1 for op in ops if isinstance(op, DeleteObject))
             return len(records)
-        result = await self._apply(ops)
-        p.features_written += result.written
-        p.features_unchanged += result.unchanged
-        p.features_deleted += result.deleted
-        p.replaces_applied += result.replaced
-        p.replaces_ignored_older += result.replace_ignored
-        p.events_refused += len(result.refused)
+        await self._apply(ops)
         return len(records)
 
     async def _reapply_later_versions(self, records: list[Any]) -> int:
@@ -258,20 +249,24 @@ class ReplayJob:
         ops = [
             op
             for op in self._ops(records)
-            if (key := _superseding(op)) is not None and (wanted is None or key in wanted)
+            if (key := superseding_object(op)) is not None and (wanted is None or key in wanted)
         ]
         if not ops:
             return 0
-        result = await self._apply(ops)
-        p = self.progress
-        p.versions_after_window += len({op.origin for op in ops})
-        p.features_written += result.written
-        p.features_unchanged += result.unchanged
-        p.events_refused += len(result.refused)
+        await self._apply(ops)
+        self.progress.versions_after_window += len({op.origin for op in ops})
         return len(ops)
 
-    async def _apply(self, ops: list[StoreOp]) -> ApplyResult:
-        return await apply_ops_retrying(self.store, ops, give_up=self._cancel.is_set)
+    async def _apply(self, ops: list[StoreOp]) -> None:
+        """Apply ``ops`` (retrying the store) and count what they did in the progress."""
+        result = await apply_ops_retrying(self.store, ops, give_up=self._cancel.is_set)
+        p = self.progress
+        p.features_written += result.written
+        p.features_unchanged += result.unchanged
+        p.features_deleted += result.deleted
+        p.replaces_applied += result.replaced
+        p.replaces_ignored_older += result.replace_ignored
+        p.events_refused += len(result.refused)
 
     async def _throttle(self, started: float, applied: int) -> None:
         if not self.max_events_per_s or self._cancel.is_set():

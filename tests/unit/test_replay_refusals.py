@@ -7,10 +7,12 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 import orjson
+import pytest
 
 from deploy.settings import load_settings
 from extractors.ops import ApplyResult, StoreOp
 from feature_store.client import FeatureStore
+from replay import runner
 from replay.runner import ReplayJob
 
 
@@ -24,14 +26,14 @@ class Record:
     key: bytes | None = None
 
 
-async def test_events_the_store_refused_are_counted() -> None:
+async def test_events_the_store_refused_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
     settings = load_settings()
     job = ReplayJob(settings, cast(FeatureStore, None), 0.0, 1.0)
 
-    async def refusing_store(ops: list[StoreOp]) -> ApplyResult:
+    async def refusing_store(store: object, ops: list[StoreOp], **_: object) -> ApplyResult:
         return ApplyResult(written=1, refused={op.origin: "SUBJECT_TOO_FAT" for op in ops[1:]})
 
-    job._apply = refusing_store  # type: ignore[method-assign]
+    monkeypatch.setattr(runner, "apply_ops_retrying", refusing_store)
     events = [
         {"tx_id": f"t{i}", "client_id": f"c{i}", "ts": 1_790_000_000, "amount": 5, "currency": "RUB", "direction": "in"}
         for i in range(3)
