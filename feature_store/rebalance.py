@@ -109,7 +109,13 @@ async def _drop_once_replicated(
 ) -> None:
     """Drop the source's copy once a replica of the destination has the bucket; otherwise keep it (the bucket is
     served by the destination meanwhile) and say how to finish."""
-    answer = await target_rs.call("bucket_wait_replicated", [wait_s], timeout=wait_s + 5)
+    answer = await target_rs.call("bucket_wait_replicated", [bucket_id, wait_s], timeout=wait_s + 5)
+    if not answer["active"]:
+        raise MoveNotReplicated(
+            f"bucket {bucket_id} is not active on the master of replica set {target_rs.id} (a replica promoted "
+            f"before the activation reached it?): replica set {source_rs.id} keeps its copy (sent, serving "
+            "nothing); `rtrec reshard --recover` copies it again or gives it back"
+        )
     if not answer["replicated"]:
         raise MoveNotReplicated(
             f"bucket {bucket_id} is active on replica set {target_rs.id}, but none of its replicas caught up within "

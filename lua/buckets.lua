@@ -256,13 +256,31 @@ local function delete_bucket_records(bucket_id)
     return deleted
 end
 
+-- Whether `vclock` has every replicated row of `target` (component 0 counts local-only changes).
+local function covers(vclock, target)
+    for id, lsn in pairs(target) do
+        if id ~= 0 and (vclock[id] or 0) < lsn then
+            return false
+        end
+    end
+    return true
+end
+
 -- Receiver side, after activation and before the sender drops its copy: wait (up to `timeout` seconds) until a
--- replica has every row this master wrote so far. Until then the sender's copy is the only other one: a
--- master lost now, before replicating, would take the bucket's whole history with it. True at once for a
--- replica set without replicas; {replicated = false} when no replica caught up in time.
-function M.wait_replicated(timeout)
+-- replica has every row this master holds. Until then the sender's copy is the only other one: a master lost
+-- now, before replicating, would take the bucket's whole history with it. The bucket must be active here: the
+-- mover's call reaches whichever instance is master by then, and one promoted after the activation without
+-- receiving it holds nothing of the bucket, yet its replicas had every row of its own. For the same reason a
+-- replica must have the whole vclock, not this instance's own component: the activation may be another's row.
+-- {replicated = true} at once for an active bucket without replicas; {replicated = false, active = false}
+-- when the bucket is not active here; {replicated = false} when no replica caught up in time.
+function M.wait_replicated(bucket_id, timeout)
+    local b = box.space._bucket:get(bucket_id)
+    if b == nil or b[2] ~= M.ACTIVE then
+        return {replicated = false, active = false, replicas = 0}
+    end
     local own = box.info.id
-    local target = box.info.vclock[own] or 0
+    local target = box.info.vclock
     local peers = 0
     for id, _ in pairs(box.info.replication) do
         if id ~= own then
@@ -270,20 +288,19 @@ function M.wait_replicated(timeout)
         end
     end
     if peers == 0 then
-        return {replicated = true, replicas = 0}
+        return {replicated = true, active = true, replicas = 0}
     end
     local deadline = require('fiber').clock() + (timeout or 10)
     repeat
         for id, peer in pairs(box.info.replication) do
             local downstream = peer.downstream
-            if id ~= own and downstream ~= nil and downstream.vclock ~= nil
-                    and (downstream.vclock[own] or 0) >= target then
-                return {replicated = true, replicas = peers}
+            if id ~= own and downstream ~= nil and downstream.vclock ~= nil and covers(downstream.vclock, target) then
+                return {replicated = true, active = true, replicas = peers}
             end
         end
         require('fiber').sleep(0.01)
     until require('fiber').clock() > deadline
-    return {replicated = false, replicas = peers}
+    return {replicated = false, active = true, replicas = peers}
 end
 
 -- The sender's last step, once the receiver activated the bucket.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 import pytest
 
@@ -239,6 +240,44 @@ async def test_the_source_keeps_its_copy_until_a_replica_of_the_destination_has_
         assert [(r.bucket_id, r.action) for r in results] == [(bucket, "finished")]
         assert (await store.replicasets[1].call("bucket_move_state", [bucket, None], write=False))["status"] is None
         assert len(await store.get_features(subject, limit=10_000)) == 400
+
+
+async def test_a_destination_promoted_past_the_activation_does_not_let_the_source_drop_its_copy(
+    private_cluster: tuple[Settings, StoreCluster], uid: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mover's last question (has a replica of the destination every row?) reaches whichever copy is master
+    by then: the call retries on the new master after a lost connection. Here the destination's master
+    activates the bucket and dies before its replicas heard of the move, and failover promotes one of them. It
+    answered for its own rows, which its replica had, so the source dropped the only copy left: the bucket was
+    active nowhere and its history gone. The answer now needs the bucket active on the copy that gives it."""
+    s, cluster = private_cluster
+    destination = cluster.topology[1]
+    old = cluster.instance(cluster.master_name(destination))
+    others = [spec for spec in destination.instances if spec != old]
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        subject, bucket = await _bucket_of_rs1(store, uid)
+        await store.put_features(_features(subject, 300))
+        peers = [cluster._peer_uri(spec) for spec in others]
+        for spec in others:  # the destination's replicas follow each other, no longer their master
+            await cluster.call_instance(spec, "set_replication", [peers], timeout=10)
+        target = store.replicasets[destination.id]
+        call = target.call
+
+        async def dying_after_activation(fn: str, args: list[Any], **kwargs: Any) -> Any:
+            answer = await call(fn, args, **kwargs)
+            if fn == "bucket_activate":
+                cluster.kill(old.name, signal.SIGKILL)
+                await cluster.failover(destination.id)
+            return answer
+
+        monkeypatch.setattr(target, "call", dying_after_activation)
+        with pytest.raises(MoveNotReplicated, match="not active on the master"):
+            await move_bucket(store, bucket, destination.id, replication_wait_s=2.0)
+        monkeypatch.undo()
+        assert (await store.replicasets[1].call("bucket_move_state", [bucket, None]))["status"] == "sent"  # kept
+        results = await recover_moves(store)
+        assert [(r.bucket_id, r.action) for r in results] == [(bucket, "rolled back")]  # nothing reached it
+        assert len(await store.get_features(subject, limit=10_000)) == 300
 
 
 async def test_a_read_between_a_moves_sent_and_its_activation_waits_for_the_new_owner(
