@@ -127,8 +127,8 @@ class ReplayJob:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        await consumer.start()
         try:
+            await consumer.start()  # inside: a broker out of reach fails the job instead of leaving it "running"
             topics = [self.settings.kafka.topic_prefix + t for t in p.topics]
             partitions = await partitions_of(self.settings.kafka.bootstrap, topics)
             ranges = [r for r in await offsets_for_window(consumer, partitions, p.start_ts, p.end_ts) if r.size]
