@@ -24,7 +24,7 @@ from extractors.ops import AppendFeatures
 from extractors.process import GC_THRESHOLDS, tune_gc
 from feature_store.client import FeatureStore
 
-Record = namedtuple("Record", "topic partition offset key value headers")
+Record = namedtuple("Record", "topic partition offset key value headers timestamp timestamp_type")
 BATCH = 5000  # the consumer's default max_batch_records
 
 
@@ -44,7 +44,7 @@ def _microseconds_per_event(records: list[Record], store: FeatureStore, rounds: 
 
 def run_extract(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     events = transactions(args.events, max(args.events // 200, 1), time.time())
-    records = [Record(TOPICS["transactions"], 0, i, None, orjson.dumps(e), []) for i, e in enumerate(events)]
+    records = [Record(TOPICS["transactions"], 0, i, None, orjson.dumps(e), [], 0, 0) for i, e in enumerate(events)]
     store = FeatureStore(settings.store)  # only builds rows: never connects
     default = _microseconds_per_event(records, store, rounds=3)
     tune_gc()

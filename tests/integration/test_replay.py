@@ -252,6 +252,25 @@ async def test_a_record_stamped_in_the_future_by_its_producer_hides_nothing_from
     assert window.size == 2
 
 
+async def test_a_client_version_ahead_of_its_arrival_is_refused_by_a_later_replay_too(
+    kafka_settings: Settings, store: FeatureStore, uid: str
+) -> None:
+    """Event times were bounded by the clock when the record was processed: a client version stamped ahead of
+    its arrival went to the dead letters live, and a replay run once that time had passed applied it; newest
+    wins, so it beat every genuine update made in between. Bounded by the arrival the broker stamped, a replay
+    decides as the live consumer did, however late it runs."""
+    consumer = kafka_settings.consumer.model_copy(update={"max_ahead_s": 1.0})  # a skew of seconds, not hours
+    s = kafka_settings.model_copy(update={"consumer": consumer})
+    subject = f"{uid}-ahead"
+    start = time.time()
+    stamped = {"client_id": subject, "ts": start + 4, "segment": "sme", "birth_date": "1980-05-01"}
+    await publish_events(s, [("clients", subject, stamped)], progress=False)
+    await asyncio.sleep(max(0.0, start + 5 - time.time()))  # its time has passed: the clock no longer refuses it
+    job = await ReplayJob(s, store, start - 1, time.time()).run()
+    assert job.state == "done" and job.offsets_done == 1 and job.skipped_events == 1, job.as_dict()
+    assert await store.get_features(subject) == []
+
+
 async def test_any_api_worker_follows_and_cancels_a_replay_another_one_runs(
     kafka_settings: Settings, cluster: StoreCluster, uid: str, tmp_path: Any
 ) -> None:

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from extractors.batch import extract_batch
+from extractors.batch import LOG_APPEND_TIME, extract_batch
 from extractors.decode import INPUT_TOPICS, MAX_EVENT_BYTES
 from extractors.dlq import MAX_PAYLOAD_BYTES, DeadLetter
 from extractors.extract import ExtractionConfig
@@ -56,6 +56,8 @@ class Record:
     partition: int = 0
     offset: int = 7
     key: bytes | None = b"k"
+    timestamp: int = 0
+    timestamp_type: int = 0  # the producer's time: extraction bounds event times by the clock
 
 
 def outcome(record: Record) -> tuple[int, list[DeadLetter]]:
@@ -200,6 +202,22 @@ def test_an_event_time_ahead_of_the_clock_is_a_dead_letter_within_the_skew_it_is
     assert len(dead) == 1 and dead[0].error_kind == "future_timestamp" and "10800 s ahead" in dead[0].reason
     local_time = datetime.fromtimestamp(now, timezone(timedelta(hours=3))).replace(tzinfo=None).isoformat()
     assert extracted(local_time).dead[0].error_kind == "future_timestamp"  # UTC+3 sent without its zone
+
+
+def test_an_event_time_is_judged_against_its_arrival_where_the_broker_stamps_it() -> None:
+    """Against the clock at processing, the same record was refused on arrival and applied hours later (a
+    consumer catching up, a replay), and a consumer host whose clock ran slow refused events on time."""
+    arrived = 1_790_000_000.0
+
+    def stamped(ts: float) -> Record:
+        payload = orjson.dumps({**VALID["bank.clients"], "ts": ts})
+        return Record("bank.clients", payload, timestamp=int(arrived * 1000), timestamp_type=LOG_APPEND_TIME)
+
+    for now in (arrived, arrived + 4 * 3600):
+        dead = extract_batch([stamped(arrived + 3 * 3600)], ExtractionConfig(), now=now).dead  # type: ignore[list-item]
+        assert [d.error_kind for d in dead] == ["future_timestamp"]
+    on_time = extract_batch([stamped(arrived - 10)], ExtractionConfig(), now=arrived - 7200)  # type: ignore[list-item]
+    assert on_time.ops and not on_time.dead
 
 
 def test_parameters_and_null_headers_do_not_stop_a_good_message() -> None:
