@@ -22,7 +22,8 @@ from deploy.settings import Settings
 from feature_store.admin import store_stats
 from feature_store.client import FeatureStore
 from feature_store.records import Feature
-from feature_store.specs import parse_view
+from feature_store.specs import AggregateSpec, parse_view
+from manager.schemas import MAX_SPECS_PER_REQUEST
 
 DAY = 86400.0
 TRAINING_CUTS = 15  # `rtrec evaluate` and the demo read a client at 15 weekly cuts (`rtrec train`: 12 by default)
@@ -184,6 +185,15 @@ async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str,
                 await store.aggregate_at(subjects[rng.randrange(len(subjects))], view, cuts)
                 at_cuts.append((time.perf_counter() - t0) * 1000)
 
+            # the largest inspection request (`POST /v1/subjects/{s}/aggregate`): `changes` over the commonest
+            # name with as many distinct windows as allowed, each version sorted by time, all in one call
+            largest = [AggregateSpec("changes", "tx.out.amount", DAY * (1 + i)) for i in range(MAX_SPECS_PER_REQUEST)]
+            inspections: list[float] = []
+            for _ in range(20):
+                t0 = time.perf_counter()
+                await store.aggregate(subjects[rng.randrange(len(subjects))], largest, now)
+                inspections.append((time.perf_counter() - t0) * 1000)
+
         # one expiry walk over every feature (none expired): what the hourly sweep costs a master
         started = time.perf_counter()
         for rs in cluster.topology:
@@ -211,6 +221,7 @@ async def bench_store(settings: Settings, args: argparse.Namespace) -> dict[str,
                 **percentiles(latencies),
                 "sequential": percentiles(single),
                 f"sequential_at_{TRAINING_CUTS}_cuts": percentiles(at_cuts),
+                "largest_inspection": {"specs": len(largest), **percentiles(inspections)},
             },
             "resend": resends,
             "expiry_walk": {

@@ -371,10 +371,12 @@ class FeatureStore:
         specs: Sequence[AggregateSpec],
         now: float | None = None,
     ) -> list[Value | None]:
-        """Values of ``specs`` for ``subject`` as of ``now`` (default: the current time), in spec order."""
+        """Values of ``specs`` for ``subject`` as of ``now`` (default: the current time), in spec order. A spec
+        asked twice is computed once: the store folds every row into every spec it is sent."""
         at = float(now) if now is not None else time.time()
-        values = await self.call_routed(subject, "aggregate", [subject, at, [s.wire for s in specs]], write=False)
-        return list(values)
+        position = {wire: i for i, wire in enumerate(dict.fromkeys(s.wire for s in specs))}
+        values = await self.call_routed(subject, "aggregate", [subject, at, list(position)], write=False)
+        return [values[position[s.wire]] for s in specs]
 
     async def aggregate_at(
         self,

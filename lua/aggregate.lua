@@ -95,23 +95,38 @@ end
 -- `changes`: how many versions inside the window differ in value from the version just before them, which may
 -- lie before the window (a move to another region, a retail client who opened a business). The rows of a
 -- prefix come in object order, so the scan keeps the rows inside the widest `changes` window and the newest
--- row before it, and they are sorted by time here: a client-data history holds a version per client event, so
--- the sort is small; `changes` over a transaction name sorts that window's rows.
-local function count_changes(versions, bound)
+-- row before it, and they are sorted by time here, once per name and time asked: a request may hold many
+-- `changes` specs over one name (up to the API's 500), and sorting for each held the master for seconds on a
+-- large client. Returns the count for a window's lower bound: a binary search over the sorted versions.
+local function changes_counter(versions)
     table.sort(versions, function(a, b)
         if a[1] ~= b[1] then
             return a[1] < b[1]
         end
         return greater(b[2], a[2])
     end)
-    local changes, previous = 0, nil
-    for k, version in ipairs(versions) do
-        if k > 1 and version[1] > bound and version[2] ~= previous then
-            changes = changes + 1
+    local n = #versions
+    -- changed_from[j]: the versions from the j-th on that differ from the one before them
+    local changed_from, changed = {[n + 1] = 0}, 0
+    for j = n, 2, -1 do
+        if versions[j][2] ~= versions[j - 1][2] then
+            changed = changed + 1
         end
-        previous = version[2]
+        changed_from[j] = changed
     end
-    return changes
+    changed_from[1] = changed  -- the first version has none before it to differ from
+    return function(bound)
+        local low, high = 1, n + 1  -- the first version later than the bound
+        while low < high do
+            local middle = math.floor((low + high) / 2)
+            if versions[middle][1] > bound then
+                high = middle
+            else
+                low = middle + 1
+            end
+        end
+        return changed_from[low]
+    end
 end
 
 local function result_of(state, fn, i)
@@ -215,9 +230,10 @@ local function aggregate_times(bucket_id, subject, times, specs)
             if has_changes then
                 for k = 1, n do
                     versions[k][#versions[k] + 1] = before[k]  -- a no-op when nil
+                    local changes_since = changes_counter(versions[k])
                     for _, i in ipairs(members) do
                         if specs[i][1] == 'changes' then
-                            states[k].count[i] = count_changes(versions[k], bounds[k][i])
+                            states[k].count[i] = changes_since(bounds[k][i])
                         end
                     end
                 end

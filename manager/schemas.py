@@ -58,10 +58,15 @@ class SpecBody(BaseModel):
         return window
 
 
+# The most specs one inspection request may ask for (what it can hold a master for: `rtrec bench store`,
+# ``aggregate.largest_inspection``).
+MAX_SPECS_PER_REQUEST = 500
+
+
 class AggregateBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
     now: Timestamp | None = None
-    specs: list[SpecBody] = Field(min_length=1, max_length=500)
+    specs: list[SpecBody] = Field(min_length=1, max_length=MAX_SPECS_PER_REQUEST)
 
 
 class AggregateResponse(BaseModel):

@@ -10,7 +10,7 @@ import math
 import uuid
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from feature_store.client import FeatureStore, StoreError
@@ -71,6 +71,12 @@ specs_strategy = st.lists(
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(rows=rows_strategy, specs=specs_strategy)
+# `changes` over one name with several windows, a version exactly on each window's edge (outside it): the
+# versions are sorted once and each window counts from its edge on
+@example(
+    rows=[("a", -86400.0, 1.0), ("a", -3600.0, 2.0), ("a", -60.0, 1.0), ("a", 0.0, 2.0), ("a", -30.0, 2.0)],
+    specs=[AggregateSpec("changes", "a", w) for w in (60.0, 3600.0, 86400.0, 30 * 86400.0, 0.0)],
+)
 def test_lua_aggregates_equal_python_reference(
     runner_store: tuple[asyncio.Runner, FeatureStore],
     rows: list[tuple[str, float, Value]],

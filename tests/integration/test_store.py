@@ -20,7 +20,7 @@ from feature_store.errors import AccessDenied, BadArgument, Fenced, SubjectTooFa
 from feature_store.fake import InMemoryFeatureStore
 from feature_store.rebalance import move_bucket
 from feature_store.records import Feature, Fence
-from feature_store.specs import parse_spec
+from feature_store.specs import AggregateSpec, parse_spec
 from feature_store.topology import InstanceSpec
 
 
@@ -526,3 +526,25 @@ async def test_reads_from_replicas_never_reach_the_master(cluster: StoreCluster,
             answers = [await rs.call("ping", [], write=False) for _ in range(30)]
             assert all(answer["ro"] for answer in answers)
             assert len({answer["uuid"] for answer in answers}) == 2  # both replicas share the reads
+
+
+DAY = 86400.0
+
+
+async def test_a_spec_asked_twice_is_answered_in_every_place_it_was_asked(store: FeatureStore, uid: str) -> None:
+    """The client sends each distinct spec once (the store folds every row into every spec it is sent, and an
+    inspection request may hold 500) and puts the answers back in the order asked."""
+    subject = f"{uid}-twice"
+    now = 1.79e9 + 7.5 * DAY
+    await store.put_features(
+        [Feature(subject, "transactions", "tx.out.amount", f"t{i}", float(i % 3), 1.79e9 + i * DAY) for i in range(8)]
+    )
+    total, changed, recent = (
+        AggregateSpec("sum", "tx.out.amount"),
+        AggregateSpec("changes", "tx.out.amount", 4 * DAY),
+        AggregateSpec("count", "tx.out.amount", 3 * DAY),
+    )
+    alone = [(await store.aggregate(subject, [spec], now))[0] for spec in (total, changed, recent)]
+    assert alone == [7.0, 4, 3]
+    asked = [changed, total, changed, recent, total, changed]
+    assert await store.aggregate(subject, asked, now) == [alone[1], alone[0], alone[1], alone[2], alone[0], alone[1]]
