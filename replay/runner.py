@@ -4,14 +4,15 @@ offsets). Upserts are idempotent and client-data replaces keep "newest wins", so
 and never overwrites newer data with older. Throttled so live traffic keeps its latency; cancellable; a dry
 run reports what it would write.
 
-A transaction is the one exception to "in any order": its last version wins, so a window holding a first
-version but not the correction that arrived after it would set the transaction back. After the window, the
-replay therefore applies again the transaction versions that arrived after it, up to the topic's end then
+A transaction is the exception to "in any order": its last version wins, so a window holding a first version but
+not the correction that arrived after it would set the transaction back. So is client data corrected under the
+same time as the version it corrects (a version as new as the stored one applies). After the window, the replay
+therefore applies again the transaction and client versions that arrived after it, up to the topics' end then
 (``versions_after_window``): all of them when there are no more than in the window, else only those of the
-transactions the window held. It does so after a cancel or a store failure too, for the part of the window
-written. The final state is the newest version; a reader may see the older one for the moments between the two
-passes, and ``features_written`` counts both writes. The second pass runs again over what arrived during it
-(``TAIL_ROUNDS``); not covered: a newer version that arrives during the last round and that the live consumer
+transactions and clients the window held. It does so after a cancel or a store failure too, for the part of the
+window written. The final state is the newest version; a reader may see the older one for the moments between
+the two passes, and ``features_written`` counts both writes. The second pass runs again over what arrived during
+it (``TAIL_ROUNDS``); not covered: a newer version that arrives during the last round and that the live consumer
 applies before that round writes the version before it."""
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from aiokafka import AIOKafkaConsumer
 from extractors.batch import extract_batch
 from extractors.config import IngestConfig
 from extractors.decode import INPUT_TOPICS
+from extractors.extract import SOURCE_HISTORY
 from extractors.metrics import REPLAY_OFFSETS_DONE, REPLAY_OFFSETS_TOTAL
 from extractors.offsets import partitions_of
 from extractors.ops import (
@@ -46,6 +48,8 @@ from replay.window import PartitionRange, offsets_for_window
 State = Literal["pending", "running", "done", "failed", "cancelled"]
 BATCH = 2000
 TAIL_ROUNDS = 5  # passes over what arrived after the window (each over what arrived during the one before)
+# the topics whose later arrivals can stand over a version a replay writes back (`_versioned_object`)
+VERSIONED_TOPICS = ("transactions", "clients")
 
 
 @dataclass
@@ -68,7 +72,7 @@ class ReplayProgress:
     # events the store refused (a fat or denied subject, a name past the budget): the live consumer sent them
     # to the dead-letter topic; a replay reports them here, so "done" never hides them
     events_refused: int = 0
-    # transaction versions that arrived after the window, applied again after it (see the module docstring)
+    # transaction and client versions that arrived after the window, applied again after it (module docstring)
     offsets_after_window: int = 0
     offsets_after_window_done: int = 0
     versions_after_window: int = 0
@@ -138,10 +142,11 @@ class ReplayJob:
                 {"topic": r.partition.topic, "partition": r.partition.partition, "start": r.start, "end": r.end}
                 for r in ranges
             ]
-            superseding = [r for r in ranges if r.partition.topic == self.settings.kafka.topic("transactions")]
+            versioned = {self.settings.kafka.topic(t) for t in VERSIONED_TOPICS}
+            superseding = [r for r in ranges if r.partition.topic in versioned]
             tail = await self._after_window(consumer, superseding)
             if sum(r.size for r in tail) > sum(r.size for r in superseding):
-                self._window_objects = set()  # many more arrived since: apply only the window's transactions'
+                self._window_objects = set()  # many more arrived since: apply only the window's objects'
             window_error: Exception | None = None
             try:
                 await self._read(consumer, ranges, self._replay, stop=self._cancel)
@@ -162,12 +167,12 @@ class ReplayJob:
         return p
 
     async def _restore_newest_versions(self, consumer: AIOKafkaConsumer, window: list[PartitionRange]) -> None:
-        """Apply again the transaction versions that arrived after the window, up to the end now (what arrived
-        during the replay included). Then what arrived during that pass, and so on while anything did (up to
-        ``TAIL_ROUNDS``): a newer version the live consumer applied while this pass wrote an older one is
+        """Apply again the transaction and client versions that arrived after the window, up to the end now
+        (what arrived during the replay included). Then what arrived during that pass, and so on while anything
+        did (up to ``TAIL_ROUNDS``): a newer version the live consumer applied while this pass wrote an older one is
         applied once more after it. Not stopped by a cancel, which only lifts the throttle."""
         if self._window_objects is not None and not self._window_objects:
-            return  # the window wrote no transaction
+            return  # the window wrote no transaction and no client data
         for _ in range(TAIL_ROUNDS):
             tail = [r for r in await self._after_window(consumer, window) if r.size]
             if not tail:
@@ -228,7 +233,7 @@ class ReplayJob:
         REPLAY_OFFSETS_DONE.labels(p.id).set(p.offsets_done)
         ops = self._ops(records)
         if self._window_objects is not None:
-            self._window_objects.update(key for op in ops if (key := superseding_object(op)) is not None)
+            self._window_objects.update(key for op in ops if (key := _versioned_object(op)) is not None)
         origins = {op.origin for op in ops}
         p.events += len(origins)
         p.skipped_events += len(records) - len(origins)
@@ -242,14 +247,14 @@ class ReplayJob:
         return len(records)
 
     async def _reapply_later_versions(self, records: list[Any]) -> int:
-        """Transaction versions that arrived after the window, applied again: each transaction ends at its
+        """Transaction and client versions that arrived after the window, applied again: each ends at its
         newest version, as the live consumer left it (idempotent: a version in place only reads)."""
         self.progress.offsets_after_window_done += len(records)
         wanted = self._window_objects
         ops = [
             op
             for op in self._ops(records)
-            if (key := superseding_object(op)) is not None and (wanted is None or key in wanted)
+            if (key := _versioned_object(op)) is not None and (wanted is None or key in wanted)
         ]
         if not ops:
             return 0
@@ -275,3 +280,15 @@ class ReplayJob:
         if ahead > 0:  # a cancel ends the wait (a batch of 2,000 at 10 events/s is 200 s of it)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._cancel.wait(), ahead)
+
+
+def _versioned_object(op: StoreOp) -> ObjectKey | None:
+    """What ``op`` writes a version of that a later arrival stands over, so that a replay applies the later
+    ones again after its window: a transaction (a resend supersedes it), and a client's data and its history
+    row (the newest version wins, and one as new as the stored one applies: a correction sent under the same
+    time as the version it corrects)."""
+    if isinstance(op, ReplaceSource):
+        return op.subject, op.source, ""
+    if isinstance(op, AppendFeatures) and op.features and op.features[0].source == SOURCE_HISTORY:
+        return op.features[0].subject, SOURCE_HISTORY, ""
+    return superseding_object(op)

@@ -21,6 +21,7 @@ from extractors.ops import AppendFeatures, DeleteObject, ReplaceSource, apply_op
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
+from feature_store.specs import AggregateSpec
 from replay.runner import ReplayJob
 from replay.window import ReplayWindowError, validate_window
 from tests.conftest import free_port_block, reference_state
@@ -358,6 +359,29 @@ async def test_a_window_holding_a_first_version_but_not_its_correction_leaves_th
         assert job.state == ("cancelled" if cancelled else "done"), job.error
         assert await rows(tx_id) == corrected
         assert job.offsets_done == 2 and job.versions_after_window == applied_again
+
+
+async def test_a_window_holding_client_data_corrected_under_the_same_time_leaves_the_correction(
+    kafka_settings: Settings, store: FeatureStore, uid: str
+) -> None:
+    """Client data: the newest version wins, and a version as new as the stored one applies (it arrived later).
+    A correction sent under the same time as the version it corrects arrived after the window, and the replay
+    wrote the window's version back over it for good. Client versions after the window are applied again too."""
+    s = kafka_settings
+    subject = f"{uid}-c"
+    version = {"client_id": subject, "ts": time.time() - 600, "segment": "retail", "birth_date": "1980-05-01"}
+    start = time.time()
+    await publish_events(s, [("clients", subject, version)], progress=False)
+    end = time.time()
+    await asyncio.sleep(0.05)
+    await publish_events(s, [("clients", subject, version | {"segment": "sme"})], progress=False)
+    await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
+    segment = AggregateSpec("last", "profile.segment")
+    assert await store.aggregate(subject, [segment]) == ["sme"]  # the live state: the correction
+    job = await ReplayJob(s, store, start, end).run()
+    assert job.state == "done" and job.offsets_done == 1, job.as_dict()
+    assert await store.aggregate(subject, [segment]) == ["sme"]
+    assert job.versions_after_window == 1
 
 
 async def _offsets_done(job: ReplayJob) -> int:

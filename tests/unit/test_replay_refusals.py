@@ -24,6 +24,8 @@ class Record:
     offset: int = 0
     headers: tuple[Any, ...] = ()
     key: bytes | None = None
+    timestamp: int = 0
+    timestamp_type: int = 0
 
 
 async def test_events_the_store_refused_are_counted(monkeypatch: pytest.MonkeyPatch) -> None:
