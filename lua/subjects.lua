@@ -73,7 +73,7 @@ function M.interactions(after, limit)
     local now = fiber.time()
     local out = {}
     for i, subject in ipairs(listed.subjects) do
-        local opened, closed, applied = {}, {}, {}
+        local opened, closed, applied, openings, closings = {}, {}, {}, {}, {}
         for _, entry in ipairs(names) do
             local name_id, product, kind = entry[1], entry[2], entry[3]
             for _, t in features:pairs({subject, name_id}, {iterator = 'EQ'}) do
@@ -84,9 +84,11 @@ function M.interactions(after, limit)
                 else
                     local when = t[C.F_TIME_USE]
                     local target = entry[4] == 'opened' and opened or closed
+                    local counts = entry[4] == 'opened' and openings or closings
                     if target[product] == nil or target[product] < when then
                         target[product] = when
                     end
+                    counts[product] = (counts[product] or 0) + 1
                 end
             end
         end
@@ -94,7 +96,9 @@ function M.interactions(after, limit)
             out[#out + 1] = {subject, product, 'applied'}
         end
         for product, when in pairs(opened) do
-            if closed[product] == nil or closed[product] <= when then  -- as the serving filter: a tie is held
+            -- as the serving filter (recommenders/profile.py `holds`): more openings than closings (a card
+            -- reissued), or no closing after the last opening (a tie is held)
+            if openings[product] > (closings[product] or 0) or closed[product] == nil or closed[product] <= when then
                 out[#out + 1] = {subject, product, 'held'}
             end
         end

@@ -103,13 +103,16 @@ def _third(value: float | None) -> float | None:
 
 
 def status_specs(catalogue: Catalogue) -> list[AggregateSpec]:
-    """Per product: last opening and closing time, and applications within the blocking period."""
+    """Per product: last opening and closing time and how many of each (``holds``), and applications within
+    the blocking period."""
     block = catalogue.decision.applied_block_days * DAY
     specs: list[AggregateSpec] = []
     for product in catalogue.ids:
         specs += [
             AggregateSpec("last", f"product.{product}.opened"),
             AggregateSpec("last", f"product.{product}.closed"),
+            AggregateSpec("count", f"product.{product}.opened"),
+            AggregateSpec("count", f"product.{product}.closed"),
             AggregateSpec("count", f"app.{product}.submitted", block),
             AggregateSpec("count", f"app.{product}.approved", block),
         ]
@@ -203,10 +206,7 @@ def snapshot_from(
     held: set[str] = set()
     applied: set[str] = set()
     for product in catalogue.ids:
-        opened = by_label.get(f"last(product.{product}.opened)")
-        closed = by_label.get(f"last(product.{product}.closed)")
-        # a close and an opening in the same second (a card reissued) leave it held: never offer what may be held
-        if isinstance(opened, int | float) and (not isinstance(closed, int | float) or closed <= opened):
+        if holds(*(by_label.get(f"{fn}(product.{product}.{action})") for fn in ("last", "count") for action in EVENTS)):
             held.add(product)
         block = _window(catalogue.decision.applied_block_days)
         if by_label.get(f"count(app.{product}.submitted,{block})") or by_label.get(
@@ -223,6 +223,23 @@ def snapshot_from(
         held=held,
         applied=applied,
     )
+
+
+EVENTS = ("opened", "closed")  # a product's actions, in the order ``holds`` takes them
+
+
+def holds(last_opened: object, last_closed: object, openings: object, closings: object) -> bool:
+    """Whether a product is held, from its opening and closing rows. A product event names no account, so one
+    account's closing may follow another's opening: a card reissued (the new one opened, then the old one
+    closed) or a deposit rolled over. Held when there are more openings than closings, or when the last opening
+    is no earlier than the last closing (a closing whose opening predates the store's data; a tie, an opening
+    and a closing in the same second, is held: never offer what may be held). Before the counts, the last
+    closing alone decided, and a client with a reissued card was offered the card he holds."""
+    if not isinstance(last_opened, int | float):
+        return False
+    if isinstance(openings, int) and isinstance(closings, int) and openings > closings:
+        return True
+    return not isinstance(last_closed, int | float) or last_closed <= last_opened
 
 
 def _window(days: float) -> str:

@@ -570,11 +570,15 @@ async def test_interactions_read_status_names_from_the_dictionary(store: Feature
             Feature(subject, "products", f"product.{p}2.opened", "b", t, t, FAR),
             Feature(subject, "products", f"product.{p}2.closed", "c", t + 5, t + 5, FAR),
             Feature(subject, "applications", f"app.{p}3.submitted", "d", t, t, FAR),
+            # reissued: the new one opened, then the old one closed (as the serving filter: held)
+            Feature(subject, "products", f"product.{p}4.opened", "e", t - 400 * 86400, t - 400 * 86400, FAR),
+            Feature(subject, "products", f"product.{p}4.opened", "f", t, t, FAR),
+            Feature(subject, "products", f"product.{p}4.closed", "g", t + 5, t + 5, FAR),
         ]
     )
     answer = await store.replicasets[1].call("interactions", [subject[:-1], 1000], write=False, timeout=60)
     mine = sorted(tuple(r) for r in answer["rows"] if r[0] == subject)
-    assert mine == [(subject, f"{p}1", "held"), (subject, f"{p}3", "applied")]
+    assert mine == [(subject, f"{p}1", "held"), (subject, f"{p}3", "applied"), (subject, f"{p}4", "held")]
 
 
 async def test_expired_rows_are_never_read_nor_capped_before_the_hourly_sweep(

@@ -3,11 +3,16 @@ it (``feature_store.ttl``): a product once opened and not closed since stays hel
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
+from extractors.decode import validate_event
+from extractors.extract import ExtractionConfig, extract
+from extractors.ops import apply_ops
 from feature_store.config import TtlSettings
+from feature_store.fake import InMemoryFeatureStore
 from feature_store.ttl import DAY, TtlPolicy
 from recommenders.catalogue import load_catalogue
 from recommenders.profile import status_snapshot, status_specs
@@ -36,6 +41,35 @@ def test_a_product_is_held_from_its_opening_until_a_later_closing(closed: float 
     if closed is not None:
         facts["last(product.credit_card.closed)"] = closed
     assert ("credit_card" in held(facts)) == is_held
+
+
+OPENED, CLOSED = "product.credit_card.opened", "product.credit_card.closed"
+
+
+@pytest.mark.parametrize(
+    ("events", "is_held"),
+    [
+        ([(OPENED, -400), (OPENED, -10), (CLOSED, -9)], True),  # a card reissued: the old one closed after
+        ([(OPENED, -400), (OPENED, -10.8), (CLOSED, -10.3)], True),  # a deposit rolled over the same day
+        ([(OPENED, -400), (CLOSED, -9)], False),  # the only one closed
+        ([(OPENED, -400), (OPENED, -10), (CLOSED, -9), (CLOSED, -5)], False),  # both closed
+        ([(CLOSED, -400), (OPENED, -10)], True),  # a closing whose opening predates the data, then a new one
+        ([(CLOSED, -9), (OPENED, -400), (OPENED, -10)], True),  # the order of arrival does not matter
+    ],
+)
+def test_one_accounts_closing_does_not_hide_another_still_open(events: list[tuple[str, float]], is_held: bool) -> None:
+    """A product event names no account: the last closing alone decided, and a client whose card was reissued
+    (the new one opened, then the old one closed) was offered the card he holds. The events go through the
+    extractors into the in-memory store, and the filter reads what the server reads."""
+    store = InMemoryFeatureStore()
+    for name, days in events:
+        action = name.rsplit(".", 1)[1]
+        event = {"client_id": "c1", "product": "credit_card", "action": action, "ts": NOW + days * DAY}
+        asyncio.run(apply_ops(store, extract(validate_event("bank.products", event), ExtractionConfig())))
+    catalogue = load_catalogue(ROOT / "deploy" / "products.toml")
+    specs = status_specs(catalogue)
+    values = asyncio.run(store.aggregate("c1", specs, NOW))
+    assert ("credit_card" in status_snapshot("c1", NOW, catalogue, values, specs).held) == is_held
 
 
 @pytest.mark.parametrize("source", ["products", "client_profile", "registry"])
