@@ -15,6 +15,7 @@ from typing import Protocol
 
 from extractors.decode import ExtractionError, check_not_ahead, decode_event, shorten
 from extractors.dlq import DeadLetter
+from extractors.events import ApplicationEvent, BankEvent, ProductEvent, TransactionDeleteEvent
 from extractors.extract import ExtractionConfig, extract
 from extractors.ops import StoreOp
 
@@ -52,6 +53,7 @@ class ExtractedBatch:
 
     ops: list[StoreOp]
     dead: list[DeadLetter]
+    taken_at_latest: int = 0  # events stamped too far ahead, taken at the latest time accepted (``within_skew``)
 
 
 def dead_letter(record: KafkaRecord, reason: str, kind: str) -> DeadLetter:
@@ -80,10 +82,12 @@ def extract_batch(
     now = time.time() if now is None else now
     ops: list[StoreOp] = []
     dead: list[DeadLetter] = []
+    taken_at_latest = 0
     for origin, record in enumerate(records):
         try:
-            event = decode_event(canonical(record.topic), record.value, record.headers)
-            check_not_ahead(event.ts, arrival(record, now), config.max_ahead_s)
+            decoded = decode_event(canonical(record.topic), record.value, record.headers)
+            event = within_skew(decoded, arrival(record, now), config.max_ahead_s)
+            taken_at_latest += event is not decoded
             ops.extend(extract(event, config, origin))
         except ExtractionError as exc:
             dead.append(dead_letter(record, str(exc), exc.kind))
@@ -91,7 +95,23 @@ def extract_batch(
             log.exception("extractor failed on %s/%s@%s", record.topic, record.partition, record.offset)
             reason = f"extractor failed: {type(exc).__name__}: {shorten(str(exc), 300)}"
             dead.append(dead_letter(record, reason, "extractor_error"))
-    return ExtractedBatch(ops, dead)
+    return ExtractedBatch(ops, dead, taken_at_latest)
+
+
+def within_skew(event: BankEvent, arrived: float, max_ahead_s: float) -> BankEvent:
+    """The event, if its time is at most ``max_ahead_s`` after its arrival. Beyond that a client version or a
+    transaction is refused (FutureTimestamp: a client version would win against every genuine update until
+    then, and a producer's clock or zone bug shows in the dead letters). An application or a product's opening
+    or closing is taken at the latest time accepted instead: they only add a fact of their own, which the filter
+    of products held or applied for reads, and dead-lettered they were lost, the product offered to a client
+    who had applied for it or held it. A deletion's time is not stored, so it is never refused for it."""
+    if isinstance(event, TransactionDeleteEvent):
+        return event
+    latest = arrived + max_ahead_s
+    if isinstance(event, ApplicationEvent | ProductEvent) and event.ts > latest:
+        return event.model_copy(update={"ts": latest})
+    check_not_ahead(event.ts, arrived, max_ahead_s)
+    return event
 
 
 def arrival(record: KafkaRecord, now: float) -> float:

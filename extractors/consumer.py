@@ -26,7 +26,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, ConsumerRecord
@@ -250,8 +250,9 @@ class ExtractorConsumer:
             last_message_at = time.monotonic()
             started = time.perf_counter()
             extracted = extract_batch(records, self.extraction, self.settings.kafka.canonical)
+            metrics.TAKEN_AT_LATEST.inc(extracted.taken_at_latest)
             if unreadable:
-                extracted = ExtractedBatch(extracted.ops, [*extracted.dead, *(u.dead_letter() for u in unreadable)])
+                extracted = replace(extracted, dead=[*extracted.dead, *(u.dead_letter() for u in unreadable)])
             self.stats.seconds_extract += time.perf_counter() - started
             ends = {tp: rs[-1].offset + 1 for tp, rs in fetched.items() if rs}
             for record in unreadable:

@@ -6,6 +6,10 @@ from prometheus_client import Counter, Gauge, Histogram
 
 MESSAGES = Counter("rtrec_consumer_messages_total", "Kafka messages consumed", ["topic"])
 DEAD_LETTERS = Counter("rtrec_consumer_dead_letters_total", "Messages sent to the dead-letter topic", ["kind"])
+TAKEN_AT_LATEST = Counter(
+    "rtrec_consumer_times_taken_at_latest_total",
+    "Applications and product events stamped too far ahead of their arrival, stored at the latest time accepted",
+)
 FEATURES_WRITTEN = Counter("rtrec_consumer_features_written_total", "Features written or deleted in the store")
 BATCH_STORE_SECONDS = Histogram(
     "rtrec_consumer_store_write_seconds",
