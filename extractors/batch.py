@@ -85,10 +85,10 @@ def extract_batch(
     taken_at_latest = 0
     for origin, record in enumerate(records):
         try:
-            decoded = decode_event(canonical(record.topic), record.value, record.headers)
-            event = within_skew(decoded, arrival(record, now), config.max_ahead_s)
-            taken_at_latest += event is not decoded
-            ops.extend(extract(event, config, origin))
+            event = decode_event(canonical(record.topic), record.value, record.headers)
+            at = within_skew(event, arrival(record, now), config.max_ahead_s)
+            ops.extend(extract(event, config, origin, at))
+            taken_at_latest += at is not None
         except ExtractionError as exc:
             dead.append(dead_letter(record, str(exc), exc.kind))
         except Exception as exc:  # a bug met by this input: the message is parked, the stream goes on
@@ -98,20 +98,21 @@ def extract_batch(
     return ExtractedBatch(ops, dead, taken_at_latest)
 
 
-def within_skew(event: BankEvent, arrived: float, max_ahead_s: float) -> BankEvent:
-    """The event, if its time is at most ``max_ahead_s`` after its arrival. Beyond that a client version or a
+def within_skew(event: BankEvent, arrived: float, max_ahead_s: float) -> float | None:
+    """None when the event's time is at most ``max_ahead_s`` after its arrival. Beyond that a client version or a
     transaction is refused (FutureTimestamp: a client version would win against every genuine update until
     then, and a producer's clock or zone bug shows in the dead letters). An application or a product's opening
-    or closing is taken at the latest time accepted instead: they only add a fact of their own, which the filter
-    of products held or applied for reads, and dead-lettered they were lost, the product offered to a client
-    who had applied for it or held it. A deletion's time is not stored, so it is never refused for it."""
+    or closing is taken at the latest time accepted instead, which is returned: they only add a fact of their
+    own, which the filter of products held or applied for reads, and dead-lettered they were lost, the product
+    offered to a client who had applied for it or held it. A deletion's time is not stored, so it is never
+    refused for it."""
     if isinstance(event, TransactionDeleteEvent):
-        return event
+        return None
     latest = arrived + max_ahead_s
     if isinstance(event, ApplicationEvent | ProductEvent) and event.ts > latest:
-        return event.model_copy(update={"ts": latest})
+        return latest
     check_not_ahead(event.ts, arrived, max_ahead_s)
-    return event
+    return None
 
 
 def arrival(record: KafkaRecord, now: float) -> float:

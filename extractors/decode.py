@@ -72,7 +72,7 @@ def check_not_ahead(ts: float, now: float, max_ahead_s: float, what: str = "ts")
     ahead = ts - now
     if ahead > max_ahead_s:
         raise FutureTimestamp(
-            f"{what} is {ahead:.0f} s ahead of this clock (at most {max_ahead_s:.0f} s): a producer clock running "
+            f"{what} is {ahead:.0f} s ahead of its arrival (at most {max_ahead_s:.0f} s): a producer clock running "
             "fast, or a local time sent without its zone (read as UTC)"
         )
 

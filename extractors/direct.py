@@ -8,8 +8,9 @@ import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
+from extractors.batch import within_skew
 from extractors.config import TOPICS
-from extractors.decode import check_not_ahead, validate_event
+from extractors.decode import validate_event
 from extractors.extract import ExtractionConfig, extract
 from extractors.ops import ApplyResult, FeatureWriter, StoreOp, apply_ops
 
@@ -53,8 +54,7 @@ async def load_events(
     with fewer_collections():
         for count, (topic_key, _, payload) in enumerate(events, start=1):
             event = validate_event(TOPICS[topic_key], payload)
-            check_not_ahead(event.ts, now, config.max_ahead_s)
-            ops.extend(extract(event, config))
+            ops.extend(extract(event, config, at=within_skew(event, now, config.max_ahead_s)))  # as the consumer
             if count % BATCH_EVENTS == 0:
                 await flush()
         await flush()

@@ -140,6 +140,9 @@ class ProductEvent(_Event):
     product: ProductId
     action: Literal["opened", "closed"]
     ts: Timestamp
+    # Optional (since 2026-12-06): the account, card or contract the event is about. With it, a resend under
+    # another time is the same opening, and which of two accounts closed is known (recommenders/profile.py holds).
+    account_id: Annotated[str | None, OptionalText] = Field(default=None, max_length=128)
 
 
 BankEvent = TransactionEvent | TransactionDeleteEvent | ClientEvent | ApplicationEvent | ProductEvent

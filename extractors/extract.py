@@ -141,30 +141,26 @@ def client_history(subject: str, version: float, facts: Sequence[Feature]) -> tu
     )
 
 
-def extract_application(event: ApplicationEvent) -> Feature:
+def extract_application(event: ApplicationEvent, at: float | None = None) -> Feature:
+    """The application's status at its time, or at ``at`` (a time stamped too far ahead, taken at the latest
+    accepted: ``extractors.batch.within_skew``)."""
+    when = event.ts if at is None else at
     return Feature(
-        event.client_id,
-        SOURCE_APPLICATIONS,
-        f"app.{event.product}.{event.status}",
-        event.application_id,
-        event.ts,
-        event.ts,
+        event.client_id, SOURCE_APPLICATIONS, f"app.{event.product}.{event.status}", event.application_id, when, when
     )
 
 
-def extract_product(event: ProductEvent) -> Feature:
-    return Feature(
-        event.client_id,
-        SOURCE_PRODUCTS,
-        f"product.{event.product}.{event.action}",
-        f"{event.product}@{event.ts:.0f}",
-        event.ts,
-        event.ts,
-    )
+def extract_product(event: ProductEvent, at: float | None = None) -> Feature:
+    """An opening or closing at its time (or ``at``, as for applications). The object is the account when the
+    event names one, else the product and the event's own time, never ``at``: a resend must be the same row."""
+    when = event.ts if at is None else at
+    obj = event.account_id if event.account_id is not None else f"{event.product}@{event.ts:.0f}"
+    return Feature(event.client_id, SOURCE_PRODUCTS, f"product.{event.product}.{event.action}", obj, when, when)
 
 
-def extract(event: BankEvent, config: ExtractionConfig, origin: int = -1) -> list[StoreOp]:
-    """Turn one event into store operations (``origin`` tags them with the message they came from)."""
+def extract(event: BankEvent, config: ExtractionConfig, origin: int = -1, at: float | None = None) -> list[StoreOp]:
+    """Turn one event into store operations (``origin`` tags them with the message they came from; ``at``, an
+    application's or product event's time when it is not its own: ``extractors.batch.within_skew``)."""
     if isinstance(event, TransactionEvent):
         return [AppendFeatures(tuple(extract_transaction(event, config)), origin)]
     if isinstance(event, TransactionDeleteEvent):
@@ -177,7 +173,7 @@ def extract(event: BankEvent, config: ExtractionConfig, origin: int = -1) -> lis
             AppendFeatures(history, origin),
         ]
     if isinstance(event, ApplicationEvent):
-        return [AppendFeatures((extract_application(event),), origin)]
+        return [AppendFeatures((extract_application(event, at),), origin)]
     if isinstance(event, ProductEvent):
-        return [AppendFeatures((extract_product(event),), origin)]
+        return [AppendFeatures((extract_product(event, at),), origin)]
     raise TypeError(f"no extractor for {type(event).__name__}")

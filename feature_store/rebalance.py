@@ -81,7 +81,7 @@ async def move_bucket(
             await source_rs.call("bucket_cancel_send", [bucket_id])
         raise
     await target_rs.call("bucket_activate", [bucket_id, move_id])
-    await _drop_once_replicated(source_rs, target_rs, bucket_id, replication_wait_s)
+    await _drop_once_replicated(source_rs, target_rs, bucket_id, move_id, replication_wait_s)
     if refresh:
         await store.refresh_bucket_map()
     return MoveResult(bucket_id, source_rs.id, destination, moved)
@@ -105,16 +105,20 @@ async def _copy(
 
 
 async def _drop_once_replicated(
-    source_rs: ReplicaSetClient, target_rs: ReplicaSetClient, bucket_id: int, wait_s: float = REPLICATION_WAIT_S
+    source_rs: ReplicaSetClient,
+    target_rs: ReplicaSetClient,
+    bucket_id: int,
+    move_id: str | None,
+    wait_s: float = REPLICATION_WAIT_S,
 ) -> None:
     """Drop the source's copy once a replica of the destination has the bucket; otherwise keep it (the bucket is
     served by the destination meanwhile) and say how to finish."""
-    answer = await target_rs.call("bucket_wait_replicated", [bucket_id, wait_s], timeout=wait_s + 5)
-    if not answer["active"]:
+    answer = await target_rs.call("bucket_wait_replicated", [bucket_id, move_id, wait_s], timeout=wait_s + 5)
+    if not answer.get("activated", True):  # a storage not yet upgraded answers without it
         raise MoveNotReplicated(
-            f"bucket {bucket_id} is not active on the master of replica set {target_rs.id} (a replica promoted "
-            f"before the activation reached it?): replica set {source_rs.id} keeps its copy (sent, serving "
-            "nothing); `rtrec reshard --recover` copies it again or gives it back"
+            f"bucket {bucket_id}: the master of replica set {target_rs.id} does not hold its activation (a "
+            f"replica promoted before the activation reached it?): replica set {source_rs.id} keeps its copy "
+            "(sent, serving nothing); `rtrec reshard --recover` copies it again or gives it back"
         )
     if not answer["replicated"]:
         raise MoveNotReplicated(
@@ -199,7 +203,7 @@ async def _settle(
         if status == "sending":
             await source_rs.call("bucket_mark_sent", [bucket_id, move_id])
         try:
-            await _drop_once_replicated(source_rs, target_rs, bucket_id)
+            await _drop_once_replicated(source_rs, target_rs, bucket_id, move_id)
         except MoveNotReplicated as exc:
             return Recovery(bucket_id, source, destination, "left", str(exc))
         return Recovery(bucket_id, source, destination, "finished", "the destination had activated it")
@@ -210,7 +214,7 @@ async def _settle(
             await _copy(source_rs, target_rs, bucket_id, move_id, BUCKET_PAGE)
             await target_rs.call("bucket_activate", [bucket_id, move_id])
             try:
-                await _drop_once_replicated(source_rs, target_rs, bucket_id)
+                await _drop_once_replicated(source_rs, target_rs, bucket_id, move_id)
             except MoveNotReplicated as exc:
                 return Recovery(bucket_id, source, destination, "left", str(exc))
             return Recovery(bucket_id, source, destination, "resumed", "copied again from the source, activated there")

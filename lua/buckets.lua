@@ -268,16 +268,24 @@ end
 
 -- Receiver side, after activation and before the sender drops its copy: wait (up to `timeout` seconds) until a
 -- replica has every row this master holds. Until then the sender's copy is the only other one: a master lost
--- now, before replicating, would take the bucket's whole history with it. The bucket must be active here: the
+-- now, before replicating, would take the bucket's whole history with it. The activation must be here: the
 -- mover's call reaches whichever instance is master by then, and one promoted after the activation without
--- receiving it holds nothing of the bucket, yet its replicas had every row of its own. For the same reason a
--- replica must have the whole vclock, not this instance's own component: the activation may be another's row.
--- {replicated = true} at once for an active bucket without replicas; {replicated = false, active = false}
--- when the bucket is not active here; {replicated = false} when no replica caught up in time.
-function M.wait_replicated(bucket_id, timeout)
-    local b = box.space._bucket:get(bucket_id)
-    if b == nil or b[2] ~= M.ACTIVE then
-        return {replicated = false, active = false, replicas = 0}
+-- receiving it holds nothing of the bucket, yet its replicas had every row of its own. It is here when the move's
+-- record is (written with the activation; it stays when the bucket moves on), or for a move without an id, when
+-- the bucket is active. For the same reason a replica must have the whole vclock, not this instance's own
+-- component: the activation may be another's row. {replicated = true} at once for an activation here without
+-- replicas; {replicated = false, activated = false} when the activation is not here; {replicated = false} when
+-- no replica caught up in time.
+function M.wait_replicated(bucket_id, move_id, timeout)
+    local activated
+    if move_id ~= nil then
+        activated = box.space.bucket_moves:get(tostring(move_id)) ~= nil
+    else
+        local b = box.space._bucket:get(bucket_id)
+        activated = b ~= nil and b[2] == M.ACTIVE
+    end
+    if not activated then
+        return {replicated = false, activated = false, replicas = 0}
     end
     local own = box.info.id
     local target = box.info.vclock
@@ -288,19 +296,19 @@ function M.wait_replicated(bucket_id, timeout)
         end
     end
     if peers == 0 then
-        return {replicated = true, active = true, replicas = 0}
+        return {replicated = true, activated = true, replicas = 0}
     end
     local deadline = require('fiber').clock() + (timeout or 10)
     repeat
         for id, peer in pairs(box.info.replication) do
             local downstream = peer.downstream
             if id ~= own and downstream ~= nil and downstream.vclock ~= nil and covers(downstream.vclock, target) then
-                return {replicated = true, active = true, replicas = peers}
+                return {replicated = true, activated = true, replicas = peers}
             end
         end
         require('fiber').sleep(0.01)
     until require('fiber').clock() > deadline
-    return {replicated = false, active = true, replicas = peers}
+    return {replicated = false, activated = true, replicas = peers}
 end
 
 -- The sender's last step, once the receiver activated the bucket.

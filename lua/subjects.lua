@@ -47,7 +47,8 @@ function M.list_subjects(after, limit)
     return {subjects = page, next_after = last or box.NULL}
 end
 
--- For a page of subjects: {subject, product, kind} with kind 'held' (latest product event is an opening)
+-- For a page of subjects: {subject, product, kind} with kind 'held' (as the serving filter: more openings than
+-- closings, or no closing after the last opening)
 -- or 'applied' (any application). Product and application events are few per client.
 -- Name ids of product and application features, with what they say: {name_id, product, kind, action}.
 local function status_names()

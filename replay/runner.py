@@ -259,8 +259,9 @@ class ReplayJob:
         if not ops:
             return 0
         await self._apply(ops)
-        self.progress.versions_after_window += len({op.origin for op in ops})
-        return len(ops)
+        events = len({op.origin for op in ops})  # a client event gives three operations
+        self.progress.versions_after_window += events
+        return events
 
     async def _apply(self, ops: list[StoreOp]) -> None:
         """Apply ``ops`` (retrying the store) and count what they did in the progress."""

@@ -55,6 +55,9 @@ OPENED, CLOSED = "product.credit_card.opened", "product.credit_card.closed"
         ([(OPENED, -400), (OPENED, -10), (CLOSED, -9), (CLOSED, -5)], False),  # both closed
         ([(CLOSED, -400), (OPENED, -10)], True),  # a closing whose opening predates the data, then a new one
         ([(CLOSED, -9), (OPENED, -400), (OPENED, -10)], True),  # the order of arrival does not matter
+        # with the account named: a resend under another time is the same opening, and the closing is known
+        ([(OPENED, -400, "a1"), (OPENED, -399, "a1"), (CLOSED, -9, "a1")], False),
+        ([(OPENED, -400, "a1"), (OPENED, -10, "a2"), (CLOSED, -9, "a1")], True),
     ],
 )
 def test_one_accounts_closing_does_not_hide_another_still_open(events: list[tuple[str, float]], is_held: bool) -> None:
@@ -62,9 +65,10 @@ def test_one_accounts_closing_does_not_hide_another_still_open(events: list[tupl
     (the new one opened, then the old one closed) was offered the card he holds. The events go through the
     extractors into the in-memory store, and the filter reads what the server reads."""
     store = InMemoryFeatureStore()
-    for name, days in events:
+    for name, days, *account in events:
         action = name.rsplit(".", 1)[1]
         event = {"client_id": "c1", "product": "credit_card", "action": action, "ts": NOW + days * DAY}
+        event |= {"account_id": account[0]} if account else {}
         asyncio.run(apply_ops(store, extract(validate_event("bank.products", event), ExtractionConfig())))
     catalogue = load_catalogue(ROOT / "deploy" / "products.toml")
     specs = status_specs(catalogue)

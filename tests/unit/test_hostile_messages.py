@@ -218,6 +218,18 @@ def test_an_application_or_product_event_stamped_ahead_is_kept_at_the_latest_tim
     assert on_time.taken_at_latest == 0 and {f.time_use for op in on_time.ops for f in op.features} == {now}  # type: ignore[union-attr]
 
 
+def test_a_product_event_resent_after_it_was_taken_at_the_latest_time_is_the_same_row() -> None:
+    """Its object is the event's own time (or its account), not the time it was taken at: a producer's retry
+    arriving 2 s later made a second opening, and one closing then left the product held for ever."""
+    event = orjson.dumps({**VALID["bank.products"], "ts": 1_790_000_000.0 + 3 * 3600})
+    rows = set()
+    for arrived in (1_790_000_000.0, 1_790_000_002.0):
+        record = Record("bank.products", event, timestamp=int(arrived * 1000), timestamp_type=LOG_APPEND_TIME)
+        extracted = extract_batch([record], ExtractionConfig(max_ahead_s=60))  # type: ignore[list-item]
+        rows |= {(f.name, f.object) for op in extracted.ops for f in op.features}  # type: ignore[union-attr]
+    assert len(rows) == 1
+
+
 def test_a_deletion_is_never_refused_for_its_time_which_is_not_stored() -> None:
     """A reversal dead-lettered for its time left the reversed payment in every sum for 500 days."""
     now = 1_790_000_000.0
@@ -265,10 +277,10 @@ def test_a_bug_in_an_extractor_parks_the_message_and_the_batch_goes_on(monkeypat
 
     real_extract = extractors.batch.extract
 
-    def flaky(event: Any, config: ExtractionConfig, origin: int = -1) -> Any:
+    def flaky(event: Any, config: ExtractionConfig, origin: int = -1, at: float | None = None) -> Any:
         if origin == 0:
             raise KeyError("a bug")
-        return real_extract(event, config, origin)
+        return real_extract(event, config, origin, at)
 
     monkeypatch.setattr(extractors.batch, "extract", flaky)
     good = Record("bank.transactions", orjson.dumps(VALID["bank.transactions"]))
