@@ -20,6 +20,7 @@ from feature_store.errors import BucketStateError, StoreError, WrongBucket
 from feature_store.listings import list_subjects
 from feature_store.rebalance import MoveNotReplicated, move_bucket, recover_moves
 from feature_store.records import Feature
+from feature_store.replicaset import ReplicaSetClient
 from feature_store.specs import parse_view
 from tests.conftest import ROOT, reference_state
 
@@ -98,6 +99,17 @@ async def _half_move(store: FeatureStore, bucket: int) -> None:
     await target.call("bucket_import", [bucket, page["features"], page["extra"], MOVE, True, 1])
 
 
+async def _sent_whole(store: FeatureStore, bucket: int) -> tuple[ReplicaSetClient, ReplicaSetClient]:
+    """A move from replica set 1 to 2 whose every page arrived and that the source marked sent: the mover stops
+    before the activation. Returns the source and the destination."""
+    source, target = store.replicasets[1], store.replicasets[2]
+    await source.call("bucket_start_send", [bucket, 2, MOVE])
+    everything = await source.call("bucket_export", [bucket, None, 5000])
+    await target.call("bucket_import", [bucket, everything["features"], everything["extra"], MOVE, True, 1])
+    await source.call("bucket_mark_sent", [bucket, MOVE])
+    return source, target
+
+
 async def test_an_interrupted_move_refuses_writes_until_recover_rolls_it_back(
     private_cluster: tuple[Settings, StoreCluster], uid: str
 ) -> None:
@@ -171,11 +183,7 @@ async def test_a_move_that_had_sent_every_page_is_resumed_and_one_that_moved_on_
     async with FeatureStore(s.store, topology=cluster.topology) as store:
         subject, bucket = await _bucket_of_rs1(store, uid)
         await store.put_features(_features(subject, 300))
-        source, target = store.replicasets[1], store.replicasets[2]
-        await source.call("bucket_start_send", [bucket, 2, MOVE])
-        everything = await source.call("bucket_export", [bucket, None, 5000])
-        await target.call("bucket_import", [bucket, everything["features"], everything["extra"], MOVE, True, 1])
-        await source.call("bucket_mark_sent", [bucket, MOVE])  # the mover dies before activating
+        source, target = await _sent_whole(store, bucket)  # the mover dies before activating
         with pytest.raises(StoreError):  # sent: the source serves nothing, the destination not yet
             await store.get_features(subject)
         results = await recover_moves(store)
@@ -290,11 +298,7 @@ async def test_a_destination_answers_for_an_activation_it_holds_after_the_bucket
     async with FeatureStore(s.store, topology=cluster.topology) as store:
         subject, bucket = await _bucket_of_rs1(store, uid)
         await store.put_features(_features(subject, 50))
-        source, target = store.replicasets[1], store.replicasets[2]
-        await source.call("bucket_start_send", [bucket, 2, MOVE])
-        everything = await source.call("bucket_export", [bucket, None, 5000])
-        await target.call("bucket_import", [bucket, everything["features"], everything["extra"], MOVE, True, 1])
-        await source.call("bucket_mark_sent", [bucket, MOVE])
+        _, target = await _sent_whole(store, bucket)
         await target.call("bucket_activate", [bucket, MOVE])
         await target.call("bucket_start_send", [bucket, 1, "moving-on"])  # the bucket leaves 2 again
         await target.call("bucket_mark_sent", [bucket, "moving-on"])
@@ -312,11 +316,7 @@ async def test_a_read_between_a_moves_sent_and_its_activation_waits_for_the_new_
     async with FeatureStore(s.store, topology=cluster.topology) as store:
         subject, bucket = await _bucket_of_rs1(store, uid)
         await store.put_features(_features(subject, 50))
-        source, target = store.replicasets[1], store.replicasets[2]
-        await source.call("bucket_start_send", [bucket, 2, MOVE])
-        everything = await source.call("bucket_export", [bucket, None, 5000])
-        await target.call("bucket_import", [bucket, everything["features"], everything["extra"], MOVE, True, 1])
-        await source.call("bucket_mark_sent", [bucket, MOVE])
+        source, target = await _sent_whole(store, bucket)
         await store.refresh_bucket_map()
         assert bucket not in store.bucket_map
         read = asyncio.create_task(store.get_features(subject, limit=10_000))
