@@ -4,7 +4,9 @@ moves that stopped half-way.
 1. the source marks the bucket ``sending``: it refuses writes from now on (writers get WRONG_BUCKET and
    retry) but still serves reads;
 2. the records are copied page by page to the destination, which holds the bucket as ``receiving``;
-3. the source marks it ``sent``: it serves nothing any more;
+3. the source marks it ``sent``: it serves nothing any more. The move goes on once a replica of the source
+   holds the mark (a replica promoted without it would serve the bucket, or even take writes for it), else it
+   is rolled back;
 4. the destination activates it; readers and writers refresh their map and land there;
 5. once a replica of the destination has every row of it, the source drops its copy in yielding batches (until
    then the source's copy is the only other one: a destination master lost before replicating would take the
@@ -70,6 +72,7 @@ async def move_bucket(
     try:
         moved = await _copy(source_rs, target_rs, bucket_id, move_id, page)
         await source_rs.call("bucket_mark_sent", [bucket_id, move_id])
+        await _sent_replicated(source_rs, bucket_id, move_id, replication_wait_s)
     except StoreError:
         # before `sent` the source still has everything: give the bucket back now rather than leave it
         # refusing writes until a recover (which would do the same)
@@ -102,6 +105,21 @@ async def _copy(
         after = chunk.get("next_after")
         if after is None:
             return moved
+
+
+class SendNotReplicated(StoreError):
+    """No replica of the source holds the bucket ``sent``: the move is given back rather than activated."""
+
+
+async def _sent_replicated(source_rs: ReplicaSetClient, bucket_id: int, move_id: str, wait_s: float) -> None:
+    """Return once a replica of the source holds the bucket ``sent``; otherwise raise, and the move is rolled
+    back. Activated at the destination before that, a source master lost and replaced by a replica without the
+    mark left the bucket readable there (``sending``, a copy the new writes no longer reach) or, with the start
+    missed too, writable in two replica sets."""
+    answer = await source_rs.call("bucket_wait_sent_replicated", [bucket_id, move_id, wait_s], timeout=wait_s + 5)
+    if not answer["replicated"]:
+        reason = "does not hold it sent" if not answer["sent"] else f"has no replica caught up within {wait_s:g} s"
+        raise SendNotReplicated(f"bucket {bucket_id}: the master of replica set {source_rs.id} {reason}")
 
 
 async def _drop_once_replicated(
@@ -212,6 +230,10 @@ async def _settle(
             # every page had been acknowledged, but a destination that failed over since may have lost the last
             # ones with its old master: copy again from the source (idempotent) before activating
             await _copy(source_rs, target_rs, bucket_id, move_id, BUCKET_PAGE)
+            try:
+                await _sent_replicated(source_rs, bucket_id, move_id, REPLICATION_WAIT_S)
+            except SendNotReplicated as exc:
+                return Recovery(bucket_id, source, destination, "left", f"{exc}; rerun once its replicas follow")
             await target_rs.call("bucket_activate", [bucket_id, move_id])
             try:
                 await _drop_once_replicated(source_rs, target_rs, bucket_id, move_id)

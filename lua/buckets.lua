@@ -266,6 +266,34 @@ local function covers(vclock, target)
     return true
 end
 
+-- Whether a replica has every replicated row this instance holds (its whole vclock: rows it received from an
+-- earlier master count too), waiting up to `timeout` seconds; true at once without replicas. Returns it and the
+-- number of replicas.
+local function followed(timeout)
+    local own = box.info.id
+    local target = box.info.vclock
+    local peers = 0
+    for id, _ in pairs(box.info.replication) do
+        if id ~= own then
+            peers = peers + 1
+        end
+    end
+    if peers == 0 then
+        return true, 0
+    end
+    local deadline = require('fiber').clock() + (timeout or 10)
+    repeat
+        for id, peer in pairs(box.info.replication) do
+            local downstream = peer.downstream
+            if id ~= own and downstream ~= nil and downstream.vclock ~= nil and covers(downstream.vclock, target) then
+                return true, peers
+            end
+        end
+        require('fiber').sleep(0.01)
+    until require('fiber').clock() > deadline
+    return false, peers
+end
+
 -- Receiver side, after activation and before the sender drops its copy: wait (up to `timeout` seconds) until a
 -- replica has every row this master holds. Until then the sender's copy is the only other one: a master lost
 -- now, before replicating, would take the bucket's whole history with it. The activation must be here: the
@@ -287,28 +315,22 @@ function M.wait_replicated(bucket_id, move_id, timeout)
     if not activated then
         return {replicated = false, activated = false, replicas = 0}
     end
-    local own = box.info.id
-    local target = box.info.vclock
-    local peers = 0
-    for id, _ in pairs(box.info.replication) do
-        if id ~= own then
-            peers = peers + 1
-        end
+    local replicated, replicas = followed(timeout)
+    return {replicated = replicated, activated = true, replicas = replicas}
+end
+
+-- Sender side, after `mark_sent` and before the receiver activates: wait (up to `timeout` seconds) until a
+-- replica has every row this master holds, the `sent` mark included. A replica promoted without it would hold
+-- the bucket `sending` (serving reads of a copy the receiver's writes no longer reach) or, had it missed the
+-- start too, active: writable in two replica sets. {sent = false} when this copy does not hold this move sent
+-- (a replica promoted since).
+function M.wait_sent_replicated(bucket_id, move_id, timeout)
+    local b = box.space._bucket:get(bucket_id)
+    if b == nil or b[2] ~= M.SENT or select(2, peer_and_move(b)) ~= move_id then
+        return {replicated = false, sent = false, replicas = 0}
     end
-    if peers == 0 then
-        return {replicated = true, activated = true, replicas = 0}
-    end
-    local deadline = require('fiber').clock() + (timeout or 10)
-    repeat
-        for id, peer in pairs(box.info.replication) do
-            local downstream = peer.downstream
-            if id ~= own and downstream ~= nil and downstream.vclock ~= nil and covers(downstream.vclock, target) then
-                return {replicated = true, activated = true, replicas = peers}
-            end
-        end
-        require('fiber').sleep(0.01)
-    until require('fiber').clock() > deadline
-    return {replicated = false, activated = true, replicas = peers}
+    local replicated, replicas = followed(timeout)
+    return {replicated = replicated, sent = true, replicas = replicas}
 end
 
 -- The sender's last step, once the receiver activated the bucket.

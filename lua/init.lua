@@ -115,6 +115,7 @@ function M.start(settings)
         bucket_activate = buckets.activate,
         bucket_drop = buckets.drop,
         bucket_wait_replicated = buckets.wait_replicated,
+        bucket_wait_sent_replicated = buckets.wait_sent_replicated,
         bucket_cancel_send = buckets.cancel_send,
         bucket_discard = buckets.discard,
         bucket_transfers = buckets.transfers,

@@ -18,7 +18,7 @@ from feature_store.admin import store_stats
 from feature_store.client import FeatureStore
 from feature_store.errors import BucketStateError, StoreError, WrongBucket
 from feature_store.listings import list_subjects
-from feature_store.rebalance import MoveNotReplicated, move_bucket, recover_moves
+from feature_store.rebalance import MoveNotReplicated, SendNotReplicated, move_bucket, recover_moves
 from feature_store.records import Feature
 from feature_store.replicaset import ReplicaSetClient
 from feature_store.specs import parse_view
@@ -286,6 +286,34 @@ async def test_a_destination_promoted_past_the_activation_does_not_let_the_sourc
         results = await recover_moves(store)
         assert [(r.bucket_id, r.action) for r in results] == [(bucket, "rolled back")]  # nothing reached it
         assert len(await store.get_features(subject, limit=10_000)) == 300
+
+
+async def test_a_source_whose_replicas_missed_the_move_keeps_the_bucket_rather_than_share_it(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    """The destination activated a bucket the source's replicas had not heard was leaving (asynchronous
+    replication): when the source's master then died, failover promoted one of them, which held the bucket
+    active, and the bucket was writable in two replica sets. The move now goes on only once a replica of the
+    source holds the bucket sent; here none can, and the move is given back."""
+    s, cluster = private_cluster
+    source = cluster.topology[0]
+    old = cluster.instance(cluster.master_name(source))
+    others = [spec for spec in source.instances if spec != old]
+    async with FeatureStore(s.store, topology=cluster.topology) as store:
+        subject, bucket = await _bucket_of_rs1(store, uid)
+        await store.put_features(_features(subject, 100))
+        await cluster.wait_synced()
+        peers = [cluster._peer_uri(spec) for spec in others]
+        for spec in others:  # the source's replicas follow each other, no longer their master
+            await cluster.call_instance(spec, "set_replication", [peers], timeout=10)
+        with pytest.raises(SendNotReplicated, match="no replica caught up"):
+            await move_bucket(store, bucket, 2, replication_wait_s=1.0)
+        cluster.kill(old.name, signal.SIGKILL)
+        await cluster.failover(source.id)
+        states = [(await store.replicasets[rs].call("bucket_move_state", [bucket, None]))["status"] for rs in (1, 2)]
+        assert states == ["active", None]  # one owner: the source's promoted replica
+        await store.put_features(_features(subject, 1, start=100))
+        assert len(await store.get_features(subject, limit=10_000)) == 101
 
 
 async def test_a_destination_answers_for_an_activation_it_holds_after_the_bucket_left_it(
