@@ -22,6 +22,7 @@ from feature_store.rebalance import MoveNotReplicated, SendNotReplicated, move_b
 from feature_store.records import Feature
 from feature_store.replicaset import ReplicaSetClient
 from feature_store.specs import parse_view
+from feature_store.topology import InstanceSpec, ReplicaSetSpec
 from tests.conftest import ROOT, reference_state
 
 
@@ -108,6 +109,17 @@ async def _sent_whole(store: FeatureStore, bucket: int) -> tuple[ReplicaSetClien
     await target.call("bucket_import", [bucket, everything["features"], everything["extra"], MOVE, True, 1])
     await source.call("bucket_mark_sent", [bucket, MOVE])
     return source, target
+
+
+async def _cut_off_master(cluster: StoreCluster, rs: ReplicaSetSpec) -> InstanceSpec:
+    """The replica set's replicas follow each other, no longer their master (asynchronous replication falling
+    behind, at its worst): what the master writes from now on, only it holds. Returns the master."""
+    master = cluster.instance(cluster.master_name(rs))
+    replicas = [spec for spec in rs.instances if spec != master]
+    peers = [cluster._peer_uri(spec) for spec in replicas]
+    for spec in replicas:
+        await cluster.call_instance(spec, "set_replication", [peers], timeout=10)
+    return master
 
 
 async def test_an_interrupted_move_refuses_writes_until_recover_rolls_it_back(
@@ -257,17 +269,13 @@ async def test_a_destination_promoted_past_the_activation_does_not_let_the_sourc
     by then: the call retries on the new master after a lost connection. Here the destination's master
     activates the bucket and dies before its replicas heard of the move, and failover promotes one of them. It
     answered for its own rows, which its replica had, so the source dropped the only copy left: the bucket was
-    active nowhere and its history gone. The answer now needs the bucket active on the copy that gives it."""
+    active nowhere and its history gone. The answer now needs the move's activation on the copy that gives it."""
     s, cluster = private_cluster
     destination = cluster.topology[1]
-    old = cluster.instance(cluster.master_name(destination))
-    others = [spec for spec in destination.instances if spec != old]
     async with FeatureStore(s.store, topology=cluster.topology) as store:
         subject, bucket = await _bucket_of_rs1(store, uid)
         await store.put_features(_features(subject, 300))
-        peers = [cluster._peer_uri(spec) for spec in others]
-        for spec in others:  # the destination's replicas follow each other, no longer their master
-            await cluster.call_instance(spec, "set_replication", [peers], timeout=10)
+        old = await _cut_off_master(cluster, destination)
         target = store.replicasets[destination.id]
         call = target.call
 
@@ -297,15 +305,11 @@ async def test_a_source_whose_replicas_missed_the_move_keeps_the_bucket_rather_t
     source holds the bucket sent; here none can, and the move is given back."""
     s, cluster = private_cluster
     source = cluster.topology[0]
-    old = cluster.instance(cluster.master_name(source))
-    others = [spec for spec in source.instances if spec != old]
     async with FeatureStore(s.store, topology=cluster.topology) as store:
         subject, bucket = await _bucket_of_rs1(store, uid)
         await store.put_features(_features(subject, 100))
         await cluster.wait_synced()
-        peers = [cluster._peer_uri(spec) for spec in others]
-        for spec in others:  # the source's replicas follow each other, no longer their master
-            await cluster.call_instance(spec, "set_replication", [peers], timeout=10)
+        old = await _cut_off_master(cluster, source)
         with pytest.raises(SendNotReplicated, match="no replica caught up"):
             await move_bucket(store, bucket, 2, replication_wait_s=1.0)
         cluster.kill(old.name, signal.SIGKILL)
