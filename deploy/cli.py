@@ -241,8 +241,11 @@ def cmd_reshard(settings: Settings, args: argparse.Namespace) -> int:
     if args.recover:
         _print_json(asyncio.run(StoreCluster(settings).recover_moves()))
         return 0
+    if args.rebalance:
+        _print_json(asyncio.run(StoreCluster(settings).finish_reshard()))
+        return 0
     if not args.add_replicaset:
-        print("rtrec reshard: say what to do (--add-replicaset or --recover)", file=sys.stderr)
+        print("rtrec reshard: say what to do (--add-replicaset, --rebalance or --recover)", file=sys.stderr)
         return 2
     _print_json(asyncio.run(StoreCluster(settings).add_replicaset()))
     return 0
@@ -427,6 +430,11 @@ def build_parser() -> argparse.ArgumentParser:
     reshard.add_argument("--add-replicaset", action="store_true")
     reshard.add_argument(
         "--recover", action="store_true", help="finish or roll back bucket moves that were interrupted"
+    )
+    reshard.add_argument(
+        "--rebalance",
+        action="store_true",
+        help="move the newest replica set the rest of its even share (after a reshard whose moves partly failed)",
     )
     reshard.set_defaults(fn=cmd_reshard)
 

@@ -200,11 +200,22 @@ class StoreCluster:
         Writers of a bucket in flight get WRONG_BUCKET and retry; records keep their (id, rs_id) keys."""
         new_id = len(self.topology) + 1
         self.topology = topology_from(self.store, new_id)
-        await self.start()
+        await self.start()  # a failure up to here leaves the new replica set unrecorded: running it again is safe
         (self.base_dir / "replicasets.json").write_text(json.dumps({"count": new_id}))
+        return await self._fill_newest(concurrency)
+
+    async def finish_reshard(self, *, concurrency: int = 4) -> dict[str, Any]:
+        """`rtrec reshard --rebalance`: move the newest replica set the rest of its even share, what a reshard
+        whose moves failed in part (or whose process died) left undone. The plan comes from where the buckets
+        are now, so running it twice is safe; before it, an operator could only add yet another replica set."""
+        await self.start()
+        return await self._fill_newest(concurrency)
+
+    async def _fill_newest(self, concurrency: int) -> dict[str, Any]:
+        newest = len(self.topology)
         async with self.client() as store:
-            moved = await rebalance(store, new_id, concurrency=concurrency)
-        return {"replicaset": new_id, "buckets_moved": len(moved), "records_moved": sum(m.records for m in moved)}
+            moved = await rebalance(store, newest, concurrency=concurrency)
+        return {"replicaset": newest, "buckets_moved": len(moved), "records_moved": sum(m.records for m in moved)}
 
     async def recover_moves(self) -> dict[str, Any]:
         """`rtrec reshard --recover`: settle buckets an interrupted move left in flight."""
@@ -347,8 +358,9 @@ async def rebalance(store: FeatureStore, target_rs: int, *, concurrency: int = 4
         bucket, first = failed[0]
         raise ReshardIncomplete(
             f"{len(failed)} of {len(plan)} bucket moves to replica set {target_rs} failed (bucket {bucket}: "
-            f"{type(first).__name__}: {first}); the others are done. Run `rtrec reshard --recover` to settle any "
-            "move left in flight; the failed buckets stay where they were"
+            f"{type(first).__name__}: {first}); the others are done and the failed buckets stay where they were. "
+            "Run `rtrec reshard --recover` to settle any move left in flight, then `rtrec reshard --rebalance` to "
+            "move the rest"
         )
     return [o for o in outcomes if isinstance(o, MoveResult)]
 
