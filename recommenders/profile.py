@@ -205,10 +205,12 @@ def snapshot_from(
     )
     held: set[str] = set()
     applied: set[str] = set()
+    block = _window(catalogue.decision.applied_block_days)
     for product in catalogue.ids:
-        if holds(*(by_label.get(f"{fn}(product.{product}.{action})") for fn in ("last", "count") for action in EVENTS)):
+        opened, closed = f"product.{product}.opened", f"product.{product}.closed"
+        last_opened, last_closed = by_label.get(f"last({opened})"), by_label.get(f"last({closed})")
+        if holds(last_opened, last_closed, by_label.get(f"count({opened})"), by_label.get(f"count({closed})")):
             held.add(product)
-        block = _window(catalogue.decision.applied_block_days)
         if by_label.get(f"count(app.{product}.submitted,{block})") or by_label.get(
             f"count(app.{product}.approved,{block})"
         ):
@@ -225,12 +227,9 @@ def snapshot_from(
     )
 
 
-EVENTS = ("opened", "closed")  # a product's actions, in the order ``holds`` takes them
-
-
 def holds(last_opened: object, last_closed: object, openings: object, closings: object) -> bool:
-    """Whether a product is held, from its opening and closing rows. A product event names no account, so one
-    account's closing may follow another's opening: a card reissued (the new one opened, then the old one
+    """Whether a product is held, from its opening and closing rows. A product event need not name its account,
+    so one account's closing may follow another's opening: a card reissued (the new one opened, then the old one
     closed) or a deposit rolled over. Held when there are more openings than closings, or when the last opening
     is no earlier than the last closing (a closing whose opening predates the store's data; a tie, an opening
     and a closing in the same second, is held: never offer what may be held). Before the counts, the last

@@ -116,7 +116,7 @@ class ReplayJob:
         self.progress = ReplayProgress(uuid.uuid4().hex[:12], start_ts, end_ts, canonical, dry_run)
         self._cancel = asyncio.Event()
         self.extraction = settings.consumer.extraction()
-        # the transactions the window held, when the versions after it are to be filtered by them; else None
+        # the transactions and clients the window held, when the versions after it are filtered by them; else None
         self._window_objects: set[ObjectKey] | None = None
 
     def cancel(self) -> None:
@@ -143,18 +143,18 @@ class ReplayJob:
                 for r in ranges
             ]
             versioned = {self.settings.kafka.topic(t) for t in VERSIONED_TOPICS}
-            superseding = [r for r in ranges if r.partition.topic in versioned]
-            tail = await self._after_window(consumer, superseding)
-            if sum(r.size for r in tail) > sum(r.size for r in superseding):
+            versioned_ranges = [r for r in ranges if r.partition.topic in versioned]
+            tail = await self._after_window(consumer, versioned_ranges)
+            if sum(r.size for r in tail) > sum(r.size for r in versioned_ranges):
                 self._window_objects = set()  # many more arrived since: apply only the window's objects'
             window_error: Exception | None = None
             try:
                 await self._read(consumer, ranges, self._replay, stop=self._cancel)
             except Exception as exc:  # a store that failed for good: what was written is still restored
                 window_error = exc
-            if superseding and not p.dry_run and p.offsets_done:
-                # even after a cancel or a failure: the part of the window written may have set transactions back
-                await self._restore_newest_versions(consumer, superseding)
+            if versioned_ranges and not p.dry_run and p.offsets_done:
+                # even after a cancel or a failure: the part of the window written may have set versions back
+                await self._restore_newest_versions(consumer, versioned_ranges)
             if window_error is not None:
                 raise window_error
             p.state = "cancelled" if self._cancel.is_set() else "done"
