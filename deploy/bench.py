@@ -246,5 +246,9 @@ def run(target: str, settings: Settings, args: argparse.Namespace) -> dict[str, 
         from deploy.bench_extract import run_extract
 
         return run_extract(settings, args)
+    if target == "reshard":
+        from deploy.bench_reshard import run_reshard
+
+        return run_reshard(settings, args)
     with tempfile.TemporaryDirectory(prefix="rtrec-bench-") as tmp:
         return asyncio.run(bench_store(_private(settings, Path(tmp)), args))

@@ -343,9 +343,9 @@ def build_parser() -> argparse.ArgumentParser:
     importer.set_defaults(fn=cmd_import)
 
     bench = sub.add_parser("bench", parents=[common], help="benchmarks (print JSON)")
-    bench.add_argument("target", choices=["store", "ingest", "extract", "score", "serve"])
+    bench.add_argument("target", choices=["store", "ingest", "extract", "score", "serve", "reshard"])
     bench.add_argument("--json", action="store_true", help="one line of JSON")
-    bench.add_argument("--subjects", type=int, default=200, help="store: subjects of 1,000 features each")
+    bench.add_argument("--subjects", type=int, default=200, help="store, reshard: subjects of 1,000 features each")
     bench.add_argument("--features-per-subject", type=int, default=1000)
     bench.add_argument("--requests", type=int, default=5000, help="store: aggregate calls to time")
     bench.add_argument("--concurrency", type=int, default=16)
