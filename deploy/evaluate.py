@@ -34,7 +34,7 @@ from extractors.simulate import BankSimulator, SimulationConfig
 from extractors.simulate_worker import Event, events_from_worker
 from feature_store.client import FeatureStore
 from recommenders.catalogue import load_catalogue
-from recommenders.profile import model_space
+from recommenders.profile import features_read, model_space
 from recommenders.training import ReferenceChances, TrainingConfig, progress_bar, train
 
 
@@ -80,14 +80,17 @@ async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path)
     await cluster.start()
     try:
         events, config, currency, reference = _dataset(args)
+        catalogue = load_catalogue(settings.recommendations.catalogue)
+        space = model_space(settings.views[settings.recommendations.view], catalogue)
         async with FeatureStore(settings.store, topology=cluster.topology) as store:
             started = monotonic()
             with progress_bar(config.progress and args.dataset == "simulated") as bar:
                 shown = _advancing(bar, bar.add_task("simulating and loading clients", total=args.clients), events)
-                loaded = await load_events(store, shown, ExtractionConfig(home_currency=currency))
+                # the store is thrown away after training: transaction features no snapshot reads stay out
+                read = features_read(space, catalogue)
+                extraction = ExtractionConfig(home_currency=currency)
+                loaded = await load_events(store, shown, extraction, transaction_names=read)
             load_seconds = monotonic() - started
-            catalogue = load_catalogue(settings.recommendations.catalogue)
-            space = model_space(settings.views[settings.recommendations.view], catalogue)
             meta = await train(store, space, catalogue, workdir, config, reference=reference)
         metrics = meta["metrics"]
         report = _keep_report(workdir / meta["version"], Path(args.report_dir), args)

@@ -185,6 +185,12 @@ def all_specs(space: FeatureSpace, catalogue: Catalogue) -> list[AggregateSpec]:
     return [*space.view, *status_specs(catalogue)]
 
 
+def features_read(space: FeatureSpace, catalogue: Catalogue) -> frozenset[str]:
+    """Every feature name a snapshot aggregates: a store loaded only to train and judge models needs no other
+    (training's labels read products and applications, which a snapshot reads too)."""
+    return frozenset(spec.feature for spec in all_specs(space, catalogue))
+
+
 def snapshot_from(
     client_id: str,
     now: float,
