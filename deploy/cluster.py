@@ -26,6 +26,9 @@ from feature_store.topology import InstanceSpec, ReplicaSetSpec, topology_from
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 INSTANCE_SCRIPT = LUA_DIR / "instance.lua"
+# The longest an ops call waits for an instance to take its connection. An instance busy with ingest on a
+# small machine took over a second to greet, and a reshard under ingest failed at once on it.
+OPS_CONNECT_TIMEOUT_S = 5.0
 
 
 class StoreCluster:
@@ -131,8 +134,10 @@ class StoreCluster:
         self.masters.undepose(rs.id, spec.name, rs.bootstrap_master.name)
 
     async def call_instance(self, spec: InstanceSpec, fn: str, args: list[Any], *, timeout: float) -> Any:
-        """One procedure call on one instance over a short-lived connection (ops calls, not the hot path)."""
-        conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=1.0)
+        """One procedure call on one instance over a short-lived connection (ops calls, not the hot path). The
+        connection may take as long as the call, up to ``OPS_CONNECT_TIMEOUT_S``."""
+        connect_timeout = min(timeout, OPS_CONNECT_TIMEOUT_S)
+        conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=connect_timeout)
         try:
             return await conn.call(fn, args, timeout=timeout)
         finally:
@@ -200,7 +205,15 @@ class StoreCluster:
         Writers of a bucket in flight get WRONG_BUCKET and retry; records keep their (id, rs_id) keys."""
         new_id = len(self.topology) + 1
         self.topology = topology_from(self.store, new_id)
-        await self.start()  # a failure up to here leaves the new replica set unrecorded: running it again is safe
+        try:
+            await self.start()
+        except (StoreError, processes.ProcessError) as exc:
+            self.topology = topology_from(self.store, new_id - 1)
+            raise ReplicasetNotAdded(
+                f"replica set {new_id} did not start: {type(exc).__name__}: {exc}\nNo bucket moved and the replica"
+                " set is not recorded; running `rtrec reshard --add-replicaset` again is safe (it starts the same"
+                " one)."
+            ) from exc
         (self.base_dir / "replicasets.json").write_text(json.dumps({"count": new_id}))
         return await self._fill_newest(concurrency)
 
@@ -363,6 +376,10 @@ async def rebalance(store: FeatureStore, target_rs: int, *, concurrency: int = 4
             "move the rest"
         )
     return [o for o in outcomes if isinstance(o, MoveResult)]
+
+
+class ReplicasetNotAdded(processes.ProcessError):
+    """The replica set a reshard adds did not start; nothing moved."""
 
 
 class ReshardIncomplete(processes.ProcessError):

@@ -425,3 +425,50 @@ async def test_a_reshard_with_one_failed_move_finishes_the_others_and_says_so(
         owners = await store.refresh_bucket_map()
         assert sum(rs == 3 for rs in owners.values()) == s.store.bucket_count // 3
     assert (await cluster.finish_reshard())["buckets_moved"] == 0  # twice is safe
+
+
+async def test_a_replica_set_that_does_not_start_is_not_recorded_and_adding_it_again_works(
+    private_cluster: tuple[Settings, StoreCluster],
+) -> None:
+    """Its master cannot listen (the port is taken): the error says nothing moved and that running the command
+    again is safe, and it is."""
+    import socket
+
+    from deploy.cluster import ReplicasetNotAdded
+    from feature_store.topology import replicaset_spec
+
+    s, cluster = private_cluster
+    new_master = replicaset_spec(s.store, 3).instances[0]
+    with socket.socket() as taken:
+        taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        taken.bind((new_master.host, new_master.port))
+        taken.listen()
+        with pytest.raises(ReplicasetNotAdded, match=r"(?s)replica set 3 did not start.*again is safe"):
+            await cluster.add_replicaset(concurrency=4)
+    assert len(StoreCluster(s).topology) == 2  # not recorded: the stack still knows two
+    async with FeatureStore(s.store, topology=StoreCluster(s).topology) as store:
+        assert set((await store.refresh_bucket_map()).values()) == {1, 2}
+    assert (await StoreCluster(s).add_replicaset(concurrency=4))["buckets_moved"] == s.store.bucket_count // 3
+
+
+async def test_an_ops_call_waits_for_an_instance_slow_to_take_its_connection(
+    private_cluster: tuple[Settings, StoreCluster],
+) -> None:
+    """`rtrec reshard --add-replicaset` under ingest on two cores failed at once: "cannot connect to
+    storage-1-a". Ops calls gave an instance one second to greet; a master stalled for two seconds (as a busy
+    one is) now gets as long as the call, up to five."""
+    import os
+
+    from deploy import processes
+
+    _, cluster = private_cluster
+    master = cluster.instance(cluster.master_name(cluster.topology[0]))
+    pid = processes.read_pid(cluster.pid_path(master))
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    resume = asyncio.get_running_loop().call_later(2.0, os.kill, pid, signal.SIGCONT)
+    try:
+        await cluster.publish_topology()  # topology_set on every master, 5 s each
+    finally:
+        resume.cancel()
+        os.kill(pid, signal.SIGCONT)
