@@ -7,7 +7,9 @@ import re
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, TypeAdapter, ValidationError
+
+from feature_store.records import Value
 
 ClientId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:\-]+$")]
 ObjectId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -125,6 +127,39 @@ class ClientEvent(_Event):
     registered_at: DateTimestamp | None = None
     industry_code: Annotated[str | None, OptionalText] = Field(default=None, max_length=16)
     director_birth_date: DateTimestamp | None = None
+
+
+# A client-data feature's name -> the client event field it holds (``extract_client`` writes them): a replace
+# through the API checks a fact as the consumer's decoding checks the field.
+CLIENT_FACT_FIELDS: dict[str, str] = {
+    "profile.segment": "segment",
+    "profile.birth_date": "birth_date",
+    "profile.region": "region",
+    "profile.registered_at": "registered_at",
+    "registry.industry_code": "industry_code",
+    "registry.director_birth_date": "director_birth_date",
+}
+_CLIENT_FACTS: dict[str, TypeAdapter[Any]] = {
+    name: TypeAdapter(
+        Annotated[ClientEvent.model_fields[field].annotation, ClientEvent.model_fields[field]],  # type: ignore[arg-type]
+        config=_Event.model_config,
+    )
+    for name, field in CLIENT_FACT_FIELDS.items()
+}
+
+
+def client_fact(name: str, value: Value) -> Value | None:
+    """A client fact's value as a client event carries it (a date in epoch seconds, blank text as None); other
+    names pass unchanged. Raises ``ValueError`` with the reason a client event with that value is refused for:
+    a birth date of ``true`` had been stored and read as 1970."""
+    adapter = _CLIENT_FACTS.get(name)
+    if adapter is None:
+        return value
+    try:
+        checked: Value | None = adapter.validate_python(value)
+    except ValidationError as exc:
+        raise ValueError(exc.errors()[0]["msg"]) from None
+    return checked
 
 
 class ApplicationEvent(_Event):

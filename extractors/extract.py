@@ -25,6 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from extractors.events import (
+    CLIENT_FACT_FIELDS,
     ApplicationEvent,
     BankEvent,
     ClientEvent,
@@ -101,29 +102,17 @@ def extract_transaction(event: TransactionEvent, config: ExtractionConfig) -> li
 def extract_client(event: ClientEvent) -> list[ReplaceSource]:
     """Client data replaces two sources: the profile and the company registry data."""
 
-    def features(source: str, values: dict[str, Value | None]) -> tuple[Feature, ...]:
+    def features(source: str) -> tuple[Feature, ...]:
+        prefix = CLIENT_DATA_PREFIXES[source]
+        facts = ((name, getattr(event, field)) for name, field in CLIENT_FACT_FIELDS.items() if name.startswith(prefix))
         return tuple(
             Feature(event.client_id, source, name, event.client_id, value, event.ts)
-            for name, value in values.items()
+            for name, value in facts
             if value is not None
         )
 
-    profile = features(
-        SOURCE_PROFILE,
-        {
-            "profile.segment": event.segment,
-            "profile.birth_date": event.birth_date,
-            "profile.region": event.region,
-            "profile.registered_at": event.registered_at,
-        },
-    )
-    registry = features(
-        SOURCE_REGISTRY,
-        {
-            "registry.industry_code": event.industry_code,
-            "registry.director_birth_date": event.director_birth_date,
-        },
-    )
+    profile = features(SOURCE_PROFILE)
+    registry = features(SOURCE_REGISTRY)
     return [
         ReplaceSource(event.client_id, SOURCE_PROFILE, event.ts, profile),
         ReplaceSource(event.client_id, SOURCE_REGISTRY, event.ts, registry),

@@ -10,11 +10,11 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
 from extractors.decode import FutureTimestamp, check_not_ahead, shorten
-from extractors.events import SEGMENTS, Timestamp, TransactionEvent
+from extractors.events import SEGMENTS, Timestamp, TransactionEvent, client_fact
 from extractors.extract import SOURCE_HISTORY, SOURCE_PROFILE, ExtractionConfig, client_history, extract
 from extractors.ops import apply_ops
 from feature_store.client import FeatureStore
-from feature_store.records import Feature
+from feature_store.records import Feature, Value
 from feature_store.specs import AggregateSpec, parse_view, parse_window
 from manager.auth import Reader, Writer
 from manager.metrics import FEATURES_WRITTEN, STORE_LATENCY
@@ -95,10 +95,9 @@ async def replace_source(
     times = [("version", version), *((f"features[{i}].time_use", f.time_use) for i, f in enumerate(body.features))]
     _refuse_future(request.app.state.settings.consumer.extraction(), times)
     features = tuple(
-        Feature(
-            subject, source, f.name, f.object or subject, f.value, f.time_use if f.time_use is not None else version
-        )
-        for f in body.features
+        Feature(subject, source, f.name, f.object or subject, value, f.time_use if f.time_use is not None else version)
+        for f, value in zip(body.features, _client_facts(body), strict=True)
+        if value is not None  # blank text, as a client event's: the fact is absent
     )
     history = client_history(subject, version, features)
     refused = 0
@@ -115,6 +114,18 @@ async def replace_source(
         stored_version=answer.stored_version,
         history_refused=refused,
     )
+
+
+def _client_facts(body: ReplaceSourceBody) -> list[Value | None]:
+    """Each feature's value, a client fact's as a client event carries it (``client_fact``); a value a client
+    event would be refused for is refused here too, with its place and reason."""
+    values: list[Value | None] = []
+    for i, f in enumerate(body.features):
+        try:
+            values.append(client_fact(f.name, f.value))
+        except ValueError as exc:
+            raise HTTPException(422, f"features[{i}] ({f.name}): {exc}") from None
+    return values
 
 
 @router.delete("/subjects/{subject}/objects/{object_id}")

@@ -60,6 +60,14 @@ def _number(values: dict[str, object], label: str) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
+def _instant(value: object) -> float | None:
+    """A date fact in epoch seconds, or None (unknown) for anything else: ``true`` is not 1970, nor NaN a date;
+    an unknown age refuses every product with an age limit."""
+    if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 def _ratio(top: float | None, bottom: float | None) -> float | None:
     return None if top is None or bottom is None or bottom <= 0 else top / bottom
 
@@ -226,8 +234,8 @@ def snapshot_from(
         now=now,
         values=view_values,
         segment=segment if isinstance(segment, str) else None,
-        age_years=(now - birth) / (365.25 * DAY) if isinstance(birth, int | float) else None,
-        tenure_days=(now - registered) / DAY if isinstance(registered, int | float) else None,
+        age_years=None if (born := _instant(birth)) is None else (now - born) / (365.25 * DAY),
+        tenure_days=None if (since := _instant(registered)) is None else (now - since) / DAY,
         held=held,
         applied=applied,
     )

@@ -210,6 +210,37 @@ async def test_ad_hoc_aggregate_contract(api: httpx.AsyncClient, uid: str) -> No
     assert current.json() == {"values": [1000.0]}
 
 
+async def test_a_client_fact_is_checked_as_a_client_event_checks_it(api: httpx.AsyncClient, uid: str) -> None:
+    """A birth date of ``true`` was stored, and serving read it as 1970: a minor looked 56 and was offered
+    loans. A fact now passes as the consumer's decoding passes it: refused with its place and reason, or
+    normalised (an ISO date to epoch seconds, blank text to absent)."""
+    subject = f"{uid}-facts"
+    segment = {"name": "profile.segment", "value": "retail"}
+    for name, value in (("profile.birth_date", True), ("profile.registered_at", "soon"), ("profile.region", 7)):
+        put = await api.put(
+            f"/v1/subjects/{subject}/sources/client_profile",
+            headers=WRITER,
+            json={"version": 1700000000, "features": [segment, {"name": name, "value": value}]},
+        )
+        assert put.status_code == 422 and put.json()["detail"].startswith(f"features[1] ({name}): "), put.text
+    put = await api.put(
+        f"/v1/subjects/{subject}/sources/client_profile",
+        headers=WRITER,
+        json={
+            "version": 1700000000,
+            "features": [
+                segment,
+                {"name": "profile.birth_date", "value": "1990-01-01"},
+                {"name": "profile.region", "value": "  "},
+            ],
+        },
+    )
+    assert put.status_code == 200 and put.json()["written"] == 2
+    rows = (await api.get(f"/v1/subjects/{subject}/features", headers=READER)).json()["features"]
+    stored = {row["name"]: row["value"] for row in rows if row["source"] == "client_profile"}
+    assert stored == {"profile.segment": "retail", "profile.birth_date": 631152000.0}
+
+
 async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str, settings: Settings) -> None:
     subject = f"{uid}-c"
     put = await api.put(

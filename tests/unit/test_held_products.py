@@ -15,7 +15,7 @@ from feature_store.config import TtlSettings
 from feature_store.fake import InMemoryFeatureStore
 from feature_store.ttl import DAY, TtlPolicy
 from recommenders.catalogue import load_catalogue
-from recommenders.profile import status_snapshot, status_specs
+from recommenders.profile import FeatureSpace, all_specs, snapshot_from, status_snapshot, status_specs
 
 ROOT = Path(__file__).resolve().parents[2]
 NOW = 1_790_000_000.0
@@ -81,3 +81,26 @@ def test_what_holds_until_changed_outlives_any_client(source: str) -> None:
     """A deposit opened 40 years ago and never closed is still held (at 10 years it expired and was offered)."""
     opened = NOW - 40 * 365.25 * DAY
     assert TtlPolicy.from_settings(TtlSettings()).expires_at(source, "x", opened) > NOW
+
+
+@pytest.mark.parametrize("not_a_date", [True, False, float("nan"), float("inf"), "1990-01-01"])
+def test_a_date_fact_that_is_no_number_leaves_the_age_unknown(not_a_date: object) -> None:
+    """``true`` is an int to Python: a birth date of ``true`` read as 1970 made a minor 56 years old. Anything
+    but a finite number is an unknown date, and an unknown age refuses every product with an age limit."""
+    catalogue = load_catalogue(ROOT / "deploy" / "products.toml")
+    space = FeatureSpace.from_view(["last(profile.segment)", "last(profile.birth_date)", "last(profile.registered_at)"])
+    specs = all_specs(space, catalogue)
+    facts = {
+        "last(profile.segment)": "retail",
+        "last(profile.birth_date)": not_a_date,
+        "last(profile.registered_at)": not_a_date,
+    }
+    snapshot = snapshot_from("c1", NOW, space, catalogue, [facts.get(s.label) for s in specs], specs)
+    assert snapshot.age_years is None and snapshot.tenure_days is None
+    limited = [p for p in catalogue.products if p.eligibility.min_age is not None]
+    assert limited and all(
+        p.eligibility.refusal(snapshot.segment, snapshot.age_years, snapshot.tenure_days) for p in limited
+    )
+    born = {**facts, "last(profile.birth_date)": NOW - 16 * 365.25 * DAY}
+    snapshot = snapshot_from("c1", NOW, space, catalogue, [born.get(s.label) for s in specs], specs)
+    assert snapshot.age_years is not None and round(snapshot.age_years) == 16
