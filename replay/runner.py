@@ -6,14 +6,15 @@ run reports what it would write.
 
 A transaction is the exception to "in any order": its last version wins, so a window holding a first version but
 not the correction that arrived after it would set the transaction back. So is client data corrected under the
-same time as the version it corrects (a version as new as the stored one applies). After the window, the replay
-therefore applies again the transaction and client versions that arrived after it, up to the topics' end then
-(``versions_after_window``): all of them when there are no more than in the window, else only those of the
-transactions and clients the window held. It does so after a cancel or a store failure too, for the part of the
-window written. The final state is the newest version; a reader may see the older one for the moments between
-the two passes, and ``features_written`` counts both writes. The second pass runs again over what arrived during
-it (``TAIL_ROUNDS``); not covered: a newer version that arrives during the last round and that the live consumer
-applies before that round writes the version before it."""
+same time as the version it corrects (a version as new as the stored one applies), and an account's or an
+application's row, which a later event under the same id rewrites (a deposit reopened, an application
+submitted again). After the window, the replay therefore applies again the versions of these that arrived
+after it, up to the topics' end then (``versions_after_window``): all of them when there are no more than in
+the window, else only those of the objects the window held. It does so after a cancel or a store failure too,
+for the part of the window written. The final state is the newest version; a reader may see the older one for
+the moments between the two passes, and ``features_written`` counts both writes. The second pass runs again
+over what arrived during it (``TAIL_ROUNDS``); not covered: a newer version that arrives during the last round
+and that the live consumer applies before that round writes the version before it."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ from aiokafka import AIOKafkaConsumer
 from extractors.batch import extract_batch
 from extractors.config import IngestConfig
 from extractors.decode import INPUT_TOPICS
-from extractors.extract import SOURCE_HISTORY
+from extractors.extract import SOURCE_APPLICATIONS, SOURCE_HISTORY, SOURCE_PRODUCTS
 from extractors.metrics import REPLAY_OFFSETS_DONE, REPLAY_OFFSETS_TOTAL
 from extractors.offsets import partitions_of
 from extractors.ops import (
@@ -49,7 +50,7 @@ State = Literal["pending", "running", "done", "failed", "cancelled"]
 BATCH = 2000
 TAIL_ROUNDS = 5  # passes over what arrived after the window (each over what arrived during the one before)
 # the topics whose later arrivals can stand over a version a replay writes back (`_versioned_object`)
-VERSIONED_TOPICS = ("transactions", "clients")
+VERSIONED_TOPICS = ("transactions", "clients", "applications", "products")
 
 
 @dataclass
@@ -72,7 +73,7 @@ class ReplayProgress:
     # events the store refused (a fat or denied subject, a name past the budget): the live consumer sent them
     # to the dead-letter topic; a replay reports them here, so "done" never hides them
     events_refused: int = 0
-    # transaction and client versions that arrived after the window, applied again after it (module docstring)
+    # versions that arrived after the window, applied again after it (module docstring)
     offsets_after_window: int = 0
     offsets_after_window_done: int = 0
     versions_after_window: int = 0
@@ -167,12 +168,12 @@ class ReplayJob:
         return p
 
     async def _restore_newest_versions(self, consumer: AIOKafkaConsumer, window: list[PartitionRange]) -> None:
-        """Apply again the transaction and client versions that arrived after the window, up to the end now
+        """Apply again the versions (``_versioned_object``) that arrived after the window, up to the end now
         (what arrived during the replay included). Then what arrived during that pass, and so on while anything
         did (up to ``TAIL_ROUNDS``): a newer version the live consumer applied while this pass wrote an older one is
         applied once more after it. Not stopped by a cancel, which only lifts the throttle."""
         if self._window_objects is not None and not self._window_objects:
-            return  # the window wrote no transaction and no client data
+            return  # the window wrote nothing a later arrival stands over
         for _ in range(TAIL_ROUNDS):
             tail = [r for r in await self._after_window(consumer, window) if r.size]
             if not tail:
@@ -247,8 +248,9 @@ class ReplayJob:
         return len(records)
 
     async def _reapply_later_versions(self, records: list[Any]) -> int:
-        """Transaction and client versions that arrived after the window, applied again: each ends at its
-        newest version, as the live consumer left it (idempotent: a version in place only reads)."""
+        """Versions that arrived after the window of what the window wrote (``_versioned_object``), applied
+        again: each ends at its newest version, as the live consumer left it (idempotent: a version in place
+        only reads)."""
         self.progress.offsets_after_window_done += len(records)
         wanted = self._window_objects
         ops = [
@@ -285,11 +287,17 @@ class ReplayJob:
 
 def _versioned_object(op: StoreOp) -> ObjectKey | None:
     """What ``op`` writes a version of that a later arrival stands over, so that a replay applies the later
-    ones again after its window: a transaction (a resend supersedes it), and a client's data and its history
-    row (the newest version wins, and one as new as the stored one applies: a correction sent under the same
-    time as the version it corrects)."""
+    ones again after its window: a transaction (a resend supersedes it), a client's data and its history row
+    (the newest version wins, and one as new as the stored one applies: a correction sent under the same time
+    as the version it corrects), and an application's or account's row (the later event rewrites it: an
+    account reopened, an application submitted again under its id; written back to its window's time, a held
+    deposit read as closed and an application as older than its blocking period)."""
     if isinstance(op, ReplaceSource):
         return op.subject, op.source, ""
-    if isinstance(op, AppendFeatures) and op.features and op.features[0].source == SOURCE_HISTORY:
-        return op.features[0].subject, SOURCE_HISTORY, ""
+    if isinstance(op, AppendFeatures) and op.features:
+        first = op.features[0]
+        if first.source == SOURCE_HISTORY:
+            return first.subject, SOURCE_HISTORY, ""
+        if first.source in (SOURCE_APPLICATIONS, SOURCE_PRODUCTS):
+            return first.subject, first.source, first.object
     return superseding_object(op)

@@ -22,6 +22,7 @@ from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
 from feature_store.specs import AggregateSpec
+from feature_store.ttl import DAY
 from replay.runner import ReplayJob
 from replay.window import ReplayWindowError, validate_window
 from tests.conftest import free_port_block, reference_state
@@ -382,6 +383,49 @@ async def test_a_window_holding_client_data_corrected_under_the_same_time_leaves
     assert job.state == "done" and job.offsets_done == 1, job.as_dict()
     assert await store.aggregate(subject, [segment]) == ["sme"]
     assert job.versions_after_window == 1
+
+
+async def test_a_window_holding_an_accounts_earlier_events_leaves_it_as_live_ingest_did(
+    kafka_settings: Settings, store: FeatureStore, uid: str
+) -> None:
+    """A deposit opened, closed and opened again under one account, and an application submitted again under
+    its id, the later events after the window: the replay wrote the window's opening back over the reopening
+    (the deposit read as closed: offered to the client who holds it) and the old submission over the new one
+    (older than the blocking period: the product offered while applied for). A reviewer's find (2026-12-07)."""
+    s = kafka_settings
+    subject = f"{uid}-acc"
+    now = time.time()
+    account = {"client_id": subject, "product": "deposit", "account_id": "D-1"}
+    application = {"application_id": "A-1", "client_id": subject, "product": "consumer_loan", "status": "submitted"}
+    start = time.time()
+    await publish_events(
+        s,
+        [
+            ("products", subject, account | {"action": "opened", "ts": now - 300 * DAY}),
+            ("products", subject, account | {"action": "closed", "ts": now - 200 * DAY}),
+            ("applications", subject, application | {"ts": now - 200 * DAY}),
+        ],
+        progress=False,
+    )
+    end = time.time()
+    await asyncio.sleep(0.05)
+    later = [
+        ("products", subject, account | {"action": "opened", "ts": now - 10 * DAY}),
+        ("applications", subject, application | {"ts": now - 5 * DAY}),
+    ]
+    await publish_events(s, later, progress=False)
+    await ExtractorConsumer(s, store).run(idle_exit_s=2.0)
+    facts = [
+        AggregateSpec("last", "product.deposit.opened"),
+        AggregateSpec("last", "product.deposit.closed"),
+        AggregateSpec("count", "app.consumer_loan.submitted", 180 * DAY),
+    ]
+    live = await store.aggregate(subject, facts)
+    assert live[0] == pytest.approx(now - 10 * DAY) and live[2] == 1  # held, and applied for
+    job = await ReplayJob(s, store, start, end).run()
+    assert job.state == "done" and job.offsets_done == 3, job.as_dict()
+    assert await store.aggregate(subject, facts) == live
+    assert job.versions_after_window == 2
 
 
 async def _offsets_done(job: ReplayJob) -> int:
