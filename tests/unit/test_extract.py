@@ -199,3 +199,16 @@ async def test_a_bulk_load_collects_less_often_and_restores_the_collector_even_w
         await load_events(InMemoryFeatureStore(), events())
     assert seen == [(BULK_GC_THRESHOLD, 20, 100)]
     assert gc.get_threshold() == default
+
+
+async def test_a_correction_still_supersedes_when_only_some_transaction_features_are_loaded() -> None:
+    """``load_events(transaction_names=...)``, ``rtrec evaluate``'s load: the anchor (a transaction's amount) is
+    loaded whatever the names, as the store knows a corrected direction by it. Without it the correction below
+    would load nothing and leave the first version standing."""
+    store = InMemoryFeatureStore()
+    names = frozenset({"tx.out.mcc.travel"})
+    await load_events(store, [("transactions", "c1", TX)], transaction_names=names)
+    assert {row[1] for row in store.snapshot("c1")} == {"tx.out.amount", "tx.out.mcc.travel"}
+    corrected = {**TX, "direction": "in", "mcc": None}  # in the next load: another batch
+    await load_events(store, [("transactions", "c1", corrected)], transaction_names=names)
+    assert {row[1] for row in store.snapshot("c1")} == {"tx.in.amount"}

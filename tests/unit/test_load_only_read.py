@@ -1,6 +1,6 @@
 """A store loaded only to train and judge models (``rtrec evaluate``) takes just the transaction features a
 snapshot reads (``load_events(transaction_names=...)``): every row a snapshot aggregates is the same as in a
-store loaded whole, and a transaction's corrections still supersede."""
+store loaded whole (corrections: ``tests/unit/test_extract.py``)."""
 
 from __future__ import annotations
 
@@ -12,18 +12,6 @@ from feature_store.fake import InMemoryFeatureStore
 from feature_store.records import OTHER_ANCHORS
 from recommenders.catalogue import Catalogue
 from recommenders.profile import FeatureSpace, features_read
-
-TX = {
-    "tx_id": "t1",
-    "client_id": "c1",
-    "ts": 1772359200,
-    "amount": 120.5,
-    "currency": "RUB",
-    "direction": "out",
-    "mcc": 4511,
-    "channel": "online",
-    "counterparty": "merchant:aeroflot",
-}
 
 
 def test_a_store_of_the_features_read_holds_every_row_a_snapshot_aggregates(
@@ -45,15 +33,3 @@ def test_a_store_of_the_features_read_holds_every_row_a_snapshot_aggregates(
         left_out = whole.snapshot(subject) - only_read.snapshot(subject)
         assert all(row[0] == "transactions" and row[1] not in read | OTHER_ANCHORS.keys() for row in left_out)
     assert len(only_read.features) < 0.8 * len(whole.features)  # the point: most transaction rows go unread
-
-
-def test_a_correction_still_supersedes_when_only_some_transaction_features_are_loaded() -> None:
-    """The anchor (a transaction's amount) is loaded whatever the names: the store knows a corrected direction
-    by it. Without it the correction below would load nothing and leave the first version standing."""
-    store = InMemoryFeatureStore()
-    names = frozenset({"tx.out.mcc.travel"})
-    asyncio.run(load_events(store, [("transactions", "c1", TX)], transaction_names=names))
-    assert {row[1] for row in store.snapshot("c1")} == {"tx.out.amount", "tx.out.mcc.travel"}
-    corrected = {**TX, "direction": "in", "mcc": None}  # in the next load: another batch
-    asyncio.run(load_events(store, [("transactions", "c1", corrected)], transaction_names=names))
-    assert {row[1] for row in store.snapshot("c1")} == {"tx.in.amount"}
