@@ -89,14 +89,17 @@ async def replace_source(
     whole profile, segment included, as a client event does: the segment says which version is visible."""
     if source == SOURCE_HISTORY:
         raise HTTPException(422, f"{SOURCE_HISTORY} is kept by the store from client-data replaces; it is append-only")
-    if source == SOURCE_PROFILE and not any(f.name == "profile.segment" and f.value in SEGMENTS for f in body.features):
+    values = _client_facts(body)
+    if source == SOURCE_PROFILE and not any(
+        f.name == "profile.segment" and value is not None for f, value in zip(body.features, values, strict=True)
+    ):
         raise HTTPException(422, f"a {SOURCE_PROFILE} replace needs profile.segment, one of {', '.join(SEGMENTS)}")
     version = body.version if body.version is not None else time.time()
     times = [("version", version), *((f"features[{i}].time_use", f.time_use) for i, f in enumerate(body.features))]
     _refuse_future(request.app.state.settings.consumer.extraction(), times)
     features = tuple(
         Feature(subject, source, f.name, f.object or subject, value, f.time_use if f.time_use is not None else version)
-        for f, value in zip(body.features, _client_facts(body), strict=True)
+        for f, value in zip(body.features, values, strict=True)
         if value is not None  # blank text, as a client event's: the fact is absent
     )
     history = client_history(subject, version, features)

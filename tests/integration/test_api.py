@@ -216,13 +216,20 @@ async def test_a_client_fact_is_checked_as_a_client_event_checks_it(api: httpx.A
     normalised (an ISO date to epoch seconds, blank text to absent)."""
     subject = f"{uid}-facts"
     segment = {"name": "profile.segment", "value": "retail"}
-    for name, value in (("profile.birth_date", True), ("profile.registered_at", "soon"), ("profile.region", 7)):
+    refused = (("profile.birth_date", True), ("profile.registered_at", "soon"), ("profile.region", 7))
+    for name, value in (*refused, ("profile.segment", "bogus")):
         put = await api.put(
             f"/v1/subjects/{subject}/sources/client_profile",
             headers=WRITER,
             json={"version": 1700000000, "features": [segment, {"name": name, "value": value}]},
         )
         assert put.status_code == 422 and put.json()["detail"].startswith(f"features[1] ({name}): "), put.text
+    put = await api.put(  # a segment but no valid one: the value is refused first, with its place
+        f"/v1/subjects/{subject}/sources/client_profile",
+        headers=WRITER,
+        json={"version": 1700000000, "features": [{"name": "profile.segment", "value": " retail "}]},
+    )
+    assert put.status_code == 422 and put.json()["detail"].startswith("features[0] (profile.segment): "), put.text
     put = await api.put(
         f"/v1/subjects/{subject}/sources/client_profile",
         headers=WRITER,
