@@ -212,3 +212,17 @@ async def test_a_correction_still_supersedes_when_only_some_transaction_features
     corrected = {**TX, "direction": "in", "mcc": None}  # in the next load: another batch
     await load_events(store, [("transactions", "c1", corrected)], transaction_names=names)
     assert {row[1] for row in store.snapshot("c1")} == {"tx.in.amount"}
+
+
+async def test_a_correction_of_features_left_out_supersedes_as_in_a_whole_load() -> None:
+    """The correction keeps the amount (the anchor) and changes only features left out: a category to none and
+    another counterparty. Trimmed, it matched the first version's trimmed rows, so nothing changed and the
+    travel spending stayed (a reviewer's find). A repeat within the load now goes whole."""
+    names = frozenset({"tx.out.mcc.travel"})
+    corrected = {**TX, "mcc": None, "counterparty": "person:p1", "channel": "pos"}
+    events = [("transactions", "c1", TX), ("clients", "c0", {"client_id": "c0", "ts": 1772359200, "segment": "sme"})]
+    whole, trimmed = InMemoryFeatureStore(), InMemoryFeatureStore()
+    await load_events(whole, [*events, ("transactions", "c1", corrected)])
+    await load_events(trimmed, [*events, ("transactions", "c1", corrected)], transaction_names=names)
+    assert {row[1] for row in whole.snapshot("c1")} == {"tx.out.amount", "tx.out.channel.pos", "tx.out.cp.person"}
+    assert trimmed.snapshot("c1") == whole.snapshot("c1")
