@@ -8,6 +8,7 @@ mesh of its replica set (so any replica can follow a promoted one). Finally the 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ from feature_store.errors import StoreError
 from feature_store.health import instance_facts
 from feature_store.rebalance import MoveResult, move_bucket, recover_moves
 from feature_store.replicaset import InstanceConnection
-from feature_store.topology import InstanceSpec, ReplicaSetSpec, topology_from
+from feature_store.topology import InstanceSpec, ReplicaSetSpec, replicaset_spec, topology_from
 
 LUA_DIR = Path(__file__).resolve().parent.parent / "lua"
 INSTANCE_SCRIPT = LUA_DIR / "instance.lua"
@@ -209,10 +210,12 @@ class StoreCluster:
             await self.start()
         except (StoreError, processes.ProcessError) as exc:
             self.topology = topology_from(self.store, new_id - 1)
+            with contextlib.suppress(StoreError, processes.ProcessError):  # it may have been published already
+                await self.publish_topology()
             raise ReplicasetNotAdded(
                 f"replica set {new_id} did not start: {type(exc).__name__}: {exc}\nNo bucket moved and the replica"
                 " set is not recorded; running `rtrec reshard --add-replicaset` again is safe (it starts the same"
-                " one)."
+                " one), and `rtrec down` stops what it started."
             ) from exc
         (self.base_dir / "replicasets.json").write_text(json.dumps({"count": new_id}))
         return await self._fill_newest(concurrency)
@@ -293,9 +296,10 @@ class StoreCluster:
             await asyncio.sleep(0.05)
 
     def stop(self) -> int:
-        """Stop every instance (replicas first). Safe to call twice; returns how many were running."""
+        """Stop every instance (replicas first), those of a replica set an unfinished ``add_replicaset`` started
+        but did not record included. Safe to call twice; returns how many were running."""
         stopped = 0
-        for rs in self.topology:
+        for rs in [*self.topology, replicaset_spec(self.store, len(self.topology) + 1)]:
             for spec in reversed(rs.instances):
                 stopped += processes.stop(self.pid_path(spec))
         return stopped

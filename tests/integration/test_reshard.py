@@ -430,24 +430,31 @@ async def test_a_reshard_with_one_failed_move_finishes_the_others_and_says_so(
 async def test_a_replica_set_that_does_not_start_is_not_recorded_and_adding_it_again_works(
     private_cluster: tuple[Settings, StoreCluster],
 ) -> None:
-    """Its master cannot listen (the port is taken): the error says nothing moved and that running the command
-    again is safe, and it is."""
+    """One of its replicas cannot listen (the port is taken) while its master runs: the error says nothing moved
+    and that running the command again is safe, and it is. `rtrec down` stops the master it left running (it
+    knew only the recorded replica sets)."""
     import socket
 
+    from deploy import processes
     from deploy.cluster import ReplicasetNotAdded
     from feature_store.topology import replicaset_spec
 
     s, cluster = private_cluster
-    new_master = replicaset_spec(s.store, 3).instances[0]
+    new_master, new_replica = replicaset_spec(s.store, 3).instances[:2]
     with socket.socket() as taken:
         taken.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        taken.bind((new_master.host, new_master.port))
+        taken.bind((new_replica.host, new_replica.port))
         taken.listen()
         with pytest.raises(ReplicasetNotAdded, match=r"(?s)replica set 3 did not start.*again is safe"):
             await cluster.add_replicaset(concurrency=4)
     assert len(StoreCluster(s).topology) == 2  # not recorded: the stack still knows two
     async with FeatureStore(s.store, topology=StoreCluster(s).topology) as store:
         assert set((await store.refresh_bucket_map()).values()) == {1, 2}
+    left_running = cluster.pid_path(new_master)
+    assert processes.is_alive(processes.read_pid(left_running))
+    StoreCluster(s).stop()  # as `rtrec down`
+    assert not processes.is_alive(processes.read_pid(left_running))
+    await StoreCluster(s).start()
     assert (await StoreCluster(s).add_replicaset(concurrency=4))["buckets_moved"] == s.store.bucket_count // 3
 
 
