@@ -83,7 +83,18 @@ WholeNumber = Annotated[int, BeforeValidator(_number)]
 OptionalText = BeforeValidator(_blank_is_missing)
 
 Timestamp = Annotated[float, BeforeValidator(_to_epoch)]
-DateTimestamp = Annotated[float, BeforeValidator(lambda v: _to_epoch(v, low=MIN_DATE_TS))]
+
+
+def _date(value: Any) -> float:
+    """A birth or registration date. One within a day of 1970-01-01 other than its midnight is a year or a count
+    sent as a number (``2010``, ``"90"``): read as epoch seconds it made a child born in 2010 look 56."""
+    ts = _to_epoch(value, low=MIN_DATE_TS)
+    if 0 < abs(ts) < 86400:
+        raise ValueError(f"date {_short(value)} reads as a year or a count, not epoch seconds: send ISO 8601")
+    return ts
+
+
+DateTimestamp = Annotated[float, BeforeValidator(_date)]
 # A Kafka arrival time (a replay window's bound): from 1970 on, so `--from 1970-01-01` replays all that is kept.
 MIN_ARRIVAL_TS = 0.0
 ArrivalTimestamp = Annotated[float, BeforeValidator(lambda v: _to_epoch(v, low=MIN_ARRIVAL_TS))]

@@ -129,6 +129,13 @@ def test_out_of_range_and_wrong_typed_fields_are_dead_letters(topic: str, change
     assert ops == 0 and dead[0].error_kind in {"invalid", "unknown_type"}
 
 
+@pytest.mark.parametrize("change", [{"birth_date": 2010}, {"birth_date": "90"}, {"registered_at": "2019"}], ids=repr)
+def test_a_year_sent_as_a_date_is_a_dead_letter(change: dict[str, Any]) -> None:
+    """Read as epoch seconds, a birth date of 2010 is 1970-01-01 00:33: a child looked 56 (a reviewer's find)."""
+    ops, dead = outcome(Record("bank.clients", orjson.dumps({**VALID["bank.clients"], **change})))
+    assert ops == 0 and dead[0].error_kind == "invalid" and "reads as a year" in dead[0].reason
+
+
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e300, -5.0, 0.0])
 def test_amounts_that_are_not_money_are_refused_even_through_msgpack(value: float) -> None:
     payload = msgpack.packb({**VALID["bank.transactions"], "amount": value})
