@@ -46,6 +46,24 @@ SOURCE_HISTORY = "client_history"
 # client-data source -> the prefix of its fact names; only such names are kept as history
 CLIENT_DATA_PREFIXES = {SOURCE_PROFILE: "profile.", SOURCE_REGISTRY: "registry."}
 HISTORY = "history."  # the name prefix of a kept version of a client fact: history.profile.segment
+# The name prefixes the extractors write for each source. Aggregates read a name whatever its source, so a
+# replace through the API may not write another source's names: `history.profile.birth_date` under
+# `client_profile` stood for the client data of a past cut in training.
+_NAME_PREFIXES = (
+    ("tx.", SOURCE_TRANSACTIONS),
+    ("app.", SOURCE_APPLICATIONS),
+    ("product.", SOURCE_PRODUCTS),
+    (HISTORY, SOURCE_HISTORY),
+    *((prefix, source) for source, prefix in CLIENT_DATA_PREFIXES.items()),
+)
+
+
+def source_of_name(name: str) -> str | None:
+    """The source whose extractor writes ``name``, or None for a name no extractor writes."""
+    if name == "balance":
+        return SOURCE_TRANSACTIONS
+    return next((source for prefix, source in _NAME_PREFIXES if name.startswith(prefix)), None)
+
 
 COUNTERPARTY_KINDS = ("employer", "merchant", "person", "government", "bank")
 

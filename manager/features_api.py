@@ -11,7 +11,14 @@ from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, status
 
 from extractors.decode import FutureTimestamp, check_not_ahead, shorten
 from extractors.events import SEGMENTS, Timestamp, TransactionEvent, client_fact
-from extractors.extract import SOURCE_HISTORY, SOURCE_PROFILE, ExtractionConfig, client_history, extract
+from extractors.extract import (
+    SOURCE_HISTORY,
+    SOURCE_PROFILE,
+    ExtractionConfig,
+    client_history,
+    extract,
+    source_of_name,
+)
 from extractors.ops import apply_ops
 from feature_store.client import FeatureStore
 from feature_store.records import Feature, Value
@@ -89,7 +96,7 @@ async def replace_source(
     whole profile, segment included, as a client event does: the segment says which version is visible."""
     if source == SOURCE_HISTORY:
         raise HTTPException(422, f"{SOURCE_HISTORY} is kept by the store from client-data replaces; it is append-only")
-    values = _client_facts(body)
+    values = _checked_values(source, body)
     if source == SOURCE_PROFILE and not any(
         f.name == "profile.segment" and value is not None for f, value in zip(body.features, values, strict=True)
     ):
@@ -119,11 +126,15 @@ async def replace_source(
     )
 
 
-def _client_facts(body: ReplaceSourceBody) -> list[Value | None]:
+def _checked_values(source: str, body: ReplaceSourceBody) -> list[Value | None]:
     """Each feature's value, a client fact's as a client event carries it (``client_fact``); a value a client
-    event would be refused for is refused here too, with its place and reason."""
+    event would be refused for is refused here too, with its place and reason, and so is a name another
+    source's extractor writes (``source_of_name``)."""
     values: list[Value | None] = []
     for i, f in enumerate(body.features):
+        owner = source_of_name(f.name)
+        if owner is not None and owner != source:
+            raise HTTPException(422, f"features[{i}] ({f.name}): a name of source {owner}, not of {source}")
         try:
             values.append(client_fact(f.name, f.value))
         except ValueError as exc:

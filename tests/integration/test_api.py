@@ -224,6 +224,14 @@ async def test_a_client_fact_is_checked_as_a_client_event_checks_it(api: httpx.A
             json={"version": 1700000000, "features": [segment, {"name": name, "value": value}]},
         )
         assert put.status_code == 422 and put.json()["detail"].startswith(f"features[1] ({name}): "), put.text
+    # a name another source's extractor writes: aggregates read names whatever their source
+    for source, name in (("client_profile", "history.profile.birth_date"), ("bureau", "tx.out.amount")):
+        put = await api.put(
+            f"/v1/subjects/{subject}/sources/{source}",
+            headers=WRITER,
+            json={"version": 1700000000, "features": [{"name": name, "value": 1.0}]},
+        )
+        assert put.status_code == 422 and f"features[0] ({name}): a name of source" in put.json()["detail"], put.text
     put = await api.put(  # a segment but no valid one: the value is refused first, with its place
         f"/v1/subjects/{subject}/sources/client_profile",
         headers=WRITER,
