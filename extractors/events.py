@@ -86,11 +86,13 @@ Timestamp = Annotated[float, BeforeValidator(_to_epoch)]
 
 
 def _date(value: Any) -> float:
-    """A birth or registration date. One within a day of 1970-01-01 other than its midnight is a year or a count
-    sent as a number (``2010``, ``"90"``): read as epoch seconds it made a child born in 2010 look 56."""
+    """A birth or registration date. A whole number from 1 to 9999 sent as a number (``2010``, ``"90"``) is a
+    year, not epoch seconds: read as seconds it made a child born in 2010 look 56. (An ISO date is never
+    ambiguous, nor a time with fractions of a second, such as a simulated client's born in 1969.)"""
     ts = _to_epoch(value, low=MIN_DATE_TS)
-    if 0 < abs(ts) < 86400:
-        raise ValueError(f"date {_short(value)} reads as a year or a count, not epoch seconds: send ISO 8601")
+    numeric = not isinstance(value, str) or _DECIMAL.match(value) is not None
+    if numeric and ts == int(ts) and 0 < abs(ts) < 10_000:
+        raise ValueError(f"date {_short(value)} reads as a year, not epoch seconds: send ISO 8601")
     return ts
 
 

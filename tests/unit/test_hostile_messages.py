@@ -136,6 +136,13 @@ def test_a_year_sent_as_a_date_is_a_dead_letter(change: dict[str, Any]) -> None:
     assert ops == 0 and dead[0].error_kind == "invalid" and "reads as a year" in dead[0].reason
 
 
+@pytest.mark.parametrize("birth_date", [-36007.019, 0, "1970-01-01T05:00:00Z", "1969-12-31"], ids=repr)
+def test_a_date_near_1970_that_is_no_year_is_kept(birth_date: object) -> None:
+    """A simulated client born hours before 1970-01-01 (a fraction of a second), midnight, or any ISO date."""
+    ops, dead = outcome(Record("bank.clients", orjson.dumps({**VALID["bank.clients"], "birth_date": birth_date})))
+    assert ops > 0 and not dead
+
+
 @pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf, 1e300, -5.0, 0.0])
 def test_amounts_that_are_not_money_are_refused_even_through_msgpack(value: float) -> None:
     payload = msgpack.packb({**VALID["bank.transactions"], "amount": value})
