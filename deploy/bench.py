@@ -250,5 +250,9 @@ def run(target: str, settings: Settings, args: argparse.Namespace) -> dict[str, 
         from deploy.bench_reshard import run_reshard
 
         return run_reshard(settings, args)
+    if target == "inspect":
+        from deploy.bench_inspect import run_inspect
+
+        return run_inspect(settings, args)
     with tempfile.TemporaryDirectory(prefix="rtrec-bench-") as tmp:
         return asyncio.run(bench_store(_private(settings, Path(tmp)), args))

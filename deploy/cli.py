@@ -343,7 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     importer.set_defaults(fn=cmd_import)
 
     bench = sub.add_parser("bench", parents=[common], help="benchmarks (print JSON)")
-    bench.add_argument("target", choices=["store", "ingest", "extract", "score", "serve", "reshard"])
+    bench.add_argument("target", choices=["store", "ingest", "extract", "score", "serve", "reshard", "inspect"])
     bench.add_argument("--json", action="store_true", help="one line of JSON")
     bench.add_argument("--subjects", type=int, default=200, help="store, reshard: subjects of 1,000 features each")
     bench.add_argument("--features-per-subject", type=int, default=1000)
@@ -353,7 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--consumers", type=int, help="ingest: consumer processes (default: [consumer] instances)")
     bench.add_argument("--clients", type=int, default=20_000, help="serve: distinct light clients asked")
     bench.add_argument("--rates", type=float, nargs="+", default=[500, 1000, 2000], help="serve: offered rps")
-    bench.add_argument("--seconds", type=float, default=5, help="serve: seconds per offered rate")
+    bench.add_argument("--seconds", type=float, default=5, help="serve: seconds per offered rate; inspect: seconds")
     bench.add_argument(
         "--while-training",
         action="store_true",

@@ -85,6 +85,34 @@ async def test_redelivery_is_idempotent(store: FeatureStore, uid: str) -> None:
     assert total == [sum(range(1, 51)), 50]
 
 
+async def test_a_raw_read_in_steps_gives_the_oldest_first_as_one_sort_would(store: FeatureStore, uid: str) -> None:
+    """`get_features` reads a subject in steps of 250 rows (lua/read.lua), sorts each and merges them, yielding
+    in between, so a 100,000-row subject no longer holds the master for half a second. 1,000 rows under four
+    names with their times shuffled: every window, name and limit gives what one sort of everything gives."""
+    import random
+
+    subject = f"{uid}-steps"
+    now = time.time()
+    times = [now - 86400 - i * 7.0 for i in range(1000)]
+    random.Random(5).shuffle(times)
+    rows = [
+        Feature(subject, "transactions", f"tx.out.mcc.n{i % 4}", f"t{i:04d}", float(i), t) for i, t in enumerate(times)
+    ]
+    await store.put_features(rows)
+    oldest_first = sorted(rows, key=lambda f: f.time_use)
+
+    def ids(found: list[Any]) -> list[str]:
+        return [r.object for r in found]
+
+    assert ids(await store.get_features(subject, limit=5000)) == [f.object for f in oldest_first]
+    assert ids(await store.get_features(subject, limit=7)) == [f.object for f in oldest_first[:7]]
+    lo, hi = oldest_first[100].time_use, oldest_first[699].time_use
+    window = await store.get_features(subject, from_time=lo, to_time=hi, limit=5000)
+    assert ids(window) == [f.object for f in oldest_first[100:700]]
+    named = await store.get_features(subject, name="tx.out.mcc.n2", limit=5000)
+    assert ids(named) == [f.object for f in oldest_first if f.name == "tx.out.mcc.n2"]
+
+
 async def test_a_resent_transaction_supersedes_its_first_version(store: FeatureStore, uid: str) -> None:
     """A transaction sent again under its id with other fields (an authorisation settled with another amount,
     merchant category and no channel) replaces its first version: the old category would otherwise count the
