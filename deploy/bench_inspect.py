@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deploy.bench import _machine, _private
+from deploy.bench import _machine, _private, percentiles
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
 from feature_store.client import FeatureStore
@@ -20,10 +20,6 @@ from feature_store.records import Feature
 from feature_store.specs import AggregateSpec
 
 INSPECTED_ROWS = 10  # the store's work is the subject's size, not the rows sent back
-
-
-def _percentile(sorted_ms: list[float], share: float) -> float:
-    return round(sorted_ms[min(len(sorted_ms) - 1, int(len(sorted_ms) * share))], 1)
 
 
 async def _bench_inspect(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -60,18 +56,13 @@ async def _bench_inspect(settings: Settings, args: argparse.Namespace) -> dict[s
                 await asyncio.sleep(0.01)
             stop.set()
             done = await inspections
-        latencies.sort()
         return {
             "benchmark": "inspect",
             "machine": _machine(),
             "features_of_the_inspected_subject": len(rows),
             "inspections_per_s": round(done / args.seconds, 2),
             "light_reads": len(latencies),
-            "light_read_ms": {
-                "p50": _percentile(latencies, 0.5),
-                "p99": _percentile(latencies, 0.99),
-                "max": round(latencies[-1], 1),
-            },
+            "light_read": percentiles(latencies, digits=1),
         }
     finally:
         cluster.stop()

@@ -82,12 +82,12 @@ async def _evaluate(settings: Settings, args: argparse.Namespace, workdir: Path)
         events, config, currency, reference = _dataset(args)
         catalogue = load_catalogue(settings.recommendations.catalogue)
         space = model_space(settings.views[settings.recommendations.view], catalogue)
+        # the store is thrown away after training: transaction features no snapshot reads stay out
+        read = features_read(space, catalogue)
         async with FeatureStore(settings.store, topology=cluster.topology) as store:
             started = monotonic()
             with progress_bar(config.progress and args.dataset == "simulated") as bar:
                 shown = _advancing(bar, bar.add_task("simulating and loading clients", total=args.clients), events)
-                # the store is thrown away after training: transaction features no snapshot reads stay out
-                read = features_read(space, catalogue)
                 extraction = ExtractionConfig(home_currency=currency)
                 loaded = await load_events(store, shown, extraction, transaction_names=read)
             load_seconds = monotonic() - started

@@ -14,7 +14,7 @@ local M = {}
 -- inspection read. The rows are read in steps of READ_STEP, each step sorted on its own, with a yield after
 -- each (the next step starts after the last key, as expiry's walk does), and the steps are merged oldest first
 -- up to `limit`, with a yield every MERGE_STEP rows. Another client's read while a 100,000-row subject is read:
--- p50 271-469 ms before, under 1 ms after (`rtrec bench inspect`, docs/benchmarks.md 2026-12-07).
+-- p50 of hundreds of ms before, about 1 ms after (`rtrec bench inspect`, docs/benchmarks.md 2026-12-07).
 local READ_STEP = 250
 local MERGE_STEP = 2000
 

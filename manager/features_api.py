@@ -82,8 +82,8 @@ async def write_transactions(
     )
 
 
-# The most rows one raw read answers: encoding 100,000 took an API worker about half a second, in which every
-# recommendation it held waited (a reviewer's find, 2026-12-07).
+# The most rows one raw read answers: a worker encodes the answer on its event loop, where every recommendation
+# it holds waits, and 100,000 rows (a subject at its cap) held it for a long while (a reviewer's find, 2026-12-07).
 MAX_RAW_ROWS = 10_000
 
 

@@ -117,7 +117,7 @@ class ReplayJob:
         self.progress = ReplayProgress(uuid.uuid4().hex[:12], start_ts, end_ts, canonical, dry_run)
         self._cancel = asyncio.Event()
         self.extraction = settings.consumer.extraction()
-        # the transactions and clients the window held, when the versions after it are filtered by them; else None
+        # the objects the window held (`_versioned_object`), when the versions after it are filtered by them
         self._window_objects: set[ObjectKey] | None = None
 
     def cancel(self) -> None:
