@@ -54,6 +54,11 @@ def store_problems(store: dict[str, Any], limits: Thresholds) -> list[str]:
             found.extend(_memory_problems(inst, limits))
             found.extend(_expiry_problems(inst))
             found.extend(_replication_problems(inst, {i["name"] for i in answering}, limits))
+            if inst.get("refuses_writes_alone"):
+                found.append(
+                    f"store instance {name} is the master and no replica follows it: it refuses client data "
+                    "writes until one does (the consumers hold their batches; store.writes_need_replica)"
+                )
         in_flight = max([(i.get("buckets_sending") or 0) + (i.get("buckets_receiving") or 0) for i in answering] or [0])
         if in_flight:
             found.append(

@@ -46,6 +46,10 @@ class StoreSettings(BaseModel):
     # outside it, cannot bring a deleted transaction back (7 days did, for any replay a week later).
     tombstone_ttl_s: float | None = None
     read_from: Literal["master", "replica"] = "master"
+    # The write lease (lua/mastership.lua): a master takes client data only while a replica follows it, so a
+    # master cut off from its replicas cannot take writes that the replicas serving reads never get. False
+    # keeps ingest going on a master alone, at that risk. Replica sets of one instance never need it.
+    writes_need_replica: bool = True
 
     @model_validator(mode="after")
     def _replicas_need_the_log(self) -> StoreSettings:

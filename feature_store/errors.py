@@ -75,6 +75,15 @@ class Fenced(StoreError):
     code = 10
 
 
+class NoFollowingReplica(StoreError):
+    """The master has no replica following it, so it takes no client data (the write lease,
+    lua/mastership.lua): written there, rows would be missed by a replica serving reads. Retrying passes once
+    a replica follows again."""
+
+    retriable = True
+    code = 11
+
+
 class StoreInternalError(StoreError):
     code = 7
 
@@ -121,6 +130,7 @@ _BY_CODE: dict[int, type[StoreError]] = {
         StoreOutOfMemory,
         TooManyNames,
         Fenced,
+        NoFollowingReplica,
     )
 }
 

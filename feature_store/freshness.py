@@ -15,7 +15,9 @@ instance for the master, and a deposed master started writable by mistake must n
 
 What remains possible (and documented in docs/operations.md): rows the master wrote in the last moments
 before it stalled or died, which no replica received yet. Asynchronous replication loses them for the store
-too until a replay; the answer is as fresh as any surviving copy can be.
+too until a replay; the answer is as fresh as any surviving copy can be. A master cut off from its replicas
+while still reached by its writers is bounded the same way: the write lease (lua/mastership.lua) stops its
+client data writes about 4 s after the last replica stopped following it.
 """
 
 from __future__ import annotations

@@ -33,10 +33,18 @@ local function peer_and_move(b)
 end
 
 -- Returns nil when every row's bucket is writable here, else a WRONG_BUCKET error listing the others.
--- `column` is the position of bucket_id in each row.
-function M.check_writable(rows, column)
-    if not require('mastership').may_write() then
+-- `column` is the position of bucket_id in each row. Client data also needs the write lease (a replica
+-- following this master); `without_lease`: the recommendation cache, which no replica serves.
+function M.check_writable(rows, column, without_lease)
+    local mastership = require('mastership')
+    if not mastership.may_write() then
         return errors.new('READ_ONLY', 'this instance is not the recorded master of its replica set')
+    end
+    if not without_lease then
+        local refusal = mastership.lease_refusal()
+        if refusal ~= nil then
+            return refusal
+        end
     end
     local space = box.space._bucket
     local wrong = nil

@@ -168,7 +168,7 @@ function M.cache_put(bucket_id, subject, expires_at, payload, read_gen, read_at)
         or type(read_at) ~= 'number' then
         return nil, errors.new('BAD_ARGUMENT', 'cache_put(bucket_id, subject, expires_at, payload, read_gen, read_at)')
     end
-    local wrong = buckets.check_writable({{bucket_id}}, 1)
+    local wrong = buckets.check_writable({{bucket_id}}, 1, true)
     if wrong ~= nil then
         return nil, wrong
     end
@@ -185,7 +185,7 @@ function M.cache_put(bucket_id, subject, expires_at, payload, read_gen, read_at)
 end
 
 function M.cache_invalidate(bucket_id, subject)
-    local wrong = buckets.check_writable({{bucket_id}}, 1)
+    local wrong = buckets.check_writable({{bucket_id}}, 1, true)
     if wrong ~= nil then
         return nil, wrong
     end

@@ -14,6 +14,7 @@ M.codes = {
     OUT_OF_MEMORY = {code = 8, name = 'OUT_OF_MEMORY', retriable = true},
     TOO_MANY_NAMES = {code = 9, name = 'TOO_MANY_NAMES', retriable = false},
     FENCED = {code = 10, name = 'FENCED', retriable = false},
+    NO_REPLICA = {code = 11, name = 'NO_REPLICA', retriable = true},
 }
 
 -- Out-of-memory failures seen by this instance (reported by `stats`, shown by `rtrec status`).

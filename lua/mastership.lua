@@ -70,6 +70,33 @@ function M.may_write()
     return record == nil or record.name == config.name
 end
 
+-- The write lease: a master writes client data only while a replica follows it. Without it, a master cut
+-- off from its replicas but still reached by the consumers would take writes for as long as the partition
+-- lasts, while the API, unable to reach it, serves from replicas that follow each other, look fresh and never
+-- get those writes (an application missed, its product offered). With it, such a master stops within the
+-- relay's disconnect timeout (4 x replication_timeout, about 4 s): those seconds are the bound on what a
+-- replica-served answer can miss, as for a master that dies. The cost: a replica set whose replicas are all
+-- down holds its writes (the consumers hold their batches; Kafka keeps the events) until one follows again,
+-- as Kafka's own min.insync.replicas does. `config.writes_need_replica` is false for a replica set of one.
+function M.followers()
+    local count = 0
+    for id, peer in pairs(box.info.replication) do
+        if id ~= box.info.id and peer.downstream ~= nil and peer.downstream.status == 'follow' then
+            count = count + 1
+        end
+    end
+    return count
+end
+
+-- nil when this master may write client data now, else the NO_REPLICA error (retriable).
+function M.lease_refusal()
+    if not config.writes_need_replica or M.followers() > 0 then
+        return nil
+    end
+    return require('errors').new('NO_REPLICA', 'no replica follows this master: client data writes wait until '
+        .. 'one does (a replica serving reads would never get them)', {instance = config.name})
+end
+
 function M.ping()
     local record = M.record()
     return {

@@ -31,6 +31,9 @@ function M.stats()
         vclock = box.info.vclock,
         lsn = box.info.lsn,
         replication = box.info.replication,
+        -- the write lease (mastership.lease_refusal): a master with none following refuses client data writes
+        writes_need_replica = config.writes_need_replica,
+        followers = require('mastership').followers(),
         expiry = expiry.report(),
         memory = box.slab.info(),
         memory_failures = require('errors').memory_failures,

@@ -107,6 +107,7 @@ CONSUMER = ["consumers", "processes", 0]
         ),
         ([*STORE, 1, "upstreams", 0, "status"], "stopped", "s-1-b does not follow s-1-a (stopped"),
         ([*STORE, 1, "upstreams", 0, "lag"], 30.0, "lags 30.0s behind s-1-a"),
+        ([*STORE, 0, "refuses_writes_alone"], True, "s-1-a is the master and no replica follows it"),
         (["kafka", "running"], False, "Kafka broker is not running"),
         (["consumers", "supervisor", "alive"], False, "supervisor is not running"),
         ([*CONSUMER, "alive"], False, "consumer-1 is not running"),

@@ -1,0 +1,138 @@
+"""The write lease (lua/mastership.lua): a master takes client data only while a replica follows it.
+
+The fault it closes: a master cut off from its replicas but still reached by the consumers kept taking writes
+for the whole partition, while the replicas, following each other, looked fresh to an API that could not reach
+the master, and never got those writes: an application missed, its product offered. Drills on private
+clusters: the replicas cut off from the master (they follow only each other, as in a partition), and the
+replicas killed."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+from deploy.cluster import StoreCluster
+from deploy.problems import Thresholds, store_problems
+from deploy.settings import Settings
+from feature_store.client import FeatureStore
+from feature_store.errors import NoFollowingReplica
+from feature_store.freshness import CopyRead, trusted_copy
+from feature_store.records import Feature
+from feature_store.specs import AggregateSpec
+from feature_store.topology import InstanceSpec, ReplicaSetSpec
+from tests.integration.kafka_helpers import wait_for
+
+LEASE_DEADLINE_S = 15.0  # the relays notice a silent peer in about 4 s; slack for a loaded machine
+APPLICATIONS = AggregateSpec("count", "application.status")  # one row per product applied for
+
+
+def application(subject: str, product: str) -> Feature:
+    return Feature(subject, "applications", "application.status", product, "submitted", time.time() - 60)
+
+
+def client_of(store: FeatureStore, rs: ReplicaSetSpec, prefix: str, *, other: bool = False) -> str:
+    """A subject whose bucket ``rs`` owns (``other``: one it does not)."""
+    return next(
+        subject
+        for subject in (f"{prefix}-{i}" for i in range(10_000))
+        if (store.replicaset_of_bucket(store.bucket_id_for(subject)).id == rs.id) != other
+    )
+
+
+async def writes_refused(store: FeatureStore, subject: str) -> bool:
+    """Whether the master refuses a write of ``subject`` for want of a following replica (else it is written)."""
+    try:
+        await store.put_features([application(subject, "probe")])
+    except NoFollowingReplica:
+        return True
+    return False
+
+
+async def read_copy(cluster: StoreCluster, store: FeatureStore, spec: InstanceSpec, subject: str) -> CopyRead:
+    """One copy's answer to the API's read of ``subject``, with its freshness."""
+    args = [store.bucket_id_for(subject), subject, time.time(), [APPLICATIONS.wire], True]
+    return CopyRead.from_wire(spec.name, await cluster.call_instance(spec, "client_read", args, timeout=2))
+
+
+async def set_peers(cluster: StoreCluster, settings: Settings, spec: InstanceSpec, peers: list[InstanceSpec]) -> None:
+    uris = [f"{settings.store.user}:{settings.store.password}@{peer.uri}" for peer in peers]
+    await cluster.call_instance(spec, "set_replication", [uris], timeout=10)
+
+
+async def test_a_master_cut_off_from_its_replicas_takes_no_writes_they_would_miss(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    settings, cluster = private_cluster
+    rs = cluster.topology[0]
+    master = cluster.instance(cluster.master_name(rs))
+    replicas = [spec for spec in rs.instances if spec != master]
+    async with FeatureStore(settings.store, topology=cluster.topology) as store:
+        client = client_of(store, rs, uid)
+        await store.put_features([application(client, "deposit")])
+        await cluster.wait_replication(10)
+
+        # the partition: each replica follows only the other one; the master still answers its writers
+        for replica in replicas:
+            await set_peers(cluster, settings, replica, [r for r in replicas if r != replica])
+        await wait_for(lambda: writes_refused(store, client), timeout=LEASE_DEADLINE_S, what="the master to refuse")
+        instances = await cluster.status()
+        assert next(i for i in instances[0]["instances"] if i["name"] == master.name)["refuses_writes_alone"]
+        assert any("no replica follows it" in p for p in store_problems({"replicasets": instances}, Thresholds()))
+
+        # the copy the API would trust holds all the master acknowledged: the refused writes are nowhere
+        trusted = trusted_copy([await read_copy(cluster, store, r, client) for r in replicas])
+        assert trusted is not None and trusted.values == [1]
+        assert (await read_copy(cluster, store, master, client)).values == [1]
+
+        # the partition heals: writes pass again and reach the replicas
+        for replica in replicas:
+            await set_peers(cluster, settings, replica, list(rs.instances))
+        await wait_for(lambda: _passes(store, client), timeout=LEASE_DEADLINE_S, what="writes to pass again")
+        await cluster.wait_replication(10)
+        healed = trusted_copy([await read_copy(cluster, store, r, client) for r in replicas])
+        assert healed is not None and healed.values == [2]
+
+
+async def test_a_master_whose_replicas_died_holds_writes_until_one_is_back(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    settings, cluster = private_cluster
+    rs = cluster.topology[0]
+    master = cluster.instance(cluster.master_name(rs))
+    async with FeatureStore(settings.store, topology=cluster.topology) as store:
+        client, elsewhere = client_of(store, rs, uid), client_of(store, rs, uid, other=True)
+        for spec in rs.instances:
+            if spec != master:
+                cluster.kill(spec.name, signal.SIGKILL)
+        await wait_for(lambda: writes_refused(store, client), timeout=LEASE_DEADLINE_S, what="the master to refuse")
+        await store.put_features([application(elsewhere, "deposit")])  # the other replica set is not held
+        await cluster.start()  # the replicas come back from their snapshots and follow again
+        await wait_for(lambda: _passes(store, client), timeout=LEASE_DEADLINE_S, what="writes to pass again")
+
+
+async def _passes(store: FeatureStore, subject: str) -> bool:
+    return not await writes_refused(store, subject)
+
+
+async def test_replicas_that_stop_answering_without_closing_their_sockets_end_the_lease(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    """A partition that drops packets closes no socket: the master finds its replicas silent by its relays'
+    timeout, and refuses from then on. Stalled replicas (SIGSTOP) are silent the same way."""
+    settings, cluster = private_cluster
+    rs = cluster.topology[0]
+    master = cluster.instance(cluster.master_name(rs))
+    stalled = [spec.name for spec in rs.instances if spec != master]
+    async with FeatureStore(settings.store, topology=cluster.topology) as store:
+        client = client_of(store, rs, uid)
+        for name in stalled:
+            cluster.kill(name, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            await wait_for(lambda: writes_refused(store, client), timeout=LEASE_DEADLINE_S, what="the master to refuse")
+            refused_after = time.monotonic() - started
+        finally:
+            for name in stalled:
+                cluster.kill(name, signal.SIGCONT)
+        assert refused_after > 1.0  # a replica silent for a heartbeat or two is not yet given up
+        await wait_for(lambda: _passes(store, client), timeout=LEASE_DEADLINE_S, what="writes to pass again")
