@@ -107,7 +107,7 @@ class StoreCluster:
             "deny_subjects": self.store.deny_subjects,
             "expiry_interval": self.store.expiry_interval_s,
             "feature_sweep_interval": self.store.feature_sweep_interval_s,
-            "writes_need_replica": self.store.writes_need_replica and len(rs.instances) > 1,
+            "followers_needed": self.store.followers_needed(len(rs.instances)),
         } | ({"tombstone_ttl": self.store.tombstone_ttl_s} if self.store.tombstone_ttl_s is not None else {})
 
     # ---- lifecycle -------------------------------------------------------------------------------------

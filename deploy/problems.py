@@ -54,10 +54,11 @@ def store_problems(store: dict[str, Any], limits: Thresholds) -> list[str]:
             found.extend(_memory_problems(inst, limits))
             found.extend(_expiry_problems(inst))
             found.extend(_replication_problems(inst, {i["name"] for i in answering}, limits))
-            if inst.get("refuses_writes_alone"):
+            if inst.get("lease_lost"):
                 found.append(
-                    f"store instance {name} is the master and no replica follows it: it refuses client data "
-                    "writes until one does (the consumers hold their batches; store.writes_need_replica)"
+                    f"store instance {name} is the master but {inst.get('followers') or 0} of the "
+                    f"{inst['followers_needed']} replicas it needs follow it: it refuses client data until they do, "
+                    "and ingest holds (bring a replica back or mend the network)"
                 )
         in_flight = max([(i.get("buckets_sending") or 0) + (i.get("buckets_receiving") or 0) for i in answering] or [0])
         if in_flight:

@@ -8,6 +8,7 @@ semantics (append / replace / delete) and the same idempotency.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -15,6 +16,8 @@ from typing import Protocol
 from feature_store.client import ReplaceResult, WriteResult
 from feature_store.errors import StoreError
 from feature_store.records import SUPERSEDING_SOURCES, Feature, Fence
+
+log = logging.getLogger(__name__)
 
 
 class FeatureWriter(Protocol):
@@ -192,5 +195,6 @@ async def apply_ops_retrying(
         except StoreError as exc:
             if not exc.retriable or give_up():
                 raise
+            log.warning("store write failed, trying again in %.1fs: %s: %s", backoff, type(exc).__name__, exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_S)

@@ -46,10 +46,15 @@ class StoreSettings(BaseModel):
     # outside it, cannot bring a deleted transaction back (7 days did, for any replay a week later).
     tombstone_ttl_s: float | None = None
     read_from: Literal["master", "replica"] = "master"
-    # The write lease (lua/mastership.lua): a master takes client data only while a replica follows it, so a
-    # master cut off from its replicas cannot take writes that the replicas serving reads never get. False
-    # keeps ingest going on a master alone, at that risk. Replica sets of one instance never need it.
+    # The write lease (lua/mastership.lua): a master takes client data only while all its replicas but one
+    # follow it, so a master cut off from its replicas cannot take writes that replicas serving reads never
+    # get. False keeps ingest going on a master alone, at that risk; the instances read it at their start.
     writes_need_replica: bool = True
+
+    def followers_needed(self, instances: int) -> int:
+        """Replicas that must follow a master for it to take client data: enough that those which do not are
+        one at most, and one replica alone, following nobody, is never trusted for reads (freshness.py)."""
+        return max(instances - 2, 0) if self.writes_need_replica else 0
 
     @model_validator(mode="after")
     def _replicas_need_the_log(self) -> StoreSettings:

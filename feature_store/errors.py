@@ -76,9 +76,8 @@ class Fenced(StoreError):
 
 
 class NoFollowingReplica(StoreError):
-    """The master has no replica following it, so it takes no client data (the write lease,
-    lua/mastership.lua): written there, rows would be missed by a replica serving reads. Retrying passes once
-    a replica follows again."""
+    """Too few replicas follow the master, so it takes no client data (the write lease, lua/mastership.lua):
+    written there, rows would be missed by replicas serving reads. Retrying passes once they follow again."""
 
     retriable = True
     code = 11

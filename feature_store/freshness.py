@@ -17,7 +17,8 @@ What remains possible (and documented in docs/operations.md): rows the master wr
 before it stalled or died, which no replica received yet. Asynchronous replication loses them for the store
 too until a replay; the answer is as fresh as any surviving copy can be. A master cut off from its replicas
 while still reached by its writers is bounded the same way: the write lease (lua/mastership.lua) stops its
-client data writes about 4 s after the last replica stopped following it.
+client data writes about 4 s after too few replicas follow it, and later events wait in Kafka as they do
+while a dead master awaits its failover.
 """
 
 from __future__ import annotations

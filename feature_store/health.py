@@ -52,8 +52,10 @@ def instance_facts(stats: dict[str, Any], name_by_port: dict[int, str]) -> dict[
             "last": failures.get("last_message"),
         },
         "upstreams": upstreams,
-        # the write lease (lua/mastership.lua): a master with no replica following takes no client data
-        "refuses_writes_alone": bool(not stats["ro"] and stats.get("writes_need_replica") and not stats.get("followers")),
+        # the write lease (lua/mastership.lua): a master followed by fewer replicas takes no client data
+        "followers": stats.get("followers"),
+        "followers_needed": stats.get("followers_needed") or 0,
+        "lease_lost": not stats["ro"] and (stats.get("followers") or 0) < (stats.get("followers_needed") or 0),
         "expiry": _expiry_facts(stats.get("expiry") or {}),
         "buckets_active": stats.get("buckets_active"),
         "buckets_sending": stats.get("buckets_sending", 0),

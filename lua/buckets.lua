@@ -33,8 +33,9 @@ local function peer_and_move(b)
 end
 
 -- Returns nil when every row's bucket is writable here, else a WRONG_BUCKET error listing the others.
--- `column` is the position of bucket_id in each row. Client data also needs the write lease (a replica
--- following this master); `without_lease`: the recommendation cache, which no replica serves.
+-- `column` is the position of bucket_id in each row. Client data also needs the write lease (replicas
+-- following this master, mastership.lease_refusal); `without_lease`: the recommendation cache, which no
+-- replica serves.
 function M.check_writable(rows, column, without_lease)
     local mastership = require('mastership')
     if not mastership.may_write() then

@@ -8,5 +8,5 @@ return {
     expiry_interval = require('constants').DEFAULT_EXPIRY_INTERVAL,
     feature_sweep_interval = require('constants').DEFAULT_FEATURE_SWEEP_INTERVAL,
     tombstone_ttl = require('constants').DEFAULT_TOMBSTONE_TTL,
-    writes_need_replica = false,  -- the write lease (mastership.lease_refusal)
+    followers_needed = 0,  -- the write lease (mastership.lease_refusal)
 }

@@ -31,7 +31,7 @@ local function apply_settings(settings)
     config.expiry_interval = settings.expiry_interval or config.expiry_interval
     config.feature_sweep_interval = settings.feature_sweep_interval or config.feature_sweep_interval
     config.tombstone_ttl = settings.tombstone_ttl or config.tombstone_ttl
-    config.writes_need_replica = settings.writes_need_replica == true
+    config.followers_needed = tonumber(settings.followers_needed) or 0
     config.deny_subjects = {}
     for _, subject in ipairs(settings.deny_subjects or {}) do
         config.deny_subjects[subject] = true

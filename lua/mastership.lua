@@ -70,14 +70,17 @@ function M.may_write()
     return record == nil or record.name == config.name
 end
 
--- The write lease: a master writes client data only while a replica follows it. Without it, a master cut
--- off from its replicas but still reached by the consumers would take writes for as long as the partition
--- lasts, while the API, unable to reach it, serves from replicas that follow each other, look fresh and never
--- get those writes (an application missed, its product offered). With it, such a master stops within the
--- relay's disconnect timeout (4 x replication_timeout, about 4 s): those seconds are the bound on what a
--- replica-served answer can miss, as for a master that dies. The cost: a replica set whose replicas are all
--- down holds its writes (the consumers hold their batches; Kafka keeps the events) until one follows again,
--- as Kafka's own min.insync.replicas does. `config.writes_need_replica` is false for a replica set of one.
+-- The write lease: a master writes client data only while enough replicas follow it that those which do not
+-- cannot vouch for each other. A replica is trusted for reads when it follows a peer (feature_store/freshness.py),
+-- so two replicas cut off from the master follow each other and look fresh. Without the lease, a master cut
+-- off from them but still reached by the consumers took writes (which the consumers committed) for the whole
+-- partition, while an API that could not reach the master served from those replicas: every application in
+-- it was missed, its product offered, and nothing said so. With it, such a master stops within its relays'
+-- disconnect timeout (4 x replication_timeout, about 4 s) and the partition becomes the case of a dead
+-- master: the consumers hold (`rtrec status` says so), the events wait in Kafka, answers are as fresh as the
+-- store, and a failover loses at most those seconds. `config.followers_needed` is the replicas less one (one
+-- in a replica set of three; none with a single replica, which cut off follows nobody and is never trusted).
+-- The cost: a master with fewer followers holds its writes until one is back, as a dead master does.
 function M.followers()
     local count = 0
     for id, peer in pairs(box.info.replication) do
@@ -90,11 +93,17 @@ end
 
 -- nil when this master may write client data now, else the NO_REPLICA error (retriable).
 function M.lease_refusal()
-    if not config.writes_need_replica or M.followers() > 0 then
+    local needed = config.followers_needed
+    if needed <= 0 then
         return nil
     end
-    return require('errors').new('NO_REPLICA', 'no replica follows this master: client data writes wait until '
-        .. 'one does (a replica serving reads would never get them)', {instance = config.name})
+    local followers = M.followers()
+    if followers >= needed then
+        return nil
+    end
+    return require('errors').new('NO_REPLICA', string.format('%d of the %d replicas this master needs follow it: '
+        .. 'client data writes wait (replicas serving reads would not get them)', followers, needed),
+        {instance = config.name, followers = followers, needed = needed})
 end
 
 function M.ping()

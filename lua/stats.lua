@@ -31,8 +31,8 @@ function M.stats()
         vclock = box.info.vclock,
         lsn = box.info.lsn,
         replication = box.info.replication,
-        -- the write lease (mastership.lease_refusal): a master with none following refuses client data writes
-        writes_need_replica = config.writes_need_replica,
+        -- the write lease (mastership.lease_refusal): a master with fewer followers refuses client data writes
+        followers_needed = config.followers_needed,
         followers = require('mastership').followers(),
         expiry = expiry.report(),
         memory = box.slab.info(),

@@ -32,8 +32,8 @@ MEMORY_FAILURES = _gauge(
     "rtrec_store_memory_failures", "Writes refused for lack of memory since the instance started", INSTANCE
 )
 FEATURES = _gauge("rtrec_store_features", "Features stored on the instance", INSTANCE)
-REFUSES_WRITES_ALONE = _gauge(
-    "rtrec_store_refuses_writes_alone", "1 for a master that no replica follows: it refuses client data", INSTANCE
+LEASE_LOST = _gauge(
+    "rtrec_store_write_lease_lost", "1 for a master followed by too few replicas: it refuses client data", INSTANCE
 )
 FOLLOWING = _gauge("rtrec_store_replication_following", "1 when the instance follows the peer", [*INSTANCE, "peer"])
 REPLICATION_LAG = _gauge("rtrec_store_replication_lag_seconds", "Replication lag behind the peer", [*INSTANCE, "peer"])
@@ -73,6 +73,10 @@ class StoreWatch:
     def _publish(self, rs: str, name: str, stats: dict[str, Any], name_by_port: dict[int, str]) -> list[str]:
         if "error" in stats:
             UP.labels(rs, name).set(0)
+            # an instance that does not answer writes nothing: kept at 1, a dead master's gauge hid a replica set
+            # without a master from RtrecStoreNoMaster (the sum stayed 1)
+            WRITABLE.labels(rs, name).set(0)
+            LEASE_LOST.labels(rs, name).set(0)
             return [f"store instance {name} does not answer: {stats['error']}"]
         facts = instance_facts(stats, name_by_port)
         UP.labels(rs, name).set(1)
@@ -81,7 +85,7 @@ class StoreWatch:
         MEMORY_USED.labels(rs, name).set(ratio)
         MEMORY_FAILURES.labels(rs, name).set(facts["memory_failures"]["count"])
         FEATURES.labels(rs, name).set(facts["features"] or 0)
-        REFUSES_WRITES_ALONE.labels(rs, name).set(1 if facts["refuses_writes_alone"] else 0)
+        LEASE_LOST.labels(rs, name).set(1 if facts["lease_lost"] else 0)
         problems = []
         if ratio >= MEMORY_WARNING_RATIO:
             problems.append(f"store instance {name} uses {ratio:.0%} of its memory limit")
@@ -92,6 +96,6 @@ class StoreWatch:
             REPLICATION_LAG.labels(rs, name, peer).set(upstream["lag"] or 0)
             if not following:
                 problems.append(f"store instance {name} does not follow {peer} ({upstream['status']})")
-        if facts["refuses_writes_alone"]:
-            problems.append(f"store instance {name} is the master and no replica follows it: it refuses writes")
+        if facts["lease_lost"]:
+            problems.append(f"store instance {name} is the master but too few replicas follow it: it refuses writes")
         return problems

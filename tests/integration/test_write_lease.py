@@ -8,8 +8,10 @@ replicas killed."""
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
+from pathlib import Path
 
 from deploy.cluster import StoreCluster
 from deploy.problems import Thresholds, store_problems
@@ -20,6 +22,7 @@ from feature_store.freshness import CopyRead, trusted_copy
 from feature_store.records import Feature
 from feature_store.specs import AggregateSpec
 from feature_store.topology import InstanceSpec, ReplicaSetSpec
+from tests.conftest import private_settings
 from tests.integration.kafka_helpers import wait_for
 
 LEASE_DEADLINE_S = 15.0  # the relays notice a silent peer in about 4 s; slack for a loaded machine
@@ -76,8 +79,10 @@ async def test_a_master_cut_off_from_its_replicas_takes_no_writes_they_would_mis
             await set_peers(cluster, settings, replica, [r for r in replicas if r != replica])
         await wait_for(lambda: writes_refused(store, client), timeout=LEASE_DEADLINE_S, what="the master to refuse")
         instances = await cluster.status()
-        assert next(i for i in instances[0]["instances"] if i["name"] == master.name)["refuses_writes_alone"]
-        assert any("no replica follows it" in p for p in store_problems({"replicasets": instances}, Thresholds()))
+        assert next(i for i in instances[0]["instances"] if i["name"] == master.name)["lease_lost"]
+        assert any(
+            "0 of the 1 replicas it needs" in p for p in store_problems({"replicasets": instances}, Thresholds())
+        )
 
         # the copy the API would trust holds all the master acknowledged: the refused writes are nowhere
         trusted = trusted_copy([await read_copy(cluster, store, r, client) for r in replicas])
@@ -136,3 +141,22 @@ async def test_replicas_that_stop_answering_without_closing_their_sockets_end_th
                 cluster.kill(name, signal.SIGCONT)
         assert refused_after > 1.0  # a replica silent for a heartbeat or two is not yet given up
         await wait_for(lambda: _passes(store, client), timeout=LEASE_DEADLINE_S, what="writes to pass again")
+
+
+async def test_a_master_with_its_only_replica_down_keeps_writing(settings: Settings, tmp_path: Path, uid: str) -> None:
+    """With one replica there is no pair to follow each other: a lone replica cut off follows nobody and is never
+    trusted, so the lease asks for no follower and the master's writes go on (store.followers_needed)."""
+    pair = private_settings(settings, tmp_path, replicasets=1, instances_per_replicaset=2)
+    cluster = StoreCluster(pair)
+    await cluster.start()
+    try:
+        rs = cluster.topology[0]
+        replica = next(spec for spec in rs.instances if spec.name != cluster.master_name(rs))
+        async with FeatureStore(pair.store, topology=cluster.topology) as store:
+            cluster.kill(replica.name, signal.SIGKILL)
+            client = client_of(store, rs, uid)
+            for product in ("deposit", "mortgage"):
+                await store.put_features([application(client, product)])
+                await asyncio.sleep(1.0)
+    finally:
+        cluster.stop()

@@ -107,7 +107,11 @@ CONSUMER = ["consumers", "processes", 0]
         ),
         ([*STORE, 1, "upstreams", 0, "status"], "stopped", "s-1-b does not follow s-1-a (stopped"),
         ([*STORE, 1, "upstreams", 0, "lag"], 30.0, "lags 30.0s behind s-1-a"),
-        ([*STORE, 0, "refuses_writes_alone"], True, "s-1-a is the master and no replica follows it"),
+        (
+            [*STORE, 0],
+            instance("s-1-a", ro=False, lease_lost=True, followers=0, followers_needed=1),
+            "s-1-a is the master but 0 of the 1 replicas it needs follow it",
+        ),
         (["kafka", "running"], False, "Kafka broker is not running"),
         (["consumers", "supervisor", "alive"], False, "supervisor is not running"),
         ([*CONSUMER, "alive"], False, "consumer-1 is not running"),
@@ -209,3 +213,12 @@ def test_buckets_owned_by_nobody_or_twice_are_named(active: int, expected: str |
     # while a bucket is in transfer the count is off by design, and that is reported on its own
     status["store"]["replicasets"][0]["instances"][0]["buckets_sending"] = 1
     assert not any("buckets are active" in problem for problem in problems_of(status, NOW))
+
+
+@pytest.mark.parametrize(("instances", "needed"), [(1, 0), (2, 0), (3, 1), (4, 2), (5, 3)])
+def test_the_write_lease_leaves_at_most_one_replica_unfollowing(instances: int, needed: int) -> None:
+    """Two replicas that do not follow the master follow each other and look fresh to reads; one alone does not."""
+    from feature_store.config import StoreSettings
+
+    assert StoreSettings().followers_needed(instances) == needed
+    assert StoreSettings(writes_need_replica=False).followers_needed(instances) == 0
