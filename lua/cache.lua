@@ -129,10 +129,47 @@ function M.release(held)
     end
 end
 
+-- Reads under way (client_read), subject -> set of watches. A read of a large client yields between steps
+-- (aggregate.lua), and may see rows of a transaction still waiting for the WAL; should that write fail, the
+-- rollback makes the gen taken before the read current again, and a put of an answer built from rows that
+-- never were would pass. A clearing marks every watch of its client whether its transaction commits or not,
+-- and such a read answers with a gen no put matches (M.UNSETTLED).
+local watches = {}
+M.UNSETTLED = 'unsettled'
+
+function M.watch(subject)
+    local watch = {cleared = false}
+    local of_subject = watches[subject]
+    if of_subject == nil then
+        of_subject = {}
+        watches[subject] = of_subject
+    end
+    of_subject[watch] = true
+    return watch
+end
+
+-- True when the client was cleared while the watch was on.
+function M.unwatch(subject, watch)
+    local of_subject = watches[subject]
+    if of_subject ~= nil then
+        of_subject[watch] = nil
+        if next(of_subject) == nil then
+            watches[subject] = nil
+        end
+    end
+    return watch.cleared
+end
+
 -- Clear the client's cached answer and give it a new gen: inside the caller's transaction (which ends with
 -- counts.commit() or counts.rollback()). Outside one (an explicit clearing) it commits at once; a commit still
 -- waiting for the WAL has already cleared the client.
 function M.invalidate(subject, bucket_id)
+    local of_subject = watches[subject]
+    if of_subject ~= nil then
+        for watch in pairs(of_subject) do
+            watch.cleared = true
+        end
+    end
     if box.is_in_txn() then
         cleared_now[#cleared_now + 1] = subject
     elseif pending[subject] ~= nil then

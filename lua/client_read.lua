@@ -44,13 +44,13 @@ function M.client_read(bucket_id, subject, now, specs, with_freshness, with_cach
             return {cached = cached, values = {}, status_gen = gen, read_at = fiber.time(), ro = false}
         end
     end
-    local values, err = aggregate.aggregate(bucket_id, subject, now, specs)
-    if values == nil then
-        return nil, err
-    end
+    -- Taken before the read: a large client's read yields between steps (aggregate.lua SCAN_STEP), and a write
+    -- landing meanwhile must find the answer older than itself: its generation changed (no cache put), its
+    -- rows not counted in the vclock this copy claims. A clearing during the read makes the generation
+    -- unsettled (cache.watch), for a write whose WAL write fails puts the generation back.
     -- `ro` always: an answer taken for the master's must come from a writable instance (a demoted master
     -- that a client still takes for the master answers read-only)
-    local result = {values = values, status_gen = cache.gen_of(subject), read_at = fiber.time(), ro = box.info.ro}
+    local result = {status_gen = cache.gen_of(subject), read_at = fiber.time(), ro = box.info.ro}
     if with_freshness then
         local vclock = {}
         for id, lsn in pairs(box.info.vclock) do
@@ -59,6 +59,19 @@ function M.client_read(bucket_id, subject, now, specs, with_freshness, with_cach
         result.vclock = vclock
         result.replication = replication_summary()
     end
+    local watch = cache.watch(subject)
+    local ok, values, err = pcall(aggregate.aggregate, bucket_id, subject, now, specs)
+    local cleared = cache.unwatch(subject, watch)
+    if not ok then
+        error(values)
+    elseif values == nil then
+        return nil, err
+    end
+    if cleared then  -- cleared while it read: its answer must not be cached whatever that write's fate
+        result.status_gen = cache.UNSETTLED
+    end
+    result.values = values
+    result.ro = result.ro or box.info.ro  -- demoted while it read: not the master's answer
     return result
 end
 

@@ -64,8 +64,8 @@ M.DEFAULT_EXPIRY_INTERVAL = 60
 M.DEFAULT_FEATURE_SWEEP_INTERVAL = 3600
 -- How long a deleted object's tombstone blocks late duplicates, seconds.
 M.DEFAULT_TOMBSTONE_TTL = 500 * 24 * 3600  -- the client sends each tombstone's expiry; this is a fallback
--- Most times one `aggregate_at` call may ask for: the call holds the transaction thread for one scan of the
--- client's rows folded into every time (training asks for 15 cuts; 64 keep a call to a few milliseconds).
+-- Most times one `aggregate_at` call may ask for: every row read is folded into every time (training asks for
+-- 15 cuts; 64 keep each step of the scan, aggregate.lua SCAN_STEP, to a few milliseconds).
 M.AGGREGATE_MAX_TIMES = 64
 -- Bucket export page size (records per call) when moving a bucket.
 M.BUCKET_EXPORT_PAGE = 2000

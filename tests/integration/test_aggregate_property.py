@@ -7,12 +7,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import math
+import random
 import uuid
+from typing import Any
 
+import asynctnt
 import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
+from deploy.settings import Settings
 from feature_store.client import FeatureStore, StoreError
 from feature_store.fake import value_order
 from feature_store.records import Feature, Value
@@ -158,3 +162,135 @@ def test_aggregate_at_refuses_no_times_and_too_many(runner_store: tuple[asyncio.
         runner.run(
             store.call_routed("prop-none", "aggregate_at", ["prop-none", many, [s.wire for s in spec]], write=False)
         )
+
+
+def test_a_large_client_read_in_steps_equals_the_reference_while_its_rows_change_around_the_read(
+    runner_store: tuple[asyncio.Runner, FeatureStore],
+) -> None:
+    """A client of more rows than one step (lua/aggregate.lua `SCAN_STEP`, 1,000) is read in steps with a yield
+    between them, each step going on after the last key read. Meanwhile rows of the same client are written
+    into the very key ranges being read (under a name read, but later than the read's time, so invisible; and
+    under a name not read): the answer must still count each visible row once."""
+    runner, store = runner_store
+    subject = f"prop-large-{uuid.uuid4().hex[:10]}"
+    rng = random.Random(20261207)
+    rows = [(NAMES[i % 2], NOW - rng.uniform(0, 40 * 86400), float(rng.randint(-500, 500))) for i in range(6_100)]
+    features = [
+        Feature(subject, "transactions", name, f"o{i:05d}", value, t, expires_at=NOW + 10 * 365 * 86400)
+        for i, (name, t, value) in enumerate(rows)
+    ]
+    runner.run(store.put_features(features))
+    specs = [AggregateSpec(fn, name, w) for fn in FUNCTIONS for name in NAMES for w in (0.0, 86400.0, 30 * 86400.0)]
+
+    async def write_around(rounds: int) -> None:
+        for r in range(rounds):
+            await store.put_features(
+                [Feature(subject, "transactions", "a", f"o{r * 7 + k:05d}x", 1e6, NOW + 3600) for k in range(7)]
+                + [Feature(subject, "transactions", "c", f"o{r:05d}", 1.0, NOW - 10)]
+            )
+
+    async def reads_while_writing() -> list[list[Value | None]]:
+        writer = asyncio.create_task(write_around(40))
+        answers = [await store.aggregate(subject, specs, NOW) for _ in range(8)]
+        await writer
+        return answers
+
+    for got in runner.run(reads_while_writing()):
+        for spec, value in zip(specs, got, strict=True):
+            _check(reference(rows, spec, NOW), value, spec)
+
+
+def test_a_large_clients_read_never_carries_a_status_generation_newer_than_its_facts(
+    runner_store: tuple[asyncio.Runner, FeatureStore],
+) -> None:
+    """A read that yields between steps may miss an application written meanwhile; the status generation it
+    answers with must then not be the current one (lua/client_read.lua takes it before the read, and a clearing
+    during the read makes it unsettled), or the manager's conditional cache put would keep an answer that offers
+    the product applied for. The client's applications are many, so their own scan yields; each new one sorts
+    before them all, so one that lands during the read is always missed."""
+    runner, store = runner_store
+    subject = f"prop-gen-{uuid.uuid4().hex[:10]}"
+    rng = random.Random(7)
+    old = [
+        Feature(subject, "applications", "application.status", f"p{i:05d}", "sent", NOW - i, expires_at=LATER)
+        for i in range(12_000)
+    ]
+    runner.run(store.put_features(old))
+    bucket = store.bucket_id_for(subject)
+    rs = store.replicaset_of_bucket(bucket)
+    wire = [AggregateSpec("count", "application.status").wire]
+
+    async def read() -> dict[str, Any]:
+        return await rs.call("client_read", [bucket, subject, NOW, wire, False, False], write=True, timeout=5)
+
+    async def races() -> list[tuple[int, dict[str, Any], str]]:
+        outcomes = []
+        for i in range(20):
+            reading = asyncio.create_task(read())
+            await asyncio.sleep(rng.uniform(0, 0.01))
+            new = Feature(subject, "applications", "application.status", f"a{i:03d}", "sent", NOW, expires_at=LATER)
+            await store.put_features([new])
+            outcomes.append((len(old) + i + 1, await reading, (await read())["status_gen"]))
+        return outcomes
+
+    outcomes = runner.run(races())
+    missed = [(answer, gen_after) for applications, answer, gen_after in outcomes if answer["values"][0] < applications]
+    assert missed, "no read missed the application written during it: the race was not met"
+    for answer, gen_after in missed:
+        assert answer["status_gen"] != gen_after, answer
+
+
+UNDONE_CLEARING = """
+local subject, bucket, now, wire = ...
+local cache, fiber = require('cache'), require('fiber')
+local before = box.space.rec_cache:get(subject)
+local answer
+local reader = fiber.new(function()
+    answer = require('client_read').client_read(bucket, subject, now, wire, false, false)
+end)
+reader:set_joinable(true)
+fiber.yield()  -- the read starts, and yields after its first step
+local reading = reader:status() ~= 'dead'
+cache.invalidate(subject)  -- a clearing whose transaction waits for the WAL while the read goes on ...
+if before ~= nil then  -- ... and fails there: its rollback puts the client's gen back
+    box.space.rec_cache:replace(before)
+else
+    box.space.rec_cache:delete(subject)
+end
+reader:join()
+return reading, answer.status_gen, cache.gen_of(subject)
+"""
+
+
+def test_a_read_during_a_clearing_that_is_rolled_back_answers_with_a_generation_no_put_matches(
+    runner_store: tuple[asyncio.Runner, FeatureStore], settings: Settings
+) -> None:
+    """Without MVCC a read sees the rows of a transaction still waiting for the WAL. Should that write fail, its
+    rollback makes the generation taken before the read current again: the answer, built on rows that never
+    were, would be cached. A clearing during the read marks it unsettled whatever the transaction's fate
+    (lua/cache.lua `watch`). The WAL failure is played by the rollback's own effect on the generation."""
+    runner, store = runner_store
+    subject = f"prop-undone-{uuid.uuid4().hex[:10]}"
+    runner.run(
+        store.put_features(
+            [Feature(subject, "transactions", "a", f"o{i:05d}", 1.0, NOW - i, expires_at=LATER) for i in range(5_000)]
+        )
+    )
+    bucket = store.bucket_id_for(subject)
+    rs = store.replicaset_of_bucket(bucket)
+    master = next(i.spec for i in rs.instances if i.spec.name == rs.master_name)  # known since the put
+
+    async def undone() -> list[Any]:
+        conn = asynctnt.Connection(
+            host=master.host, port=master.port, username=settings.store.user, password=settings.store.password
+        )
+        await conn.connect()
+        try:
+            wire = [AggregateSpec("sum", "a").wire]
+            return list((await conn.eval(UNDONE_CLEARING, [subject, bucket, NOW, wire], timeout=10)).body)
+        finally:
+            await conn.disconnect()
+
+    reading, answered_gen, gen_now = runner.run(undone())
+    assert reading, "the read did not yield: the client is too small to be read in steps"
+    assert answered_gen != gen_now  # a put with it is refused
