@@ -235,6 +235,14 @@ def cmd_failover(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_rebuild_replica(settings: Settings, args: argparse.Namespace) -> int:
+    from deploy.cluster import StoreCluster
+    from deploy.rebuild import rebuild_replica
+
+    _print_json(asyncio.run(rebuild_replica(StoreCluster(settings), args.name)))
+    return 0
+
+
 def cmd_reshard(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.cluster import StoreCluster
 
@@ -425,6 +433,12 @@ def build_parser() -> argparse.ArgumentParser:
     failover = sub.add_parser("failover", parents=[common], help="promote a replica of a replica set to master")
     failover.add_argument("--replicaset", type=int, required=True)
     failover.set_defaults(fn=cmd_failover)
+
+    rebuild = sub.add_parser(
+        "rebuild-replica", parents=[common], help="start a replica afresh from its master (its files damaged)"
+    )
+    rebuild.add_argument("name", help="the instance, e.g. storage-1-b")
+    rebuild.set_defaults(fn=cmd_rebuild_replica)
 
     reshard = sub.add_parser("reshard", parents=[common], help="add a replica set and move buckets to it live")
     reshard.add_argument("--add-replicaset", action="store_true")

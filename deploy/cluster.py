@@ -145,14 +145,14 @@ class StoreCluster:
         finally:
             await conn.close()
 
-    async def _wait_ready(self, spec: InstanceSpec, timeout: float) -> dict[str, Any]:
+    async def wait_ready(self, spec: InstanceSpec, timeout: float) -> dict[str, Any]:
         conn = InstanceConnection(spec, self.store.user, self.store.password, connect_timeout=1.0)
         deadline = time.monotonic() + timeout
         try:
             while True:
                 if not processes.is_alive(processes.read_pid(self.pid_path(spec))):
                     raise processes.ProcessError(
-                        f"{spec.name} exited during start:\n{processes.tail(self.log_path(spec))}"
+                        f"{spec.name} exited during start:\n{processes.tail(self.log_path(spec))}{self._remedy(spec)}"
                     )
                 try:
                     info: dict[str, Any] = await conn.call("ping", [], timeout=1.0)
@@ -166,6 +166,13 @@ class StoreCluster:
         finally:
             await conn.close()
 
+    def _remedy(self, spec: InstanceSpec) -> str:
+        """What to do about an instance that does not start (its files damaged, as its log says)."""
+        rs = self.topology[spec.rs_id - 1]
+        if self.master_name(rs) == spec.name:
+            return f"\nIf its files are damaged: `rtrec failover --replicaset {rs.id}`, then `rtrec up` rebuilds it."
+        return f"\nIf its files are damaged: `rtrec rebuild-replica {spec.name}` starts it afresh from its master."
+
     async def start(self, timeout: float = 60.0) -> None:
         """Start every instance (idempotent): each replica set's recorded master first, then the others (a fresh
         one joins that master), wire the full mesh, bootstrap buckets on a new cluster.
@@ -175,12 +182,12 @@ class StoreCluster:
         masters = [self.instance(self.master_name(rs)) for rs in self.topology]
         for spec in masters:
             self.start_instance(spec)
-        await asyncio.gather(*(self._wait_ready(spec, timeout) for spec in masters))
+        await asyncio.gather(*(self.wait_ready(spec, timeout) for spec in masters))
         replicas = [i for i in self.instances() if i not in masters]
         for spec in replicas:
             self.start_instance(spec)
-        await asyncio.gather(*(self._wait_ready(spec, timeout) for spec in replicas))
-        await self._wire_full_mesh()
+        await asyncio.gather(*(self.wait_ready(spec, timeout) for spec in replicas))
+        await self.wire_full_mesh(*self.topology)
         await self.wait_replication(timeout)
         await self.publish_topology()
         async with self.client() as store:
@@ -240,8 +247,9 @@ class StoreCluster:
             results = await recover_moves(store)
         return {"buckets": [vars(r) for r in results], "left": sum(r.action == "left" for r in results)}
 
-    async def _wire_full_mesh(self) -> None:
-        for rs in self.topology:
+    async def wire_full_mesh(self, *replicasets: ReplicaSetSpec) -> None:
+        """Every instance of ``replicasets`` follows every other (a fresh one joined its master only)."""
+        for rs in replicasets:
             uris = [self._peer_uri(i) for i in rs.instances]
             for spec in rs.instances:
                 await self.call_instance(spec, "set_replication", [uris], timeout=30.0)
