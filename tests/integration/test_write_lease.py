@@ -62,12 +62,19 @@ async def set_peers(cluster: StoreCluster, settings: Settings, spec: InstanceSpe
     await cluster.call_instance(spec, "set_replication", [uris], timeout=10)
 
 
+def first_replicaset(
+    private_cluster: tuple[Settings, StoreCluster],
+) -> tuple[Settings, StoreCluster, ReplicaSetSpec, InstanceSpec]:
+    """The private cluster's settings, itself, its first replica set and that replica set's master."""
+    settings, cluster = private_cluster
+    rs = cluster.topology[0]
+    return settings, cluster, rs, cluster.instance(cluster.master_name(rs))
+
+
 async def test_a_master_cut_off_from_its_replicas_takes_no_writes_they_would_miss(
     private_cluster: tuple[Settings, StoreCluster], uid: str
 ) -> None:
-    settings, cluster = private_cluster
-    rs = cluster.topology[0]
-    master = cluster.instance(cluster.master_name(rs))
+    settings, cluster, rs, master = first_replicaset(private_cluster)
     replicas = [spec for spec in rs.instances if spec != master]
     async with FeatureStore(settings.store, topology=cluster.topology) as store:
         client = client_of(store, rs, uid)
@@ -101,9 +108,7 @@ async def test_a_master_cut_off_from_its_replicas_takes_no_writes_they_would_mis
 async def test_a_master_whose_replicas_died_holds_writes_until_one_is_back(
     private_cluster: tuple[Settings, StoreCluster], uid: str
 ) -> None:
-    settings, cluster = private_cluster
-    rs = cluster.topology[0]
-    master = cluster.instance(cluster.master_name(rs))
+    settings, cluster, rs, master = first_replicaset(private_cluster)
     async with FeatureStore(settings.store, topology=cluster.topology) as store:
         client, elsewhere = client_of(store, rs, uid), client_of(store, rs, uid, other=True)
         for spec in rs.instances:
@@ -124,9 +129,7 @@ async def test_replicas_that_stop_answering_without_closing_their_sockets_end_th
 ) -> None:
     """A partition that drops packets closes no socket: the master finds its replicas silent by its relays'
     timeout, and refuses from then on. Stalled replicas (SIGSTOP) are silent the same way."""
-    settings, cluster = private_cluster
-    rs = cluster.topology[0]
-    master = cluster.instance(cluster.master_name(rs))
+    settings, cluster, rs, master = first_replicaset(private_cluster)
     stalled = [spec.name for spec in rs.instances if spec != master]
     async with FeatureStore(settings.store, topology=cluster.topology) as store:
         client = client_of(store, rs, uid)
