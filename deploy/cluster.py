@@ -32,6 +32,9 @@ INSTANCE_SCRIPT = LUA_DIR / "instance.lua"
 OPS_CONNECT_TIMEOUT_S = 5.0
 
 
+REWIRE_EVERY_S = 2.0
+
+
 class StoreCluster:
     def __init__(self, settings: Settings, replicaset_count: int | None = None) -> None:
         self.settings = settings
@@ -70,7 +73,7 @@ class StoreCluster:
                 return spec
         raise KeyError(name)
 
-    def _peer_uri(self, spec: InstanceSpec) -> str:
+    def peer_uri(self, spec: InstanceSpec) -> str:
         return f"{self.store.user}:{self.store.password}@{spec.uri}"
 
     @property
@@ -92,8 +95,8 @@ class StoreCluster:
             "work_dir": str(self.work_dir(spec)),
             "rs_id": rs.id,
             "read_only": spec.name != master.name,
-            "replication": [self._peer_uri(i) for i in rs.instances],
-            "bootstrap_replication": [] if spec == master else [self._peer_uri(master)],
+            "replication": [self.peer_uri(i) for i in rs.instances],
+            "bootstrap_replication": [] if spec == master else [self.peer_uri(master)],
             "memtx_memory": self.store.memtx_memory_mb * 1024 * 1024,
             "wal_mode": self.store.wal_mode,
             "user": self.store.user,
@@ -250,19 +253,26 @@ class StoreCluster:
     async def wire_full_mesh(self, *replicasets: ReplicaSetSpec) -> None:
         """Every instance of ``replicasets`` follows every other (a fresh one joined its master only)."""
         for rs in replicasets:
-            uris = [self._peer_uri(i) for i in rs.instances]
+            uris = [self.peer_uri(i) for i in rs.instances]
             for spec in rs.instances:
                 await self.call_instance(spec, "set_replication", [uris], timeout=30.0)
 
     async def wait_replication(self, timeout: float = 30.0) -> None:
-        """Wait until every instance follows every peer of its replica set."""
+        """Wait until every instance follows every peer of its replica set. Every ``REWIRE_EVERY_S`` the mesh is
+        wired again: an upstream stopped on an error (a peer rebuilt while this instance was down, whose log
+        starts after this instance's position) follows once the instance has caught up from another peer."""
         deadline = time.monotonic() + timeout
+        rewired = time.monotonic()
         while True:
             lagging = await self._not_following()
             if not lagging:
                 return
             if time.monotonic() > deadline:
                 raise processes.ProcessError(f"replication not running on: {', '.join(lagging)}")
+            if time.monotonic() - rewired > REWIRE_EVERY_S:
+                rewired = time.monotonic()
+                with contextlib.suppress(StoreError):
+                    await self.wire_full_mesh(*self.topology)
             await asyncio.sleep(0.2)
 
     async def _not_following(self) -> list[str]:

@@ -52,8 +52,8 @@ async def rebuild_replica(cluster: StoreCluster, name: str) -> dict[str, Any]:
         directory.rename(kept)
     cluster.start_instance(spec)  # no snapshot: it joins its master only
     await cluster.wait_ready(spec, JOIN_TIMEOUT_S)
-    await cluster.wire_full_mesh(rs)
-    await cluster.wait_replication(JOIN_TIMEOUT_S)
+    # then it follows every peer (they have its address already); a peer that is down is not waited for
+    await cluster.call_instance(spec, "set_replication", [[cluster.peer_uri(i) for i in rs.instances]], timeout=30)
     await cluster.wait_synced(JOIN_TIMEOUT_S, only=spec)
     return {
         "instance": name,

@@ -124,6 +124,15 @@ function M.start(settings)
         bucket_mark_sent = buckets.mark_sent,
         -- Ops: change replication peers or promote/demote this instance (failover) without a restart.
         set_replication = function(uris)
+            -- An upstream stopped on an error stays stopped until the configuration changes (the same list is
+            -- no change): a replica that was down while a peer was rebuilt finds the peer's log starting after
+            -- its own position, XlogGapError, and follows it once it caught up from the master. So start over.
+            for _, peer in pairs(box.info.replication) do
+                if peer.upstream ~= nil and peer.upstream.status == 'stopped' then
+                    box.cfg({replication = {}})
+                    break
+                end
+            end
             box.cfg({replication = uris, replication_connect_quorum = 0})
             return true
         end,

@@ -210,7 +210,7 @@ async def test_a_replica_lagging_behind_an_application_is_not_trusted(faults: Dr
         assert offered(answer) and not offered(answer) & {HELD, APPLIED, newly, *NOT_FOR_RETAIL}
     finally:
         faults.resume_all()
-        peers = [faults.cluster._peer_uri(spec) for spec in rs.instances]
+        peers = [faults.cluster.peer_uri(spec) for spec in rs.instances]
         await faults.cluster.call_instance(lagging_spec, "set_replication", [peers], timeout=30)
         await faults.cluster.wait_synced()
 

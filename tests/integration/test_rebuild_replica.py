@@ -34,26 +34,51 @@ def is_directory(path: str) -> bool:
 async def test_a_damaged_replica_is_rebuilt_from_its_master_with_every_row(
     private_cluster: tuple[Settings, StoreCluster], uid: str
 ) -> None:
+    """The other replica is down through it all, and behind the rebuilt one's start when it comes back: the
+    rebuilt replica's log begins at its join, so that replica first stops following it (XlogGapError), and
+    `rtrec up` wires it again once it caught up from the master."""
     settings, cluster = private_cluster
     rs = cluster.topology[0]
     master = cluster.master_name(rs)
     victim = next(spec.name for spec in rs.instances if spec.name != master)
+    other = next(spec.name for spec in rs.instances if spec.name not in (master, victim))
     now = time.time()
-    async with FeatureStore(settings.store, topology=cluster.topology) as store:
-        await store.put_features(
-            [Feature(f"{uid}-{i % 300}", "transactions", "tx.out.amount", f"t{i}", 1.0, now - i) for i in range(6_000)]
-        )
+
+    async def write(first: int, count: int) -> None:
+        async with FeatureStore(settings.store, topology=cluster.topology) as store:
+            await store.put_features(
+                [
+                    Feature(f"{uid}-{i % 300}", "transactions", "tx.out.amount", f"t{i}", 1.0, now)
+                    for i in range(first, first + count)
+                ]
+            )
+
+    await write(0, 6_000)
     await cluster.wait_synced()
+    cluster.kill(other, signal.SIGKILL)
+    await write(6_000, 2_000)  # the victim still follows: the master takes them (the write lease)
+    await cluster.wait_synced(only=cluster.instance(victim))
     cluster.kill(victim, signal.SIGKILL)
     damage(cluster, victim)
 
-    with pytest.raises(ProcessError, match=f"rtrec rebuild-replica {victim}"):
-        await cluster.start()
+    cluster.start_instance(cluster.instance(victim))
+    with pytest.raises(ProcessError, match=f"rtrec rebuild-replica {victim}"):  # what `rtrec up` says
+        await cluster.wait_ready(cluster.instance(victim), 30)
     with pytest.raises(RebuildRefused, match="rtrec failover --replicaset 1"):
         await rebuild_replica(cluster, master)
 
-    result = await rebuild_replica(cluster, victim)
+    result = await rebuild_replica(cluster, victim)  # with the other replica still down
     assert result["joined_from"] == master and is_directory(result["old_data_kept_in"])  # kept for forensics
-    rows = {spec.name: (await cluster.call_instance(spec, "stats", [], timeout=5))["features"] for spec in rs.instances}
+    rows = {
+        name: (await cluster.call_instance(cluster.instance(name), "stats", [], timeout=5))["features"]
+        for name in (victim, master)
+    }
     assert rows[victim] == rows[master] > 0  # the replica set's whole share, joined from the master
-    await cluster.start()  # and the whole stack starts again
+    await write(8_000, 100)  # the master writes again: a replica follows it
+
+    await cluster.start()  # `rtrec up`: the other replica comes back behind the rebuilt one's start
+    following = {
+        i["name"]: {u["peer"]: u["status"] for u in i["upstreams"]} for i in (await cluster.status())[0]["instances"]
+    }
+    assert all(status == "follow" for peers in following.values() for status in peers.values()), following
+    assert all(len(peers) == 2 for peers in following.values()), following

@@ -116,7 +116,7 @@ async def _cut_off_master(cluster: StoreCluster, rs: ReplicaSetSpec) -> Instance
     behind, at its worst): what the master writes from now on, only it holds. Returns the master."""
     master = cluster.instance(cluster.master_name(rs))
     replicas = [spec for spec in rs.instances if spec != master]
-    peers = [cluster._peer_uri(spec) for spec in replicas]
+    peers = [cluster.peer_uri(spec) for spec in replicas]
     for spec in replicas:
         await cluster.call_instance(spec, "set_replication", [peers], timeout=10)
     return master
