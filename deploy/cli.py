@@ -239,7 +239,7 @@ def cmd_rebuild_replica(settings: Settings, args: argparse.Namespace) -> int:
     from deploy.cluster import StoreCluster
     from deploy.rebuild import rebuild_replica
 
-    _print_json(asyncio.run(rebuild_replica(StoreCluster(settings), args.name)))
+    _print_json(asyncio.run(rebuild_replica(StoreCluster(settings), args.name, force=args.force)))
     return 0
 
 
@@ -438,6 +438,9 @@ def build_parser() -> argparse.ArgumentParser:
         "rebuild-replica", parents=[common], help="start a replica afresh from its master (its files damaged)"
     )
     rebuild.add_argument("name", help="the instance, e.g. storage-1-b")
+    rebuild.add_argument(
+        "--force", action="store_true", help="rebuild an instance that runs and answers (its master loses a follower)"
+    )
     rebuild.set_defaults(fn=cmd_rebuild_replica)
 
     reshard = sub.add_parser("reshard", parents=[common], help="add a replica set and move buckets to it live")

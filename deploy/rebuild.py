@@ -1,36 +1,60 @@
-"""`rtrec rebuild-replica NAME`: start a replica afresh from its master, its old data directory kept aside.
+"""`rtrec rebuild-replica NAME [--force]`: start a replica afresh from its master, its old data directory kept
+aside.
 
 A replica whose files are damaged (a torn snapshot, a bad disk) does not start: Tarantool refuses to recover
 from a corrupted file, and `rtrec up` stops at it with its log's last lines. A replica's data is a copy of its
 master's, so nothing is lost by starting it empty: it joins its master (the whole data set, then the live
-stream) and then follows the full mesh again. Its old directory is renamed ``<name>.rebuilt-<time>`` for
-forensics, never deleted. The recorded master is refused: fail over first, then rebuild the old master as a
-replica (a deposed master is rebuilt by `rtrec up` itself).
+stream) and then follows its peers again. Its old directory is renamed ``<name>.rebuilt-<time>`` for
+forensics, never deleted, and its old registration is struck from the replica set (``forget_replica``): left
+there, it would keep its peers' write-ahead logs for a replica that never comes back, and use up one of the
+31 instance ids.
 
-Until it is back, its replica set has one follower fewer: with both replicas of a replica set of three down
-the master refuses client data (the write lease, lua/mastership.lua), so rebuilding one replica resumes
-ingest.
+Refused: the recorded master (fail over first; `rtrec up` then rebuilds it as a replica), a master that is not
+writable (a failover under way), and, without ``--force``, an instance that runs and answers: stopping it for
+the join takes a follower from its master, and with too few following the master refuses client data and
+ingest holds (the write lease, lua/mastership.lua).
 """
 
 from __future__ import annotations
 
+import asyncio
+import re
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploy import processes
 from feature_store.errors import StoreError
+from feature_store.freshness import covers
 
 if TYPE_CHECKING:
     from deploy.cluster import StoreCluster
+    from feature_store.topology import InstanceSpec
 
 JOIN_TIMEOUT_S = 600.0  # a join copies the replica set's whole data set
+_INSTANCE_LINE = re.compile(rb"^Instance: ([0-9a-f-]{36})$", re.MULTILINE)
 
 
 class RebuildRefused(processes.ProcessError):
-    """The instance cannot be rebuilt now: it is the master, or its master does not answer."""
+    """The instance cannot be rebuilt now (the message says why and what to do)."""
 
 
-async def rebuild_replica(cluster: StoreCluster, name: str) -> dict[str, Any]:
+def instance_uuid(directory: Path) -> str | None:
+    """The instance UUID that a data directory's files were written by (the text header of every snapshot and
+    log), or None when no file says it."""
+    for path in sorted(directory.glob("*.snap"), reverse=True) + sorted(directory.glob("*.xlog"), reverse=True):
+        with path.open("rb") as file:
+            found = _INSTANCE_LINE.search(file.read(512))
+        if found:
+            return found.group(1).decode()
+    return None
+
+
+async def _checked(cluster: StoreCluster, name: str, force: bool) -> tuple[InstanceSpec, InstanceSpec]:
+    """The instance to rebuild and its master, or RebuildRefused."""
+    names = [spec.name for spec in cluster.instances()]
+    if name not in names:
+        raise RebuildRefused(f"there is no instance {name}: the instances are {', '.join(names)}")
     spec = cluster.instance(name)
     rs = cluster.topology[spec.rs_id - 1]
     master = cluster.instance(cluster.master_name(rs))
@@ -40,24 +64,71 @@ async def rebuild_replica(cluster: StoreCluster, name: str) -> dict[str, Any]:
             "first; `rtrec up` then starts it again as a fresh replica"
         )
     try:
-        await cluster.call_instance(master, "ping", [], timeout=5.0)
+        info = await cluster.call_instance(master, "ping", [], timeout=5.0)
     except StoreError as exc:
         raise RebuildRefused(f"{name} joins its master {master.name}, which does not answer: {exc}") from exc
+    if info.get("ro") or info.get("master") not in (None, master.name):
+        raise RebuildRefused(f"{master.name} is not a writable master now (a failover under way?): run it again after")
+    if not force:
+        try:
+            await cluster.call_instance(spec, "ping", [], timeout=2.0)
+        except StoreError:
+            return spec, master
+        raise RebuildRefused(
+            f"{name} runs and answers: rebuilding stops it for the whole join, and with too few replicas following "
+            "its master refuses client data meanwhile (ingest holds). Pass --force to rebuild it anyway"
+        )
+    return spec, master
+
+
+async def _wait_joined(cluster: StoreCluster, spec: InstanceSpec, master: InstanceSpec) -> None:
+    """Until the instance answers as a replica holding every row its master held when asked."""
+    deadline = time.monotonic() + JOIN_TIMEOUT_S
+    while True:
+        try:
+            held = await cluster.call_instance(master, "stats", [], timeout=5.0)
+            joined = await cluster.call_instance(spec, "stats", [], timeout=5.0)
+            target = {k: lsn for k, lsn in _components(held["vclock"]).items() if k != "0"}  # 0: local rows
+            if joined["ro"] and covers(_components(joined["vclock"]), target):
+                return
+        except StoreError:
+            pass
+        if time.monotonic() > deadline:
+            raise processes.ProcessError(f"{spec.name} did not catch up with {master.name} in {JOIN_TIMEOUT_S:.0f}s")
+        await asyncio.sleep(0.2)
+
+
+def _components(vclock: Any) -> dict[str, int]:
+    if isinstance(vclock, list):  # an array when the ids happen to be 1..n
+        return {str(i): lsn for i, lsn in enumerate(vclock, start=1)}
+    return {str(k): int(v) for k, v in vclock.items()}
+
+
+async def rebuild_replica(cluster: StoreCluster, name: str, *, force: bool = False) -> dict[str, Any]:
+    spec, master = await _checked(cluster, name, force)
     started = time.monotonic()
     processes.stop(cluster.pid_path(spec))
     directory = cluster.work_dir(spec)
-    kept = None
+    kept, old_uuid = None, None
     if directory.exists():
-        kept = directory.with_name(f"{name}.rebuilt-{time.strftime('%Y%m%dT%H%M%S')}")
+        old_uuid = instance_uuid(directory)
+        kept = directory.with_name(f"{name}.rebuilt-{time.strftime('%Y%m%dT%H%M%S')}-{time.time_ns() % 10**6:06d}")
         directory.rename(kept)
+    if cluster.master_name(cluster.topology[spec.rs_id - 1]) != master.name:  # a failover ran meanwhile
+        raise RebuildRefused(f"the master of {name}'s replica set changed while it was stopped: run it again")
     cluster.start_instance(spec)  # no snapshot: it joins its master only
     await cluster.wait_ready(spec, JOIN_TIMEOUT_S)
+    rs = cluster.topology[spec.rs_id - 1]
     # then it follows every peer (they have its address already); a peer that is down is not waited for
     await cluster.call_instance(spec, "set_replication", [[cluster.peer_uri(i) for i in rs.instances]], timeout=30)
-    await cluster.wait_synced(JOIN_TIMEOUT_S, only=spec)
+    await _wait_joined(cluster, spec, master)
+    forgotten = False
+    if old_uuid is not None:
+        forgotten = bool(await cluster.call_instance(master, "forget_replica", [old_uuid], timeout=10.0))
     return {
         "instance": name,
         "joined_from": master.name,
         "old_data_kept_in": str(kept) if kept is not None else None,
+        "old_registration_removed": old_uuid if forgotten else None,
         "seconds": round(time.monotonic() - started, 1),
     }

@@ -126,14 +126,38 @@ function M.start(settings)
         set_replication = function(uris)
             -- An upstream stopped on an error stays stopped until the configuration changes (the same list is
             -- no change): a replica that was down while a peer was rebuilt finds the peer's log starting after
-            -- its own position, XlogGapError, and follows it once it caught up from the master. So start over.
+            -- its own position (XlogGapError, "Missing .xlog file"), and follows it once it caught up from the
+            -- master. So start over then; not for other errors (a conflict), which a reconnect does not mend.
             for _, peer in pairs(box.info.replication) do
-                if peer.upstream ~= nil and peer.upstream.status == 'stopped' then
+                local upstream = peer.upstream
+                if upstream ~= nil and upstream.status == 'stopped'
+                        and tostring(upstream.message):find('Missing .xlog', 1, true) ~= nil then
                     box.cfg({replication = {}})
                     break
                 end
             end
             box.cfg({replication = uris, replication_connect_quorum = 0})
+            return true
+        end,
+        -- Ops: strike a replica that no longer exists (rebuilt under a new UUID, deploy/rebuild.py) from the
+        -- replica set: left registered, it holds one of the 31 instance ids, and its peers may keep write-ahead
+        -- logs for it. Refused for this instance and for a peer that is connected.
+        forget_replica = function(uuid)
+            if box.info.ro then
+                return nil, errors.new('READ_ONLY', 'only the master changes the replica set')
+            end
+            local registered = box.space._cluster.index.uuid:get(uuid)
+            if registered == nil then
+                return false
+            end
+            local peer = box.info.replication[registered[1]]
+            local connected = uuid == box.info.uuid or (peer ~= nil and (
+                (peer.upstream ~= nil and peer.upstream.status == 'follow')
+                or (peer.downstream ~= nil and peer.downstream.status == 'follow')))
+            if connected then
+                return nil, errors.new('BAD_ARGUMENT', 'that instance is connected: it exists', {uuid = uuid})
+            end
+            box.space._cluster:delete(registered[1])
             return true
         end,
         promote = function(epoch)

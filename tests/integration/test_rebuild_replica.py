@@ -12,7 +12,7 @@ import pytest
 
 from deploy.cluster import StoreCluster
 from deploy.processes import ProcessError
-from deploy.rebuild import RebuildRefused, rebuild_replica
+from deploy.rebuild import RebuildRefused, instance_uuid, rebuild_replica
 from deploy.settings import Settings
 from feature_store.client import FeatureStore
 from feature_store.records import Feature
@@ -66,6 +66,10 @@ async def test_a_damaged_replica_is_rebuilt_from_its_master_with_every_row(
         await cluster.wait_ready(cluster.instance(victim), 30)
     with pytest.raises(RebuildRefused, match="rtrec failover --replicaset 1"):
         await rebuild_replica(cluster, master)
+    with pytest.raises(RebuildRefused, match="there is no instance storage-9-z"):
+        await rebuild_replica(cluster, "storage-9-z")
+    old_uuid = instance_uuid(cluster.work_dir(cluster.instance(victim)))
+    assert old_uuid is not None
 
     result = await rebuild_replica(cluster, victim)  # with the other replica still down
     assert result["joined_from"] == master and is_directory(result["old_data_kept_in"])  # kept for forensics
@@ -74,6 +78,9 @@ async def test_a_damaged_replica_is_rebuilt_from_its_master_with_every_row(
         for name in (victim, master)
     }
     assert rows[victim] == rows[master] > 0  # the replica set's whole share, joined from the master
+    assert result["old_registration_removed"] == old_uuid  # no peer keeps logs for it; its id is free again
+    registered = await cluster.call_instance(cluster.instance(master), "stats", [], timeout=5)
+    assert old_uuid not in {peer.get("uuid") for peer in registered["replication"].values()}
     await write(8_000, 100)  # the master writes again: a replica follows it
 
     await cluster.start()  # `rtrec up`: the other replica comes back behind the rebuilt one's start
@@ -82,3 +89,17 @@ async def test_a_damaged_replica_is_rebuilt_from_its_master_with_every_row(
     }
     assert all(status == "follow" for peers in following.values() for status in peers.values()), following
     assert all(len(peers) == 2 for peers in following.values()), following
+
+
+async def test_a_replica_that_runs_and_answers_is_rebuilt_only_when_forced(
+    private_cluster: tuple[Settings, StoreCluster],
+) -> None:
+    """Stopping it for the join takes a follower from its master: with the other replica down, its master would
+    refuse client data and ingest would hold for the whole join."""
+    _, cluster = private_cluster
+    rs = cluster.topology[0]
+    replica = next(spec.name for spec in rs.instances if spec.name != cluster.master_name(rs))
+    with pytest.raises(RebuildRefused, match="runs and answers"):
+        await rebuild_replica(cluster, replica)
+    result = await rebuild_replica(cluster, replica, force=True)
+    assert result["joined_from"] == cluster.master_name(rs) and result["old_registration_removed"]
