@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,21 @@ INSTANCE_SCRIPT = LUA_DIR / "instance.lua"
 OPS_CONNECT_TIMEOUT_S = 5.0
 
 
+log = logging.getLogger(__name__)
+
 REWIRE_EVERY_S = 2.0
+_INSTANCE_LINE = re.compile(rb"^Instance: ([0-9a-f-]{36})$", re.MULTILINE)
+
+
+def instance_uuid(directory: Path) -> str | None:
+    """The instance UUID that a data directory's files were written by (the text header of every snapshot and
+    log), or None when no file says it."""
+    for path in sorted(directory.glob("*.snap"), reverse=True) + sorted(directory.glob("*.xlog"), reverse=True):
+        with path.open("rb") as file:
+            found = _INSTANCE_LINE.search(file.read(512))
+        if found:
+            return found.group(1).decode()
+    return None
 
 
 class StoreCluster:
@@ -40,6 +56,7 @@ class StoreCluster:
         self.settings = settings
         self.store = settings.store
         self.base_dir = settings.run_dir / "store"
+        self._replaced: list[tuple[ReplicaSetSpec, str]] = []  # (replica set, old UUID) of rejoined instances
         count = (
             replicaset_count
             if replicaset_count is not None
@@ -135,8 +152,22 @@ class StoreCluster:
             return
         directory = self.work_dir(spec)
         if directory.exists():
+            old_uuid = instance_uuid(directory)
+            if old_uuid is not None:
+                self._replaced.append((rs, old_uuid))
             directory.rename(directory.with_name(f"{spec.name}.deposed-{time.strftime('%Y%m%dT%H%M%S')}"))
         self.masters.undepose(rs.id, spec.name, rs.bootstrap_master.name)
+
+    async def _forget_replaced(self) -> None:
+        """Strike the old registrations of deposed masters that rejoined under a new UUID (``forget_replica``):
+        left there, each keeps a garbage-collection hold on its peers' write-ahead logs (they grow for good) and
+        one of the 31 instance ids. A failure is logged: the registration stays until the next start."""
+        while self._replaced:
+            rs, uuid = self._replaced.pop()
+            try:
+                await self.call_instance(self.instance(self.master_name(rs)), "forget_replica", [uuid], timeout=10.0)
+            except StoreError as exc:
+                log.warning("the old registration %s of replica set %d stays: %s", uuid, rs.id, exc)
 
     async def call_instance(self, spec: InstanceSpec, fn: str, args: list[Any], *, timeout: float) -> Any:
         """One procedure call on one instance over a short-lived connection (ops calls, not the hot path). The
@@ -196,6 +227,7 @@ class StoreCluster:
         async with self.client() as store:
             await bootstrap_buckets(store)
         await self.wait_synced(timeout)
+        await self._forget_replaced()
 
     def topology_document(self) -> dict[str, Any]:
         return {

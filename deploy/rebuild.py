@@ -18,12 +18,11 @@ ingest holds (the write lease, lua/mastership.lua).
 from __future__ import annotations
 
 import asyncio
-import re
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from deploy import processes
+from deploy.cluster import instance_uuid
 from feature_store.errors import StoreError
 from feature_store.freshness import covers
 
@@ -32,22 +31,10 @@ if TYPE_CHECKING:
     from feature_store.topology import InstanceSpec
 
 JOIN_TIMEOUT_S = 600.0  # a join copies the replica set's whole data set
-_INSTANCE_LINE = re.compile(rb"^Instance: ([0-9a-f-]{36})$", re.MULTILINE)
 
 
 class RebuildRefused(processes.ProcessError):
     """The instance cannot be rebuilt now (the message says why and what to do)."""
-
-
-def instance_uuid(directory: Path) -> str | None:
-    """The instance UUID that a data directory's files were written by (the text header of every snapshot and
-    log), or None when no file says it."""
-    for path in sorted(directory.glob("*.snap"), reverse=True) + sorted(directory.glob("*.xlog"), reverse=True):
-        with path.open("rb") as file:
-            found = _INSTANCE_LINE.search(file.read(512))
-        if found:
-            return found.group(1).decode()
-    return None
 
 
 async def _checked(cluster: StoreCluster, name: str, force: bool) -> tuple[InstanceSpec, InstanceSpec]:

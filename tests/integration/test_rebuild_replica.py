@@ -103,3 +103,52 @@ async def test_a_replica_that_runs_and_answers_is_rebuilt_only_when_forced(
         await rebuild_replica(cluster, replica)
     result = await rebuild_replica(cluster, replica, force=True)
     assert result["joined_from"] == cluster.master_name(rs) and result["old_registration_removed"]
+
+
+async def _registered(cluster: StoreCluster, name: str) -> dict[str, int]:
+    """UUID -> replica id of every instance the replica set knows, as one copy sees it."""
+    stats = await cluster.call_instance(cluster.instance(name), "stats", [], timeout=5)
+    return {peer["uuid"]: int(peer["id"]) for peer in stats["replication"].values()}
+
+
+def _kept_uuid(cluster: StoreCluster, name: str) -> str | None:
+    return instance_uuid(max(cluster.base_dir.glob(f"{name}.deposed-*")))
+
+
+async def test_a_deposed_master_rejoined_leaves_no_registration_and_its_id_serves_again(
+    private_cluster: tuple[Settings, StoreCluster], uid: str
+) -> None:
+    """`rtrec up` restarts a deposed master as a fresh replica under a new UUID and strikes the old registration:
+    left, it held every peer's write-ahead logs for good. Its id is then free, and the next instance to join takes
+    it, with the LSNs the old master wrote under it: that instance, made master in turn, writes on from there."""
+    settings, cluster = private_cluster
+    rs = cluster.topology[0]
+    now = time.time()
+
+    async def write(tag: str) -> None:
+        async with FeatureStore(settings.store, topology=cluster.topology) as store:
+            await store.put_features(
+                [Feature(f"{uid}-{i % 50}", "transactions", "a", f"{tag}{i}", 1.0, now) for i in range(1_000)]
+            )
+
+    await write("before")
+    first = cluster.master_name(rs)
+    cluster.kill(first, signal.SIGKILL)
+    second = (await cluster.failover(1))["new_master"]
+    await cluster.start()  # the deposed master comes back as a fresh replica
+    old_uuid = _kept_uuid(cluster, first)
+    assert old_uuid is not None and old_uuid not in await _registered(cluster, second)
+    await write("between")
+
+    third = next(s.name for s in rs.instances if s.name not in (first, second))
+    await rebuild_replica(cluster, third, force=True)  # joins under a new UUID and takes the freed id
+    for name in (first, second):  # only the rebuilt one is left to become the master
+        cluster.kill(name, signal.SIGKILL)
+    assert (await cluster.failover(1))["new_master"] == third
+    await cluster.start()
+    await write("after")  # the master with the reused id writes on
+    await cluster.wait_synced()
+    counts = {s.name: (await cluster.call_instance(s, "stats", [], timeout=5))["features"] for s in rs.instances}
+    assert len(set(counts.values())) == 1 and min(counts.values()) > 0, counts
+    registered = await _registered(cluster, third)
+    assert len(registered) == 3 and len(set(registered.values())) == 3, registered
