@@ -56,7 +56,6 @@ class StoreCluster:
         self.settings = settings
         self.store = settings.store
         self.base_dir = settings.run_dir / "store"
-        self._replaced: list[tuple[ReplicaSetSpec, str]] = []  # (replica set, old UUID) of rejoined instances
         count = (
             replicaset_count
             if replicaset_count is not None
@@ -152,22 +151,43 @@ class StoreCluster:
             return
         directory = self.work_dir(spec)
         if directory.exists():
-            old_uuid = instance_uuid(directory)
-            if old_uuid is not None:
-                self._replaced.append((rs, old_uuid))
             directory.rename(directory.with_name(f"{spec.name}.deposed-{time.strftime('%Y%m%dT%H%M%S')}"))
         self.masters.undepose(rs.id, spec.name, rs.bootstrap_master.name)
 
-    async def _forget_replaced(self) -> None:
-        """Strike the old registrations of deposed masters that rejoined under a new UUID (``forget_replica``):
-        left there, each keeps a garbage-collection hold on its peers' write-ahead logs (they grow for good) and
-        one of the 31 instance ids. A failure is logged: the registration stays until the next start."""
-        while self._replaced:
-            rs, uuid = self._replaced.pop()
+    def kept_aside(self, rs: ReplicaSetSpec) -> list[str]:
+        """The UUIDs of the replica set's instances whose data directories were set aside (``<name>.deposed-*``
+        by a rejoin, ``<name>.rebuilt-*`` by `rtrec rebuild-replica`): instances that no longer exist."""
+        uuids = []
+        for spec in rs.instances:
+            for kept in [*self.base_dir.glob(f"{spec.name}.deposed-*"), *self.base_dir.glob(f"{spec.name}.rebuilt-*")]:
+                uuid = instance_uuid(kept)
+                if uuid is not None:
+                    uuids.append(uuid)
+        return uuids
+
+    async def forget_replaced(self) -> dict[int, list[str]]:
+        """Strike the registrations of instances that rejoined or were rebuilt under a new UUID
+        (``forget_replicas``): each kept a garbage-collection hold on its peers' write-ahead logs for good, and
+        an instance id. Read from the directories set aside, so a start that failed before this is made good by
+        the next one; a replica set whose peers do not all follow its master waits for a later start (logged)."""
+        removed: dict[int, list[str]] = {}
+        for rs in self.topology:
+            uuids = self.kept_aside(rs)
+            if not uuids:
+                continue
             try:
-                await self.call_instance(self.instance(self.master_name(rs)), "forget_replica", [uuid], timeout=10.0)
+                answer = await self.call_instance(
+                    self.instance(self.master_name(rs)), "forget_replicas", [uuids], timeout=10.0
+                )
             except StoreError as exc:
-                log.warning("the old registration %s of replica set %d stays: %s", uuid, rs.id, exc)
+                log.warning("old registrations of replica set %d stay until a later start: %s", rs.id, exc)
+                continue
+            if answer.get("deferred"):
+                log.warning(
+                    "old registrations of replica set %d stay until a later start: %s", rs.id, answer["deferred"]
+                )
+            removed[rs.id] = list(answer.get("removed") or [])
+        return removed
 
     async def call_instance(self, spec: InstanceSpec, fn: str, args: list[Any], *, timeout: float) -> Any:
         """One procedure call on one instance over a short-lived connection (ops calls, not the hot path). The
@@ -227,7 +247,7 @@ class StoreCluster:
         async with self.client() as store:
             await bootstrap_buckets(store)
         await self.wait_synced(timeout)
-        await self._forget_replaced()
+        await self.forget_replaced()
 
     def topology_document(self) -> dict[str, Any]:
         return {

@@ -5,9 +5,9 @@ A replica whose files are damaged (a torn snapshot, a bad disk) does not start: 
 from a corrupted file, and `rtrec up` stops at it with its log's last lines. A replica's data is a copy of its
 master's, so nothing is lost by starting it empty: it joins its master (the whole data set, then the live
 stream) and then follows its peers again. Its old directory is renamed ``<name>.rebuilt-<time>`` for
-forensics, never deleted, and its old registration is struck from the replica set (``forget_replica``): left
-there, it would keep its peers' write-ahead logs for a replica that never comes back, and use up one of the
-31 instance ids.
+forensics, never deleted, and its old registration is struck from the replica set
+(``StoreCluster.forget_replaced``): left there, it would keep its peers' write-ahead logs for a replica that
+never comes back, and use up one of the 31 instance ids.
 
 Refused: the recorded master (fail over first; `rtrec up` then rebuilds it as a replica), a master that is not
 writable (a failover under way), and, without ``--force``, an instance that runs and answers: stopping it for
@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from feature_store.topology import InstanceSpec
 
 JOIN_TIMEOUT_S = 600.0  # a join copies the replica set's whole data set
+FORGET_WAIT_S = 10.0
 
 
 class RebuildRefused(processes.ProcessError):
@@ -91,6 +92,18 @@ def _components(vclock: Any) -> dict[str, int]:
     return {str(k): int(v) for k, v in vclock.items()}
 
 
+async def _forget(cluster: StoreCluster, rs_id: int, old_uuid: str | None) -> list[str]:
+    """Strike the old registration. For a few seconds the master's connection to the instance's address is
+    still being made again, which looks like a sign of life of the old one; a peer that is down defers it to a
+    later `rtrec up` (StoreCluster.forget_replaced)."""
+    deadline = time.monotonic() + FORGET_WAIT_S
+    while True:
+        removed = (await cluster.forget_replaced()).get(rs_id, [])
+        if old_uuid is None or old_uuid in removed or time.monotonic() > deadline:
+            return removed
+        await asyncio.sleep(0.5)
+
+
 async def rebuild_replica(cluster: StoreCluster, name: str, *, force: bool = False) -> dict[str, Any]:
     spec, master = await _checked(cluster, name, force)
     started = time.monotonic()
@@ -109,13 +122,11 @@ async def rebuild_replica(cluster: StoreCluster, name: str, *, force: bool = Fal
     # then it follows every peer (they have its address already); a peer that is down is not waited for
     await cluster.call_instance(spec, "set_replication", [[cluster.peer_uri(i) for i in rs.instances]], timeout=30)
     await _wait_joined(cluster, spec, master)
-    forgotten = False
-    if old_uuid is not None:
-        forgotten = bool(await cluster.call_instance(master, "forget_replica", [old_uuid], timeout=10.0))
+    removed = await _forget(cluster, spec.rs_id, old_uuid)
     return {
         "instance": name,
         "joined_from": master.name,
         "old_data_kept_in": str(kept) if kept is not None else None,
-        "old_registration_removed": old_uuid if forgotten else None,
+        "old_registration_removed": old_uuid if old_uuid in removed else None,
         "seconds": round(time.monotonic() - started, 1),
     }

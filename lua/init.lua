@@ -139,26 +139,46 @@ function M.start(settings)
             box.cfg({replication = uris, replication_connect_quorum = 0})
             return true
         end,
-        -- Ops: strike a replica that no longer exists (rebuilt under a new UUID, deploy/rebuild.py) from the
-        -- replica set: left registered, it holds one of the 31 instance ids, and its peers may keep write-ahead
-        -- logs for it. Refused for this instance and for a peer that is connected.
-        forget_replica = function(uuid)
+        -- Ops: strike instances that no longer exist (rejoined or rebuilt under a new UUID: deploy/cluster.py
+        -- forget_replaced) from the replica set. Left registered, each keeps a garbage-collection hold on its
+        -- peers' write-ahead logs for good, and one of the 31 instance ids. Refused for this instance and for
+        -- one that shows any sign of life. Deferred (nothing removed) while another registered peer is not
+        -- connected to this master (a replica down): it may still carry rows written under a forgotten id,
+        -- which would collide with the rows of the next instance to take that id.
+        forget_replicas = function(uuids)
             if box.info.ro then
                 return nil, errors.new('READ_ONLY', 'only the master changes the replica set')
             end
-            local registered = box.space._cluster.index.uuid:get(uuid)
-            if registered == nil then
-                return false
+            local forget = {}
+            for _, uuid in ipairs(uuids) do
+                forget[uuid] = true
             end
-            local peer = box.info.replication[registered[1]]
-            local connected = uuid == box.info.uuid or (peer ~= nil and (
-                (peer.upstream ~= nil and peer.upstream.status == 'follow')
-                or (peer.downstream ~= nil and peer.downstream.status == 'follow')))
-            if connected then
-                return nil, errors.new('BAD_ARGUMENT', 'that instance is connected: it exists', {uuid = uuid})
+            local gone = {}
+            for _, registered in box.space._cluster:pairs() do
+                local id, uuid = registered[1], registered[2]
+                local peer = box.info.replication[id] or {}
+                local up, down = peer.upstream, peer.downstream
+                if uuid == box.info.uuid then
+                    if forget[uuid] then
+                        return nil, errors.new('BAD_ARGUMENT', 'this instance cannot forget itself', {uuid = uuid})
+                    end
+                elseif forget[uuid] then
+                    local silent = (up == nil or up.status == 'stopped' or up.status == 'disconnected')
+                        and (down == nil or down.status == 'stopped')
+                    if not silent then
+                        return nil, errors.new('BAD_ARGUMENT', 'that instance shows signs of life', {uuid = uuid})
+                    end
+                    gone[#gone + 1] = id
+                elseif not ((up ~= nil and up.status == 'follow') or (down ~= nil and down.status == 'follow')) then
+                    return {removed = {}, deferred = 'a peer is not connected to this master: ' .. uuid}
+                end
             end
-            box.space._cluster:delete(registered[1])
-            return true
+            local removed = {}
+            for _, id in ipairs(gone) do
+                removed[#removed + 1] = box.space._cluster:get(id)[2]
+                box.space._cluster:delete(id)
+            end
+            return {removed = removed}
         end,
         promote = function(epoch)
             return mastership.promote(epoch, create_schema)
