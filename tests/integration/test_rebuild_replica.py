@@ -152,3 +152,17 @@ async def test_a_deposed_master_rejoined_leaves_no_registration_and_its_id_serve
     assert len(set(counts.values())) == 1 and min(counts.values()) > 0, counts
     registered = await _registered(cluster, third)
     assert len(registered) == 3 and len(set(registered.values())) == 3, registered
+
+
+async def test_a_rebuild_waits_for_a_writable_master(private_cluster: tuple[Settings, StoreCluster]) -> None:
+    """A master made read-only (a failover's fence, under way) would refuse the join after the replica's directory
+    was set aside: the rebuild refuses first, with the replica untouched."""
+    _, cluster = private_cluster
+    rs = cluster.topology[0]
+    master = cluster.instance(cluster.master_name(rs))
+    replica = next(spec for spec in rs.instances if spec != master)
+    cluster.kill(replica.name, signal.SIGKILL)
+    await cluster.call_instance(master, "demote", [], timeout=5)
+    with pytest.raises(RebuildRefused, match="not a writable master"):
+        await rebuild_replica(cluster, replica.name)
+    assert is_directory(str(cluster.work_dir(replica)))  # its data is where it was
