@@ -51,6 +51,15 @@ def _tx(uid: str, i: int, ts: float, amount: float, direction: str = "out", **ex
     }
 
 
+async def _replace(
+    api: httpx.AsyncClient, subject: str, version: float, features: list[Any], source: str = "client_profile"
+) -> httpx.Response:
+    """``PUT /v1/subjects/{subject}/sources/{source}``: the subject's ``source`` becomes ``features``."""
+    return await api.put(
+        f"/v1/subjects/{subject}/sources/{source}", headers=WRITER, json={"version": version, "features": features}
+    )
+
+
 async def test_ops_endpoints_need_no_key(api: httpx.AsyncClient) -> None:
     assert (await api.get("/health")).json() == {"status": "ok"}
     assert (await api.get("/ready")).json() == {"status": "ready", "warnings": []}
@@ -110,11 +119,7 @@ async def test_hostile_http_input_is_a_4xx_with_a_message_and_a_request_id(api: 
     ahead = time.time() + 3600  # a fast clock: stored, it would hide itself from reads until then
     future = await api.post("/v1/features/transactions", json=[{**tx, "ts": ahead}], headers=WRITER)
     assert future.status_code == 422 and "events[0].ts is 3600 s ahead" in future.json()["detail"]
-    frozen = await api.put(
-        f"/v1/subjects/{uid}/sources/client_profile",
-        json={"version": ahead, "features": [{"name": "profile.segment", "value": "retail"}]},
-        headers=WRITER,
-    )
+    frozen = await _replace(api, uid, ahead, [{"name": "profile.segment", "value": "retail"}])
     assert frozen.status_code == 422 and "version is" in frozen.json()["detail"]
     huge_now = await api.post(
         f"/v1/subjects/{uid}/aggregate",
@@ -218,38 +223,20 @@ async def test_a_client_fact_is_checked_as_a_client_event_checks_it(api: httpx.A
     segment = {"name": "profile.segment", "value": "retail"}
     refused = (("profile.birth_date", True), ("profile.registered_at", "soon"), ("profile.region", 7))
     for name, value in (*refused, ("profile.segment", "bogus")):
-        put = await api.put(
-            f"/v1/subjects/{subject}/sources/client_profile",
-            headers=WRITER,
-            json={"version": 1700000000, "features": [segment, {"name": name, "value": value}]},
-        )
+        put = await _replace(api, subject, 1700000000, [segment, {"name": name, "value": value}])
         assert put.status_code == 422 and put.json()["detail"].startswith(f"features[1] ({name}): "), put.text
     # a name another source's extractor writes: aggregates read names whatever their source
     for source, name in (("client_profile", "history.profile.birth_date"), ("bureau", "tx.out.amount")):
-        put = await api.put(
-            f"/v1/subjects/{subject}/sources/{source}",
-            headers=WRITER,
-            json={"version": 1700000000, "features": [{"name": name, "value": 1.0}]},
-        )
+        put = await _replace(api, subject, 1700000000, [{"name": name, "value": 1.0}], source)
         assert put.status_code == 422 and f"features[0] ({name}): a name of source" in put.json()["detail"], put.text
-    put = await api.put(  # a segment but no valid one: the value is refused first, with its place
-        f"/v1/subjects/{subject}/sources/client_profile",
-        headers=WRITER,
-        json={"version": 1700000000, "features": [{"name": "profile.segment", "value": " retail "}]},
-    )
+    # a segment but no valid one: the value is refused first, with its place
+    put = await _replace(api, subject, 1700000000, [{"name": "profile.segment", "value": " retail "}])
     assert put.status_code == 422 and put.json()["detail"].startswith("features[0] (profile.segment): "), put.text
-    put = await api.put(
-        f"/v1/subjects/{subject}/sources/client_profile",
-        headers=WRITER,
-        json={
-            "version": 1700000000,
-            "features": [
-                segment,
-                {"name": "profile.birth_date", "value": "1990-01-01"},
-                {"name": "profile.region", "value": "  "},
-            ],
-        },
+    birth_date, blank_region = (
+        {"name": "profile.birth_date", "value": "1990-01-01"},
+        {"name": "profile.region", "value": "  "},
     )
+    put = await _replace(api, subject, 1700000000, [segment, birth_date, blank_region])
     assert put.status_code == 200 and put.json()["written"] == 2
     rows = (await api.get(f"/v1/subjects/{subject}/features", headers=READER)).json()["features"]
     stored = {row["name"]: row["value"] for row in rows if row["source"] == "client_profile"}
@@ -258,30 +245,20 @@ async def test_a_client_fact_is_checked_as_a_client_event_checks_it(api: httpx.A
 
 async def test_replace_delete_and_raw_reads(api: httpx.AsyncClient, uid: str, settings: Settings) -> None:
     subject = f"{uid}-c"
-    put = await api.put(
-        f"/v1/subjects/{subject}/sources/client_profile",
-        headers=WRITER,
-        json={
-            "version": 1700000000,
-            "features": [{"name": "profile.segment", "value": "sme"}, {"name": "profile.region", "value": "kazan"}],
-        },
+    put = await _replace(
+        api,
+        subject,
+        1700000000,
+        [{"name": "profile.segment", "value": "sme"}, {"name": "profile.region", "value": "kazan"}],
     )
     assert put.status_code == 200 and put.json()["applied"] and put.json()["written"] == 2
     assert put.json()["history_refused"] == 0
     # a profile without its segment would leave an older version's segment visible; the history is the store's
-    partial = await api.put(
-        f"/v1/subjects/{subject}/sources/client_profile",
-        headers=WRITER,
-        json={"version": 1700000100, "features": [{"name": "profile.region", "value": "ufa"}]},
-    )
+    partial = await _replace(api, subject, 1700000100, [{"name": "profile.region", "value": "ufa"}])
     assert partial.status_code == 422 and "profile.segment" in partial.json()["detail"]
     erase = await api.put(f"/v1/subjects/{subject}/sources/client_history", headers=WRITER, json={"features": []})
     assert erase.status_code == 422 and "append-only" in erase.json()["detail"]
-    older = await api.put(
-        f"/v1/subjects/{subject}/sources/client_profile",
-        headers=WRITER,
-        json={"version": 1600000000, "features": [{"name": "profile.segment", "value": "retail"}]},
-    )
+    older = await _replace(api, subject, 1600000000, [{"name": "profile.segment", "value": "retail"}])
     assert older.json()["applied"] is False and older.json()["stored_version"] == 1700000000
     rows = (await api.get(f"/v1/subjects/{subject}/features", headers=READER)).json()["features"]
     profile = {(r["name"], r["value"]) for r in rows if r["source"] == "client_profile"}
