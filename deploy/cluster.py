@@ -165,13 +165,14 @@ class StoreCluster:
                     uuids.append(uuid)
         return uuids
 
-    async def forget_replaced(self) -> dict[int, list[str]]:
+    async def forget_replaced(self, *replicasets: ReplicaSetSpec) -> dict[int, list[str]]:
         """Strike the registrations of instances that rejoined or were rebuilt under a new UUID
         (``forget_replicas``): each kept a garbage-collection hold on its peers' write-ahead logs for good, and
         an instance id. Read from the directories set aside, so a start that failed before this is made good by
-        the next one; a replica set whose peers do not all follow its master waits for a later start (logged)."""
+        the next one; a replica set whose peers do not all follow its master waits for a later start (logged).
+        ``replicasets``: only these (default: all)."""
         removed: dict[int, list[str]] = {}
-        for rs in self.topology:
+        for rs in replicasets or self.topology:
             uuids = self.kept_aside(rs)
             if not uuids:
                 continue

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from deploy import processes
 from deploy.cluster import instance_uuid
+from deploy.failover import replicated_vclock
 from feature_store.errors import StoreError
 from feature_store.freshness import covers
 
@@ -76,8 +77,7 @@ async def _wait_joined(cluster: StoreCluster, spec: InstanceSpec, master: Instan
         try:
             held = await cluster.call_instance(master, "stats", [], timeout=5.0)
             joined = await cluster.call_instance(spec, "stats", [], timeout=5.0)
-            target = {k: lsn for k, lsn in _components(held["vclock"]).items() if k != "0"}  # 0: local rows
-            if joined["ro"] and covers(_components(joined["vclock"]), target):
+            if joined["ro"] and covers(replicated_vclock(joined), replicated_vclock(held)):
                 return
         except StoreError:
             pass
@@ -86,19 +86,13 @@ async def _wait_joined(cluster: StoreCluster, spec: InstanceSpec, master: Instan
         await asyncio.sleep(0.2)
 
 
-def _components(vclock: Any) -> dict[str, int]:
-    if isinstance(vclock, list):  # an array when the ids happen to be 1..n
-        return {str(i): lsn for i, lsn in enumerate(vclock, start=1)}
-    return {str(k): int(v) for k, v in vclock.items()}
-
-
 async def _forget(cluster: StoreCluster, rs_id: int, old_uuid: str | None) -> list[str]:
     """Strike the old registration. For a few seconds the master's connection to the instance's address is
     still being made again, which looks like a sign of life of the old one; a peer that is down defers it to a
     later `rtrec up` (StoreCluster.forget_replaced)."""
     deadline = time.monotonic() + FORGET_WAIT_S
     while True:
-        removed = (await cluster.forget_replaced()).get(rs_id, [])
+        removed = (await cluster.forget_replaced(cluster.topology[rs_id - 1])).get(rs_id, [])
         if old_uuid is None or old_uuid in removed or time.monotonic() > deadline:
             return removed
         await asyncio.sleep(0.5)
