@@ -1,7 +1,9 @@
 """`rtrec bench extract --json`: the consumer's pure work per event, no broker and no store: decode and validate
 a JSON transaction, extract its features, build the rows `put_features` sends. Run once with CPython's default
 garbage-collector settings and once with the consumer's (`extractors.process.tune_gc`), in that order (the
-tuning freezes what exists, so it cannot be undone within the process).
+tuning freezes what exists, so it cannot be undone within the process). Also the memory a consumer keeps per
+message in hand (a fetched batch's records and operations, kept until its commit: ``consumer.max_messages_in_hand``
+bounds them).
 """
 
 from __future__ import annotations
@@ -9,10 +11,12 @@ from __future__ import annotations
 import argparse
 import gc
 import time
+import tracemalloc
 from collections import namedtuple
 from typing import Any
 
 import orjson
+from aiokafka.structs import ConsumerRecord
 
 from deploy.bench import _machine
 from deploy.bench_producer import transactions
@@ -42,6 +46,26 @@ def _microseconds_per_event(records: list[Record], store: FeatureStore, rounds: 
     return round(best / len(records) * 1e6, 2)
 
 
+def _bytes_in_hand_per_message(events: list[dict[str, Any]]) -> int:
+    """Traced allocations of one batch as the consumer keeps it: its records as aiokafka hands them (values copied
+    to their exact size: orjson's own bytes each keep a 4 KB buffer) and their operations."""
+    config = ExtractionConfig()
+    topic = TOPICS["transactions"]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        records = [
+            ConsumerRecord(topic, 0, i, 0, 0, None, value, None, -1, len(value), [])
+            for i, value in enumerate(bytes(memoryview(orjson.dumps(e))) for e in events)
+        ]
+        in_hand = (records, extract_batch(records, config))
+        kept = tracemalloc.get_traced_memory()[0] - before
+        del in_hand
+    finally:
+        tracemalloc.stop()
+    return round(kept / len(events))
+
+
 def run_extract(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     events = transactions(args.events, max(args.events // 200, 1), time.time())
     records = [Record(TOPICS["transactions"], 0, i, None, orjson.dumps(e), [], 0, 0) for i, e in enumerate(events)]
@@ -49,6 +73,7 @@ def run_extract(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     default = _microseconds_per_event(records, store, rounds=3)
     tune_gc()
     tuned = _microseconds_per_event(records, store, rounds=3)
+    in_hand = _bytes_in_hand_per_message(events[:BATCH])
     return {
         "benchmark": "extract",
         "machine": _machine(),
@@ -56,5 +81,6 @@ def run_extract(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
         "us_per_event_default_gc": default,
         "us_per_event_consumer_gc": tuned,
         "consumer_gc_thresholds": list(GC_THRESHOLDS),
+        "bytes_in_hand_per_message": in_hand,
         "gc_enabled": gc.isenabled(),
     }

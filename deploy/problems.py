@@ -203,17 +203,30 @@ def _one_consumer(proc: dict[str, Any], now: float, limits: Thresholds) -> list[
                 f"for {quiet_for:.0f}s"
                 + (f" ({proc['commit_failures']} commits failed)" if proc.get("commit_failures") else "")
             )
-    if proc.get("alive") and holding and holding.get("seconds", 0) >= limits.hold_reported_after_s:
-        found.append(
-            f"{name} has held a batch for {holding['seconds']:.0f}s because the {holding['stage']} step fails "
-            f"({holding['attempts']} attempts): {holding['cause']}"
-        )
+    holds = proc.get("holds") or ([{"what": "a batch", **holding}] if holding else [])
+    for hold in holds if proc.get("alive") else []:
+        if hold.get("seconds", 0) >= limits.hold_reported_after_s:
+            found.append(
+                f"{name} has held {hold['what']} for {hold['seconds']:.0f}s because the {hold['stage']} "
+                f"step fails ({hold['attempts']} attempts): {hold['cause']}{_in_hand(proc)}"
+            )
     if recent_restarts:
         found.append(
             f"{name} restarted {len(recent_restarts)} times in the last {limits.recent_s / 60:.0f} minutes"
             + (f" (last {proc['last_exit_reason']})" if proc.get("last_exit_reason") else "")
         )
     return found
+
+
+def _in_hand(proc: dict[str, Any]) -> str:
+    """What a hold keeps back: the messages fetched and uncommitted, and whether they reached the bound at
+    which every replica set's ingest waits (else the writes to the others go on)."""
+    in_hand, bound = proc.get("messages_in_hand"), proc.get("max_messages_in_hand")
+    if not in_hand or not bound:
+        return ""
+    if in_hand >= bound:
+        return f"; {in_hand:,} messages in hand, at the bound of {bound:,}: all ingest waits"
+    return f"; {in_hand:,} messages in hand (all ingest waits at {bound:,}), the other replica sets' writes go on"
 
 
 def api_problems(api: dict[str, Any]) -> list[str]:

@@ -143,6 +143,16 @@ class LocalStack:
                 "attempts": health.get("hold_attempts"),
                 "cause": health.get("holding_cause"),
             }
+        holds = [
+            {
+                "what": what,
+                "stage": hold.get("stage"),
+                "seconds": round(now - hold["since"], 1),
+                "attempts": hold.get("attempts"),
+                "cause": hold.get("cause"),
+            }
+            for what, hold in ((health.get("holds") or {}) if current else {}).items()
+        ]
         return {
             "name": name,
             "pid": pid if alive else None,
@@ -151,7 +161,10 @@ class LocalStack:
             "started_at": health.get("started_at") if current else None,
             "heartbeat_age_s": round(now - health["updated_at"], 1) if current and health.get("updated_at") else None,
             "last_commit_at": health.get("last_commit_at") if current else None,
-            "holding": holding,
+            "holding": holding,  # the longest of ``holds``
+            "holds": holds,  # every step held now: the writes to a replica set, the dead letters
+            "messages_in_hand": health.get("messages_in_hand") if current else None,
+            "max_messages_in_hand": health.get("max_messages_in_hand") if current else None,
             "messages": health.get("messages") if current else None,
             "dead_letters": health.get("dead_letters") if current else None,
             "rebalances": health.get("rebalances") if current else None,

@@ -8,8 +8,10 @@ What can go wrong, and what happens:
 - a message that cannot be decoded, validated or extracted, or that the store refuses (a fat or denied
   subject, a value it rejects), or that the Kafka client itself cannot parse (see ``unreadable``): that
   message goes to the dead-letter topic with its reason; the rest goes on;
-- the store or the dead-letter topic fails (out of memory, a read-only or restarting master, a broker away):
-  the batch is *held* (see ``holding``): retried with backoff, loudly, uncommitted, until it passes;
+- the store fails (out of memory, a read-only or restarting master, a master without its write lease): the
+  writes to that replica set are *held* (see ``holding``): retried with backoff, loudly, uncommitted, until
+  they pass, while the writes to the other replica sets go on (see ``lanes``), up to a bound of messages in
+  hand; the dead-letter topic fails (a broker away): the batches are held the same way, uncommitted;
 - a group rebalance (a consumer joins or leaves): every fetched batch is still applied in order and its
   offsets committed for the partitions still held; a partition that moved restarts at its committed offset
   elsewhere, so some messages may be applied twice, which idempotent writes make harmless;
@@ -42,7 +44,8 @@ from extractors.extract import ExtractionConfig
 from extractors.fencing import fence_for, take_over
 from extractors.health import ConsumerHealth, final_state, heartbeat
 from extractors.holding import HoldAbandoned, hold_until_done
-from extractors.ops import ApplyResult, apply_ops
+from extractors.lanes import Outcome, Pending, WriteLanes
+from extractors.ops import ApplyResult, StoreOp, apply_ops
 from extractors.unreadable import PARSE_ERRORS, FetchPositions, UnreadableRecord, fetch_around_unreadable
 from feature_store.client import FeatureStore
 from feature_store.errors import Fenced
@@ -130,12 +133,12 @@ class ExtractorConsumer:
         self._stop = asyncio.Event()
         self._rebalances = _RebalanceCounter(self.health, self._settle_revocation)
         # Batches are numbered as fetched. Those up to _written_seq are written; those up to _stale_through were
-        # fetched before a rebalance that could not wait for them, and are never written (_write_lock orders a
-        # store attempt against that mark).
+        # fetched before a rebalance that could not wait for them, and are never written (the write lanes' locks
+        # order a store attempt against that mark).
         self._fetched_seq = 0
         self._written_seq = 0
         self._stale_through = 0
-        self._write_lock = asyncio.Lock()
+        self._lanes: WriteLanes[_Batch] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         # offsets of applied batches whose commit failed, committed with the next batch (or when idle)
@@ -158,8 +161,12 @@ class ExtractorConsumer:
         handoff: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
         try:
             # a store that is down at start is held like any other store failure, not a crash loop
-            await hold_until_done(self.store.start, stage="store", health=self.health, stop=self._stop)
-            await hold_until_done(self._start_kafka, stage="kafka", health=self.health, stop=self._stop)
+            await hold_until_done(
+                self.store.start, stage="store", health=self.health, stop=self._stop, what="its start"
+            )
+            await hold_until_done(
+                self._start_kafka, stage="kafka", health=self.health, stop=self._stop, what="its start"
+            )
             self.health.state = "running"
             await self._run_stages(handoff, idle_exit_s)
             self.health.state = "stopped"
@@ -205,11 +212,22 @@ class ExtractorConsumer:
         self._consumer, self._producer = consumer, producer
 
     async def _run_stages(self, handoff: asyncio.Queue[_Batch | None], idle_exit_s: float | None) -> None:
-        """Both stages in one task group: a failure of either cancels the other and is raised here."""
+        """The stages and the write lanes in one task group: a failure of any cancels the others and is raised
+        here."""
+        in_lanes: asyncio.Queue[Pending[_Batch] | None] = asyncio.Queue()
         try:
             async with asyncio.TaskGroup() as stages:
+                self._lanes = WriteLanes(
+                    self.store,
+                    self._apply_unless_stale,
+                    self._hold_store,
+                    tasks=stages,
+                    max_messages=self.settings.consumer.max_messages_in_hand,
+                    stop=self._stop,
+                )
                 stages.create_task(self._fetch_stage(handoff, idle_exit_s))
-                stages.create_task(self._write_stage(handoff))
+                stages.create_task(self._write_stage(handoff, in_lanes))
+                stages.create_task(self._commit_stage(in_lanes))
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
 
@@ -307,21 +325,60 @@ class ExtractorConsumer:
                 finally:
                     self._consumer.resume(*(tp for tp in assigned if tp in self._consumer.assignment()))
 
-    async def _write_stage(self, handoff: asyncio.Queue[_Batch | None]) -> None:
+    async def _write_stage(
+        self, handoff: asyncio.Queue[_Batch | None], in_lanes: asyncio.Queue[Pending[_Batch] | None]
+    ) -> None:
+        """Give each batch to the write lanes in fetch order (waiting while they hold their bound of messages)."""
+        assert self._lanes is not None
         while (batch := await handoff.get()) is not None:
+            # the lanes keep each part's operations until it is written; the batch keeps only what its commit needs
+            kept = replace(batch, extracted=replace(batch.extracted, ops=[]))
+            in_lanes.put_nowait(await self._lanes.submit(batch.seq, kept, batch.extracted.ops, len(batch.records)))
+            self._show_in_hand()
+        self._lanes.close()
+        in_lanes.put_nowait(None)
+
+    async def _commit_stage(self, in_lanes: asyncio.Queue[Pending[_Batch] | None]) -> None:
+        """Take each batch in fetch order once the lanes are done with it: send its dead letters and commit its
+        offsets. After a batch abandoned by a stop, nothing more is committed (it is redelivered on restart)."""
+        assert self._lanes is not None
+        abandoned = False
+        while (pending := await in_lanes.get()) is not None:
             try:
-                if batch.records or batch.extracted.dead:
-                    written = await self._handle(batch)
-                    if not written:  # fetched before a rebalance that moved on without it: neither commit
-                        self._written_seq = batch.seq
+                outcome = await pending.outcome
+                abandoned = abandoned or outcome is Outcome.ABANDONED
+                if abandoned:
+                    continue
+                batch = pending.batch
+                if outcome is Outcome.DROPPED:  # fetched before a rebalance that moved on without it: no commit
+                    log.warning(
+                        "dropped batch %d (%d records) fetched before a rebalance", batch.seq, len(batch.records)
+                    )
+                else:
+                    try:
+                        await self._finish(pending)
+                    except HoldAbandoned:
+                        abandoned = True
                         continue
-            except HoldAbandoned as exc:
-                log.warning("stopping with a batch uncommitted (it is redelivered on restart): %s", exc)
-                while await handoff.get() is not None:  # let the fetch stage see the stop and finish
-                    pass
-                return
-            self._written_seq = batch.seq
-            await self._commit(batch)
+                self._written_seq = batch.seq
+                if outcome is Outcome.WRITTEN:
+                    await self._commit(batch)
+            finally:
+                self._lanes.release(pending)
+                self._show_in_hand()
+        if abandoned:
+            log.warning("stopping with batches uncommitted (they are redelivered on restart)")
+
+    async def _hold_store(self, step: Callable[[], Awaitable[ApplyResult | None]], lane: str) -> ApplyResult | None:
+        return await hold_until_done(
+            step, stage="store", health=self.health, stop=self._stop, what=f"the writes to {lane}"
+        )
+
+    def _show_in_hand(self) -> None:
+        assert self._lanes is not None
+        self.health.messages_in_hand = self._lanes.messages_in_hand
+        self.health.max_messages_in_hand = self._lanes.max_messages
+        metrics.MESSAGES_IN_HAND.set(self._lanes.messages_in_hand)
 
     async def _settle_revocation(self) -> None:
         """Called as partitions are revoked, before they move: wait (``consumer.revoke_drain_s`` at most) until
@@ -340,52 +397,50 @@ class ExtractorConsumer:
                 "reads them again from the committed offsets)",
                 through - self._written_seq,
             )
-            async with self._write_lock:
-                pass
+            if self._lanes is not None:
+                await self._lanes.wait_attempts()
 
-    async def _apply_unless_stale(self, batch: _Batch) -> ApplyResult | None:
-        """One store attempt for ``batch``, fenced by the group generation this consumer holds its partitions
-        in; None when a rebalance marked it never to be written. A refusal by the fence is held like a store
-        failure (the rejoin that follows drops the batch), unless the broker confirms the generation is current
-        (a group created anew): then the fence is taken over."""
-        async with self._write_lock:
-            if batch.seq <= self._stale_through:
+    async def _apply_unless_stale(self, batch: _Batch, seq: int, ops: list[StoreOp]) -> ApplyResult | None:
+        """One store attempt for ``ops`` of ``batch`` (one write lane's part), fenced by the group generation this
+        consumer holds its partitions in; None when a rebalance marked the batch never to be written. A refusal
+        by the fence is held like a store failure (the rejoin that follows drops the batch), unless the broker
+        confirms the generation is current (a group created anew): then the fence is taken over."""
+        if seq <= self._stale_through:
+            return None
+        fence = self._fence(batch)
+        try:
+            return await apply_ops(self.store, ops, fence)
+        except Fenced as exc:
+            if fence is None:
+                raise
+            assert self._consumer is not None
+            taken = await take_over(self._consumer, fence, batch.records, dict(exc.fields.get("refused") or {}))
+            if seq <= self._stale_through:  # a revocation marked it while the broker was asked
                 return None
-            fence = self._fence(batch)
-            try:
-                return await apply_ops(self.store, batch.extracted.ops, fence)
-            except Fenced as exc:
-                if fence is None:
-                    raise
-                assert self._consumer is not None
-                taken = await take_over(self._consumer, fence, batch.records, dict(exc.fields.get("refused") or {}))
-                if batch.seq <= self._stale_through:  # a revocation marked it while the broker was asked
-                    return None
-                return await apply_ops(self.store, batch.extracted.ops, taken)
+            return await apply_ops(self.store, ops, taken)
 
     def _fence(self, batch: _Batch) -> Fence | None:
         assert self._consumer is not None
         partitions = set(batch.next_offsets)
         return fence_for(self._consumer, self.group_id, partitions) if partitions else None
 
-    async def _handle(self, batch: _Batch) -> bool:
-        """Write the batch and send its dead letters; False when it was dropped (fetched before a rebalance)."""
-        started = time.perf_counter()
-        applied = await hold_until_done(
-            lambda: self._apply_unless_stale(batch), stage="store", health=self.health, stop=self._stop
-        )
-        if applied is None:
-            log.warning("dropped batch %d (%d records) fetched before a rebalance", batch.seq, len(batch.records))
-            return False
-        self.stats.seconds_store += time.perf_counter() - started
-        metrics.BATCH_STORE_SECONDS.observe(time.perf_counter() - started)
+    async def _finish(self, pending: Pending[_Batch]) -> None:
+        """Send the dead letters of a written batch (its own and the operations the store refused) and count it."""
+        batch, applied = pending.batch, pending.result
+        if not batch.records and not batch.extracted.dead:
+            return  # a retry of a failed commit
+        seconds = time.perf_counter() - pending.submitted_at
+        self.stats.seconds_store += seconds
+        metrics.BATCH_STORE_SECONDS.observe(seconds)
         dead = list(batch.extracted.dead)
         for origin, reason in applied.refused.items():
             dead.append(dead_letter(batch.records[origin], reason, "refused"))
         if dead:
             assert self._producer is not None
             sender = DeadLetterSender(self._producer, dead, self.dlq_topic)
-            await hold_until_done(sender.send, stage="dead_letters", health=self.health, stop=self._stop)
+            await hold_until_done(
+                sender.send, stage="dead_letters", health=self.health, stop=self._stop, what="a batch's dead letters"
+            )
             for letter in dead:
                 log.warning("dead letter %s/%s@%s: %s", letter.topic, letter.partition, letter.offset, letter.reason)
         self.stats.batches += 1
@@ -399,7 +454,6 @@ class ExtractorConsumer:
         for letter in dead:
             metrics.DEAD_LETTERS.labels(letter.error_kind).inc()
         metrics.FEATURES_WRITTEN.inc(applied.features_changed)
-        return True
 
     async def _commit(self, batch: _Batch) -> None:
         """Commit the batch's offsets for the partitions this consumer still holds. Safe after a rebalance

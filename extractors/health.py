@@ -24,6 +24,16 @@ HEARTBEAT_INTERVAL_S = 1.0
 
 
 @dataclass
+class Hold:
+    """A step that keeps failing and is retried: the store writes of one replica set, or the dead letters."""
+
+    stage: str  # store | dead_letters
+    since: float
+    cause: str
+    attempts: int = 1
+
+
+@dataclass
 class ConsumerHealth:
     """Mutable health of one consumer, updated by its stages (one event loop, no locks needed)."""
 
@@ -38,27 +48,46 @@ class ConsumerHealth:
     features_written: int = 0
     rebalances: int = 0
     commit_failures: int = 0
-    holding_stage: str | None = None  # store | dead_letters, while a step is held
+    # every step held now, by what it holds ("replica set 2", "dead letters"); several lanes can hold at once
+    holds: dict[str, Hold] = field(default_factory=dict)
+    # the longest hold of ``holds``, or None
+    holding_stage: str | None = None
     holding_since: float | None = None
     holding_cause: str | None = None
     hold_attempts: int = 0
+    # fetched and not yet committed: the write lanes' backlog, and the bound at which all ingest waits
+    messages_in_hand: int = 0
+    max_messages_in_hand: int = 0
     lag: dict[str, int] = field(default_factory=dict)  # per topic, of this consumer's assignment
     lag_at: float | None = None
     error: str | None = None
 
-    def start_hold(self, stage: str, cause: str) -> None:
-        self.holding_stage, self.holding_since, self.holding_cause, self.hold_attempts = stage, time.time(), cause, 1
+    def start_hold(self, what: str, stage: str, cause: str) -> None:
+        self.holds[what] = Hold(stage, time.time(), cause)
+        self._show_longest()
 
-    def note_hold_attempt(self, cause: str) -> None:
-        self.holding_cause = cause
-        self.hold_attempts += 1
+    def note_hold_attempt(self, what: str, cause: str) -> None:
+        hold = self.holds[what]
+        hold.cause, hold.attempts = cause, hold.attempts + 1
+        self._show_longest()
 
-    def end_hold(self) -> float:
-        """Clear the hold; returns how long it lasted (seconds)."""
-        held = time.time() - (self.holding_since or time.time())
-        self.holding_stage = self.holding_since = self.holding_cause = None
-        self.hold_attempts = 0
-        return held
+    def end_hold(self, what: str) -> float:
+        """Clear the hold of ``what``; returns how long it lasted (seconds)."""
+        hold = self.holds.pop(what)
+        self._show_longest()
+        return time.time() - hold.since
+
+    def holding(self, stage: str) -> bool:
+        return any(hold.stage == stage for hold in self.holds.values())
+
+    def _show_longest(self) -> None:
+        longest = min(self.holds.values(), key=lambda hold: hold.since, default=None)
+        if longest is None:
+            self.holding_stage = self.holding_since = self.holding_cause = None
+            self.hold_attempts = 0
+        else:
+            self.holding_stage, self.holding_since = longest.stage, longest.since
+            self.holding_cause, self.hold_attempts = longest.cause, longest.attempts
 
     def as_dict(self) -> dict[str, Any]:
         return {**asdict(self), "pid": os.getpid(), "updated_at": time.time()}

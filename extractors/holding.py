@@ -42,10 +42,13 @@ async def hold_until_done(
     stage: str,
     health: ConsumerHealth,
     stop: asyncio.Event,
+    what: str | None = None,
     max_backoff_s: float = MAX_BACKOFF_S,
 ) -> T:
     """Run ``step`` until it returns. Any exception holds (logged with its cause, counted, shown in
-    ``health``); ``stop`` ends the hold with ``HoldAbandoned``."""
+    ``health`` under ``what``, default the stage: holds of one stage may run side by side, as the write lanes'
+    do); ``stop`` ends the hold with ``HoldAbandoned``."""
+    what = what or stage
     backoff = FIRST_BACKOFF_S
     attempts = 0
     while True:
@@ -55,28 +58,30 @@ async def hold_until_done(
             attempts += 1
             cause = describe(exc)
             if attempts == 1:
-                health.start_hold(stage, cause)
+                health.start_hold(what, stage, cause)
                 metrics.HOLDING.labels(stage).set(1)
             else:
-                health.note_hold_attempt(cause)
+                health.note_hold_attempt(what, cause)
             metrics.HOLD_FAILURES.labels(stage, type(exc).__name__).inc()
-            held_for = time.time() - (health.holding_since or time.time())
+            held_for = time.time() - health.holds[what].since
             log.warning(
-                "%s held for %.1fs (attempt %d), retrying in %.1fs: %s", stage, held_for, attempts, backoff, cause
+                "%s held for %.1fs (attempt %d), retrying in %.1fs: %s", what, held_for, attempts, backoff, cause
             )
             if attempts == 1 and not _expected(exc):
-                log.warning("first failure of %s in detail", stage, exc_info=exc)
+                log.warning("first failure of %s in detail", what, exc_info=exc)
             try:
                 await asyncio.wait_for(stop.wait(), timeout=backoff)
             except TimeoutError:
                 pass
             if stop.is_set():
-                raise HoldAbandoned(f"stopped while {stage} was held: {cause}") from exc
+                health.end_hold(what)
+                metrics.HOLDING.labels(stage).set(health.holding(stage))
+                raise HoldAbandoned(f"stopped while {what} was held: {cause}") from exc
             backoff = min(backoff * 2, max_backoff_s)
             continue
         if attempts:
-            log.warning("%s passed after %d failed attempts (%.1fs held)", stage, attempts, health.end_hold())
-            metrics.HOLDING.labels(stage).set(0)
+            log.warning("%s passed after %d failed attempts (%.1fs held)", what, attempts, health.end_hold(what))
+            metrics.HOLDING.labels(stage).set(health.holding(stage))
         return result
 
 

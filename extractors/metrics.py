@@ -13,12 +13,17 @@ TAKEN_AT_LATEST = Counter(
 FEATURES_WRITTEN = Counter("rtrec_consumer_features_written_total", "Features written or deleted in the store")
 BATCH_STORE_SECONDS = Histogram(
     "rtrec_consumer_store_write_seconds",
-    "Store write time per consumed batch",
+    "Time from a batch's hand-over to the write lanes until every replica set's part of it is written",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 LAG = Gauge("rtrec_consumer_lag_messages", "Messages not yet consumed, per topic", ["topic"])
 HOLDING = Gauge(
     "rtrec_consumer_holding", "1 while a batch is held because a step keeps failing (store, dead letters)", ["stage"]
+)
+MESSAGES_IN_HAND = Gauge(
+    "rtrec_consumer_messages_in_hand",
+    "Messages fetched and not yet committed (a held replica set's backlog; at consumer.max_messages_in_hand all "
+    "ingest waits)",
 )
 HOLDING_SECONDS = Gauge("rtrec_consumer_holding_seconds", "How long the current hold has lasted (0 when none)")
 HOLD_FAILURES = Counter(

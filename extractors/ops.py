@@ -87,6 +87,17 @@ class ApplyResult:
     def features_changed(self) -> int:
         return self.written + self.deleted + self.superseded
 
+    def add(self, other: ApplyResult) -> None:
+        """Sum ``other`` into this one (the parts of a batch written by several lanes)."""
+        self.written += other.written
+        self.unchanged += other.unchanged
+        self.tombstoned += other.tombstoned
+        self.superseded += other.superseded
+        self.deleted += other.deleted
+        self.replaced += other.replaced
+        self.replace_ignored += other.replace_ignored
+        self.refused.update(other.refused)
+
 
 async def apply_ops(store: FeatureWriter, ops: list[StoreOp], fence: Fence | None = None) -> ApplyResult:
     """Apply operations: appends in one batched write, then replaces, then deletes.

@@ -197,6 +197,10 @@ class FeatureStore:
             raise NoOwner(f"no replica set owns bucket {bucket_id} (in a move, down, or not bootstrapped)")
         return self.replicasets[rs_id]
 
+    def replicaset_id_of_bucket(self, bucket_id: int) -> int | None:
+        """The replica set the bucket map says owns the bucket; None while none does (a move's last step)."""
+        return self._bucket_owner.get(bucket_id)
+
     @property
     def bucket_map(self) -> dict[int, int]:
         return dict(self._bucket_owner)

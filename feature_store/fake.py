@@ -40,6 +40,13 @@ class InMemoryFeatureStore:
         self.deny = set(deny_subjects)
         self.fences: dict[str, int] = {}
 
+    def bucket_id_for(self, subject: str) -> int:
+        """One bucket on one replica set: the routing a consumer's write lanes ask of a store."""
+        return 1
+
+    def replicaset_id_of_bucket(self, bucket_id: int) -> int | None:
+        return 1
+
     async def put_features(self, features: Iterable[Feature], fence: Fence | None = None) -> WriteResult:
         if fence is not None:  # as lua/put.lua check_fence and raise_fence
             taken = dict(fence.takes_over)

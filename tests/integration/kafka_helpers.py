@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -13,6 +15,7 @@ from typing import Any
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from deploy.settings import Settings
+from deploy.stack import LocalStack
 from extractors.publish import publish_events
 from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
@@ -95,3 +98,32 @@ async def background_done(service: Any) -> None:
         return not service._background
 
     await wait_for(idle, timeout=5, what="the service's background work", interval=0.01)
+
+
+def stack_status(settings: Settings) -> dict[str, Any]:
+    """What `rtrec status --json` says of the test stack."""
+    return LocalStack(settings, ROOT / "deploy" / "local.toml").status()
+
+
+def supervise(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
+    """`rtrec supervise` (the consumers under their supervisor) against the test stack, as a process."""
+    environment = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT), **env}
+    log = open(settings.run_dir / "supervise-test.log", "ab")
+    return subprocess.Popen(
+        [sys.executable, "-m", "deploy.cli", "supervise", "--config", str(ROOT / "deploy" / "local.toml")],
+        env=environment,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
+    """SIGTERM and wait (a supervisor stops its consumers first); SIGKILL only if that hangs."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        return process.wait()

@@ -26,7 +26,6 @@ from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from deploy import processes
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
-from deploy.stack import LocalStack
 from extractors.consumer import ExtractorConsumer
 from extractors.dlq import header
 from extractors.health import read_state, state_path
@@ -41,6 +40,9 @@ from tests.integration.kafka_helpers import (
     expected_state,
     produce,
     read_all,
+    stack_status,
+    stop_process,
+    supervise,
     wait_for,
 )
 
@@ -199,33 +201,6 @@ async def test_records_with_a_header_key_the_kafka_client_cannot_decode_are_read
     assert sum((await consumer_lag(s)).values()) == 0
 
 
-def _status(settings: Settings) -> dict[str, Any]:
-    return LocalStack(settings, ROOT / "deploy" / "local.toml").status()
-
-
-def _supervise(settings: Settings, **env: str) -> subprocess.Popen[bytes]:
-    environment = {**os.environ, **settings_env(settings), "PYTHONPATH": str(ROOT), **env}
-    log = open(settings.run_dir / "supervise-test.log", "ab")
-    return subprocess.Popen(
-        [sys.executable, "-m", "deploy.cli", "supervise", "--config", CONFIG],
-        env=environment,
-        cwd=ROOT,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-
-
-def _stop(process: subprocess.Popen[bytes], timeout: float = 60) -> int:
-    """SIGTERM and wait (a supervisor stops its consumers first); SIGKILL only if that hangs."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-    try:
-        return process.wait(timeout)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        return process.wait()
-
-
 async def test_a_store_out_of_memory_is_held_shown_in_status_and_lands_exactly_once_after_more_memory(
     kafka_settings: Settings, tmp_path_factory: Any, uid: str
 ) -> None:
@@ -236,12 +211,12 @@ async def test_a_store_out_of_memory_is_held_shown_in_status_and_lands_exactly_o
     try:
         events = list(BankSimulator(SimulationConfig(clients=300, days=180, seed=31, client_prefix=f"{uid}m")).events())
         await publish_events(small, events, progress=False)
-        supervisor = _supervise(small)
+        supervisor = supervise(small)
 
         async def out_of_memory_shown() -> dict[str, Any] | None:
-            status = await asyncio.to_thread(_status, small)
+            status = await asyncio.to_thread(stack_status, small)
             problems = " | ".join(status["problems"])
-            held = "held a batch" in problems and "StoreOutOfMemory" in problems
+            held = "held the writes to replica set" in problems and "StoreOutOfMemory" in problems
             return status if held and "refused writes for lack of memory" in problems else None
 
         status = await wait_for(out_of_memory_shown, timeout=120, what="status to show the full store", interval=1)
@@ -259,17 +234,17 @@ async def test_a_store_out_of_memory_is_held_shown_in_status_and_lands_exactly_o
             return sum((await consumer_lag(small)).values()) == 0
 
         await wait_for(caught_up, timeout=180, what="the consumer to catch up", interval=1)
-        status = await asyncio.to_thread(_status, small)
+        status = await asyncio.to_thread(stack_status, small)
         assert not [p for p in status["problems"] if "memory" in p or "held" in p or "consumer-" in p]
         assert all(c["restarts"] == 0 for c in status["consumers"]["processes"])
         subjects = sorted({key for _, key, _ in events})
         async with FeatureStore(bigger.store, topology=cluster.topology) as store:
             await assert_store_equals(store, await expected_state(small, events), subjects)
-        assert _stop(supervisor) == 0
+        assert stop_process(supervisor) == 0
         supervisor = None
     finally:
         if supervisor is not None:
-            _stop(supervisor)
+            stop_process(supervisor)
         StoreCluster(small).stop()
 
 
@@ -312,7 +287,7 @@ async def test_consumers_joining_and_leaving_the_group_during_ingest_lose_and_do
 
         await wait_for(second_working, timeout=60, what="the second consumer to apply a batch")
         rebalances_before_leave = _health(s, 1)["rebalances"]
-        assert await asyncio.to_thread(_stop, second) == 0  # leaves the group cleanly
+        assert await asyncio.to_thread(stop_process, second) == 0  # leaves the group cleanly
         second = None
         await publish_events(s, thirds[2], progress=False)
 
@@ -322,7 +297,7 @@ async def test_consumers_joining_and_leaving_the_group_during_ingest_lose_and_do
         await wait_for(caught_up, timeout=120, what="the group to catch up", interval=0.5)
         assert _health(s, 1)["rebalances"] > rebalances_before_leave
         assert first.poll() is None  # survived every rebalance
-        assert await asyncio.to_thread(_stop, first) == 0
+        assert await asyncio.to_thread(stop_process, first) == 0
     finally:
         for process in (first, second):
             if process is not None and process.poll() is None:
@@ -365,7 +340,7 @@ async def test_the_supervisor_restarts_a_killed_and_a_hung_consumer(
     kafka_settings: Settings, store: FeatureStore, uid: str, tmp_path: Path
 ) -> None:
     s = kafka_settings.model_copy(update={"run_dir": tmp_path})
-    supervisor = _supervise(
+    supervisor = supervise(
         s, RTREC_CONSUMER__HUNG_AFTER_S="4", RTREC_CONSUMER__RESTART_BACKOFF_MAX_S="1", RTREC_CONSUMER__INSTANCES="1"
     )
     try:
@@ -389,7 +364,7 @@ async def test_the_supervisor_restarts_a_killed_and_a_hung_consumer(
 
         supervised = json.loads((s.run_dir / "procs" / "supervisor.json").read_text())["consumers"][0]
         assert supervised["restarts"] == 2 and "not responding" in supervised["last_exit_reason"]
-        status = await asyncio.to_thread(_status, s)
+        status = await asyncio.to_thread(stack_status, s)
         assert any("consumer-1 restarted 2 times" in p for p in status["problems"]), status["problems"]
 
         await produce(s, [("transactions", orjson.dumps({**GOOD["transactions"], "client_id": f"{uid}-s"}), [])])
@@ -409,7 +384,7 @@ async def test_the_supervisor_restarts_a_killed_and_a_hung_consumer(
 
         await wait_for(consumer_gone, timeout=40, what="the orphaned consumer to stop")
     finally:
-        _stop(supervisor)
+        stop_process(supervisor)
 
 
 async def _send_version(s: Settings, subjects: dict[int, str], amount: float, mcc: int) -> None:
