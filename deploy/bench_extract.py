@@ -2,8 +2,8 @@
 a JSON transaction, extract its features, build the rows `put_features` sends. Run once with CPython's default
 garbage-collector settings and once with the consumer's (`extractors.process.tune_gc`), in that order (the
 tuning freezes what exists, so it cannot be undone within the process). Also the memory a consumer keeps per
-message in hand (a fetched batch's records and operations, kept until its commit: ``consumer.max_messages_in_hand``
-bounds them).
+message in hand, on a simulated bank's mix of events (a fetched batch's records and operations, kept until its
+commit: ``consumer.max_messages_in_hand`` bounds them).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from extractors.config import TOPICS
 from extractors.extract import ExtractionConfig
 from extractors.ops import AppendFeatures
 from extractors.process import GC_THRESHOLDS, tune_gc
+from extractors.simulate import BankSimulator, SimulationConfig
 from feature_store.client import FeatureStore
 
 Record = namedtuple("Record", "topic partition offset key value headers timestamp timestamp_type")
@@ -46,24 +47,35 @@ def _microseconds_per_event(records: list[Record], store: FeatureStore, rounds: 
     return round(best / len(records) * 1e6, 2)
 
 
-def _bytes_in_hand_per_message(events: list[dict[str, Any]]) -> int:
-    """Traced allocations of one batch as the consumer keeps it: its records as aiokafka hands them (values copied
-    to their exact size: orjson's own bytes each keep a 4 KB buffer) and their operations."""
+def _bytes_in_hand_per_message(events: list[tuple[str, str, dict[str, Any]]]) -> int:
+    """Traced allocations of one batch of a simulated bank's events as the consumer keeps it: its records as
+    aiokafka hands them (keys and values copied to their exact size: orjson's own bytes each keep a 4 KB
+    buffer) and their operations."""
     config = ExtractionConfig()
-    topic = TOPICS["transactions"]
     tracemalloc.start()
     try:
         before = tracemalloc.get_traced_memory()[0]
-        records = [
-            ConsumerRecord(topic, 0, i, 0, 0, None, value, None, -1, len(value), [])
-            for i, value in enumerate(bytes(memoryview(orjson.dumps(e))) for e in events)
-        ]
+        records = []
+        for offset, (topic_key, key, payload) in enumerate(events):
+            value, key_bytes = bytes(memoryview(orjson.dumps(payload))), key.encode()
+            records.append(
+                ConsumerRecord(
+                    TOPICS[topic_key], 0, offset, 0, 0, key_bytes, value, None, len(key_bytes), len(value), []
+                )
+            )
         in_hand = (records, extract_batch(records, config))
         kept = tracemalloc.get_traced_memory()[0] - before
         del in_hand
     finally:
         tracemalloc.stop()
     return round(kept / len(events))
+
+
+def _simulated_mix(count: int) -> list[tuple[str, str, dict[str, Any]]]:
+    """``count`` events spread over a small simulated bank's stream (it opens with every client's data)."""
+    events = list(BankSimulator(SimulationConfig(clients=300, days=90, seed=5)).events())
+    step = max(len(events) // count, 1)
+    return events[::step][:count]
 
 
 def run_extract(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
@@ -73,7 +85,7 @@ def run_extract(settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
     default = _microseconds_per_event(records, store, rounds=3)
     tune_gc()
     tuned = _microseconds_per_event(records, store, rounds=3)
-    in_hand = _bytes_in_hand_per_message(events[:BATCH])
+    in_hand = _bytes_in_hand_per_message(_simulated_mix(BATCH))
     return {
         "benchmark": "extract",
         "machine": _machine(),

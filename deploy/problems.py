@@ -208,7 +208,7 @@ def _one_consumer(proc: dict[str, Any], now: float, limits: Thresholds) -> list[
         if hold.get("seconds", 0) >= limits.hold_reported_after_s:
             found.append(
                 f"{name} has held {hold['what']} for {hold['seconds']:.0f}s because the {hold['stage']} "
-                f"step fails ({hold['attempts']} attempts): {hold['cause']}{_in_hand(proc)}"
+                f"step fails ({hold['attempts']} attempts): {hold['cause']}{_in_hand(proc, hold)}"
             )
     if recent_restarts:
         found.append(
@@ -218,15 +218,15 @@ def _one_consumer(proc: dict[str, Any], now: float, limits: Thresholds) -> list[
     return found
 
 
-def _in_hand(proc: dict[str, Any]) -> str:
-    """What a hold keeps back: the messages fetched and uncommitted, and whether they reached the bound at
-    which every replica set's ingest waits (else the writes to the others go on)."""
+def _in_hand(proc: dict[str, Any], hold: dict[str, Any]) -> str:
+    """What a store hold keeps back: the messages fetched and uncommitted, and whether all ingest waits (a batch
+    found no room under the bound) or only the held replica set's."""
     in_hand, bound = proc.get("messages_in_hand"), proc.get("max_messages_in_hand")
-    if not in_hand or not bound:
+    if hold.get("stage") != "store" or not in_hand or not bound:
         return ""
-    if in_hand >= bound:
-        return f"; {in_hand:,} messages in hand, at the bound of {bound:,}: all ingest waits"
-    return f"; {in_hand:,} messages in hand (all ingest waits at {bound:,}), the other replica sets' writes go on"
+    if proc.get("all_ingest_waits"):
+        return f"; {in_hand:,} messages in hand, no room for more under the bound of {bound:,}: all ingest waits"
+    return f"; {in_hand:,} messages in hand (all ingest waits at {bound:,}), the writes to the other replica sets go on"
 
 
 def api_problems(api: dict[str, Any]) -> list[str]:

@@ -75,7 +75,7 @@ class ConsumerSettings(BaseModel):
     revoke_drain_s: float = Field(default=20.0, gt=0)
     # Messages a consumer keeps fetched but uncommitted. A replica set that cannot write holds back its own
     # clients' facts while the others' go on (extractors/lanes.py) until this many messages wait; then all
-    # ingest waits. Each message in hand costs about 1.2 KB of memory (docs/operations.md, "Write lanes").
+    # ingest waits. Each message in hand costs about 1.5 KB of memory (docs/operations.md, "Write lanes").
     max_messages_in_hand: int = Field(default=100_000, ge=1)
     # `rtrec up` supervision: restart backoff cap, and how long a silent (no heartbeat) consumer may live.
     restart_backoff_max_s: float = 60.0

@@ -139,6 +139,8 @@ class ExtractorConsumer:
         self._written_seq = 0
         self._stale_through = 0
         self._lanes: WriteLanes[_Batch] | None = None
+        self._in_hand: dict[int, _Batch] = {}  # by seq: given to the lanes and not yet released
+        self._commit_retry_in_hand = False  # one retry of a failed commit at a time, however long it waits
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         # offsets of applied batches whose commit failed, committed with the next batch (or when idle)
@@ -217,19 +219,23 @@ class ExtractorConsumer:
         in_lanes: asyncio.Queue[Pending[_Batch] | None] = asyncio.Queue()
         try:
             async with asyncio.TaskGroup() as stages:
-                self._lanes = WriteLanes(
-                    self.store,
-                    self._apply_unless_stale,
-                    self._hold_store,
-                    tasks=stages,
-                    max_messages=self.settings.consumer.max_messages_in_hand,
-                    stop=self._stop,
-                )
+                self._lanes = self._write_lanes(stages)
                 stages.create_task(self._fetch_stage(handoff, idle_exit_s))
                 stages.create_task(self._write_stage(handoff, in_lanes))
                 stages.create_task(self._commit_stage(in_lanes))
         except BaseExceptionGroup as failed:
             raise failed.exceptions[0] from None
+
+    def _write_lanes(self, tasks: asyncio.TaskGroup) -> WriteLanes[_Batch]:
+        return WriteLanes(
+            self.store,
+            self._apply_unless_stale,
+            self._hold_store,
+            tasks=tasks,
+            max_messages=self.settings.consumer.max_messages_in_hand,
+            stop=self._stop,
+            on_change=self._show_in_hand,
+        )
 
     async def _stop_clients(self) -> None:
         """Leave the group and close the producer, bounded in time (a broker that is away must not hang exit)."""
@@ -257,7 +263,8 @@ class ExtractorConsumer:
                 continue
             self.stats.seconds_fetch += time.perf_counter() - started
             records = [r for partition_records in fetched.values() for r in partition_records]
-            if not records and not unreadable and self._uncommitted:
+            if not records and not unreadable and self._uncommitted and not self._commit_retry_in_hand:
+                self._commit_retry_in_hand = True
                 self._fetched_seq += 1
                 retry = _Batch([], ExtractedBatch([], []), {}, self._fetched_seq)
                 await self._hand_over(handoff, retry)  # retry a failed commit
@@ -328,29 +335,32 @@ class ExtractorConsumer:
     async def _write_stage(
         self, handoff: asyncio.Queue[_Batch | None], in_lanes: asyncio.Queue[Pending[_Batch] | None]
     ) -> None:
-        """Give each batch to the write lanes in fetch order (waiting while they hold their bound of messages)."""
+        """Give each batch to the write lanes in fetch order (waiting while they have no room for it)."""
         assert self._lanes is not None
         while (batch := await handoff.get()) is not None:
             # the lanes keep each part's operations until it is written; the batch keeps only what its commit needs
             kept = replace(batch, extracted=replace(batch.extracted, ops=[]))
-            in_lanes.put_nowait(await self._lanes.submit(batch.seq, kept, batch.extracted.ops, len(batch.records)))
-            self._show_in_hand()
+            pending = await self._lanes.submit(batch.seq, kept, batch.extracted.ops, len(batch.records))
+            self._in_hand[batch.seq] = kept
+            in_lanes.put_nowait(pending)
         self._lanes.close()
         in_lanes.put_nowait(None)
 
     async def _commit_stage(self, in_lanes: asyncio.Queue[Pending[_Batch] | None]) -> None:
         """Take each batch in fetch order once the lanes are done with it: send its dead letters and commit its
-        offsets. After a batch abandoned by a stop, nothing more is committed (it is redelivered on restart)."""
+        offsets. A batch fetched before a rebalance that could not wait for it is never committed, even when
+        written whole (a batch before it was not). After a batch abandoned by a stop, nothing more is committed
+        (it is redelivered on restart)."""
         assert self._lanes is not None
         abandoned = False
         while (pending := await in_lanes.get()) is not None:
+            batch = pending.batch
             try:
                 outcome = await pending.outcome
                 abandoned = abandoned or outcome is Outcome.ABANDONED
                 if abandoned:
                     continue
-                batch = pending.batch
-                if outcome is Outcome.DROPPED:  # fetched before a rebalance that moved on without it: no commit
+                if outcome is Outcome.DROPPED or self._stale(batch):
                     log.warning(
                         "dropped batch %d (%d records) fetched before a rebalance", batch.seq, len(batch.records)
                     )
@@ -361,13 +371,17 @@ class ExtractorConsumer:
                         abandoned = True
                         continue
                 self._written_seq = batch.seq
-                if outcome is Outcome.WRITTEN:
+                if not self._stale(batch):  # a revocation may have marked it while its dead letters went out
                     await self._commit(batch)
             finally:
+                self._in_hand.pop(batch.seq, None)
+                self._commit_retry_in_hand = self._commit_retry_in_hand and bool(batch.records or batch.extracted.dead)
                 self._lanes.release(pending)
-                self._show_in_hand()
         if abandoned:
             log.warning("stopping with batches uncommitted (they are redelivered on restart)")
+
+    def _stale(self, batch: _Batch) -> bool:
+        return batch.seq <= self._stale_through
 
     async def _hold_store(self, step: Callable[[], Awaitable[ApplyResult | None]], lane: str) -> ApplyResult | None:
         return await hold_until_done(
@@ -378,6 +392,7 @@ class ExtractorConsumer:
         assert self._lanes is not None
         self.health.messages_in_hand = self._lanes.messages_in_hand
         self.health.max_messages_in_hand = self._lanes.max_messages
+        self.health.all_ingest_waits = self._lanes.full
         metrics.MESSAGES_IN_HAND.set(self._lanes.messages_in_hand)
 
     async def _settle_revocation(self) -> None:
@@ -408,16 +423,26 @@ class ExtractorConsumer:
         if seq <= self._stale_through:
             return None
         fence = self._fence(batch)
+        started = time.perf_counter()
         try:
-            return await apply_ops(self.store, ops, fence)
+            applied = await apply_ops(self.store, ops, fence)
         except Fenced as exc:
             if fence is None:
                 raise
             assert self._consumer is not None
-            taken = await take_over(self._consumer, fence, batch.records, dict(exc.fields.get("refused") or {}))
+            # proven by committing no later than the oldest batch in hand: an older one may still be unwritten
+            in_hand = [record for held_seq, held in self._in_hand.items() if held_seq <= seq for record in held.records]
+            taken = await take_over(
+                self._consumer, fence, in_hand or batch.records, dict(exc.fields.get("refused") or {})
+            )
             if seq <= self._stale_through:  # a revocation marked it while the broker was asked
                 return None
-            return await apply_ops(self.store, ops, taken)
+            started = time.perf_counter()
+            applied = await apply_ops(self.store, ops, taken)
+        seconds = time.perf_counter() - started
+        self.stats.seconds_store += seconds
+        metrics.BATCH_STORE_SECONDS.observe(seconds)
+        return applied
 
     def _fence(self, batch: _Batch) -> Fence | None:
         assert self._consumer is not None
@@ -429,9 +454,6 @@ class ExtractorConsumer:
         batch, applied = pending.batch, pending.result
         if not batch.records and not batch.extracted.dead:
             return  # a retry of a failed commit
-        seconds = time.perf_counter() - pending.submitted_at
-        self.stats.seconds_store += seconds
-        metrics.BATCH_STORE_SECONDS.observe(seconds)
         dead = list(batch.extracted.dead)
         for origin, reason in applied.refused.items():
             dead.append(dead_letter(batch.records[origin], reason, "refused"))

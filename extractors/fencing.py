@@ -61,8 +61,9 @@ async def take_over(
 ) -> Fence:
     """After a refusal by the ``refused`` fences (key -> stored generation): a fence taking exactly those over,
     once the broker accepted a commit from this member in ``fence``'s generation, which it does only from a
-    member of the current one. The offsets committed are the committed ones, or where the batch starts on a
-    partition with none: never past what was applied. NotCurrentMember otherwise, or after PROOF_TIMEOUT_S."""
+    member of the current one. The offsets committed are the committed ones, or where ``records`` start on a
+    partition with none (the consumer passes every batch in hand up to the refused one): never past what was
+    applied. NotCurrentMember otherwise, or after PROOF_TIMEOUT_S."""
     try:
         await asyncio.wait_for(_prove_current(consumer, fence.generation, records), PROOF_TIMEOUT_S)
     except TimeoutError as exc:

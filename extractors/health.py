@@ -58,6 +58,7 @@ class ConsumerHealth:
     # fetched and not yet committed: the write lanes' backlog, and the bound at which all ingest waits
     messages_in_hand: int = 0
     max_messages_in_hand: int = 0
+    all_ingest_waits: bool = False  # a fetched batch waits for room under the bound
     lag: dict[str, int] = field(default_factory=dict)  # per topic, of this consumer's assignment
     lag_at: float | None = None
     error: str | None = None

@@ -16,15 +16,18 @@ Two rules keep this as safe as writing batches whole:
   older ones through that lane (the store sends them to the bucket's new owner). In another lane they could
   overtake: a transaction's first version written after its correction would replace it.
 
-What the lanes keep in hand is bounded (``max_messages``, counted until the consumer releases a batch after
-its commit). At the bound the fetch waits, and ingest holds as a whole, as it did before lanes.
+What the lanes keep in hand is bounded. While every lane writes, ``ahead_batches`` deep, as the consumer's
+pipeline always was (a rebalance then waits for little). While a lane fails, the others run ahead up to
+``max_messages`` (counted until the consumer releases a batch after its commit); at that bound the fetch
+waits, and ingest holds as a whole, as it did before lanes. After a stop, a lane that gave up its part
+abandons every later batch's parts unwritten (nothing after it can be committed).
 """
 
 from __future__ import annotations
 
 import asyncio
 import enum
-import time
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -39,6 +42,8 @@ LaneKey = int | None  # the replica set id; None: a bucket no replica set owns t
 
 # how often a fetch waiting for room looks at the stop request
 ROOM_POLL_S = 1.0
+# batches in hand while no lane fails: one being written, one ready (the fetch and the writes overlap)
+AHEAD_BATCHES = 2
 
 
 class Router(Protocol):
@@ -69,7 +74,6 @@ class Pending(Generic[B]):
     outcome: asyncio.Future[Outcome]
     result: ApplyResult = field(default_factory=ApplyResult)
     worst: Outcome = Outcome.WRITTEN
-    submitted_at: float = field(default_factory=time.perf_counter)
 
 
 @dataclass(eq=False)
@@ -85,6 +89,7 @@ class _Lane:
     queue: asyncio.Queue[_Part | None] = field(default_factory=asyncio.Queue)
     # held for each store attempt: a revocation waits on it for an attempt in flight (``wait_attempts``)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    failing: bool = False  # its last attempt failed: the other lanes may run ahead
 
     @property
     def label(self) -> str:
@@ -98,7 +103,8 @@ Hold = Callable[[Callable[[], Awaitable[ApplyResult | None]], str], Awaitable[Ap
 class WriteLanes(Generic[B]):
     """The lanes of one consumer. ``write(batch, seq, ops)`` makes one store attempt for a part (None: the batch
     is stale, drop it); ``hold(step, lane label)`` repeats a failing attempt until it passes, raising
-    ``HoldAbandoned`` on a stop. Lane tasks are started in ``tasks`` and end after ``close``."""
+    ``HoldAbandoned`` on a stop. Lane tasks are started in ``tasks`` and end after ``close``. ``on_change`` is
+    called whenever what is in hand, a lane's failing or ``full`` changes (the consumer shows them)."""
 
     def __init__(
         self,
@@ -109,6 +115,8 @@ class WriteLanes(Generic[B]):
         tasks: asyncio.TaskGroup,
         max_messages: int,
         stop: asyncio.Event,
+        ahead_batches: int = AHEAD_BATCHES,
+        on_change: Callable[[], None] = lambda: None,
     ) -> None:
         self._router = router
         self._write = write
@@ -116,21 +124,27 @@ class WriteLanes(Generic[B]):
         self._tasks = tasks
         self.max_messages = max_messages
         self._stop = stop
+        self._ahead_batches = ahead_batches
+        self._on_change = on_change
         self._lanes: dict[LaneKey, _Lane] = {}
         self._bucket_lane: dict[int, tuple[LaneKey, int]] = {}  # bucket -> its lane, unwritten parts holding it
         self.batches_in_hand = 0
         self.messages_in_hand = 0
+        self.full = False  # a batch waits for room under ``max_messages``: all ingest waits
+        self._abandoned_from = math.inf  # the oldest batch a stop abandoned a part of
         self._room_freed = asyncio.Event()
 
     async def submit(self, seq: int, batch: B, ops: Sequence[StoreOp], messages: int) -> Pending[B]:
         """Split ``ops`` into parts and queue each on its lane, once there is room for ``messages`` more (at once
         when nothing is in hand, or after a stop request). The returned batch must be ``release``d."""
         while not self._has_room(messages):
+            self._show_full(self.messages_in_hand + messages > self.max_messages)
             self._room_freed.clear()
             try:
                 await asyncio.wait_for(self._room_freed.wait(), ROOM_POLL_S)
             except TimeoutError:
                 pass
+        self._show_full(False)
         parts = self._split(ops)
         pending: Pending[B] = Pending(seq, batch, messages, len(parts), asyncio.get_running_loop().create_future())
         self.batches_in_hand += 1
@@ -139,6 +153,7 @@ class WriteLanes(Generic[B]):
             pending.outcome.set_result(Outcome.WRITTEN)
         for key, (part_ops, buckets) in parts.items():
             self._lane(key).queue.put_nowait(_Part(pending, part_ops, buckets))
+        self._on_change()
         return pending
 
     def release(self, pending: Pending[B]) -> None:
@@ -146,6 +161,7 @@ class WriteLanes(Generic[B]):
         self.batches_in_hand -= 1
         self.messages_in_hand -= pending.messages
         self._room_freed.set()
+        self._on_change()
 
     def close(self) -> None:
         """No more batches: each lane ends once its queue is written (or abandoned)."""
@@ -162,10 +178,23 @@ class WriteLanes(Generic[B]):
         """Parts queued per lane that has any (a lane behind or held)."""
         return {lane.label: lane.queue.qsize() for lane in self._lanes.values() if lane.queue.qsize()}
 
+    def failing(self) -> list[str]:
+        """The lanes whose last store attempt failed."""
+        return [lane.label for lane in self._lanes.values() if lane.failing]
+
     def _has_room(self, messages: int) -> bool:
-        return (
-            self.messages_in_hand == 0 or self.messages_in_hand + messages <= self.max_messages or self._stop.is_set()
-        )
+        """Room for a batch of ``messages``: at once when nothing is in hand, or after a stop; else while a lane
+        fails, up to ``max_messages`` (the other lanes write on); else ``ahead_batches`` deep."""
+        if self.messages_in_hand == 0 or self._stop.is_set():
+            return True
+        if self.messages_in_hand + messages > self.max_messages:
+            return False
+        return self.batches_in_hand < self._ahead_batches or any(lane.failing for lane in self._lanes.values())
+
+    def _show_full(self, full: bool) -> None:
+        if full != self.full:
+            self.full = full
+            self._on_change()
 
     def _split(self, ops: Sequence[StoreOp]) -> dict[LaneKey, tuple[list[StoreOp], set[int]]]:
         """Operations per lane, in their order, with the buckets each part holds (registered as held)."""
@@ -195,22 +224,33 @@ class WriteLanes(Generic[B]):
         return lane
 
     async def _run(self, lane: _Lane) -> None:
-        abandoned = False
         while (part := await lane.queue.get()) is not None:
-            if abandoned:
+            if part.pending.seq >= self._abandoned_from:  # never committed: not worth writing
                 self._finish(part, None, Outcome.ABANDONED)
                 continue
             try:
                 result = await self._hold(partial(self._attempt, lane, part), lane.label)
             except HoldAbandoned:
-                abandoned = True
+                self._abandoned_from = min(self._abandoned_from, part.pending.seq)
                 self._finish(part, None, Outcome.ABANDONED)
                 continue
             self._finish(part, result, Outcome.WRITTEN if result is not None else Outcome.DROPPED)
 
     async def _attempt(self, lane: _Lane, part: _Part) -> ApplyResult | None:
         async with lane.lock:
-            return await self._write(part.pending.batch, part.pending.seq, part.ops)
+            try:
+                result = await self._write(part.pending.batch, part.pending.seq, part.ops)
+            except Exception:
+                self._show_failing(lane, True)
+                raise
+        self._show_failing(lane, False)
+        return result
+
+    def _show_failing(self, lane: _Lane, failing: bool) -> None:
+        if failing != lane.failing:
+            lane.failing = failing
+            self._room_freed.set()  # a lane failing lets the others run ahead
+            self._on_change()
 
     def _finish(self, part: _Part, result: ApplyResult | None, outcome: Outcome) -> None:
         pending = part.pending

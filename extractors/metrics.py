@@ -13,7 +13,7 @@ TAKEN_AT_LATEST = Counter(
 FEATURES_WRITTEN = Counter("rtrec_consumer_features_written_total", "Features written or deleted in the store")
 BATCH_STORE_SECONDS = Histogram(
     "rtrec_consumer_store_write_seconds",
-    "Time from a batch's hand-over to the write lanes until every replica set's part of it is written",
+    "Store write time of one replica set's part of a consumed batch (its successful attempt)",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 LAG = Gauge("rtrec_consumer_lag_messages", "Messages not yet consumed, per topic", ["topic"])

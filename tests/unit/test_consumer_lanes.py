@@ -1,0 +1,229 @@
+"""The consumer's write and commit stages around its write lanes (extractors/consumer.py), with stand-ins for the
+broker and the store: what is committed when one replica set holds, a rebalance drops batches, a group created
+anew takes fences over, a commit keeps failing, or a stop comes. The real broker and cluster drill is
+tests/integration/test_ingest_lanes.py."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Iterable
+from types import SimpleNamespace
+from typing import Any, cast
+
+from aiokafka import ConsumerRecord
+from aiokafka.structs import OffsetAndMetadata, TopicPartition
+
+import extractors.consumer as consumer_module
+from deploy.settings import load_settings
+from extractors.batch import ExtractedBatch
+from extractors.consumer import ExtractorConsumer, _Batch
+from extractors.ops import AppendFeatures
+from feature_store.client import WriteResult
+from feature_store.errors import Fenced, StoreUnavailable
+from feature_store.records import Feature, Fence
+
+P = TopicPartition("bank.transactions", 0)
+
+
+class Broker:
+    """The consumer's view of its group: one partition, P, held in ``generation``; commits are recorded."""
+
+    def __init__(self, committed: int | None = None, generation: int = 4) -> None:
+        self._coordinator = SimpleNamespace(generation=generation, member_id="member-1")
+        self._committed = committed
+        self.commits: list[int] = []
+
+    def assignment(self) -> set[TopicPartition]:
+        return {P}
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        return self._committed
+
+    async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self.commits.append(offsets[P].offset)
+        self._committed = offsets[P].offset
+
+
+class Store:
+    """Clients ``<replica set>:<name>``; a replica set in ``down`` refuses; ``fences`` as lua/put.lua keeps them."""
+
+    def __init__(self) -> None:
+        self.down: set[int] = set()
+        self.fences: dict[int, dict[str, int]] = {1: {}, 2: {}}
+        self.written: list[tuple[int, str]] = []  # replica set, object (the record's offset)
+
+    def bucket_id_for(self, subject: str) -> int:
+        return int(subject.split(":")[0])
+
+    def replicaset_id_of_bucket(self, bucket_id: int) -> int | None:
+        return bucket_id
+
+    async def put_features(self, features: Iterable[Feature], fence: Fence | None = None) -> WriteResult:
+        rows = list(features)
+        await asyncio.sleep(0.01)
+        sets = {self.bucket_id_for(f.subject) for f in rows}
+        for rs in sets:
+            if rs in self.down:
+                raise StoreUnavailable(f"replica set {rs} has no master")
+            if fence is not None:
+                taken = dict(fence.takes_over)
+                refused = {
+                    key: generation
+                    for key, generation in self.fences[rs].items()
+                    if key in fence.keys and generation > fence.generation and taken.get(key) != generation
+                }
+                if refused:
+                    raise Fenced(f"refused by {refused}", refused=refused)
+        for rs in sets:
+            if fence is not None:
+                self.fences[rs].update(dict.fromkeys(fence.keys, fence.generation))
+        self.written += [(self.bucket_id_for(f.subject), f.object) for f in rows]
+        return WriteResult(written=len(rows))
+
+
+def batch(seq: int, first_offset: int, clients: list[str]) -> _Batch:
+    """Records from ``first_offset`` on, one per client ("" for a record that extracts to nothing)."""
+    records = [
+        ConsumerRecord(P.topic, P.partition, first_offset + i, 0, 0, None, b"{}", None, 0, 2, ())
+        for i in range(len(clients))
+    ]
+    ops = [
+        AppendFeatures((Feature(client, "transactions", "tx.out.amount", f"@{first_offset + i}", 1.0, 1.0),), i)
+        for i, client in enumerate(clients)
+        if client
+    ]
+    return _Batch(records, ExtractedBatch(list(ops), []), {P: OffsetAndMetadata(first_offset + len(clients), "")}, seq)
+
+
+def consumer(store: Store, broker: Broker, **settings: Any) -> ExtractorConsumer:
+    loaded = load_settings()
+    loaded = loaded.model_copy(update={"consumer": loaded.consumer.model_copy(update=settings)})
+    made = ExtractorConsumer(loaded, cast(Any, store))
+    made._consumer = cast(Any, broker)
+    return made
+
+
+async def run_stages(made: ExtractorConsumer, batches: list[_Batch], meanwhile: Callable[[], Awaitable[None]]) -> None:
+    """The write stage, the lanes and the commit stage, as ``run`` builds them, fed ``batches``; ``meanwhile``
+    runs alongside, then the fetch stage's end is signalled."""
+    handoff: asyncio.Queue[_Batch | None] = asyncio.Queue()
+    in_lanes: asyncio.Queue[Any] = asyncio.Queue()
+    for each in batches:
+        made._fetched_seq = each.seq
+        handoff.put_nowait(each)
+    async with asyncio.TaskGroup() as stages:
+        made._lanes = made._write_lanes(stages)
+        stages.create_task(made._write_stage(handoff, in_lanes))
+        stages.create_task(made._commit_stage(in_lanes))
+        await meanwhile()
+        handoff.put_nowait(None)
+
+
+async def test_batches_commit_in_fetch_order_once_every_lane_wrote_its_part() -> None:
+    store, broker = Store(), Broker(committed=0)
+    store.down.add(1)
+    made = consumer(store, broker)
+
+    async def meanwhile() -> None:
+        await asyncio.sleep(0.3)
+        assert sorted(store.written) == [(2, "@1"), (2, "@2"), (2, "@3")]  # the healthy set took its parts
+        assert broker.commits == []  # batch 1 waits for replica set 1, batch 2 behind it
+        store.down.clear()
+        await asyncio.sleep(0.5)
+        made.request_stop()
+
+    await run_stages(made, [batch(1, 0, ["1:a", "2:b"]), batch(2, 2, ["2:c", "2:d"])], meanwhile)
+    assert broker.commits == [2, 4]
+    assert made.health.messages_in_hand == 0 and not made.health.holds
+
+
+async def test_no_batch_fetched_before_a_rebalance_that_dropped_one_is_committed() -> None:
+    """Batch 1 waits for replica set 1 when partitions are revoked; batch 2, all on replica set 2 (or with
+    nothing to write), is written whole. Committing it would pass batch 1's unwritten message."""
+    for second in (["2:c", "2:d"], ["", ""]):
+        store, broker = Store(), Broker(committed=0)
+        store.down.add(1)
+        made = consumer(store, broker, revoke_drain_s=0.3)
+
+        async def meanwhile(made: ExtractorConsumer = made) -> None:
+            await asyncio.sleep(0.3)
+            await made._settle_revocation()  # aiokafka's revoke callback; P is assigned again afterwards
+            await asyncio.sleep(0.5)
+            made.request_stop()
+
+        await run_stages(made, [batch(1, 0, ["1:a", "2:b"]), batch(2, 2, second)], meanwhile)
+        assert broker.commits == [], second
+
+
+async def test_a_fence_taken_over_is_proven_no_later_than_the_oldest_batch_in_hand() -> None:
+    """A group created anew (nothing committed, the old group's fence on replica set 2): batch 2's part is
+    refused and takes the fence over by a commit. That commit must not pass batch 1, unwritten on set 1."""
+    store, broker = Store(), Broker(committed=None, generation=1)
+    store.down.add(1)
+    store.fences[2]["rtrec-extractors/bank.transactions/0"] = 900
+    made = consumer(store, broker)
+
+    async def meanwhile() -> None:
+        await asyncio.sleep(0.5)
+        made.request_stop()
+
+    await run_stages(made, [batch(1, 0, ["1:a"]), batch(2, 1, ["2:b"])], meanwhile)
+    assert (2, "@1") in store.written  # taken over and written
+    assert broker.commits == [0]  # the proof: where the oldest batch in hand starts
+
+
+async def test_a_stop_writes_nothing_after_the_batch_it_abandoned() -> None:
+    """Replica set 1 holds batch 1, and replica set 2's lane runs ahead. After a stop nothing after batch 1 can
+    be committed, so it is not written either (the stop waited for all of it)."""
+    store, broker = Store(), Broker(committed=0)
+    store.down.add(1)
+    made = consumer(store, broker)
+    queued = [batch(seq, 2 * seq, ["2:x", "2:y"]) for seq in range(2, 200)]
+    written_at_stop = 0
+
+    async def meanwhile() -> None:
+        nonlocal written_at_stop
+        await asyncio.sleep(0.3)
+        made.request_stop()
+        written_at_stop = len(store.written)
+
+    await run_stages(made, [batch(1, 0, ["1:a", "2:b"]), *queued], meanwhile)
+    assert broker.commits == []
+    assert 2 < written_at_stop < 2 * len(queued)  # the healthy lane ran ahead of the held one
+    assert len(store.written) <= written_at_stop + 2  # at most the part in flight
+
+
+async def test_a_failing_commit_is_retried_by_one_batch_at_a_time() -> None:
+    """The coordinator is away: every commit hangs until its timeout. While idle, the fetch stage retries it,
+    but with one retry in hand at a time (each poll made one, and a stop waited out every one of them)."""
+    consumer_module_timeout = consumer_module.COMMIT_TIMEOUT_S
+    consumer_module.COMMIT_TIMEOUT_S = 0.5
+
+    class Away(Broker):
+        async def commit(self, offsets: dict[TopicPartition, OffsetAndMetadata]) -> None:
+            self.commits.append(offsets[P].offset)
+            await asyncio.sleep(3600)
+
+        async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, Any]:
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+
+    try:
+        store, broker = Store(), Away(committed=0)
+        made = consumer(store, broker, poll_timeout_ms=50)
+        made._uncommitted = {P: OffsetAndMetadata(7, "")}  # a commit failed before
+        handoff: asyncio.Queue[_Batch | None] = asyncio.Queue(maxsize=1)
+        in_lanes: asyncio.Queue[Any] = asyncio.Queue()
+        most_in_hand = 0
+        async with asyncio.TaskGroup() as stages:
+            made._lanes = lanes = made._write_lanes(stages)
+            stages.create_task(made._fetch_stage(handoff, None))
+            stages.create_task(made._write_stage(handoff, in_lanes))
+            stages.create_task(made._commit_stage(in_lanes))
+            for _ in range(30):
+                await asyncio.sleep(0.05)
+                most_in_hand = max(most_in_hand, lanes.batches_in_hand)
+            made.request_stop()
+        assert most_in_hand == 1 and 1 <= len(broker.commits) <= 4
+    finally:
+        consumer_module.COMMIT_TIMEOUT_S = consumer_module_timeout
