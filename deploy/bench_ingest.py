@@ -28,6 +28,7 @@ from deploy.kafka_broker import KafkaBroker
 from deploy.settings import Settings
 from extractors.health import HEARTBEAT_INTERVAL_S, read_state, state_path
 from extractors.offsets import consumer_lag
+from manager.features_api import MAX_RAW_ROWS
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -174,5 +175,6 @@ def _wait_visible(settings: Settings, sample: list[dict[str, str]], timeout: flo
 
 def _visible(api: httpx.Client, event: dict[str, str]) -> bool:
     name = f"tx.{event['direction']}.amount"
-    rows = api.get(f"/v1/subjects/{event['client_id']}/features", params={"name": name, "limit": 100_000}).json()
-    return any(row["object"] == event["tx_id"] for row in rows.get("features", []))
+    answer = api.get(f"/v1/subjects/{event['client_id']}/features", params={"name": name, "limit": MAX_RAW_ROWS})
+    answer.raise_for_status()  # a refused query never becomes visible: fail, not wait out the timeout
+    return any(row["object"] == event["tx_id"] for row in answer.json()["features"])
