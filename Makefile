@@ -63,7 +63,7 @@ bench: setup
 # A long run, outside `make test`: a simulated bank large enough for the served model's and the logistic
 # regression's MAP@3 intervals to part (docs/models.md); 13 minutes on 2 cores, ~7 GB of store memory.
 evaluate-large: setup
-	$(BIN)/rtrec evaluate --dataset simulated --clients 24000 --days 200 --seed 301 --end-date 2026-11-30
+	$(BIN)/rtrec evaluate --dataset simulated --large
 
 clean: down
 	rm -rf .rtrec/run

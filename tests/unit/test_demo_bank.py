@@ -92,7 +92,8 @@ def test_the_demo_says_when_not_even_the_simulators_chances_part_from_the_logist
             "simulator_chances": {"map_at_3": [0.745, 0.700, 0.788]},
         },
     }
-    assert "even ranking by the simulator's own chances" in _too_few_clients(metrics)
+    assert "even ranking by the simulator's own chances" in _too_few_clients(metrics, judged_below=True)
     metrics["rankings"]["simulator_chances"]["map_at_3"] = [0.800, 0.760, 0.840]
-    said = _too_few_clients(metrics)
+    said = _too_few_clients(metrics, judged_below=False)
     assert said.startswith("201 clients are too few") and "even" not in said and "make evaluate-large" in said
+    assert "judged at the end of this demo" in _too_few_clients(metrics, judged_below=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from deploy.rankings_table import intervals_apart, rankings_table, verdict
+from deploy.rankings_table import intervals_apart, intervals_verdict, rankings_table, verdict
 
 
 def test_intervals_apart_says_which_side_and_by_how_much() -> None:
@@ -34,3 +34,23 @@ def test_the_table_lists_every_ranking_best_first_with_its_overlap() -> None:
     assert "overlap by 0.060" in lines[1] and "blend above by 0.110" in lines[2]
     assert "20 clients at 40 client-cuts" in text
     assert verdict(metrics, "popularity") == "beats" and verdict(metrics, "logistic_regression").startswith("cannot")
+
+
+def test_the_verdict_names_where_the_blends_interval_lies_against_each_baseline() -> None:
+    """The 24,000-client bank of 2026-11-30: the blend clears the logistic regression by 0.0015, which three
+    decimals would round away."""
+    metrics = {
+        "rankings": {
+            "blend": {"map_at_3": [0.7484, 0.7410, 0.7560]},
+            "logistic_regression": {"map_at_3": [0.7320, 0.7250, 0.7395]},
+            "popularity": {"map_at_3": [0.613, 0.605, 0.621]},
+            "xgboost": {"map_at_3": [0.7484, 0.7410, 0.7560]},
+        }
+    }
+    said = intervals_verdict(metrics)
+    assert "logistic regression blend above by 0.0015" in said
+    assert "popularity blend above by 0.120" in said
+    assert "XGBoost alone overlap by 0.015" in said
+    metrics["rankings"]["logistic_regression"]["map_at_3"] = [0.75, 0.74, 0.76]
+    assert "logistic regression overlap by 0.015" in intervals_verdict(metrics)
+    assert intervals_verdict({}) == "no rankings to compare"
