@@ -219,14 +219,16 @@ def _one_consumer(proc: dict[str, Any], now: float, limits: Thresholds) -> list[
 
 
 def _in_hand(proc: dict[str, Any], hold: dict[str, Any]) -> str:
-    """What a store hold keeps back: the messages fetched and uncommitted, and whether all ingest waits (a batch
-    found no room under the bound) or only the held replica set's."""
+    """What a store or dead-letter hold keeps back: the messages fetched and uncommitted, and whether all of the
+    consumer's ingest waits (no room under the bound, or no replica set takes writes) or the rest goes on."""
     in_hand, bound = proc.get("messages_in_hand"), proc.get("max_messages_in_hand")
-    if hold.get("stage") != "store" or not in_hand or not bound:
+    if hold.get("stage") not in ("store", "dead_letters") or not in_hand or not bound:
         return ""
     if proc.get("all_ingest_waits"):
-        return f"; {in_hand:,} messages in hand, no room for more under the bound of {bound:,}: all ingest waits"
-    return f"; {in_hand:,} messages in hand (all ingest waits at {bound:,}), the writes to the other replica sets go on"
+        because = proc.get("all_ingest_waits_because") or f"no room for more under the bound of {bound:,}"
+        return f"; {in_hand:,} messages in hand, {because}: all ingest waits"
+    going_on = "the writes to the other replica sets" if hold["stage"] == "store" else "the writes to the store"
+    return f"; {in_hand:,} messages in hand (all ingest waits at {bound:,}), {going_on} go on"
 
 
 def api_problems(api: dict[str, Any]) -> list[str]:

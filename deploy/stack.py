@@ -166,6 +166,7 @@ class LocalStack:
             "messages_in_hand": health.get("messages_in_hand") if current else None,
             "max_messages_in_hand": health.get("max_messages_in_hand") if current else None,
             "all_ingest_waits": health.get("all_ingest_waits") if current else None,
+            "all_ingest_waits_because": health.get("all_ingest_waits_because") if current else None,
             "messages": health.get("messages") if current else None,
             "dead_letters": health.get("dead_letters") if current else None,
             "rebalances": health.get("rebalances") if current else None,

@@ -235,6 +235,7 @@ class ExtractorConsumer:
             max_messages=self.settings.consumer.max_messages_in_hand,
             stop=self._stop,
             on_change=self._show_in_hand,
+            commit_held=lambda: self.health.holding("dead_letters"),
         )
 
     async def _stop_clients(self) -> None:
@@ -359,6 +360,7 @@ class ExtractorConsumer:
                 outcome = await pending.outcome
                 abandoned = abandoned or outcome is Outcome.ABANDONED
                 if abandoned:
+                    self._lanes.abandon_from(batch.seq)
                     continue
                 if outcome is Outcome.DROPPED or self._stale(batch):
                     log.warning(
@@ -369,6 +371,7 @@ class ExtractorConsumer:
                         await self._finish(pending)
                     except HoldAbandoned:
                         abandoned = True
+                        self._lanes.abandon_from(batch.seq)
                         continue
                 self._written_seq = batch.seq
                 if not self._stale(batch):  # a revocation may have marked it while its dead letters went out
@@ -392,7 +395,8 @@ class ExtractorConsumer:
         assert self._lanes is not None
         self.health.messages_in_hand = self._lanes.messages_in_hand
         self.health.max_messages_in_hand = self._lanes.max_messages
-        self.health.all_ingest_waits = self._lanes.full
+        because = self._lanes.all_wait_because()
+        self.health.all_ingest_waits, self.health.all_ingest_waits_because = because is not None, because
         metrics.MESSAGES_IN_HAND.set(self._lanes.messages_in_hand)
 
     async def _settle_revocation(self) -> None:
@@ -402,6 +406,9 @@ class ExtractorConsumer:
         Batches still unwritten then (a store outage holds them) are marked never to be written, and an attempt
         in flight ends first; the next owner, or this consumer again, reads them from the committed offsets."""
         through = self._fetched_seq
+        # a failed commit's offsets are the next owner's to commit: retried after the partition came back, they
+        # would move the group back over that owner's commits (everything since is read and written again)
+        self._uncommitted = {}
         deadline = time.monotonic() + self.settings.consumer.revoke_drain_s
         while self._written_seq < through and time.monotonic() < deadline and not self._stop.is_set():
             await asyncio.sleep(0.05)

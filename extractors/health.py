@@ -58,7 +58,8 @@ class ConsumerHealth:
     # fetched and not yet committed: the write lanes' backlog, and the bound at which all ingest waits
     messages_in_hand: int = 0
     max_messages_in_hand: int = 0
-    all_ingest_waits: bool = False  # a fetched batch waits for room under the bound
+    all_ingest_waits: bool = False  # none of this consumer's ingest moves
+    all_ingest_waits_because: str | None = None  # no room under the bound, or no replica set takes writes
     lag: dict[str, int] = field(default_factory=dict)  # per topic, of this consumer's assignment
     lag_at: float | None = None
     error: str | None = None

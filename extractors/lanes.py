@@ -17,10 +17,12 @@ Two rules keep this as safe as writing batches whole:
   overtake: a transaction's first version written after its correction would replace it.
 
 What the lanes keep in hand is bounded. While every lane writes, ``ahead_batches`` deep, as the consumer's
-pipeline always was (a rebalance then waits for little). While a lane fails, the others run ahead up to
-``max_messages`` (counted until the consumer releases a batch after its commit); at that bound the fetch
-waits, and ingest holds as a whole, as it did before lanes. After a stop, a lane that gave up its part
-abandons every later batch's parts unwritten (nothing after it can be committed).
+pipeline always was (a rebalance then waits for little). While some lane fails and another can write, or the
+consumer's commit stage is held (its dead letters cannot be sent), the lanes run ahead up to ``max_messages``
+(counted until the consumer releases a batch after its commit); at that bound the fetch waits, and ingest holds
+as a whole, as it did before lanes. While every lane fails, nothing runs ahead: nothing could be written.
+After a stop, nothing from the oldest batch a lane is held on (or the consumer gave up) is written: it could
+never be committed.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ from feature_store.records import Feature
 B = TypeVar("B")
 LaneKey = int | None  # the replica set id; None: a bucket no replica set owns this moment (its move ends soon)
 
-# how often a fetch waiting for room looks at the stop request
+# how often a fetch waiting for room looks at the stop request and whether the commit stage holds
 ROOM_POLL_S = 1.0
 # batches in hand while no lane fails: one being written, one ready (the fetch and the writes overlap)
 AHEAD_BATCHES = 2
@@ -90,6 +92,7 @@ class _Lane:
     # held for each store attempt: a revocation waits on it for an attempt in flight (``wait_attempts``)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     failing: bool = False  # its last attempt failed: the other lanes may run ahead
+    held_seq: float = math.inf  # the batch of the part whose last attempt failed
 
     @property
     def label(self) -> str:
@@ -104,7 +107,8 @@ class WriteLanes(Generic[B]):
     """The lanes of one consumer. ``write(batch, seq, ops)`` makes one store attempt for a part (None: the batch
     is stale, drop it); ``hold(step, lane label)`` repeats a failing attempt until it passes, raising
     ``HoldAbandoned`` on a stop. Lane tasks are started in ``tasks`` and end after ``close``. ``on_change`` is
-    called whenever what is in hand, a lane's failing or ``full`` changes (the consumer shows them)."""
+    called whenever what is in hand, a lane's failing or ``full`` changes (the consumer shows them);
+    ``commit_held`` says whether the consumer's commit stage is held (the lanes may run ahead meanwhile)."""
 
     def __init__(
         self,
@@ -117,6 +121,7 @@ class WriteLanes(Generic[B]):
         stop: asyncio.Event,
         ahead_batches: int = AHEAD_BATCHES,
         on_change: Callable[[], None] = lambda: None,
+        commit_held: Callable[[], bool] = lambda: False,
     ) -> None:
         self._router = router
         self._write = write
@@ -126,12 +131,13 @@ class WriteLanes(Generic[B]):
         self._stop = stop
         self._ahead_batches = ahead_batches
         self._on_change = on_change
+        self._commit_held = commit_held
         self._lanes: dict[LaneKey, _Lane] = {}
         self._bucket_lane: dict[int, tuple[LaneKey, int]] = {}  # bucket -> its lane, unwritten parts holding it
         self.batches_in_hand = 0
         self.messages_in_hand = 0
         self.full = False  # a batch waits for room under ``max_messages``: all ingest waits
-        self._abandoned_from = math.inf  # the oldest batch a stop abandoned a part of
+        self._abandoned_from: float = math.inf  # the oldest batch a stop abandoned a part of
         self._room_freed = asyncio.Event()
 
     async def submit(self, seq: int, batch: B, ops: Sequence[StoreOp], messages: int) -> Pending[B]:
@@ -155,6 +161,11 @@ class WriteLanes(Generic[B]):
             self._lane(key).queue.put_nowait(_Part(pending, part_ops, buckets))
         self._on_change()
         return pending
+
+    def abandon_from(self, seq: int) -> None:
+        """The consumer gave up batch ``seq`` on a stop (its dead letters held): no part of it or of a later batch
+        is written (none can be committed)."""
+        self._abandoned_from = min(self._abandoned_from, seq)
 
     def release(self, pending: Pending[B]) -> None:
         """The consumer is done with a batch (committed, dropped or abandoned): its messages leave the count."""
@@ -182,14 +193,27 @@ class WriteLanes(Generic[B]):
         """The lanes whose last store attempt failed."""
         return [lane.label for lane in self._lanes.values() if lane.failing]
 
+    def all_wait_because(self) -> str | None:
+        """Why none of this consumer's ingest moves (None while some of it does): a batch found no room under
+        the bound, or every lane fails."""
+        if self.full:
+            return f"no room for more under the bound of {self.max_messages:,}"
+        if self._lanes and all(lane.failing for lane in self._lanes.values()):
+            return "no replica set it writes to takes writes"
+        return None
+
     def _has_room(self, messages: int) -> bool:
-        """Room for a batch of ``messages``: at once when nothing is in hand, or after a stop; else while a lane
-        fails, up to ``max_messages`` (the other lanes write on); else ``ahead_batches`` deep."""
+        """Room for a batch of ``messages``: at once when nothing is in hand, or after a stop; else, up to
+        ``max_messages``, while one lane fails and another can write or the commit stage is held (the writes go
+        on); else ``ahead_batches`` deep."""
         if self.messages_in_hand == 0 or self._stop.is_set():
             return True
         if self.messages_in_hand + messages > self.max_messages:
             return False
-        return self.batches_in_hand < self._ahead_batches or any(lane.failing for lane in self._lanes.values())
+        if self.batches_in_hand < self._ahead_batches:
+            return True
+        failing = [lane.failing for lane in self._lanes.values()]
+        return (any(failing) and not all(failing)) or self._commit_held()
 
     def _show_full(self, full: bool) -> None:
         if full != self.full:
@@ -225,6 +249,9 @@ class WriteLanes(Generic[B]):
 
     async def _run(self, lane: _Lane) -> None:
         while (part := await lane.queue.get()) is not None:
+            if self._stop.is_set():  # a held lane gives its part up at its next failure: nothing after is committed
+                held = min((other.held_seq for other in self._lanes.values() if other.failing), default=math.inf)
+                self._abandoned_from = min(self._abandoned_from, held)
             if part.pending.seq >= self._abandoned_from:  # never committed: not worth writing
                 self._finish(part, None, Outcome.ABANDONED)
                 continue
@@ -241,8 +268,10 @@ class WriteLanes(Generic[B]):
             try:
                 result = await self._write(part.pending.batch, part.pending.seq, part.ops)
             except Exception:
+                lane.held_seq = part.pending.seq
                 self._show_failing(lane, True)
                 raise
+        lane.held_seq = math.inf
         self._show_failing(lane, False)
         return result
 

@@ -227,3 +227,79 @@ async def test_a_failing_commit_is_retried_by_one_batch_at_a_time() -> None:
         assert most_in_hand == 1 and 1 <= len(broker.commits) <= 4
     finally:
         consumer_module.COMMIT_TIMEOUT_S = consumer_module_timeout
+
+
+class SlowDeadSet(Store):
+    """Replica set 1 behind a dead master's request timeout: each attempt fails only after 0.5 s."""
+
+    async def put_features(self, features: Iterable[Feature], fence: Fence | None = None) -> WriteResult:
+        rows = list(features)
+        if any(self.bucket_id_for(f.subject) == 1 for f in rows):
+            await asyncio.sleep(0.5)
+            raise StoreUnavailable("replica set 1: request timed out")
+        return await super().put_features(rows, fence)
+
+
+async def test_a_stop_during_a_slow_failing_attempt_writes_nothing_after_the_held_batch() -> None:
+    """The stop comes while the held lane waits out an attempt (a reviewer's find): the healthy lane wrote every
+    part it had queued, though none could be committed."""
+    store, broker = SlowDeadSet(), Broker(committed=0)
+    made = consumer(store, broker)
+    queued = [batch(seq, 2 * seq, ["2:x", "2:y"]) for seq in range(2, 200)]
+    written_at_stop = 0
+
+    async def meanwhile() -> None:
+        nonlocal written_at_stop
+        await asyncio.sleep(0.7)  # the first attempt failed at 0.5 s (the others run ahead), the second is in flight
+        made.request_stop()
+        written_at_stop = len(store.written)
+
+    await run_stages(made, [batch(1, 0, ["1:a", "2:b"]), *queued], meanwhile)
+    assert broker.commits == []
+    assert 2 < written_at_stop < 2 * len(queued)
+    assert len(store.written) <= written_at_stop + 2  # at most the part in flight
+
+
+class AwayProducer:
+    """A dead-letter topic that cannot be written."""
+
+    async def send(self, *args: Any, **kwargs: Any) -> None:
+        raise StoreUnavailable("dead-letter topic away")  # any error: the hold retries every kind
+
+
+async def test_while_dead_letters_are_held_the_store_writes_go_on_and_status_says_so() -> None:
+    """docs/operations.md: a dead-letter topic that cannot be written holds the commits, and the writes to the
+    store go on up to the bound (a reviewer found they stopped at two batches)."""
+    from dataclasses import replace
+
+    from extractors.batch import dead_letter
+
+    store, broker = Store(), Broker(committed=0)
+    made = consumer(store, broker)
+    made._producer = cast(Any, AwayProducer())
+    first = batch(1, 0, ["2:a", ""])
+    first = replace(first, extracted=replace(first.extracted, dead=[dead_letter(first.records[1], "bad", "decode")]))
+    queued = [batch(seq, 2 * seq, ["2:x", "2:y"]) for seq in range(2, 60)]
+
+    async def meanwhile() -> None:
+        for _ in range(60):  # the fetch waiting for room looks at the commit stage every second
+            await asyncio.sleep(0.05)
+            if len(store.written) == 1 + 2 * len(queued):
+                break
+        assert len(store.written) == 1 + 2 * len(queued)  # every batch written while the first one's letters wait
+        assert broker.commits == [] and made.health.holding("dead_letters")
+        assert made.health.messages_in_hand == 2 + 2 * len(queued) and not made.health.all_ingest_waits
+        made.request_stop()
+
+    await run_stages(made, [first, *queued], meanwhile)
+    assert broker.commits == []
+
+
+async def test_a_failed_commit_is_not_retried_after_its_partitions_were_revoked() -> None:
+    """The partition moved away, its next owner committed further, and it came back: retrying the old offset
+    would move the group back over the other owner's commits (a reviewer's find)."""
+    made = consumer(Store(), broker := Broker(committed=0))
+    made._uncommitted = {P: OffsetAndMetadata(7, "")}  # a commit failed before the rebalance
+    await made._settle_revocation()
+    await made._commit(_Batch([], ExtractedBatch([], []), {}, 1))  # the idle retry
+    assert broker.commits == []

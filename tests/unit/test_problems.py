@@ -222,3 +222,38 @@ def test_the_write_lease_leaves_at_most_one_replica_unfollowing(instances: int, 
 
     assert StoreSettings().followers_needed(instances) == needed
     assert StoreSettings(writes_need_replica=False).followers_needed(instances) == 0
+
+
+def _holding(holds: list[tuple[str, str]], **in_hand: Any) -> list[str]:
+    """The problems of a consumer holding ``(what, stage)`` pairs for 30 s with ``in_hand`` health fields."""
+    hold = {"seconds": 30.0, "attempts": 6, "cause": "StoreUnavailable: no master"}
+    status = with_change([*CONSUMER, "holds"], [{"what": what, "stage": stage, **hold} for what, stage in holds])
+    status["consumers"]["processes"][0].update(
+        holding={"stage": holds[0][1], **hold}, max_messages_in_hand=100_000, **in_hand
+    )
+    return [p for p in problems_of(status, NOW) if "has held" in p]
+
+
+def test_a_hold_says_what_else_of_the_ingest_goes_on() -> None:
+    """One replica set held: the others' writes go on. Every replica set held, or no room left: all ingest waits
+    (a reviewer found every hold saying the other replica sets went on while none did). Dead letters held: the
+    store writes go on."""
+    one = _holding([("the writes to replica set 1", "store")], messages_in_hand=12_000)
+    assert one == [
+        "consumer-1 has held the writes to replica set 1 for 30s because the store step fails (6 attempts): "
+        "StoreUnavailable: no master; 12,000 messages in hand (all ingest waits at 100,000), the writes to the "
+        "other replica sets go on"
+    ]
+    both = _holding(
+        [("the writes to replica set 1", "store"), ("the writes to replica set 2", "store")],
+        messages_in_hand=400,
+        all_ingest_waits=True,
+        all_ingest_waits_because="no replica set it writes to takes writes",
+    )
+    assert len(both) == 2 and all(
+        p.endswith("; 400 messages in hand, no replica set it writes to takes writes: all ingest waits") for p in both
+    )
+    full = _holding([("the writes to replica set 1", "store")], messages_in_hand=99_000, all_ingest_waits=True)
+    assert full[0].endswith("; 99,000 messages in hand, no room for more under the bound of 100,000: all ingest waits")
+    letters = _holding([("a batch's dead letters", "dead_letters")], messages_in_hand=5_000)
+    assert letters[0].endswith("(all ingest waits at 100,000), the writes to the store go on")

@@ -196,3 +196,20 @@ def test_each_operation_is_one_clients() -> None:
     delete = DeleteObject("1:a", "t1", 2)
     replace = ReplaceSource("2:b", "profile", 1.0, ())
     assert one_client_each(delete) == [("1:a", delete)] and one_client_each(replace) == [("2:b", replace)]
+
+
+async def test_while_every_lane_fails_nothing_runs_ahead_and_the_lanes_say_all_ingest_waits() -> None:
+    """Nothing can be written, so fetching up to the bound would only fill memory (a reviewer's find)."""
+    bank = Bank({1: 1, 2: 2})
+    bank.down.update({1, 2})
+    async with lanes_over(bank) as h:
+        for seq in (1, 2):
+            await h.lanes.submit(seq, f"b{seq}", [append(f"1:a{seq}"), append(f"2:b{seq}")], 2)
+        third = asyncio.create_task(h.lanes.submit(3, "b3", [append("2:c")], 2))
+        await asyncio.sleep(0.2)
+        assert h.lanes.all_wait_because() == "no replica set it writes to takes writes"
+        assert not third.done()  # two batches deep, as while every lane writes
+        bank.down.discard(2)
+        await asyncio.wait_for(third, 2)  # one lane writes again: the others run ahead of set 1
+        assert h.lanes.all_wait_because() is None
+        h.stop.set()
