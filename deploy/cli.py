@@ -388,7 +388,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--quick",
         action="store_true",
-        help="leave out the end: the recipe judged on the 24,000-client bank that tells the models apart (17 min)",
+        help="leave out the end: the recipe judged on the 24,000-client bank that tells the models apart (15-17 min)",
     )
     demo.set_defaults(fn=cmd_demo)
 
@@ -434,7 +434,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--large",
         action="store_true",
         help="simulated: the bank that tells the models apart (24,000 clients x 200 days, seed 301, to 2026-11-30; "
-        "about 17 min on 2 cores); sets --clients, --days, --seed and --end-date",
+        "about 15-17 min on 2 cores); sets --clients, --days, --seed and --end-date",
     )
     evaluate.add_argument("--horizon-days", type=float, default=180.0, help="berka: uptake window after the cutoff")
     evaluate.add_argument("--json", action="store_true", help="the whole result as JSON instead of the table")

@@ -5,7 +5,7 @@ explored; `rtrec down` stops it.
 
 The demo's own bank streams through Kafka in about a minute, and that is too few clients to tell the served
 blend from the logistic regression. So the demo ends by judging the same recipe on the bank that can
-(`deploy.evaluate.LARGE_BANK`, about 17 minutes) while the stack serves; `--quick` leaves that out."""
+(`deploy.evaluate.LARGE_BANK`, 15-17 minutes on 2 cores) while the stack serves; `--quick` leaves that out."""
 
 from __future__ import annotations
 
@@ -160,7 +160,7 @@ def _too_few_clients(metrics: dict[str, Any], judged_below: bool) -> str:
     if chances is not None and intervals_overlap(chances["map_at_3"], rankings["logistic_regression"]["map_at_3"]):
         # ranking by the very chances the uptake was drawn from does not part from it either: no model could
         text += " (even ranking by the simulator's own chances does not part from it here)"
-    where = "judged at the end of this demo" if judged_below else "`make evaluate-large`, about 17 minutes on 2 cores"
+    where = "judged at the end of this demo" if judged_below else "`make evaluate-large`, 15-17 minutes on 2 cores"
     return f"{text}. On banks of 24,000 and 32,000 clients the gap is about 0.015 and the intervals part ({where})"
 
 
@@ -173,7 +173,7 @@ def _judge_on_the_large_bank(settings: Settings, console: Console) -> None:
     console.rule("the same recipe judged on a bank large enough to tell the models apart")
     console.print(
         f"[bold]>[/] {bank['clients']:,} clients x {bank['days']} days (seed {bank['seed']}, to {bank['end_date']}) "
-        "loaded into a private throwaway store, trained and judged: about 17 minutes on 2 cores. The stack above "
+        "loaded into a private throwaway store, trained and judged: 15-17 minutes on 2 cores. The stack above "
         "keeps serving meanwhile; Ctrl-C skips this (`rtrec demo --quick` leaves it out, `make evaluate-large` "
         "runs it alone)."
     )

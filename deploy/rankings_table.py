@@ -55,13 +55,19 @@ def intervals_overlap(a: list[float], b: list[float]) -> bool:
 def intervals_apart(served: list[float] | None, other: list[float]) -> str:
     """How the served blend's interval ``[mean, low, high]`` lies against another ranking's: "blend above" or
     "blend below" when they do not overlap, "overlap" when they do."""
+    side = _side(served, other)
+    return "" if side is None else f"{'blend ' if side[0] != 'overlap' else ''}{side[0]} by {_gap(side[1])}"
+
+
+def _side(served: list[float] | None, other: list[float]) -> tuple[str, float] | None:
+    """("above" | "below" | "overlap", by how much) of the served blend's interval against another's."""
     if served is None or any(math.isnan(v) for v in (*served[1:], *other[1:])):
-        return ""
+        return None
     if intervals_overlap(served, other):
-        return f"overlap by {_gap(min(served[2], other[2]) - max(served[1], other[1]))}"
+        return "overlap", min(served[2], other[2]) - max(served[1], other[1])
     if served[1] > other[2]:
-        return f"blend above by {_gap(served[1] - other[2])}"
-    return f"blend below by {_gap(other[1] - served[2])}"
+        return "above", served[1] - other[2]
+    return "below", other[1] - served[2]
 
 
 def _gap(width: float) -> str:
@@ -70,17 +76,26 @@ def _gap(width: float) -> str:
     return f"{width:.3f}" if width >= 0.01 else f"{width:.4f}"
 
 
+# the rankings the served blend must clear (or, XGBoost alone, not fall below), as the verdict names them
+VERDICT_BASELINES = {
+    "logistic_regression": "the logistic regression's",
+    "popularity": "popularity's",
+    "xgboost": "XGBoost alone's",
+}
+
+
 def intervals_verdict(metrics: dict[str, Any], k: int = 3) -> str:
     """The simulated banks' done-when test in one line: where the served blend's MAP@k interval lies against the
     logistic regression's and popularity's, and against XGBoost alone (which it must not be below)."""
     rankings = metrics.get("rankings", {})
     served = rankings.get("blend", {}).get(f"map_at_{k}")
-    said = [
-        f"{NAMES[name]} {intervals_apart(served, rankings[name][f'map_at_{k}']) or 'not comparable'}"
-        for name in ("logistic_regression", "popularity", "xgboost")
-        if name in rankings
-    ]
-    return f"the served blend's MAP@{k} interval against " + ", ".join(said) if said else "no rankings to compare"
+    said = []
+    for name, whose in VERDICT_BASELINES.items():
+        side = _side(served, rankings[name][f"map_at_{k}"]) if name in rankings else None
+        if side is not None:
+            verb = "overlaps" if side[0] == "overlap" else f"lies {side[0]}"
+            said.append(f"{verb} {whose} by {_gap(side[1])}")
+    return f"the served blend's MAP@{k} interval " + ", ".join(said) if said else "no rankings to compare"
 
 
 def verdict(metrics: dict[str, Any], baseline: str) -> str:

@@ -47,10 +47,10 @@ def test_the_verdict_names_where_the_blends_interval_lies_against_each_baseline(
             "xgboost": {"map_at_3": [0.7484, 0.7410, 0.7560]},
         }
     }
-    said = intervals_verdict(metrics)
-    assert "logistic regression blend above by 0.0015" in said
-    assert "popularity blend above by 0.120" in said
-    assert "XGBoost alone overlap by 0.015" in said
+    assert intervals_verdict(metrics) == (
+        "the served blend's MAP@3 interval lies above the logistic regression's by 0.0015, lies above "
+        "popularity's by 0.120, overlaps XGBoost alone's by 0.015"
+    )
     metrics["rankings"]["logistic_regression"]["map_at_3"] = [0.75, 0.74, 0.76]
-    assert "logistic regression overlap by 0.015" in intervals_verdict(metrics)
+    assert "overlaps the logistic regression's by 0.015" in intervals_verdict(metrics)
     assert intervals_verdict({}) == "no rankings to compare"
