@@ -97,3 +97,25 @@ def test_the_demo_says_when_not_even_the_simulators_chances_part_from_the_logist
     said = _too_few_clients(metrics, judged_below=False)
     assert said.startswith("201 clients are too few") and "even" not in said and "make evaluate-large" in said
     assert "judged at the end of this demo" in _too_few_clients(metrics, judged_below=True)
+
+
+def test_the_large_bank_is_one_definition_for_the_cli_and_the_demo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`rtrec evaluate --large` (make evaluate-large) and the end of `rtrec demo` judge the same bank; --large
+    overrides the size options, and refuses Berka."""
+    from deploy import evaluate
+    from deploy.evaluate import LARGE_BANK, large_bank_args
+
+    asked: list[argparse.Namespace] = []
+
+    def evaluated(settings: Any, args: argparse.Namespace) -> dict[str, Any]:
+        asked.append(args)
+        return {"report": "r", "rankings": {}}
+
+    monkeypatch.setattr(evaluate, "run_evaluation", evaluated)
+    assert cli.main(["evaluate", "--large", "--clients", "5", "--json"]) == 0
+    demo = large_bank_args()
+    for name, value in LARGE_BANK.items():
+        assert getattr(asked[0], name) == getattr(demo, name) == value, name
+    assert asked[0].dataset == demo.dataset == "simulated"
+    with pytest.raises(SystemExit, match="--large is a simulated bank"):
+        cli.main(["evaluate", "--large", "--dataset", "berka"])
