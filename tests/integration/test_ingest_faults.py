@@ -130,7 +130,8 @@ async def test_a_dead_letter_topic_that_refuses_writes_holds_the_batch_loudly_th
     await produce(s, [("transactions", b"not json at all", []), ("transactions", orjson.dumps(good), [])])
 
     consumer = ExtractorConsumer(s, store)
-    running = asyncio.create_task(consumer.run(idle_exit_s=3.0))
+    running = asyncio.create_task(consumer.run(idle_exit_s=10.0))
+    later = [{**GOOD["transactions"], "client_id": f"{uid}-later", "tx_id": f"t{i}"} for i in range(20)]
     try:
 
         async def held() -> bool:
@@ -140,6 +141,16 @@ async def test_a_dead_letter_topic_that_refuses_writes_holds_the_batch_loudly_th
         assert "MessageSizeTooLarge" in (consumer.health.holding_cause or "")
         assert sum((await consumer_lag(s)).values()) == 2  # nothing committed while held
         assert not running.done()
+
+        # the writes to the store go on while the dead letters wait (up to the bound of messages in hand)
+        await produce(s, [("transactions", orjson.dumps(event), []) for event in later])
+
+        async def landed() -> bool:
+            return len(await store.get_features(f"{uid}-later")) == len(later)
+
+        await wait_for(landed, timeout=30, what="later events to land while the dead letters are held")
+        assert consumer.health.holding_stage == "dead_letters"
+        assert sum((await consumer_lag(s)).values()) == 2 + len(later)  # still nothing committed
 
         await _set_topic_config(s, dlq, {"max.message.bytes": "1048588"})
         stats = await asyncio.wait_for(running, 60)
@@ -151,6 +162,7 @@ async def test_a_dead_letter_topic_that_refuses_writes_holds_the_batch_loudly_th
     assert [header(r.headers, "dlq.error") for r in letters] == ["malformed"]
     assert sum((await consumer_lag(s)).values()) == 0
     assert [f.name for f in await store.get_features(f"{uid}-c")] == ["tx.out.amount"]
+    assert len(await store.get_features(f"{uid}-later")) == len(later)
 
 
 class _UndecodableKey(str):
