@@ -2,8 +2,8 @@
 
 Before the write lanes, a consumer batch spanned every replica set and was held whole: with one master dead,
 every client's facts went stale, the applications of clients on healthy replica sets included (their products
-were offered again). The drill kills a master under the supervised consumers of a real broker and a private
-cluster, and checks what lands, what `rtrec status` says, and that the store ends exactly once when the
+were offered again). The drill kills (or stalls) a master under the supervised consumers of a real broker and a
+private cluster, and checks what lands, what `rtrec status` says, and that the store ends exactly once when the
 master is back."""
 
 from __future__ import annotations
@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import signal
 from typing import Any
+
+import pytest
 
 from deploy.cluster import StoreCluster
 from deploy.settings import Settings
@@ -27,12 +29,21 @@ from tests.integration.kafka_helpers import (
 )
 
 
+@pytest.mark.parametrize(
+    "fault",
+    [
+        signal.SIGKILL,  # connections refused at once
+        signal.SIGSTOP,  # stalled: every write waits out the request timeout, status calls too
+    ],
+    ids=["killed", "stalled"],
+)
 async def test_a_replica_set_without_its_master_holds_back_only_its_own_clients(
-    private_cluster: tuple[Settings, StoreCluster], uid: str
+    private_cluster: tuple[Settings, StoreCluster], uid: str, fault: signal.Signals
 ) -> None:
     settings, cluster = private_cluster
     down = cluster.topology[0]
-    cluster.kill(cluster.master_name(down), signal.SIGKILL)
+    master = cluster.master_name(down)
+    cluster.kill(master, fault)
     events = await publish_simulated(settings, f"{uid}l", clients=120, days=60, seed=43)
     expected = await expected_state(settings, events)
     supervisor = supervise(settings)
@@ -65,7 +76,11 @@ async def test_a_replica_set_without_its_master_holds_back_only_its_own_clients(
             assert held and all(c["alive"] and c["restarts"] == 0 for c in status["consumers"]["processes"])
             assert {h["what"] for c in held for h in c["holds"]} == {f"the writes to replica set {down.id}"}
 
-            await cluster.start()  # the master comes back; the held lane goes on by itself
+            # the master comes back; the held lane goes on by itself
+            if fault == signal.SIGSTOP:
+                cluster.kill(master, signal.SIGCONT)
+            else:
+                await cluster.start()
 
             async def caught_up() -> bool:
                 return sum((await consumer_lag(settings)).values()) == 0
@@ -79,3 +94,4 @@ async def test_a_replica_set_without_its_master_holds_back_only_its_own_clients(
     finally:
         if supervisor is not None:
             stop_process(supervisor)
+        cluster.kill(master, signal.SIGCONT)  # a stalled master must not outlive the drill stopped
