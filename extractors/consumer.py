@@ -141,6 +141,8 @@ class ExtractorConsumer:
         self._lanes: WriteLanes[_Batch] | None = None
         self._in_hand: dict[int, _Batch] = {}  # by seq: given to the lanes and not yet released
         self._commit_retry_in_hand = False  # one retry of a failed commit at a time, however long it waits
+        # a fence proof reads the committed offsets and commits them again: a commit in between would be undone
+        self._commit_lock = asyncio.Lock()
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         # offsets of applied batches whose commit failed, committed with the next batch (or when idle)
@@ -439,9 +441,10 @@ class ExtractorConsumer:
             assert self._consumer is not None
             # proven by committing no later than the oldest batch in hand: an older one may still be unwritten
             in_hand = [record for held_seq, held in self._in_hand.items() if held_seq <= seq for record in held.records]
-            taken = await take_over(
-                self._consumer, fence, in_hand or batch.records, dict(exc.fields.get("refused") or {})
-            )
+            async with self._commit_lock:
+                taken = await take_over(
+                    self._consumer, fence, in_hand or batch.records, dict(exc.fields.get("refused") or {})
+                )
             if seq <= self._stale_through:  # a revocation marked it while the broker was asked
                 return None
             started = time.perf_counter()
@@ -500,7 +503,8 @@ class ExtractorConsumer:
             return
         started = time.perf_counter()
         try:  # bounded: aiokafka retries a commit for as long as the coordinator is away
-            await asyncio.wait_for(self._consumer.commit(offsets), COMMIT_TIMEOUT_S)
+            async with self._commit_lock:
+                await asyncio.wait_for(self._consumer.commit(offsets), COMMIT_TIMEOUT_S)
         except (KafkaError, TimeoutError) as exc:  # a rebalance, a coordinator moving, a broker away
             self.health.commit_failures += 1
             metrics.COMMIT_FAILURES.inc()

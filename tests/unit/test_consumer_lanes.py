@@ -303,3 +303,27 @@ async def test_a_failed_commit_is_not_retried_after_its_partitions_were_revoked(
     await made._settle_revocation()
     await made._commit(_Batch([], ExtractedBatch([], []), {}, 1))  # the idle retry
     assert broker.commits == []
+
+
+async def test_a_fence_proof_never_moves_the_committed_offset_back() -> None:
+    """The proof reads the committed offset and commits it again; the commit stage committing meanwhile (an
+    earlier batch, written in another lane) must not be undone by the older value (a reviewer's find: the
+    group would read that batch again after a restart)."""
+
+    class SlowReads(Broker):
+        async def committed(self, tp: TopicPartition) -> int | None:
+            value = self._committed
+            await asyncio.sleep(0.2)  # the answer is on its way while the commit stage commits
+            return value
+
+    store, broker = Store(), SlowReads(committed=0, generation=1)
+    store.fences[1]["rtrec-extractors/bank.transactions/0"] = 900  # the old group's fence on replica set 1
+    made = consumer(store, broker)
+
+    async def meanwhile() -> None:
+        await asyncio.sleep(0.6)
+        made.request_stop()
+
+    await run_stages(made, [batch(1, 0, ["2:a"]), batch(2, 1, ["1:b"])], meanwhile)
+    assert (1, "@1") in store.written  # taken over and written
+    assert broker.commits == sorted(broker.commits) and broker.commits[-1] == 2, broker.commits
