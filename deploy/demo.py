@@ -286,7 +286,7 @@ def run_demo(
         if "logistic_regression" in rankings and intervals_overlap(
             rankings["blend"]["map_at_3"], rankings["logistic_regression"]["map_at_3"]
         ):
-            console.print(f"  {_too_few_clients(metrics, judged_below=not quick)}")
+            console.print(f"  {_too_few_clients(metrics, judged_below=simulator is not None and not quick)}")
     except TrainingSetupError as exc:
         console.print(f"  not enough labelled history to train ({exc}); serving the expert cold-start models")
     time.sleep(settings.recommendations.reload_interval_s + 0.5)  # the API hot-reloads the new version
