@@ -360,7 +360,9 @@ class ExtractorConsumer:
             batch = pending.batch
             try:
                 outcome = await pending.outcome
-                abandoned = abandoned or outcome is Outcome.ABANDONED
+                # a stale batch is never committed, abandoned or not: the batches fetched after its rebalance are
+                # read again from the committed offsets and stand on their own
+                abandoned = abandoned or (outcome is Outcome.ABANDONED and not self._stale(batch))
                 if abandoned:
                     self._lanes.abandon_from(batch.seq)
                     continue
@@ -408,9 +410,6 @@ class ExtractorConsumer:
         Batches still unwritten then (a store outage holds them) are marked never to be written, and an attempt
         in flight ends first; the next owner, or this consumer again, reads them from the committed offsets."""
         through = self._fetched_seq
-        # a failed commit's offsets are the next owner's to commit: retried after the partition came back, they
-        # would move the group back over that owner's commits (everything since is read and written again)
-        self._uncommitted = {}
         deadline = time.monotonic() + self.settings.consumer.revoke_drain_s
         while self._written_seq < through and time.monotonic() < deadline and not self._stop.is_set():
             await asyncio.sleep(0.05)
@@ -423,6 +422,9 @@ class ExtractorConsumer:
             )
             if self._lanes is not None:
                 await self._lanes.wait_attempts()
+        # a failed commit's offsets (before or during the drain) are the next owner's to commit: retried after the
+        # partition came back, they would move the group back over that owner's commits
+        self._uncommitted = {}
 
     async def _apply_unless_stale(self, batch: _Batch, seq: int, ops: list[StoreOp]) -> ApplyResult | None:
         """One store attempt for ``ops`` of ``batch`` (one write lane's part), fenced by the group generation this

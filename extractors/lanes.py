@@ -198,7 +198,7 @@ class WriteLanes(Generic[B]):
         the bound, or every lane fails."""
         if self.full:
             return f"no room for more under the bound of {self.max_messages:,}"
-        if self._lanes and all(lane.failing for lane in self._lanes.values()):
+        if self._every_lane_fails():
             return "no replica set it writes to takes writes"
         return None
 
@@ -212,8 +212,15 @@ class WriteLanes(Generic[B]):
             return False
         if self.batches_in_hand < self._ahead_batches:
             return True
-        failing = [lane.failing for lane in self._lanes.values()]
-        return (any(failing) and not all(failing)) or self._commit_held()
+        if self._every_lane_fails():
+            return False
+        return any(lane.failing for lane in self._lanes.values()) or self._commit_held()
+
+    def _every_lane_fails(self) -> bool:
+        """Every replica set's lane fails (the lane of buckets without an owner, made in a move's last step,
+        may idle for good: it is not counted)."""
+        lanes = [lane for lane in self._lanes.values() if lane.key is not None or lane.failing]
+        return bool(lanes) and all(lane.failing for lane in lanes)
 
     def _show_full(self, full: bool) -> None:
         if full != self.full:
