@@ -119,6 +119,16 @@ async def run_stages(made: ExtractorConsumer, batches: list[_Batch], meanwhile: 
         handoff.put_nowait(None)
 
 
+def stop_after(made: ExtractorConsumer, seconds: float) -> Callable[[], Awaitable[None]]:
+    """A ``meanwhile`` for ``run_stages`` that only lets the stages run ``seconds``, then asks for a stop."""
+
+    async def meanwhile() -> None:
+        await asyncio.sleep(seconds)
+        made.request_stop()
+
+    return meanwhile
+
+
 async def test_batches_commit_in_fetch_order_once_every_lane_wrote_its_part() -> None:
     store, broker = Store(), Broker(committed=0)
     store.down.add(1)
@@ -163,11 +173,7 @@ async def test_a_fence_taken_over_is_proven_no_later_than_the_oldest_batch_in_ha
     store.fences[2]["rtrec-extractors/bank.transactions/0"] = 900
     made = consumer(store, broker)
 
-    async def meanwhile() -> None:
-        await asyncio.sleep(0.5)
-        made.request_stop()
-
-    await run_stages(made, [batch(1, 0, ["1:a"]), batch(2, 1, ["2:b"])], meanwhile)
+    await run_stages(made, [batch(1, 0, ["1:a"]), batch(2, 1, ["2:b"])], stop_after(made, 0.5))
     assert (2, "@1") in store.written  # taken over and written
     assert broker.commits == [0]  # the proof: where the oldest batch in hand starts
 
@@ -320,11 +326,7 @@ async def test_a_fence_proof_never_moves_the_committed_offset_back() -> None:
     store.fences[1]["rtrec-extractors/bank.transactions/0"] = 900  # the old group's fence on replica set 1
     made = consumer(store, broker)
 
-    async def meanwhile() -> None:
-        await asyncio.sleep(0.6)
-        made.request_stop()
-
-    await run_stages(made, [batch(1, 0, ["2:a"]), batch(2, 1, ["1:b"])], meanwhile)
+    await run_stages(made, [batch(1, 0, ["2:a"]), batch(2, 1, ["1:b"])], stop_after(made, 0.6))
     assert (1, "@1") in store.written  # taken over and written
     assert broker.commits == sorted(broker.commits) and broker.commits[-1] == 2, broker.commits
 
