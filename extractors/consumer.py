@@ -362,9 +362,10 @@ class ExtractorConsumer:
                 outcome = await pending.outcome
                 # a stale batch is never committed, abandoned or not: the batches fetched after its rebalance are
                 # read again from the committed offsets and stand on their own
-                abandoned = abandoned or (outcome is Outcome.ABANDONED and not self._stale(batch))
-                if abandoned:
+                if not abandoned and outcome is Outcome.ABANDONED and not self._stale(batch):
+                    abandoned = True
                     self._lanes.abandon_from(batch.seq)
+                if abandoned:
                     continue
                 if outcome is Outcome.DROPPED or self._stale(batch):
                     log.warning(

@@ -162,9 +162,9 @@ class WriteLanes(Generic[B]):
         self._on_change()
         return pending
 
-    def abandon_from(self, seq: int) -> None:
-        """The consumer gave up batch ``seq`` on a stop (its dead letters held): no part of it or of a later batch
-        is written (none can be committed)."""
+    def abandon_from(self, seq: float) -> None:
+        """Batch ``seq`` was given up on a stop (a lane held on it, or the consumer holding its dead letters): no
+        part of it or of a later batch is written (none can be committed)."""
         self._abandoned_from = min(self._abandoned_from, seq)
 
     def release(self, pending: Pending[B]) -> None:
@@ -257,15 +257,16 @@ class WriteLanes(Generic[B]):
     async def _run(self, lane: _Lane) -> None:
         while (part := await lane.queue.get()) is not None:
             if self._stop.is_set():  # a held lane gives its part up at its next failure: nothing after is committed
-                held = min((other.held_seq for other in self._lanes.values() if other.failing), default=math.inf)
-                self._abandoned_from = min(self._abandoned_from, held)
+                self.abandon_from(
+                    min((other.held_seq for other in self._lanes.values() if other.failing), default=math.inf)
+                )
             if part.pending.seq >= self._abandoned_from:  # never committed: not worth writing
                 self._finish(part, None, Outcome.ABANDONED)
                 continue
             try:
                 result = await self._hold(partial(self._attempt, lane, part), lane.label)
             except HoldAbandoned:
-                self._abandoned_from = min(self._abandoned_from, part.pending.seq)
+                self.abandon_from(part.pending.seq)
                 self._finish(part, None, Outcome.ABANDONED)
                 continue
             self._finish(part, result, Outcome.WRITTEN if result is not None else Outcome.DROPPED)
